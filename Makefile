@@ -1,0 +1,31 @@
+# The two commands of the quick start: `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/lictor demo
+
+lint: install
+	$(VENV)/bin/ruff check lictor tests bench
+	$(VENV)/bin/ruff format --check lictor tests bench
+	$(VENV)/bin/mypy --strict lictor
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) bench/log_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,153 @@
+"""The one exception tree of Lictor.
+
+Every error carries a stable string ``code``; `lictor.wire` maps codes to HTTP
+statuses on the server and back to these classes in clients, so a caller
+catches the same exception locally or over HTTP.
+
+    LictorError                      internal
+    ├── InvalidRequestError          invalid_request
+    │   ├── EntryError               invalid_entry
+    │   └── PayloadTooLargeError     payload_too_large
+    ├── NotFoundError                not_found
+    ├── UnauthenticatedError         unauthenticated
+    ├── PermissionDeniedError        permission_denied
+    ├── LogError                     log_error
+    │   ├── TreeError                invalid_tree_range
+    │   ├── ProofError               invalid_proof
+    │   ├── NoteError                invalid_note
+    │   │   ├── KeyFormatError       invalid_key
+    │   │   └── SignatureError       bad_signature
+    │   ├── CheckpointError          invalid_checkpoint
+    │   └── TileError                invalid_tile
+    ├── AuditError                   audit_failed
+    ├── UnavailableError             unavailable
+    └── StoreError                   store_error
+        ├── ConflictError            conflict
+        └── SchemaError              unknown_schema
+"""
+
+from __future__ import annotations
+
+
+class LictorError(Exception):
+    """Root of every error Lictor raises on purpose."""
+
+    code = "internal"
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class InvalidRequestError(LictorError):
+    """The caller's input is malformed or out of range."""
+
+    code = "invalid_request"
+
+
+class EntryError(InvalidRequestError):
+    """A log entry is not canonical JSON, or is too large."""
+
+    code = "invalid_entry"
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    """A request body exceeds the server's limit."""
+
+    code = "payload_too_large"
+
+
+class NotFoundError(LictorError):
+    """The named thing does not exist (yet)."""
+
+    code = "not_found"
+
+
+class UnauthenticatedError(LictorError):
+    """No credential, or an unknown one."""
+
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(LictorError):
+    """The credential's role does not allow the call."""
+
+    code = "permission_denied"
+
+
+class LogError(LictorError):
+    """Anything wrong with transparency-log data."""
+
+    code = "log_error"
+
+
+class TreeError(LogError):
+    """A tree size, index or stored-hash request is out of range."""
+
+    code = "invalid_tree_range"
+
+
+class ProofError(LogError):
+    """An inclusion or consistency proof does not verify or is malformed."""
+
+    code = "invalid_proof"
+
+
+class NoteError(LogError):
+    """A signed note is malformed or does not verify."""
+
+    code = "invalid_note"
+
+
+class KeyFormatError(NoteError):
+    """A signer or verifier key string is malformed."""
+
+    code = "invalid_key"
+
+
+class SignatureError(NoteError):
+    """No trusted signature verifies, or a known key's signature fails."""
+
+    code = "bad_signature"
+
+
+class CheckpointError(LogError):
+    """A checkpoint body is malformed."""
+
+    code = "invalid_checkpoint"
+
+
+class TileError(LogError):
+    """A tile path or tile body is malformed or inconsistent."""
+
+    code = "invalid_tile"
+
+
+class AuditError(LictorError):
+    """An audit found the log inconsistent with itself or with earlier state."""
+
+    code = "audit_failed"
+
+
+class UnavailableError(LictorError):
+    """A dependency (server, database) could not be reached."""
+
+    code = "unavailable"
+
+
+class StoreError(LictorError):
+    """The store failed; nothing was written."""
+
+    code = "store_error"
+
+
+class ConflictError(StoreError):
+    """A compare-and-swap lost: someone else moved the head first."""
+
+    code = "conflict"
+
+
+class SchemaError(StoreError):
+    """The database schema is one this version does not know."""
+
+    code = "unknown_schema"

@@ -1,0 +1,41 @@
+"""Log entries: RFC 8785 canonical JSON objects of at most 65,535 bytes; no I/O.
+
+Canonical bytes make the leaf hash a function of the entry's meaning, so any
+party holding the JSON can recompute it with any RFC 8785 implementation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import rfc8785
+
+from lictor.errors import EntryError
+from lictor.log.tiles import MAX_ENTRY_SIZE
+
+
+def canonical_entry(entry: dict[str, Any]) -> bytes:
+    """The canonical bytes of an entry, or `EntryError`."""
+    if not isinstance(entry, dict):
+        raise EntryError("an entry must be a JSON object")
+    try:
+        data = rfc8785.dumps(entry)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
+        raise EntryError(f"entry cannot be canonicalized: {e}") from e
+    if len(data) > MAX_ENTRY_SIZE:
+        raise EntryError(f"entry is {len(data)} bytes; the limit is {MAX_ENTRY_SIZE}")
+    return data
+
+
+def parse_entry(data: bytes) -> dict[str, Any]:
+    """Decode entry bytes, insisting they are the canonical form of a JSON object."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise EntryError("entry is not JSON") from e
+    if not isinstance(value, dict):
+        raise EntryError("an entry must be a JSON object")
+    if canonical_entry(value) != data:
+        raise EntryError("entry is not in RFC 8785 canonical form")
+    return value

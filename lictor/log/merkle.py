@@ -1,0 +1,374 @@
+"""RFC 6962 Merkle tree math over a `HashReader`; no I/O, no clock.
+
+Storage holds one flat sequence of *stored hashes*, laid out as Go's
+`golang.org/x/mod/sumdb/tlog` lays them out: after leaf ``n`` come the leaf
+hash and the hash of every complete subtree that leaf completes. A tree of
+``n`` leaves has fewer than ``2n`` stored hashes, and every root, inclusion
+proof and consistency proof needs only O(log n) of them, read in one call.
+
+Proof *generation* follows tlog (``ProveRecord``/``ProveTree``) and yields the
+RFC 6962 ``PATH``/``SUBPROOF`` lists; proof *verification* is RFC 9162
+§2.1.3.2 and §2.1.4.2. Every input is checked: sizes and indexes in range,
+every hash exactly 32 bytes. Violations raise `ProofError` (bad proof) or
+`TreeError` (bad arguments), both `LogError`s.
+
+Policy where implementations differ (see FORMATS.md): a consistency proof
+*from* size 0 is rejected, as transparency-dev/merkle does; a caller that
+wants tlog-witness's "size 0 is consistent with anything" checks that case
+itself before calling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Protocol
+
+from lictor.errors import ProofError, TreeError
+
+HASH_SIZE = 32
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+class HashReader(Protocol):
+    """Reads stored hashes by stored-hash index (see `stored_hash_index`).
+
+    Must return exactly one 32-byte hash per requested index, in order, or raise.
+    """
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]: ...
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """RFC 6962 leaf hash: SHA-256(0x00 || data)."""
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 6962 interior node hash: SHA-256(0x01 || left || right)."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def stored_hash_index(level: int, n: int) -> int:
+    """Where the hash of the ``n``-th complete subtree of height ``level`` is stored."""
+    if level < 0 or n < 0:
+        raise TreeError(f"invalid node ({level}, {n})")
+    for _ in range(level):
+        n = 2 * n + 1
+    i = 0
+    while n > 0:
+        i += n
+        n >>= 1
+    return i + level
+
+
+def split_stored_hash_index(index: int) -> tuple[int, int]:
+    """Inverse of `stored_hash_index`: (level, n) of the hash stored at ``index``."""
+    if index < 0:
+        raise TreeError(f"invalid stored hash index {index}")
+    n = index // 2
+    index_n = stored_hash_index(0, n)
+    while True:
+        nxt = index_n + 1 + _trailing_zeros(n + 1)
+        if nxt > index:
+            break
+        n += 1
+        index_n = nxt
+    level = index - index_n
+    return level, n >> level
+
+
+def stored_hash_count(size: int) -> int:
+    """Number of stored hashes for a tree of ``size`` leaves."""
+    if size < 0:
+        raise TreeError(f"invalid tree size {size}")
+    if size == 0:
+        return 0
+    return stored_hash_index(0, size - 1) + 1 + _trailing_zeros(size)
+
+
+def _trailing_zeros(x: int) -> int:
+    return (x & -x).bit_length() - 1
+
+
+def new_stored_hashes(index: int, leaf: bytes, reader: HashReader) -> list[bytes]:
+    """The hashes to store after appending leaf hash ``leaf`` at ``index``.
+
+    They start at stored index `stored_hash_count(index)`: the leaf hash, then
+    one hash for every complete subtree the new leaf closes.
+    """
+    _check_hash(leaf)
+    m = _trailing_zeros(index + 1)
+    indexes = [stored_hash_index(i, (index >> i) - 1) for i in reversed(range(m))]
+    old = _read(reader, indexes)
+    hashes = [leaf]
+    h = leaf
+    for i in range(m):
+        h = node_hash(old[m - 1 - i], h)
+        hashes.append(h)
+    return hashes
+
+
+def _maxpow2(n: int) -> tuple[int, int]:
+    """Largest power of two strictly below ``n`` (for n >= 2), with its log2."""
+    level = 0
+    while 1 << (level + 1) < n:
+        level += 1
+    return 1 << level, level
+
+
+def _subtree_index(lo: int, hi: int, need: list[int]) -> None:
+    while lo < hi:
+        k, level = _maxpow2(hi - lo + 1)
+        need.append(stored_hash_index(level, lo >> level))
+        lo += k
+
+
+def _subtree_hash(lo: int, hi: int, hashes: list[bytes], pos: int) -> tuple[bytes, int]:
+    count = 0
+    while lo < hi:
+        k, _ = _maxpow2(hi - lo + 1)
+        count += 1
+        lo += k
+    h = hashes[pos + count - 1]
+    for i in range(count - 2, -1, -1):
+        h = node_hash(hashes[pos + i], h)
+    return h, pos + count
+
+
+def tree_hash(size: int, reader: HashReader) -> bytes:
+    """The RFC 6962 root of the first ``size`` leaves."""
+    if size < 0:
+        raise TreeError(f"invalid tree size {size}")
+    if size == 0:
+        return EMPTY_ROOT
+    need: list[int] = []
+    _subtree_index(0, size, need)
+    h, _ = _subtree_hash(0, size, _read(reader, need), 0)
+    return h
+
+
+def prove_inclusion(index: int, size: int, reader: HashReader) -> list[bytes]:
+    """RFC 6962 ``PATH(index, D[size])``: the leaf's sibling first."""
+    if not 0 <= index < size:
+        raise TreeError(f"index {index} out of range for tree size {size}")
+    need: list[int] = []
+    _leaf_proof_index(0, size, index, need)
+    proof, _ = _leaf_proof(0, size, index, _read(reader, need), 0)
+    return proof
+
+
+def _leaf_proof_index(lo: int, hi: int, n: int, need: list[int]) -> None:
+    if lo + 1 == hi:
+        return
+    k, _ = _maxpow2(hi - lo)
+    if n < lo + k:
+        _leaf_proof_index(lo, lo + k, n, need)
+        _subtree_index(lo + k, hi, need)
+    else:
+        _subtree_index(lo, lo + k, need)
+        _leaf_proof_index(lo + k, hi, n, need)
+
+
+def _leaf_proof(
+    lo: int, hi: int, n: int, hashes: list[bytes], pos: int
+) -> tuple[list[bytes], int]:
+    if lo + 1 == hi:
+        return [], pos
+    k, _ = _maxpow2(hi - lo)
+    if n < lo + k:
+        proof, pos = _leaf_proof(lo, lo + k, n, hashes, pos)
+        sibling, pos = _subtree_hash(lo + k, hi, hashes, pos)
+    else:
+        sibling, pos = _subtree_hash(lo, lo + k, hashes, pos)
+        proof, pos = _leaf_proof(lo + k, hi, n, hashes, pos)
+    proof.append(sibling)
+    return proof, pos
+
+
+def prove_consistency(first: int, second: int, reader: HashReader) -> list[bytes]:
+    """RFC 6962 ``PROOF(first, D[second])`` for ``0 < first <= second``."""
+    if not 0 < first <= second:
+        raise TreeError(f"no consistency proof from size {first} to size {second}")
+    need: list[int] = []
+    _tree_proof_index(0, second, first, need)
+    proof, _ = _tree_proof(0, second, first, _read(reader, need), 0)
+    return proof
+
+
+def _tree_proof_index(lo: int, hi: int, n: int, need: list[int]) -> None:
+    if n == hi:
+        if lo != 0:
+            _subtree_index(lo, hi, need)
+        return
+    k, _ = _maxpow2(hi - lo)
+    if n <= lo + k:
+        _tree_proof_index(lo, lo + k, n, need)
+        _subtree_index(lo + k, hi, need)
+    else:
+        _subtree_index(lo, lo + k, need)
+        _tree_proof_index(lo + k, hi, n, need)
+
+
+def _tree_proof(
+    lo: int, hi: int, n: int, hashes: list[bytes], pos: int
+) -> tuple[list[bytes], int]:
+    if n == hi:
+        if lo == 0:
+            return [], pos
+        h, pos = _subtree_hash(lo, hi, hashes, pos)
+        return [h], pos
+    k, _ = _maxpow2(hi - lo)
+    if n <= lo + k:
+        proof, pos = _tree_proof(lo, lo + k, n, hashes, pos)
+        other, pos = _subtree_hash(lo + k, hi, hashes, pos)
+    else:
+        other, pos = _subtree_hash(lo, lo + k, hashes, pos)
+        proof, pos = _tree_proof(lo + k, hi, n, hashes, pos)
+    proof.append(other)
+    return proof, pos
+
+
+def _read(reader: HashReader, indexes: list[int]) -> list[bytes]:
+    if not indexes:
+        return []
+    hashes = reader.read_hashes(indexes)
+    if len(hashes) != len(indexes):
+        raise TreeError(f"hash reader returned {len(hashes)} hashes, wanted {len(indexes)}")
+    for h in hashes:
+        _check_hash(h)
+    return hashes
+
+
+def _check_hash(h: bytes, what: str = "hash") -> None:
+    if len(h) != HASH_SIZE:
+        raise ProofError(f"{what} is {len(h)} bytes, not {HASH_SIZE}")
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """RFC 9162 §2.1.3.2: the root implied by an inclusion proof, or `ProofError`."""
+    if not 0 <= index < size:
+        raise ProofError(f"index {index} out of range for tree size {size}")
+    _check_hash(leaf, "leaf hash")
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        _check_hash(p, "proof hash")
+        if sn == 0:
+            raise ProofError("inclusion proof is too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("inclusion proof is too short")
+    return r
+
+
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
+    """Raise `ProofError` unless ``proof`` shows leaf ``index`` in the tree ``root``."""
+    _check_hash(root, "root")
+    if root_from_inclusion(index, size, leaf, proof) != root:
+        raise ProofError("inclusion proof does not lead to the root")
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """RFC 9162 §2.1.4.2; raise `ProofError` unless the trees are consistent."""
+    _check_hash(first_root, "first root")
+    _check_hash(second_root, "second root")
+    for p in proof:
+        _check_hash(p, "proof hash")
+    if first < 0 or second < 0:
+        raise ProofError("negative tree size")
+    if first > second:
+        raise ProofError(f"first size {first} is larger than second size {second}")
+    if first == second:
+        if proof:
+            raise ProofError("proof between equal sizes must be empty")
+        if first_root != second_root:
+            raise ProofError("roots differ for the same tree size")
+        return
+    if first == 0:
+        raise ProofError("no consistency proof from the empty tree")
+    if not proof:
+        raise ProofError("consistency proof is empty")
+    path = list(proof)
+    if first & (first - 1) == 0:
+        path.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise ProofError("consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("consistency proof is too short")
+    if fr != first_root:
+        raise ProofError("consistency proof does not lead to the first root")
+    if sr != second_root:
+        raise ProofError("consistency proof does not lead to the second root")
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """The root of a list of leaf hashes, computed directly (no stored hashes)."""
+    frontier = CompactRange()
+    for leaf in leaves:
+        frontier.append(leaf)
+    return frontier.root()
+
+
+class CompactRange:
+    """The right edge of a growing tree: one hash per set bit of its size.
+
+    Appending a leaf returns the complete subtrees it closes, as
+    ``(level, index, hash)``, so a verifier can compare them with tiles.
+    """
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if size < 0 or bin(size).count("1") != len(hashes):
+            raise TreeError(f"compact range of size {size} needs {bin(size).count('1')} hashes")
+        for h in hashes:
+            _check_hash(h)
+        self.size = size
+        self.hashes = list(hashes)
+
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        _check_hash(leaf, "leaf hash")
+        closed = [(0, self.size, leaf)]
+        h, level, n = leaf, 0, self.size
+        while n & 1:
+            h = node_hash(self.hashes.pop(), h)
+            level += 1
+            n >>= 1
+            closed.append((level, n, h))
+        self.hashes.append(h)
+        self.size += 1
+        return closed
+
+    def root(self) -> bytes:
+        if not self.hashes:
+            return EMPTY_ROOT
+        h = self.hashes[-1]
+        for left in reversed(self.hashes[:-1]):
+            h = node_hash(left, h)
+        return h
