@@ -1,0 +1,1 @@
+"""The `lictor` command line: one module per command group."""
