@@ -1,0 +1,55 @@
+"""`lictor serve`: run a control plane on a data directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import uvicorn
+
+from lictor.datadir import TOKEN_FILE, open_data_dir
+from lictor.server.app import create_app
+from lictor.service import AuditLog
+
+DEFAULT_DATA_DIR = "./lictor-data"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7300
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("serve", help="run the control plane")
+    add_server_options(p)
+    p.set_defaults(func=run)
+
+
+def add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="state directory (SQLite, keys)")
+    p.add_argument("--host", default=DEFAULT_HOST, help="listen address")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (0: any free)")
+    p.add_argument("--origin", help="log origin on first start (default: random)")
+
+
+def open_log(args: argparse.Namespace) -> AuditLog:
+    data = open_data_dir(args.data_dir, args.origin)
+    return AuditLog(data.store, data.signer)
+
+
+def run(args: argparse.Namespace) -> int:
+    log = open_log(args)
+    config = uvicorn.Config(
+        create_app(log), host=args.host, port=args.port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    print(
+        f"lictor: serving log {log.origin} on http://{args.host}:{args.port}"
+        f" (data {args.data_dir}, admin credential in {args.data_dir}/{TOKEN_FILE})",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server.run()
+    finally:
+        log.close()
+        log.store.close()
+    return 0

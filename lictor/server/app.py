@@ -1,0 +1,163 @@
+"""The HTTP application: error mapping, body limits, health, metrics, routes.
+
+Every error leaves as ``{"error": {"code", "message"}}`` with a stable code
+(`lictor.wire`); unexpected exceptions become a 500 ``internal`` without
+taking the server down. Request bodies over ``max_body`` bytes are refused
+with 413 before any handler runs, so nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lictor import __version__
+from lictor.errors import LictorError
+from lictor.server import log_api
+from lictor.service import AuditLog
+from lictor.wire import error_body, status_for
+
+DEFAULT_MAX_BODY = 64 * 1024
+logger = logging.getLogger("lictor.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: buffer at most ``limit`` body bytes, else answer 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await _too_large(self.limit)(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    message = f"request body exceeds {limit} bytes"
+    return JSONResponse(error_body("payload_too_large", message), status_code=413)
+
+
+class Metrics:
+    """Prometheus metrics of one app, in a registry of its own."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.registry = CollectorRegistry()
+        size = Gauge("lictor_log_tree_size", "Entries in the log.", registry=self.registry)
+        size.set_function(lambda: log.head().size)
+        self.appended = Counter(
+            "lictor_log_entries_appended", "Entries appended.", registry=self.registry
+        )
+        self.append_seconds = Histogram(
+            "lictor_log_append_seconds", "Time to a durable append.", registry=self.registry
+        )
+        self.requests = Counter(
+            "lictor_http_requests",
+            "HTTP requests by status class.",
+            ["status"],
+            registry=self.registry,
+        )
+
+
+def create_app(log: AuditLog, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
+    """The Lictor HTTP app over an opened `AuditLog`."""
+    app = FastAPI(title="Lictor", version=__version__, docs_url=None, redoc_url=None)
+    app.state.log = log
+    app.state.metrics = Metrics(log)
+    _install_error_handlers(app)
+    _install_health(app)
+    app.include_router(log_api.router)
+    app.include_router(log_api.tiles)
+    app.add_middleware(BodyLimit, limit=max_body)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LictorError)
+    async def lictor_error(request: Request, exc: LictorError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        return JSONResponse(error_body("invalid_request", message), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s", request.url.path)
+        return JSONResponse(error_body("internal", "internal error"), status_code=500)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Any:
+        response = await call_next(request)
+        app.state.metrics.requests.labels(f"{response.status_code // 100}xx").inc()
+        return response
+
+
+def _install_health(app: FastAPI) -> None:
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz(request: Request) -> JSONResponse:
+        log: AuditLog = request.app.state.log
+        started = time.monotonic()
+        try:
+            head = log.store.head()
+        except Exception as e:  # any database failure means not ready
+            body = {"status": "unavailable", "database": "error", "message": str(e)}
+            return JSONResponse(body, status_code=503)
+        elapsed = round((time.monotonic() - started) * 1000, 3)
+        size = head.size if head else 0
+        ready = {"status": "ok", "database": "ok", "database_ms": elapsed, "log_size": size}
+        return JSONResponse(ready)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> PlainTextResponse:
+        data = generate_latest(request.app.state.metrics.registry)
+        return PlainTextResponse(data, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,145 @@
+"""Log routes: the public read API under /v1/log, the tlog-tiles paths under /log,
+and the admin-only operator note append.
+
+Public reads need no credential (DESIGN.md invariant 6). Tiles and entry
+bundles are immutable once served, so they carry long-lived cache headers;
+the checkpoint changes and is cached for a few seconds only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from lictor.log.entry import parse_entry
+from lictor.log.merkle import leaf_hash
+from lictor.log.tiles import parse_tile_path
+from lictor.server.auth import caller, require_role
+from lictor.service import AuditLog
+from lictor.store.base import Credential
+
+router = APIRouter(prefix="/v1/log", tags=["log"])
+tiles = APIRouter(prefix="/log", tags=["tiles"])
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+CHECKPOINT_CACHE = "public, max-age=5"
+MAX_NOTE_TEXT = 8192
+Index = Annotated[int, Query(ge=0, le=2**63 - 1)]
+
+
+def _log(request: Request) -> AuditLog:
+    log: AuditLog = request.app.state.log
+    return log
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode()
+
+
+class NoteRequest(BaseModel):
+    """An operator note: an out-of-band event such as a break-glass approval."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["note"]
+    text: str = Field(min_length=1, max_length=MAX_NOTE_TEXT)
+
+
+@router.get("/key")
+def key(request: Request) -> dict[str, str]:
+    """The log's origin and C2SP verifier key."""
+    log = _log(request)
+    return {"origin": log.origin, "vkey": log.vkey}
+
+
+@router.get("/checkpoint")
+def checkpoint(request: Request) -> dict[str, Any]:
+    """The latest signed checkpoint."""
+    head = _log(request).head()
+    return {"size": head.size, "root": _b64(head.root), "checkpoint": head.checkpoint.decode()}
+
+
+@router.get("/entries/{index}")
+def entry(index: int, request: Request) -> dict[str, Any]:
+    """One entry; its private event too when the caller holds a credential."""
+    log = _log(request)
+    data, private = log.entry(index)
+    body: dict[str, Any] = {
+        "index": index,
+        "entry": parse_entry(data),
+        "data": _b64(data),
+        "leaf_hash": _b64(leaf_hash(data)),
+    }
+    if private is not None and caller(request) is not None:
+        body.update(parse_entry(private))
+    return body
+
+
+@router.post("/entries", status_code=201)
+async def append_note(
+    note: NoteRequest,
+    request: Request,
+    who: Annotated[Credential, Depends(require_role("admin"))],
+) -> dict[str, Any]:
+    """Record an operator note; answers once it is durable, with its receipt."""
+    log = _log(request)
+    metrics = request.app.state.metrics
+    with metrics.append_seconds.time():
+        event = {"text": note.text, "by": who.name}
+        future, stored = log.submit_event("note", event)
+        appended = await asyncio.wrap_future(future)
+    metrics.appended.inc()
+    receipt = await run_in_threadpool(log.receipt, appended, stored)
+    return {"index": appended.index, "receipt": receipt.to_json()}
+
+
+@router.get("/proof/inclusion")
+def inclusion_proof(
+    request: Request, index: Index, tree_size: Annotated[int | None, Query(ge=1)] = None
+) -> dict[str, Any]:
+    """RFC 6962 inclusion proof of ``index`` in the tree of ``tree_size`` (default: latest)."""
+    log = _log(request)
+    size = log.head().size if tree_size is None else tree_size
+    hashes = log.inclusion_proof(index, size)
+    return {"index": index, "tree_size": size, "hashes": [_b64(h) for h in hashes]}
+
+
+@router.get("/proof/consistency")
+def consistency_proof(
+    request: Request, first: Index, second: Annotated[int | None, Query(ge=1)] = None
+) -> dict[str, Any]:
+    """RFC 6962 consistency proof from tree ``first`` to ``second`` (default: latest)."""
+    log = _log(request)
+    size = log.head().size if second is None else second
+    hashes = log.consistency_proof(first, size)
+    return {"first": first, "second": size, "hashes": [_b64(h) for h in hashes]}
+
+
+@tiles.get("/checkpoint")
+def tiles_checkpoint(request: Request) -> Response:
+    """The signed checkpoint note, as tlog-tiles serves it."""
+    note = _log(request).head().checkpoint
+    return Response(
+        note,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": CHECKPOINT_CACHE},
+    )
+
+
+@tiles.get("/tile/{path:path}")
+def tile(path: str, request: Request) -> Response:
+    """A hash tile or entry bundle; 404 until the tree has it."""
+    parsed = parse_tile_path("tile/" + path)
+    body = _log(request).tile(parsed)
+    headers = {"Cache-Control": IMMUTABLE}
+    if parsed.entries and "gzip" in request.headers.get("accept-encoding", ""):
+        body = gzip.compress(body, compresslevel=5)
+        headers["Content-Encoding"] = "gzip"
+        headers["Vary"] = "Accept-Encoding"
+    return Response(body, media_type="application/octet-stream", headers=headers)

@@ -1,0 +1,98 @@
+"""The storage seam: one small protocol, one written contract, several engines.
+
+The contract every `Store` keeps (and `tests/store/contract.py` checks on each
+engine):
+
+1. **Atomic batch append.** `append` writes a batch's entries, their private
+   events, their stored hashes, the new head and the new checkpoint in one
+   transaction: after a crash either all of it is there or none of it is.
+2. **Compare-and-swap on the head.** `append` succeeds only if the head's
+   ``version`` is still ``expected_version``; otherwise it raises
+   `ConflictError` and writes nothing. Two writers can never both extend the
+   same head, so the log cannot fork.
+3. **One checkpoint per size.** A store refuses a second checkpoint for a
+   tree size it already holds (`ConflictError`).
+4. **Durability.** When `append` returns, the batch survives power loss and
+   ``kill -9`` (SQLite: WAL with ``synchronous=FULL``).
+5. **Reads see only committed data**, and a reader never sees a head whose
+   entries or hashes are missing.
+
+Stored hashes are addressed by `lictor.log.merkle.stored_hash_index`, so a
+store is also a `lictor.log.merkle.HashReader`. The store does no Merkle math
+and signs nothing; it keeps what it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Head:
+    """The signed head of the log: its size, root and signed checkpoint note."""
+
+    size: int
+    root: bytes
+    checkpoint: bytes
+    version: int
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry's public bytes and, beside the log, its private event (or None)."""
+
+    data: bytes
+    private: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A caller's credential as stored: only the SHA-256 of the secret is kept."""
+
+    name: str
+    role: str
+    secret_hash: bytes
+
+
+class Store(Protocol):
+    """Durable storage for the log and credentials. See the module contract."""
+
+    def head(self) -> Head | None:
+        """The current head, or None before the first `append`."""
+
+    def append(
+        self,
+        expected_version: int,
+        entries: Sequence[StoredEntry],
+        hashes: Sequence[bytes],
+        head: Head,
+    ) -> Head:
+        """Atomically add a batch and move the head; returns the stored head.
+
+        ``hashes`` are the stored hashes from index `stored_hash_count(old
+        size)` on; ``head.version`` is ignored and set to ``expected_version +
+        1``. Use ``expected_version = 0`` to create the first head.
+        """
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        """The stored hashes at ``indexes``, in order; `TreeError` if any is missing."""
+
+    def read_entries(self, start: int, end: int) -> list[bytes]:
+        """Entries ``start`` to ``end - 1``; `TreeError` if any is missing."""
+
+    def read_private(self, index: int) -> bytes | None:
+        """The private event kept beside entry ``index``, if any."""
+
+    def checkpoint_at(self, size: int) -> bytes | None:
+        """The checkpoint signed for tree ``size``, if one was."""
+
+    def add_credential(self, credential: Credential) -> None:
+        """Store a credential (by hash); `ConflictError` if the hash is known."""
+
+    def find_credential(self, secret_hash: bytes) -> Credential | None:
+        """The credential whose secret hashes to ``secret_hash``, if any."""
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
