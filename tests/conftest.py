@@ -1,0 +1,83 @@
+"""Shared fixtures: real `lictor serve` processes on loopback, free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VECTORS = REPO.parent / "shared" / "vectors"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A real `lictor serve` process."""
+
+    data_dir: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+    log_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_file = self.data_dir.parent / f"serve-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin.token").read_text().strip()
+
+    def start(self, timeout: float = 30.0) -> Server:
+        cmd = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(self.data_dir)]
+        cmd += ["--port", str(self.port)]
+        with self.log_file.open("ab") as out:
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=out, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_file.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not become healthy")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start real servers on fresh data dirs; all are killed at teardown."""
+    servers: list[Server] = []
+
+    def start(data_dir: Path | None = None) -> Server:
+        server = Server(data_dir or tmp_path / f"data{len(servers)}", free_port())
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.kill()

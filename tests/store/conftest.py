@@ -1,0 +1,36 @@
+"""The `store` fixture: one contract suite, run on every storage engine.
+
+Each engine is opened through a factory so tests can reopen the same
+database (durability) or open a second handle on it (concurrent writers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lictor.store.base import Store
+from lictor.store.sqlite import SQLiteStore
+
+StoreFactory = Callable[[], Store]
+
+
+@pytest.fixture(params=["sqlite"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    opened: list[Store] = []
+
+    def factory() -> Store:
+        store = SQLiteStore(tmp_path / "contract.db")
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: StoreFactory) -> Store:
+    return open_store()

@@ -1,0 +1,143 @@
+"""The Store contract (lictor/store/base.py), checked on every engine."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from lictor.errors import ConflictError, StoreError, TreeError
+from lictor.store.base import Credential, Head, Store, StoredEntry
+
+
+def _head(size: int) -> Head:
+    return Head(size, bytes([size % 256]) * 32, f"checkpoint {size}\n".encode(), 0)
+
+
+def _entries(start: int, count: int) -> list[StoredEntry]:
+    return [StoredEntry(f"entry {start + i}".encode(), b"secret") for i in range(count)]
+
+
+def _hashes(start: int, count: int) -> list[bytes]:
+    return [bytes([(start + i) % 256]) * 32 for i in range(count)]
+
+
+def test_empty_store_has_no_head(store: Store) -> None:
+    assert store.head() is None
+
+
+def test_append_moves_head_and_stores_everything(store: Store) -> None:
+    first = store.append(0, [], [], _head(0))
+    assert first.version == 1 and first.size == 0
+    second = store.append(1, _entries(0, 3), _hashes(0, 5), _head(3))
+    assert store.head() == second
+    assert second.version == 2
+    assert store.read_entries(0, 3) == [b"entry 0", b"entry 1", b"entry 2"]
+    assert store.read_hashes([4, 0, 2]) == [_hashes(4, 1)[0], _hashes(0, 1)[0], _hashes(2, 1)[0]]
+    assert store.read_private(1) == b"secret"
+    assert store.checkpoint_at(3) == b"checkpoint 3\n"
+    assert store.checkpoint_at(0) == b"checkpoint 0\n"
+    assert store.checkpoint_at(2) is None
+
+
+def test_stale_version_is_a_conflict_and_writes_nothing(store: Store) -> None:
+    store.append(0, [], [], _head(0))
+    store.append(1, _entries(0, 2), _hashes(0, 3), _head(2))
+    with pytest.raises(ConflictError):
+        store.append(1, _entries(2, 1), _hashes(3, 1), _head(3))
+    head = store.head()
+    assert head is not None and head.size == 2 and head.version == 2
+    with pytest.raises(TreeError):
+        store.read_entries(2, 3)
+    with pytest.raises(TreeError):
+        store.read_hashes([3])
+    assert store.checkpoint_at(3) is None
+
+
+def test_head_size_must_match_the_batch(store: Store) -> None:
+    store.append(0, [], [], _head(0))
+    with pytest.raises(ConflictError):
+        store.append(1, _entries(0, 2), _hashes(0, 3), _head(5))
+    assert store.read_hashes([]) == []
+    head = store.head()
+    assert head is not None and head.size == 0
+
+
+def test_one_checkpoint_per_size(store: Store) -> None:
+    store.append(0, [], [], _head(0))
+    with pytest.raises(ConflictError):
+        store.append(1, [], [], _head(0))
+    assert store.checkpoint_at(0) == b"checkpoint 0\n"
+
+
+def test_failed_batch_is_rolled_back_whole(store: Store) -> None:
+    store.append(0, [], [], _head(0))
+    bad: list[bytes] = [*_hashes(0, 2), object()]  # type: ignore[list-item]
+    with pytest.raises(StoreError):
+        store.append(1, _entries(0, 2), bad, _head(2))
+    head = store.head()
+    assert head is not None and head.size == 0
+    with pytest.raises(TreeError):
+        store.read_entries(0, 1)
+    assert store.read_private(0) is None
+    store.append(1, _entries(0, 2), _hashes(0, 3), _head(2))
+    assert store.read_entries(0, 2) == [b"entry 0", b"entry 1"]
+
+
+def test_reads_reject_missing_ranges(store: Store) -> None:
+    store.append(0, [], [], _head(0))
+    store.append(1, _entries(0, 2), _hashes(0, 3), _head(2))
+    with pytest.raises(TreeError):
+        store.read_entries(1, 3)
+    with pytest.raises(TreeError):
+        store.read_entries(2, 1)
+    with pytest.raises(TreeError):
+        store.read_hashes([0, 7])
+
+
+def test_committed_batches_survive_reopening(open_store: Callable[[], Store]) -> None:
+    first = open_store()
+    first.append(0, [], [], _head(0))
+    first.append(1, _entries(0, 4), _hashes(0, 7), _head(4))
+    first.close()
+    again = open_store()
+    head = again.head()
+    assert head is not None and head.size == 4 and head.version == 2
+    assert again.read_entries(0, 4)[3] == b"entry 3"
+    assert again.read_hashes([6]) == _hashes(6, 1)
+
+
+def test_concurrent_writers_never_both_extend_one_head(
+    open_store: Callable[[], Store],
+) -> None:
+    open_store().append(0, [], [], _head(0))
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def writer(n: int) -> None:
+        store = open_store()
+        barrier.wait()
+        try:
+            store.append(1, [StoredEntry(f"writer {n}".encode())], _hashes(0, 1), _head(1))
+            results.append("won")
+        except ConflictError:
+            results.append("lost")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["lost", "lost", "lost", "won"]
+    head = open_store().head()
+    assert head is not None and head.size == 1 and head.version == 2
+
+
+def test_credentials_are_found_by_hash_only(store: Store) -> None:
+    credential = Credential("ops", "admin", b"\x01" * 32)
+    store.add_credential(credential)
+    assert store.find_credential(b"\x01" * 32) == credential
+    assert store.find_credential(b"\x02" * 32) is None
+    with pytest.raises(ConflictError):
+        store.add_credential(Credential("other", "admin", b"\x01" * 32))

@@ -1,0 +1,161 @@
+"""Group commit: contiguous indexes, one signed checkpoint per batch, no forks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from lictor.errors import SignatureError, StoreError
+from lictor.log.checkpoint import open_checkpoint
+from lictor.log.merkle import (
+    leaf_hash,
+    merkle_root,
+    prove_consistency,
+    tree_hash,
+    verify_consistency,
+)
+from lictor.log.note import Ed25519Signer
+from lictor.sequencer import Sequencer
+from lictor.store.base import Head, StoredEntry
+from lictor.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+def signer() -> Ed25519Signer:
+    return Ed25519Signer.generate("test.example/log")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    return SQLiteStore(tmp_path / "log.db")
+
+
+def _entry(n: int) -> StoredEntry:
+    return StoredEntry(f'{{"n":{n}}}'.encode())
+
+
+def _check_log(store: SQLiteStore, signer: Ed25519Signer) -> list[bytes]:
+    head = store.head()
+    assert head is not None
+    entries = store.read_entries(0, head.size)
+    assert merkle_root([leaf_hash(e) for e in entries]) == head.root
+    assert tree_hash(head.size, store) == head.root
+    checkpoint, _ = open_checkpoint(head.checkpoint, [signer.verifier], signer.name)
+    assert (checkpoint.size, checkpoint.root) == (head.size, head.root)
+    return entries
+
+
+def test_concurrent_appenders_get_contiguous_indexes(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer, max_batch=16)
+    indexes: list[int] = []
+    lock = threading.Lock()
+
+    def appender(worker: int) -> None:
+        for i in range(40):
+            appended = sequencer.submit(_entry(worker * 1000 + i)).result(timeout=30)
+            with lock:
+                indexes.append(appended.index)
+
+    threads = [threading.Thread(target=appender, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sequencer.close()
+    assert sorted(indexes) == list(range(240))
+    assert len(_check_log(store, signer)) == 240
+
+
+def test_a_batch_shares_one_checkpoint(store: SQLiteStore, signer: Ed25519Signer) -> None:
+    sequencer = Sequencer(store, signer, max_batch=1024)
+    futures = sequencer.submit_many([_entry(i) for i in range(500)])
+    heads = {f.result(timeout=30).head for f in futures}
+    sequencer.close()
+    assert len(heads) <= 2  # the first entry may commit alone, the rest together
+    sizes = [size for size in range(501) if store.checkpoint_at(size) is not None]
+    assert sizes[0] == 0 and sizes[-1] == 500 and len(sizes) <= 3
+
+
+def test_every_signed_checkpoint_is_consistent_with_the_final_tree(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer, max_batch=7)
+    for start in range(0, 300, 50):
+        for f in sequencer.submit_many([_entry(i) for i in range(start, start + 50)]):
+            f.result(timeout=30)
+    sequencer.close()
+    final = store.head()
+    assert final is not None
+    for size in range(1, final.size + 1):
+        note = store.checkpoint_at(size)
+        if note is None:
+            continue
+        old, _ = open_checkpoint(note, [signer.verifier])
+        proof = prove_consistency(size, final.size, store)
+        verify_consistency(size, final.size, old.root, final.root, proof)
+
+
+class FailingStore(SQLiteStore):
+    """Fault injection: the next `append` calls fail."""
+
+    failures = 0
+
+    def append(
+        self,
+        expected_version: int,
+        entries: Sequence[StoredEntry],
+        hashes: Sequence[bytes],
+        head: Head,
+    ) -> Head:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("disk on fire")
+        return super().append(expected_version, entries, hashes, head)
+
+
+def test_a_failed_commit_fails_every_waiter_and_acknowledges_nothing(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    store = FailingStore(tmp_path / "log.db")
+    sequencer = Sequencer(store, signer)
+    sequencer.submit(_entry(0)).result(timeout=30)
+    store.failures = 1
+    failed = sequencer.submit_many([_entry(i) for i in range(1, 4)])
+    for f in failed:
+        with pytest.raises(StoreError, match="disk on fire"):
+            f.result(timeout=30)
+    assert sequencer.submit(_entry(9)).result(timeout=30).index == 1
+    sequencer.close()
+    assert _check_log(store, signer) == [b'{"n":0}', b'{"n":9}']
+
+
+def test_two_sequencers_on_one_database_do_not_fork(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    first = Sequencer(SQLiteStore(tmp_path / "log.db"), signer, max_batch=5)
+    second = Sequencer(SQLiteStore(tmp_path / "log.db"), signer, max_batch=5)
+    futures = []
+    for i in range(60):
+        futures.append((first if i % 2 else second).submit(_entry(i)))
+    indexes = sorted(f.result(timeout=60).index for f in futures)
+    first.close()
+    second.close()
+    assert indexes == list(range(60))
+    store = SQLiteStore(tmp_path / "log.db")
+    assert sorted(_check_log(store, signer)) == sorted(_entry(i).data for i in range(60))
+
+
+def test_restart_checks_the_head_against_the_signing_key(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer)
+    sequencer.submit(_entry(1)).result(timeout=30)
+    sequencer.close()
+    Sequencer(store, signer).close()  # same key: fine
+    with pytest.raises(SignatureError):
+        Sequencer(store, Ed25519Signer.generate(signer.name))
