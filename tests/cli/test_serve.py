@@ -1,0 +1,58 @@
+"""`lictor serve` and `lictor demo` as real processes on loopback."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lictor.log.checkpoint import open_checkpoint
+from lictor.log.note import parse_verifier_key
+
+from ..conftest import REPO, free_port  # noqa: TID252
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_first_start_creates_private_key_and_credential(serve: Callable[..., Any]) -> None:
+    server = serve()
+    assert _mode(server.data_dir / "log.key") == 0o600
+    assert _mode(server.data_dir / "admin.token") == 0o600
+    assert _mode(server.data_dir / "lictor.db") == 0o600
+    assert server.token.startswith("lictor_")
+    vkey = httpx.get(server.url + "/v1/log/key").json()["vkey"]
+    note = httpx.get(server.url + "/log/checkpoint").content
+    checkpoint, _ = open_checkpoint(note, [parse_verifier_key(vkey)])
+    assert checkpoint.size == 0
+    token = server.token
+    server.kill()
+    again = serve(server.data_dir)
+    assert httpx.get(again.url + "/v1/log/key").json()["vkey"] == vkey
+    assert again.token == token
+    db = (again.data_dir / "lictor.db").read_bytes()
+    assert token.encode() not in db  # only the hash is stored
+
+
+def test_demo_once_records_and_prints_where_to_look(tmp_path: Path) -> None:
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "lictor.cli.main", "demo", "--once", "--port", str(port)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"http://127.0.0.1:{port}/log/checkpoint" in result.stdout
+    assert f"/v1/log/proof/inclusion?index=2" in result.stdout
+    assert "verified offline" in result.stdout
+    assert (tmp_path / "lictor-data" / "admin.token").exists()
