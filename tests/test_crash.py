@@ -105,4 +105,3 @@ def _check_restarted_log(
                 assert cp.root == head.root
             prefix = merkle_root([leaf_hash(e) for e in entries[: cp.size]])
             assert prefix == cp.root
-

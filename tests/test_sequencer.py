@@ -134,9 +134,7 @@ def test_a_failed_commit_fails_every_waiter_and_acknowledges_nothing(
     assert _check_log(store, signer) == [b'{"n":0}', b'{"n":9}']
 
 
-def test_two_sequencers_on_one_database_do_not_fork(
-    tmp_path: Path, signer: Ed25519Signer
-) -> None:
+def test_two_sequencers_on_one_database_do_not_fork(tmp_path: Path, signer: Ed25519Signer) -> None:
     first = Sequencer(SQLiteStore(tmp_path / "log.db"), signer, max_batch=5)
     second = Sequencer(SQLiteStore(tmp_path / "log.db"), signer, max_batch=5)
     futures = []

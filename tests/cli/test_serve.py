@@ -14,7 +14,7 @@ import httpx
 from lictor.log.checkpoint import open_checkpoint
 from lictor.log.note import parse_verifier_key
 
-from ..conftest import REPO, free_port  # noqa: TID252
+from ..conftest import REPO, free_port
 
 
 def _mode(path: Path) -> int:
@@ -53,6 +53,6 @@ def test_demo_once_records_and_prints_where_to_look(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert f"http://127.0.0.1:{port}/log/checkpoint" in result.stdout
-    assert f"/v1/log/proof/inclusion?index=2" in result.stdout
+    assert "/v1/log/proof/inclusion?index=2" in result.stdout
     assert "verified offline" in result.stdout
     assert (tmp_path / "lictor-data" / "admin.token").exists()

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from lictor.log.checkpoint import parse_checkpoint
 from lictor.log.commitment import check_commitment
 from lictor.log.entry import canonical_entry
-from lictor.log.merkle import leaf_hash, verify_consistency, verify_inclusion
+from lictor.log.merkle import leaf_hash, merkle_root, verify_consistency, verify_inclusion
 from lictor.log.note import open_note, parse_verifier_key
 from lictor.log.proof import parse_tlog_proof, verify_tlog_proof
 from lictor.log.tiles import decode_bundle
@@ -29,6 +29,10 @@ def _note(client: TestClient, admin: dict[str, str], text: str) -> dict[str, Any
 def _size(client: TestClient) -> int:
     size: int = client.get("/v1/log/checkpoint").json()["size"]
     return size
+
+
+def _data(client: TestClient, index: int) -> bytes:
+    return base64.b64decode(client.get(f"/v1/log/entries/{index}").json()["data"])
 
 
 def _error(r: Any, status: int, code: str) -> None:
@@ -129,7 +133,7 @@ def test_proofs_verify_and_out_of_range_requests_are_4xx(
         _note(client, admin, f"note {i}")
     head = client.get("/v1/log/checkpoint").json()
     root = base64.b64decode(head["root"])
-    entry = base64.b64decode(client.get("/v1/log/entries/3").json()["data"])
+    entry = _data(client, 3)
     proof = client.get("/v1/log/proof/inclusion", params={"index": 3, "tree_size": 7}).json()
     hashes = [base64.b64decode(h) for h in proof["hashes"]]
     verify_inclusion(3, 7, leaf_hash(entry), hashes, root)
@@ -137,9 +141,7 @@ def test_proofs_verify_and_out_of_range_requests_are_4xx(
     assert old["tree_size"] == 2
     consistency = client.get("/v1/log/proof/consistency", params={"first": 2}).json()
     assert consistency["second"] == 7
-    two_entries = [base64.b64decode(client.get(f"/v1/log/entries/{i}").json()["data"]) for i in (0, 1)]
-    from lictor.log.merkle import merkle_root
-
+    two_entries = [_data(client, i) for i in (0, 1)]
     first_root = merkle_root([leaf_hash(e) for e in two_entries])
     consistency_hashes = [base64.b64decode(h) for h in consistency["hashes"]]
     verify_consistency(2, 7, first_root, root, consistency_hashes)
@@ -182,7 +184,7 @@ def test_tiles_and_checkpoint_follow_tlog_tiles(client: TestClient, admin: dict[
     assert tile.status_code == 200
     assert tile.headers["content-type"] == "application/octet-stream"
     assert "immutable" in tile.headers["cache-control"]
-    entries = [base64.b64decode(client.get(f"/v1/log/entries/{i}").json()["data"]) for i in range(3)]
+    entries = [_data(client, i) for i in range(3)]
     assert tile.content == b"".join(leaf_hash(e) for e in entries)
 
     bundle = client.get("/log/tile/entries/000.p/3", headers={"Accept-Encoding": "gzip"})
