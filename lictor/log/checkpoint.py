@@ -166,6 +166,10 @@ class Cosigner:
     """Makes tlog-cosignature/v1 Ed25519 signatures (used by tests and witnesses)."""
 
     def __init__(self, name: str, seed: bytes, clock_seconds: int) -> None:
+        if len(seed) != 32:
+            raise KeyFormatError("Ed25519 seed must be 32 bytes")
+        if not 0 <= clock_seconds < 1 << 63:
+            raise CheckpointError(f"cosignature timestamp {clock_seconds} out of range")
         self._key = Ed25519PrivateKey.from_private_bytes(seed)
         self._verifier = CosignatureVerifier(name, self._key.public_key().public_bytes_raw())
         self._time = clock_seconds
@@ -185,4 +189,3 @@ class Cosigner:
     def sign(self, message: bytes) -> bytes:
         signed = cosignature_message(message.decode(), self._time)
         return struct.pack(">Q", self._time) + self._key.sign(signed)
-

@@ -2,6 +2,8 @@
 
 Canonical bytes make the leaf hash a function of the entry's meaning, so any
 party holding the JSON can recompute it with any RFC 8785 implementation.
+JSON numbers are IEEE doubles there: RFC 8785 writes the double 1e16 as
+``10000000000000000``, so `parse_entry` decodes integers beyond 2**53 as floats.
 """
 
 from __future__ import annotations
@@ -21,18 +23,30 @@ def canonical_entry(entry: dict[str, Any]) -> bytes:
         raise EntryError("an entry must be a JSON object")
     try:
         data = rfc8785.dumps(entry)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as e:
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as e:
         raise EntryError(f"entry cannot be canonicalized: {e}") from e
     if len(data) > MAX_ENTRY_SIZE:
         raise EntryError(f"entry is {len(data)} bytes; the limit is {MAX_ENTRY_SIZE}")
     return data
 
 
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _json_int(text: str) -> int | float:
+    """A JSON integer literal: exact up to 2**53, else the double RFC 8785 wrote."""
+    if len(text) <= 17 and abs(int(text)) <= _MAX_SAFE_INTEGER:
+        return int(text)
+    return float(text)
+
+
 def parse_entry(data: bytes) -> dict[str, Any]:
     """Decode entry bytes, insisting they are the canonical form of a JSON object."""
+    if len(data) > MAX_ENTRY_SIZE:
+        raise EntryError(f"entry is {len(data)} bytes; the limit is {MAX_ENTRY_SIZE}")
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+        value = json.loads(data, parse_int=_json_int)
+    except (ValueError, RecursionError) as e:
         raise EntryError("entry is not JSON") from e
     if not isinstance(value, dict):
         raise EntryError("an entry must be a JSON object")

@@ -13,9 +13,9 @@ every hash exactly 32 bytes. Violations raise `ProofError` (bad proof) or
 `TreeError` (bad arguments), both `LogError`s.
 
 Policy where implementations differ (see FORMATS.md): a consistency proof
-*from* size 0 is rejected, as transparency-dev/merkle does; a caller that
-wants tlog-witness's "size 0 is consistent with anything" checks that case
-itself before calling.
+*from* size 0 is rejected, even to size 0, as transparency-dev/merkle does; a
+caller that wants tlog-witness's "size 0 is consistent with anything" checks
+that case itself before calling.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ def new_stored_hashes(index: int, leaf: bytes, reader: HashReader) -> list[bytes
     They start at stored index `stored_hash_count(index)`: the leaf hash, then
     one hash for every complete subtree the new leaf closes.
     """
+    if index < 0:
+        raise TreeError(f"invalid leaf index {index}")
     _check_hash(leaf)
     m = _trailing_zeros(index + 1)
     indexes = [stored_hash_index(i, (index >> i) - 1) for i in reversed(range(m))]
@@ -170,9 +172,7 @@ def _leaf_proof_index(lo: int, hi: int, n: int, need: list[int]) -> None:
         _leaf_proof_index(lo + k, hi, n, need)
 
 
-def _leaf_proof(
-    lo: int, hi: int, n: int, hashes: list[bytes], pos: int
-) -> tuple[list[bytes], int]:
+def _leaf_proof(lo: int, hi: int, n: int, hashes: list[bytes], pos: int) -> tuple[list[bytes], int]:
     if lo + 1 == hi:
         return [], pos
     k, _ = _maxpow2(hi - lo)
@@ -210,9 +210,7 @@ def _tree_proof_index(lo: int, hi: int, n: int, need: list[int]) -> None:
         _tree_proof_index(lo + k, hi, n, need)
 
 
-def _tree_proof(
-    lo: int, hi: int, n: int, hashes: list[bytes], pos: int
-) -> tuple[list[bytes], int]:
+def _tree_proof(lo: int, hi: int, n: int, hashes: list[bytes], pos: int) -> tuple[list[bytes], int]:
     if n == hi:
         if lo == 0:
             return [], pos
@@ -290,14 +288,14 @@ def verify_consistency(
         raise ProofError("negative tree size")
     if first > second:
         raise ProofError(f"first size {first} is larger than second size {second}")
+    if first == 0:
+        raise ProofError("no consistency proof from the empty tree")
     if first == second:
         if proof:
             raise ProofError("proof between equal sizes must be empty")
         if first_root != second_root:
             raise ProofError("roots differ for the same tree size")
         return
-    if first == 0:
-        raise ProofError("no consistency proof from the empty tree")
     if not proof:
         raise ProofError("consistency proof is empty")
     path = list(proof)

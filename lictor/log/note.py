@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -183,10 +183,10 @@ class ECDSAVerifier:
     def __init__(self, name: str, key_id_: int, spki: bytes) -> None:
         try:
             key = serialization.load_der_public_key(spki)
-        except ValueError as e:
+        except (ValueError, UnsupportedAlgorithm) as e:
             raise KeyFormatError("ECDSA key is not a DER public key") from e
-        if not isinstance(key, ec.EllipticCurvePublicKey):
-            raise KeyFormatError("ECDSA key is not an elliptic-curve key")
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise KeyFormatError("ECDSA key is not a P-256 key")
         if int.from_bytes(hashlib.sha256(spki).digest()[:4], "big") != key_id_:
             raise KeyFormatError("ECDSA key id does not match the key")
         self._name = name
@@ -294,8 +294,8 @@ def sign_note(text: str, signers: Sequence[Signer]) -> bytes:
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise NoteError("note text must end with a newline")
-    if any(c != "\n" and unicodedata.category(c) == "Cc" for c in text):
-        raise NoteError("note text has a control character")
+    if any(c != "\n" and unicodedata.category(c) in ("Cc", "Cs") for c in text):
+        raise NoteError("note text has a control character or a lone surrogate")
 
 
 def parse_note(data: bytes) -> Note:

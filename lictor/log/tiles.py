@@ -60,6 +60,8 @@ class Tile:
 
 def format_index(n: int) -> str:
     """``1234067`` -> ``x001/x234/067``."""
+    if n < 0:
+        raise TileError(f"tile index {n} out of range")
     groups = [f"{n % 1000:03d}"]
     n //= 1000
     while n:
@@ -91,9 +93,11 @@ def parse_index(groups: Sequence[str]) -> tuple[int, int]:
     width = TILE_WIDTH
     if len(groups) >= 2 and groups[-2].endswith(".p"):
         width = _parse_width(groups[-1])
-        groups = groups[:-2] + [groups[-2][:-2]]
+        groups = [*groups[:-2], groups[-2][:-2]]
     if not 1 <= len(groups) <= 7:
         raise TileError("tile index must have 1 to 7 groups")
+    if len(groups) > 1 and groups[0] == "x000":
+        raise TileError("tile index has a leading zero group")  # one URL per tile
     n = 0
     for i, group in enumerate(groups):
         last = i == len(groups) - 1
@@ -114,6 +118,8 @@ def _parse_width(text: str) -> int:
 
 def level_width(size: int, level: int) -> int:
     """How many hashes exist at tile level ``level`` for a tree of ``size``."""
+    if size < 0 or level < 0:
+        raise TreeError(f"invalid tree size {size} or tile level {level}")
     return size >> (TILE_HEIGHT * level)
 
 
