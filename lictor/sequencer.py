@@ -8,6 +8,12 @@ returned, so an acknowledged entry is durable and covered by a signed
 checkpoint. If the commit fails, every future in the batch fails and nothing
 was written. If the head moved underneath (another writer won the
 compare-and-swap), the batch is recomputed on the new head.
+
+The committer keeps the right edge of the committed tree in memory (a
+`CompactRange`: one hash per set bit of the size), so extending the tree never
+reads the store. The range always belongs to the cached head: both are loaded
+from the store together (at start and after a conflict, checking the range
+against the head's root) and replaced together only after a commit succeeded.
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ from lictor.errors import ConflictError, LictorError, StoreError, TreeError
 from lictor.log.checkpoint import Checkpoint, open_checkpoint
 from lictor.log.merkle import (
     EMPTY_ROOT,
+    CompactRange,
     leaf_hash,
-    new_stored_hashes,
     stored_hash_count,
-    tree_hash,
+    stored_hash_index,
 )
 from lictor.log.note import Ed25519Signer, sign_note
 from lictor.store.base import Head, Store, StoredEntry
@@ -40,17 +46,17 @@ class Appended:
     head: Head
 
 
-class _OverlayReader:
-    """Stored hashes of the batch being built, over those already stored."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.new: dict[int, bytes] = {}
-
-    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
-        missing = [i for i in indexes if i not in self.new]
-        stored = dict(zip(missing, self.store.read_hashes(missing), strict=True))
-        return [self.new[i] if i in self.new else stored[i] for i in indexes]
+def _load_frontier(store: Store, head: Head) -> CompactRange:
+    """The right edge of the stored tree of ``head``; `StoreError` unless it has its root."""
+    size, lo, indexes = head.size, 0, []
+    for level in reversed(range(size.bit_length())):
+        if size >> level & 1:
+            indexes.append(stored_hash_index(level, lo >> level))
+            lo += 1 << level
+    frontier = CompactRange(size, store.read_hashes(indexes) if indexes else [])
+    if frontier.root() != head.root:
+        raise StoreError("stored hashes do not match the signed head")
+    return frontier
 
 
 class Sequencer:
@@ -63,7 +69,7 @@ class Sequencer:
         self._pending: list[tuple[StoredEntry, Future[Appended]]] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._head = self._initialize()
+        self._head, self._frontier = self._initialize()
         self._thread = threading.Thread(target=self._run, name="lictor-sequencer", daemon=True)
         self._thread.start()
 
@@ -75,17 +81,15 @@ class Sequencer:
     def head(self) -> Head:
         return self._head
 
-    def _initialize(self) -> Head:
+    def _initialize(self) -> tuple[Head, CompactRange]:
         head = self._store.head()
         if head is None:
             note = self._sign(0, EMPTY_ROOT)
-            return self._store.append(0, [], [], Head(0, EMPTY_ROOT, note, 0))
+            return self._store.append(0, [], [], Head(0, EMPTY_ROOT, note, 0)), CompactRange()
         checkpoint, _ = open_checkpoint(head.checkpoint, [self._signer.verifier], self.origin)
         if checkpoint.size != head.size or checkpoint.root != head.root:
             raise StoreError("stored head does not match its signed checkpoint")
-        if tree_hash(head.size, self._store) != head.root:
-            raise StoreError("stored hashes do not match the signed head")
-        return head
+        return head, _load_frontier(self._store, head)
 
     def _sign(self, size: int, root: bytes) -> bytes:
         return sign_note(Checkpoint(self.origin, size, root).text(), [self._signer])
@@ -137,27 +141,29 @@ class Sequencer:
     def _commit_with_retries(self, entries: list[StoredEntry]) -> Head:
         for _ in range(CONFLICT_RETRIES):
             try:
-                self._head = self._commit(self._head, entries)
+                self._head, self._frontier = self._commit(self._head, self._frontier, entries)
                 return self._head
             except ConflictError:
                 latest = self._store.head()
                 if latest is None:
                     raise
-                self._head = latest
+                # load first: a failed load leaves the old head and range paired
+                frontier = _load_frontier(self._store, latest)
+                self._head, self._frontier = latest, frontier
         raise ConflictError("the log head kept moving; batch not written")
 
-    def _commit(self, head: Head, entries: list[StoredEntry]) -> Head:
-        reader = _OverlayReader(self._store)
-        for offset, entry in enumerate(entries):
-            index = head.size + offset
-            hashes = new_stored_hashes(index, leaf_hash(entry.data), reader)
-            base = stored_hash_count(index)
-            reader.new.update((base + j, h) for j, h in enumerate(hashes))
-        size = head.size + len(entries)
-        root = tree_hash(size, reader)
-        start, end = stored_hash_count(head.size), stored_hash_count(size)
-        if len(reader.new) != end - start:
+    def _commit(
+        self, head: Head, frontier: CompactRange, entries: list[StoredEntry]
+    ) -> tuple[Head, CompactRange]:
+        """Write ``entries`` on ``head``; the new head and range (the old are untouched)."""
+        if frontier.size != head.size:
+            raise TreeError("the tree's right edge does not match the head")
+        grown = CompactRange(frontier.size, frontier.hashes)
+        new_hashes: list[bytes] = []
+        for entry in entries:
+            new_hashes.extend(h for _, _, h in grown.append(leaf_hash(entry.data)))
+        size, root = grown.size, grown.root()
+        if len(new_hashes) != stored_hash_count(size) - stored_hash_count(head.size):
             raise TreeError("stored hash count does not match the tree size")
-        new_hashes = [reader.new[i] for i in range(start, end)]
         new_head = Head(size, root, self._sign(size, root), 0)
-        return self._store.append(head.version, entries, new_hashes, new_head)
+        return self._store.append(head.version, entries, new_hashes, new_head), grown

@@ -4,6 +4,11 @@ WAL journal with ``synchronous=FULL``: a committed transaction is in the WAL
 and fsynced before `append` returns, and readers never block the writer.
 Each thread gets its own connection; writes are serialized by SQLite's lock
 and by the head's compare-and-swap.
+
+A batch's rows go in as a few multi-row ``INSERT`` statements, not one
+statement per row: CPython releases the GIL around every SQLite step, and each
+release lets any busy Python thread in the process (a server's request
+handlers) hold the committer back for up to the GIL switch interval.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
 from lictor.store.base import Credential, Head, StoredEntry
 
 SCHEMA_VERSION = 1
+_MAX_ROWS_PER_INSERT = 4096
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,19 +123,18 @@ class SQLiteStore:
         try:
             with self._write() as conn:
                 first = self._move_head(conn, expected_version, new, len(entries))
-                conn.executemany(
-                    "INSERT INTO entries (idx, data) VALUES (?, ?)",
-                    ((first + i, e.data) for i, e in enumerate(entries)),
+                _insert(
+                    conn,
+                    "entries (idx, data)",
+                    [(first + i, e.data) for i, e in enumerate(entries)],
                 )
-                conn.executemany(
-                    "INSERT INTO private_events (idx, data) VALUES (?, ?)",
-                    ((first + i, e.private) for i, e in enumerate(entries) if e.private),
+                _insert(
+                    conn,
+                    "private_events (idx, data)",
+                    [(first + i, e.private) for i, e in enumerate(entries) if e.private],
                 )
                 start = _next_hash_index(conn)
-                conn.executemany(
-                    "INSERT INTO hashes (idx, hash) VALUES (?, ?)",
-                    ((start + i, h) for i, h in enumerate(hashes)),
-                )
+                _insert(conn, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)])
                 conn.execute(
                     "INSERT INTO checkpoints (size, note) VALUES (?, ?)", (new.size, new.checkpoint)
                 )
@@ -223,6 +229,17 @@ def _meta_version(conn: sqlite3.Connection) -> int | None:
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return None if row is None else int(row[0])
+
+
+def _insert(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[int, bytes]]) -> None:
+    """Insert ``(idx, value)`` rows with as few statements as SQLite allows (see top)."""
+    per_statement = min(
+        conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 2, _MAX_ROWS_PER_INSERT
+    )
+    for lo in range(0, len(rows), per_statement):
+        part = rows[lo : lo + per_statement]
+        values = ",".join(["(?, ?)"] * len(part))
+        conn.execute(f"INSERT INTO {into} VALUES {values}", list(chain.from_iterable(part)))
 
 
 def _next_hash_index(conn: sqlite3.Connection) -> int:
