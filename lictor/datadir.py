@@ -3,19 +3,26 @@
 First start creates, each with mode 0600 and never overwritten:
 ``log.key`` (the log's Ed25519 signer key, ``PRIVATE+KEY+...``),
 ``admin.token`` (the admin credential; only its SHA-256 goes into the
-database) and ``lictor.db`` (SQLite). Later starts load them.
+database) and ``lictor.db`` (SQLite). Later starts load them. Files are
+written whole or not at all (temp file, fsync, link, fsync of the directory),
+so a crash never leaves an empty key behind.
+
+One process at a time: opening takes an exclusive lock on ``lock`` for as
+long as the directory is open, so two servers can never sign checkpoints for
+the same log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from lictor.errors import ConflictError
+from lictor.errors import ConflictError, InvalidRequestError
 from lictor.log.note import Ed25519Signer, parse_signer_key
 from lictor.store.base import Credential, Store
 from lictor.store.sqlite import SQLiteStore
@@ -23,6 +30,7 @@ from lictor.store.sqlite import SQLiteStore
 KEY_FILE = "log.key"
 TOKEN_FILE = "admin.token"
 DB_FILE = "lictor.db"
+LOCK_FILE = "lock"
 TOKEN_PREFIX = "lictor_"
 
 
@@ -36,25 +44,46 @@ def new_secret() -> str:
 
 
 def write_private(path: Path, text: str) -> bool:
-    """Create ``path`` with mode 0600 holding ``text``; False if it already exists."""
+    """Create ``path`` with mode 0600 holding ``text``, atomically and durably.
+
+    Returns False, writing nothing, if ``path`` already exists.
+    """
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(temp, path)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
     return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass
 class DataDir:
-    """An opened data directory."""
+    """An opened data directory; `close` releases the store and the lock."""
 
     path: Path
     signer: Ed25519Signer
     store: Store
+    lock: int
+
+    def close(self) -> None:
+        self.store.close()
+        os.close(self.lock)
 
 
 def default_origin() -> str:
@@ -64,19 +93,47 @@ def default_origin() -> str:
 def open_data_dir(path: str | Path, origin: str | None = None) -> DataDir:
     """Open (creating on first use) the data directory at ``path``."""
     root = Path(path)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    signer = _load_signer(root / KEY_FILE, origin)
-    db = root / DB_FILE
-    os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
-    store = SQLiteStore(db)
-    _ensure_admin(root / TOKEN_FILE, store)
-    return DataDir(root, signer, store)
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = _lock(root)
+    except OSError as e:
+        raise InvalidRequestError(f"cannot use data directory {root}: {e}") from e
+    try:
+        signer = _load_signer(root / KEY_FILE, origin)
+        db = root / DB_FILE
+        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+        store = SQLiteStore(db)
+    except BaseException:
+        os.close(lock)
+        raise
+    try:
+        _ensure_admin(root / TOKEN_FILE, store)
+    except BaseException:
+        store.close()
+        os.close(lock)
+        raise
+    return DataDir(root, signer, store, lock)
+
+
+def _lock(root: Path) -> int:
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConflictError(f"data directory {root} is in use by another process") from None
+    return fd
 
 
 def _load_signer(path: Path, origin: str | None) -> Ed25519Signer:
     if not path.exists():
         write_private(path, Ed25519Signer.generate(origin or default_origin()).skey() + "\n")
-    return parse_signer_key(path.read_text())
+    signer = parse_signer_key(path.read_text())
+    if origin is not None and origin != signer.name:
+        raise InvalidRequestError(
+            f"this data directory's log is {signer.name!r}; --origin only names a new log"
+        )
+    return signer
 
 
 def _ensure_admin(path: Path, store: Store) -> None:

@@ -18,6 +18,7 @@ against the head's root) and replaced together only after a commit succeeded.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -36,6 +37,7 @@ from lictor.log.note import Ed25519Signer, sign_note
 from lictor.store.base import Head, Store, StoredEntry
 
 CONFLICT_RETRIES = 5
+logger = logging.getLogger("lictor.sequencer")
 
 
 @dataclass(frozen=True)
@@ -115,15 +117,40 @@ class Sequencer:
         self._thread.join()
 
     def _run(self) -> None:
+        batch: list[tuple[StoredEntry, Future[Appended]]] = []
+        try:
+            while batch := self._next_batch():
+                self._commit_batch(batch)
+        except BaseException as e:  # never leave waiters hanging on a dead committer
+            logger.exception("the log's committer stopped")
+            error = StoreError(f"the log's committer stopped: {e}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            self._fail_pending(error)
+
+    def _next_batch(self) -> list[tuple[StoredEntry, Future[Appended]]]:
+        """Up to ``max_batch`` pending entries whose callers still wait; [] once closed."""
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 if not self._pending:
-                    return
+                    return []
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-            self._commit_batch(batch)
+            # a cancelled future's entry is dropped; the rest can no longer be cancelled
+            live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
+            if live:
+                return live
+
+    def _fail_pending(self, error: LictorError) -> None:
+        with self._cond:
+            self._closed = True
+            pending, self._pending = self._pending, []
+        for _, future in pending:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(error)
 
     def _commit_batch(self, batch: list[tuple[StoredEntry, Future[Appended]]]) -> None:
         entries = [entry for entry, _ in batch]

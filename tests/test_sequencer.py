@@ -157,3 +157,50 @@ def test_restart_checks_the_head_against_the_signing_key(
     Sequencer(store, signer).close()  # same key: fine
     with pytest.raises(SignatureError):
         Sequencer(store, Ed25519Signer.generate(signer.name))
+
+
+def test_a_cancelled_waiter_drops_its_entry_and_the_log_keeps_going(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    class SlowStore(SQLiteStore):
+        gate = threading.Event()
+
+        def append(
+            self,
+            expected_version: int,
+            entries: Sequence[StoredEntry],
+            hashes: Sequence[bytes],
+            head: Head,
+        ) -> Head:
+            self.gate.wait(timeout=30)
+            return super().append(expected_version, entries, hashes, head)
+
+    slow = SlowStore(store._path)
+    slow.gate.set()
+    sequencer = Sequencer(slow, signer)
+    slow.gate.clear()
+    blocker = sequencer.submit(_entry(0))  # holds the committer inside append
+    queued = sequencer.submit_many([_entry(1), _entry(2)])
+    assert queued[0].cancel()
+    slow.gate.set()
+    assert blocker.result(timeout=30).index == 0
+    assert queued[1].result(timeout=30).index == 1
+    assert sequencer.submit(_entry(3)).result(timeout=30).index == 2
+    sequencer.close()
+    assert _check_log(store, signer) == [b'{"n":0}', b'{"n":2}', b'{"n":3}']
+
+
+def test_a_dead_committer_fails_waiters_instead_of_hanging(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer)
+
+    def explode(batch: object) -> None:
+        raise RuntimeError("bug in the committer")
+
+    sequencer._commit_batch = explode  # type: ignore[method-assign,assignment]
+    first = sequencer.submit(_entry(0))
+    with pytest.raises(StoreError):
+        first.result(timeout=30)
+    with pytest.raises(StoreError, match="closed"):
+        sequencer.submit(_entry(1))

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from lictor.cli.serve import add_server_options, open_log
+from lictor.cli.serve import add_server_options, running_log
 from lictor.datadir import TOKEN_FILE
 from lictor.errors import UnavailableError
 from lictor.log.entry import canonical_entry
@@ -40,19 +40,15 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    log = open_log(args)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(log), host=args.host, port=args.port, log_level="warning")
-    )
     outcome: list[int] = []
-    walker = threading.Thread(target=_walk, args=(server, args, outcome), daemon=True)
-    walker.start()
-    try:
+    with running_log(args) as log:
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(log), host=args.host, port=args.port, log_level="warning")
+        )
+        walker = threading.Thread(target=_walk, args=(server, args, outcome), daemon=True)
+        walker.start()
         server.run()
-    finally:
-        log.close()
-        log.store.close()
-    walker.join(timeout=5)
+        walker.join(timeout=5)
     return outcome[0] if outcome else 1
 
 

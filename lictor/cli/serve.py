@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
@@ -30,26 +32,32 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--origin", help="log origin on first start (default: random)")
 
 
-def open_log(args: argparse.Namespace) -> AuditLog:
+@contextmanager
+def running_log(args: argparse.Namespace) -> Iterator[AuditLog]:
+    """The data directory's log, open (and locked) for the duration."""
     data = open_data_dir(args.data_dir, args.origin)
-    return AuditLog(data.store, data.signer)
+    try:
+        log = AuditLog(data.store, data.signer)
+    except BaseException:
+        data.close()
+        raise
+    try:
+        yield log
+    finally:
+        log.close()
+        data.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    log = open_log(args)
-    config = uvicorn.Config(
-        create_app(log), host=args.host, port=args.port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    print(
-        f"lictor: serving log {log.origin} on http://{args.host}:{args.port}"
-        f" (data {args.data_dir}, admin credential in {args.data_dir}/{TOKEN_FILE})",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        server.run()
-    finally:
-        log.close()
-        log.store.close()
+    with running_log(args) as log:
+        config = uvicorn.Config(
+            create_app(log), host=args.host, port=args.port, log_level="warning", access_log=False
+        )
+        print(
+            f"lictor: serving log {log.origin} on http://{args.host}:{args.port}"
+            f" (data {args.data_dir}, admin credential in {args.data_dir}/{TOKEN_FILE})",
+            file=sys.stderr,
+            flush=True,
+        )
+        uvicorn.Server(config).run()
     return 0

@@ -2,8 +2,10 @@
 
 WAL journal with ``synchronous=FULL``: a committed transaction is in the WAL
 and fsynced before `append` returns, and readers never block the writer.
-Each thread gets its own connection; writes are serialized by SQLite's lock
-and by the head's compare-and-swap.
+Writes go through one writer connection under a lock (and SQLite's own
+lock across processes) and the head's compare-and-swap; reads borrow
+connections from a small pool, so threads that come and go never leak them.
+Every database failure surfaces as `StoreError`.
 
 A batch's rows go in as a few multi-row ``INSERT`` statements, not one
 statement per row: CPython releases the GIL around every SQLite step, and each
@@ -13,6 +15,8 @@ handlers) hold the committer back for up to the GIL switch interval.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,10 +25,12 @@ from itertools import chain
 from pathlib import Path
 
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
+from lictor.log.merkle import stored_hash_count
 from lictor.store.base import Credential, Head, StoredEntry
 
 SCHEMA_VERSION = 1
 _MAX_ROWS_PER_INSERT = 4096
+_MAX_IDLE_READERS = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,43 +58,58 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         self._path = str(path)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._write_lock = threading.Lock()
         self._closed = False
+        self._writer = self._connect()
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self._path, timeout=30, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        return conn
-
-    @property
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise StoreError("store is closed")
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+        try:
+            conn = sqlite3.connect(
+                self._path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open {self._path}: {e}") from e
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A pooled read connection; at most `_MAX_IDLE_READERS` are kept open."""
+        if self._closed:
+            raise StoreError("store is closed")
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StoreError(f"database read failed: {e}") from e
+        finally:
+            if self._closed or self._idle.qsize() >= _MAX_IDLE_READERS:
+                conn.close()
+            else:
+                self._idle.put(conn)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the single writer connection."""
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # nothing open if COMMIT rolled back
+                    conn.execute("ROLLBACK")
+                raise
 
     def _migrate(self) -> None:
         with self._write() as conn:
@@ -107,9 +128,10 @@ class SQLiteStore:
                 )
 
     def head(self) -> Head | None:
-        row = self._conn.execute(
-            "SELECT size, root, checkpoint, version FROM head WHERE id = 1"
-        ).fetchone()
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT size, root, checkpoint, version FROM head WHERE id = 1"
+            ).fetchone()
         return None if row is None else Head(row[0], row[1], row[2], row[3])
 
     def append(
@@ -133,7 +155,9 @@ class SQLiteStore:
                     "private_events (idx, data)",
                     [(first + i, e.private) for i, e in enumerate(entries) if e.private],
                 )
-                start = _next_hash_index(conn)
+                start = stored_hash_count(first)
+                if start + len(hashes) != stored_hash_count(new.size):
+                    raise StoreError(f"{len(hashes)} hashes do not fit a batch of {len(entries)}")
                 _insert(conn, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)])
                 conn.execute(
                     "INSERT INTO checkpoints (size, note) VALUES (?, ?)", (new.size, new.checkpoint)
@@ -147,17 +171,25 @@ class SQLiteStore:
     def _move_head(
         self, conn: sqlite3.Connection, expected_version: int, new: Head, count: int
     ) -> int:
+        """Compare-and-swap the head; returns the old size (the batch's first index)."""
         old = conn.execute("SELECT size, version FROM head WHERE id = 1").fetchone()
         old_size, old_version = (0, 0) if old is None else old
         if old_version != expected_version or new.size != old_size + count:
             raise ConflictError(f"head moved: version {old_version}, expected {expected_version}")
-        conn.execute(
-            "INSERT INTO head (id, size, root, checkpoint, version) VALUES (1, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO UPDATE SET size = excluded.size, root = excluded.root,"
-            " checkpoint = excluded.checkpoint, version = excluded.version"
-            " WHERE head.version = ?",
-            (new.size, new.root, new.checkpoint, new.version, expected_version),
-        )
+        values = (new.size, new.root, new.checkpoint, new.version)
+        if old is None:
+            conn.execute(
+                "INSERT INTO head (id, size, root, checkpoint, version) VALUES (1, ?, ?, ?, ?)",
+                values,
+            )
+            return 0
+        changed = conn.execute(
+            "UPDATE head SET size = ?, root = ?, checkpoint = ?, version = ?"
+            " WHERE id = 1 AND version = ?",
+            (*values, expected_version),
+        ).rowcount
+        if changed != 1:
+            raise ConflictError(f"head moved past version {expected_version}")
         return int(old_size)
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
@@ -167,9 +199,10 @@ class SQLiteStore:
     def read_entries(self, start: int, end: int) -> list[bytes]:
         if start < 0 or end < start:
             raise TreeError(f"invalid entry range [{start}, {end})")
-        rows = self._conn.execute(
-            "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
-        ).fetchall()
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+            ).fetchall()
         if len(rows) != end - start:
             raise TreeError(f"entries [{start}, {end}) are not all stored")
         return [r[0] for r in rows]
@@ -177,24 +210,27 @@ class SQLiteStore:
     def _read_by_index(self, table: str, column: str, indexes: Sequence[int]) -> dict[int, bytes]:
         wanted = sorted(set(indexes))
         found: dict[int, bytes] = {}
-        for chunk in range(0, len(wanted), 500):
-            part = wanted[chunk : chunk + 500]
-            marks = ",".join("?" * len(part))
-            sql = f"SELECT idx, {column} FROM {table} WHERE idx IN ({marks})"
-            found.update(self._conn.execute(sql, part).fetchall())
+        with self._read() as conn:
+            for chunk in range(0, len(wanted), 500):
+                part = wanted[chunk : chunk + 500]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT idx, {column} FROM {table} WHERE idx IN ({marks})"
+                found.update(conn.execute(sql, part).fetchall())
         if len(found) != len(wanted):
             missing = sorted(set(wanted) - found.keys())[:5]
             raise TreeError(f"{table} not stored at {missing}")
         return found
 
     def read_private(self, index: int) -> bytes | None:
-        row = self._conn.execute("SELECT data FROM private_events WHERE idx = ?", (index,))
-        found = row.fetchone()
+        with self._read() as conn:
+            found = conn.execute(
+                "SELECT data FROM private_events WHERE idx = ?", (index,)
+            ).fetchone()
         return None if found is None else bytes(found[0])
 
     def checkpoint_at(self, size: int) -> bytes | None:
-        row = self._conn.execute("SELECT note FROM checkpoints WHERE size = ?", (size,))
-        found = row.fetchone()
+        with self._read() as conn:
+            found = conn.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
         return None if found is None else bytes(found[0])
 
     def add_credential(self, credential: Credential) -> None:
@@ -206,19 +242,22 @@ class SQLiteStore:
                 )
         except sqlite3.IntegrityError as e:
             raise ConflictError("credential already exists") from e
+        except sqlite3.Error as e:
+            raise StoreError(f"adding a credential failed: {e}") from e
 
     def find_credential(self, secret_hash: bytes) -> Credential | None:
-        row = self._conn.execute(
-            "SELECT name, role FROM credentials WHERE secret_hash = ?", (secret_hash,)
-        ).fetchone()
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT name, role FROM credentials WHERE secret_hash = ?", (secret_hash,)
+            ).fetchone()
         return None if row is None else Credential(row[0], row[1], secret_hash)
 
     def close(self) -> None:
-        with self._lock:
+        with self._write_lock:
             self._closed = True
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
+            self._writer.close()
+        while not self._idle.empty():
+            self._idle.get_nowait().close()
 
 
 def _meta_version(conn: sqlite3.Connection) -> int | None:
@@ -240,8 +279,3 @@ def _insert(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[int, bytes
         part = rows[lo : lo + per_statement]
         values = ",".join(["(?, ?)"] * len(part))
         conn.execute(f"INSERT INTO {into} VALUES {values}", list(chain.from_iterable(part)))
-
-
-def _next_hash_index(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM hashes").fetchone()
-    return int(row[0])

@@ -56,3 +56,21 @@ def test_demo_once_records_and_prints_where_to_look(tmp_path: Path) -> None:
     assert "/v1/log/proof/inclusion?index=2" in result.stdout
     assert "verified offline" in result.stdout
     assert (tmp_path / "lictor-data" / "admin.token").exists()
+
+
+def test_a_second_server_on_the_same_data_dir_refuses_to_start(
+    serve: Callable[..., Any],
+) -> None:
+    server = serve()
+    command = [sys.executable, "-m", "lictor.cli.main", "serve"]
+    command += ["--data-dir", str(server.data_dir), "--port", str(free_port())]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    assert "lictor: conflict:" in result.stderr and "in use" in result.stderr
+    assert httpx.get(server.url + "/healthz").status_code == 200

@@ -19,7 +19,7 @@ def log(tmp_path: Path) -> Iterator[AuditLog]:
     audit_log = AuditLog(data.store, data.signer)
     yield audit_log
     audit_log.close()
-    data.store.close()
+    data.close()
 
 
 @pytest.fixture

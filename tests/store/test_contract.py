@@ -30,11 +30,11 @@ def test_empty_store_has_no_head(store: Store) -> None:
 def test_append_moves_head_and_stores_everything(store: Store) -> None:
     first = store.append(0, [], [], _head(0))
     assert first.version == 1 and first.size == 0
-    second = store.append(1, _entries(0, 3), _hashes(0, 5), _head(3))
+    second = store.append(1, _entries(0, 3), _hashes(0, 4), _head(3))
     assert store.head() == second
     assert second.version == 2
     assert store.read_entries(0, 3) == [b"entry 0", b"entry 1", b"entry 2"]
-    assert store.read_hashes([4, 0, 2]) == [_hashes(4, 1)[0], _hashes(0, 1)[0], _hashes(2, 1)[0]]
+    assert store.read_hashes([3, 0, 2]) == [_hashes(3, 1)[0], _hashes(0, 1)[0], _hashes(2, 1)[0]]
     assert store.read_private(1) == b"secret"
     assert store.checkpoint_at(3) == b"checkpoint 3\n"
     assert store.checkpoint_at(0) == b"checkpoint 0\n"
@@ -141,3 +141,13 @@ def test_credentials_are_found_by_hash_only(store: Store) -> None:
     assert store.find_credential(b"\x02" * 32) is None
     with pytest.raises(ConflictError):
         store.add_credential(Credential("other", "admin", b"\x01" * 32))
+
+
+def test_hashes_must_fit_the_batch(store: Store) -> None:
+    store.append(0, [], [], _head(0))
+    with pytest.raises(StoreError):
+        store.append(1, _entries(0, 2), _hashes(0, 2), _head(2))  # two entries need three
+    head = store.head()
+    assert head is not None and head.size == 0
+    with pytest.raises(TreeError):
+        store.read_entries(0, 1)

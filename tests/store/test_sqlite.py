@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
-from lictor.errors import SchemaError
+from lictor.errors import SchemaError, StoreError
 from lictor.store.sqlite import SQLiteStore
 
 
 def test_durability_settings(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    conn = store._conn
+    conn = store._writer
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     store.close()
@@ -27,3 +30,37 @@ def test_refuses_an_unknown_schema_version(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(SchemaError, match="99"):
         SQLiteStore(tmp_path / "s.db")
+
+
+def _open_files(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).startswith(str(path)):
+                count += 1
+    return count
+
+
+def test_threads_that_come_and_go_do_not_leak_connections(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    baseline = _open_files(tmp_path)
+    for _ in range(5):
+        threads = [threading.Thread(target=store.head) for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    # one writer plus at most eight idle readers, three files each (db, wal, shm)
+    assert _open_files(tmp_path) <= max(baseline, 3 * 9)
+    store.close()
+    assert _open_files(tmp_path) == 0
+
+
+def test_database_failures_are_store_errors(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    store.close()
+    with pytest.raises(StoreError):
+        store.head()
+    with pytest.raises(StoreError):
+        SQLiteStore(tmp_path / "missing-dir" / "s.db")
