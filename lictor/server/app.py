@@ -27,6 +27,7 @@ from lictor.service import AuditLog
 from lictor.wire import error_body, status_for
 
 DEFAULT_MAX_BODY = 64 * 1024
+HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 logger = logging.getLogger("lictor.server")
 
 Scope = MutableMapping[str, Any]
@@ -123,8 +124,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        body = error_body(code, str(exc.detail))
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:

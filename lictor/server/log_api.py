@@ -13,7 +13,7 @@ import base64
 import gzip
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -31,12 +31,28 @@ tiles = APIRouter(prefix="/log", tags=["tiles"])
 IMMUTABLE = "public, max-age=31536000, immutable"
 CHECKPOINT_CACHE = "public, max-age=5"
 MAX_NOTE_TEXT = 8192
-Index = Annotated[int, Query(ge=0, le=2**63 - 1)]
+UINT = r"^(0|[1-9][0-9]{0,18})$"  # canonical decimal, no signs, no underscores
+PRIVATE_READERS = ("admin", "auditor")
+Index = Annotated[str, Query(pattern=UINT)]
+Size = Annotated[str | None, Query(pattern=UINT)]
 
 
 def _log(request: Request) -> AuditLog:
     log: AuditLog = request.app.state.log
     return log
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (``gzip;q=0`` refuses it)."""
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("gzip", "x-gzip"):
+            q = params.strip().removeprefix("q=").strip() if params.strip() else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def _b64(h: bytes) -> str:
@@ -66,17 +82,18 @@ def checkpoint(request: Request) -> dict[str, Any]:
 
 
 @router.get("/entries/{index}")
-def entry(index: int, request: Request) -> dict[str, Any]:
-    """One entry; its private event too when the caller holds a credential."""
+def entry(index: Annotated[str, Path(pattern=UINT)], request: Request) -> dict[str, Any]:
+    """One entry; its private event too for admin and auditor credentials."""
     log = _log(request)
-    data, private = log.entry(index)
+    data, private = log.entry(int(index))
     body: dict[str, Any] = {
-        "index": index,
+        "index": int(index),
         "entry": parse_entry(data),
         "data": _b64(data),
         "leaf_hash": _b64(leaf_hash(data)),
     }
-    if private is not None and caller(request) is not None:
+    who = caller(request)
+    if private is not None and who is not None and who.role in PRIVATE_READERS:
         body.update(parse_entry(private))
     return body
 
@@ -100,28 +117,25 @@ async def append_note(
 
 
 @router.get("/proof/inclusion")
-def inclusion_proof(
-    request: Request, index: Index, tree_size: Annotated[int | None, Query(ge=1)] = None
-) -> dict[str, Any]:
+def inclusion_proof(request: Request, index: Index, tree_size: Size = None) -> dict[str, Any]:
     """RFC 6962 inclusion proof of ``index`` in the tree of ``tree_size`` (default: latest)."""
     log = _log(request)
-    size = log.head().size if tree_size is None else tree_size
-    hashes = log.inclusion_proof(index, size)
-    return {"index": index, "tree_size": size, "hashes": [_b64(h) for h in hashes]}
+    size = log.head().size if tree_size is None else int(tree_size)
+    hashes = log.inclusion_proof(int(index), size)
+    return {"index": int(index), "tree_size": size, "hashes": [_b64(h) for h in hashes]}
 
 
 @router.get("/proof/consistency")
-def consistency_proof(
-    request: Request, first: Index, second: Annotated[int | None, Query(ge=1)] = None
-) -> dict[str, Any]:
+def consistency_proof(request: Request, first: Index, second: Size = None) -> dict[str, Any]:
     """RFC 6962 consistency proof from tree ``first`` to ``second`` (default: latest)."""
     log = _log(request)
-    size = log.head().size if second is None else second
-    hashes = log.consistency_proof(first, size)
-    return {"first": first, "second": size, "hashes": [_b64(h) for h in hashes]}
+    size = log.head().size if second is None else int(second)
+    hashes = log.consistency_proof(int(first), size)
+    return {"first": int(first), "second": size, "hashes": [_b64(h) for h in hashes]}
 
 
 @tiles.get("/checkpoint")
+@tiles.head("/checkpoint", include_in_schema=False)
 def tiles_checkpoint(request: Request) -> Response:
     """The signed checkpoint note, as tlog-tiles serves it."""
     note = _log(request).head().checkpoint
@@ -133,12 +147,13 @@ def tiles_checkpoint(request: Request) -> Response:
 
 
 @tiles.get("/tile/{path:path}")
+@tiles.head("/tile/{path:path}", include_in_schema=False)
 def tile(path: str, request: Request) -> Response:
     """A hash tile or entry bundle; 404 until the tree has it."""
     parsed = parse_tile_path("tile/" + path)
     body = _log(request).tile(parsed)
     headers = {"Cache-Control": IMMUTABLE}
-    if parsed.entries and "gzip" in request.headers.get("accept-encoding", ""):
+    if parsed.entries and accepts_gzip(request.headers.get("accept-encoding", "")):
         body = gzip.compress(body, compresslevel=5)
         headers["Content-Encoding"] = "gzip"
         headers["Vary"] = "Accept-Encoding"

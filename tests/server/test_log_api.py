@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from lictor.datadir import hash_secret
 from lictor.log.checkpoint import parse_checkpoint
 from lictor.log.commitment import check_commitment
 from lictor.log.entry import canonical_entry
@@ -17,6 +18,7 @@ from lictor.log.note import open_note, parse_verifier_key
 from lictor.log.proof import parse_tlog_proof, verify_tlog_proof
 from lictor.log.tiles import decode_bundle
 from lictor.service import AuditLog
+from lictor.store.base import Credential
 
 
 def _note(client: TestClient, admin: dict[str, str], text: str) -> dict[str, Any]:
@@ -74,9 +76,6 @@ def test_appending_needs_the_admin_credential(client: TestClient) -> None:
 def test_other_roles_may_not_append(
     client: TestClient, log: AuditLog, admin: dict[str, str]
 ) -> None:
-    from lictor.datadir import hash_secret
-    from lictor.store.base import Credential
-
     log.store.add_credential(Credential("auditor-1", "auditor", hash_secret("lictor_aud")))
     headers = {"Authorization": "Bearer lictor_aud"}
     r = client.post("/v1/log/entries", json={"kind": "note", "text": "x"}, headers=headers)
@@ -84,8 +83,8 @@ def test_other_roles_may_not_append(
     assert _size(client) == 0
 
 
-def test_entries_show_the_private_event_only_to_credential_holders(
-    client: TestClient, admin: dict[str, str]
+def test_entries_show_the_private_event_only_to_admins_and_auditors(
+    client: TestClient, log: AuditLog, admin: dict[str, str]
 ) -> None:
     _note(client, admin, "secret detail")
     public = client.get("/v1/log/entries/0").json()
@@ -93,6 +92,12 @@ def test_entries_show_the_private_event_only_to_credential_holders(
     assert base64.b64decode(public["data"]) == canonical_entry(public["entry"])
     private = client.get("/v1/log/entries/0", headers=admin).json()
     assert private["event"]["text"] == "secret detail"
+    log.store.add_credential(Credential("aud", "auditor", hash_secret("lictor_aud")))
+    log.store.add_credential(Credential("rt", "runtime", hash_secret("lictor_rt")))
+    audited = client.get("/v1/log/entries/0", headers={"Authorization": "Bearer lictor_aud"})
+    assert audited.json()["event"] == private["event"]
+    runtime = client.get("/v1/log/entries/0", headers={"Authorization": "Bearer lictor_rt"})
+    assert "event" not in runtime.json()
     assert check_commitment(public["entry"]["commitment"], private["event"], private["salt"])
 
 
@@ -147,14 +152,17 @@ def test_proofs_verify_and_out_of_range_requests_are_4xx(
     verify_consistency(2, 7, first_root, root, consistency_hashes)
 
     _error(client.get("/v1/log/entries/7"), 404, "not_found")
-    _error(client.get("/v1/log/entries/-1"), 404, "not_found")
-    _error(client.get("/v1/log/entries/abc"), 400, "invalid_request")
+    for bad in ("-1", "abc", "1_0", "+1", "1.0", "01", " 1", "9" * 20):
+        _error(client.get(f"/v1/log/entries/{bad}"), 400, "invalid_request")
     params: list[dict[str, Any]] = [
         {"index": 7},
         {"index": 0, "tree_size": 8},
         {"index": -1},
         {"index": "x"},
         {"index": 2**70},
+        {"index": "1_0"},
+        {"index": "+1"},
+        {"index": "01"},
         {},
     ]
     for p in params:
@@ -165,7 +173,9 @@ def test_proofs_verify_and_out_of_range_requests_are_4xx(
         r = client.get("/v1/log/proof/consistency", params=p)
         assert r.status_code == 400, (p, r.text)
     _error(client.get("/v1/nothing-here"), 404, "not_found")
-    _error(client.delete("/v1/log/checkpoint"), 405, "method_not_allowed")
+    not_allowed = client.delete("/v1/log/checkpoint")
+    _error(not_allowed, 405, "method_not_allowed")
+    assert not_allowed.headers["allow"] == "GET"
 
 
 def test_tiles_and_checkpoint_follow_tlog_tiles(client: TestClient, admin: dict[str, str]) -> None:
@@ -192,6 +202,11 @@ def test_tiles_and_checkpoint_follow_tlog_tiles(client: TestClient, admin: dict[
     assert decode_bundle(bundle.content) == entries  # the client decompressed it
     raw = client.get("/log/tile/entries/000.p/2", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in raw.headers
+    refused = client.get("/log/tile/entries/000.p/2", headers={"Accept-Encoding": "gzip;q=0"})
+    assert "content-encoding" not in refused.headers
+    head = client.head("/log/checkpoint")
+    assert head.status_code == 200 and head.content == b""
+    assert client.head("/log/tile/0/000.p/3").headers["content-length"] == str(3 * 32)
     assert decode_bundle(raw.content) == entries[:2]
     assert gzip.compress(raw.content)  # sanity: the identity body is the raw bundle
 
