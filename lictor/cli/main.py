@@ -2,8 +2,9 @@
 
 Every command group module exposes ``register(subparsers)``, which adds its
 parsers and sets ``func`` on each to a callable taking the parsed namespace and
-returning the exit code. Errors from Lictor (`LictorError`) are printed to
-stderr as ``lictor: <code>: <message>`` with exit code 1; bad usage exits 2.
+returning the exit code. Errors from Lictor (`LictorError`) and from the
+operating system are printed to stderr as ``lictor: <code>: <message>`` with
+exit code 1; bad usage exits 2.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except LictorError as e:
         print(f"lictor: {e.code}: {e.message}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"lictor: io_error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
