@@ -14,7 +14,12 @@ the checkpoint. Everything else is recomputed and compared:
 * `prove` builds a c2sp.org/tlog-proof from the checkpoint and the log's own
   tiles (never a server-side proof) and checks it against the entry bundle
   before returning it.
-* `verify_proof` checks a tlog-proof (or a Lictor receipt) offline.
+* `verify_proof` checks a tlog-proof offline (`lictor.receipt` reads one from
+  a file or a Lictor receipt).
+
+Every checkpoint must name the expected origin: the one given, else the
+verifier key's name (as for Lictor, Tessera and Sigsum-style logs), so that a
+key shared by two logs cannot make one answer for the other.
 
 Sources are `lictor.tilesource.TileSource`s: an HTTP(S) tlog-tiles prefix or a
 local directory.
@@ -38,13 +43,12 @@ from typing import Any
 
 from lictor.errors import (
     AuditError,
+    CheckpointError,
     InvalidRequestError,
     LogError,
     ProofError,
 )
 from lictor.log.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
-from lictor.log.commitment import check_commitment
-from lictor.log.entry import canonical_entry
 from lictor.log.merkle import (
     HASH_SIZE,
     CompactRange,
@@ -54,7 +58,7 @@ from lictor.log.merkle import (
     verify_inclusion,
 )
 from lictor.log.note import Verifier, parse_note
-from lictor.log.proof import TlogProof, parse_tlog_proof, verify_tlog_proof
+from lictor.log.proof import TlogProof
 from lictor.log.tiles import (
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -69,10 +73,43 @@ STATE_VERSION = 1
 # Checkpoints ------------------------------------------------------------------
 
 
-def verify_checkpoint(note: bytes, verifier: Verifier) -> Checkpoint:
-    """The checkpoint of a note signed by ``verifier`` (other signatures are ignored)."""
+def b64(data: bytes) -> str:
+    """Standard base64 text, as in checkpoints, receipts and state files."""
+    return base64.b64encode(data).decode()
+
+
+def verify_checkpoint(note: bytes, verifier: Verifier, origin: str | None = None) -> Checkpoint:
+    """The checkpoint of a note signed by ``verifier`` (other signatures are ignored),
+    whose origin is ``origin`` or, by default, the key's name."""
     checkpoint, _ = open_checkpoint(note, [verifier])
+    check_origin(checkpoint, verifier, origin)
     return checkpoint
+
+
+def expected_origin(verifier: Verifier | None, origin: str | None) -> str | None:
+    """The origin a checkpoint must have: ``origin`` if given, else the key's name
+    (None, no constraint, without either)."""
+    if origin is not None:
+        return origin
+    return verifier.name if verifier is not None else None
+
+
+def check_origin(checkpoint: Checkpoint, verifier: Verifier | None, origin: str | None) -> None:
+    """Raise `CheckpointError` unless the checkpoint has the `expected_origin`."""
+    want = expected_origin(verifier, origin)
+    if want is not None and checkpoint.origin != want:
+        raise CheckpointError(
+            f"checkpoint origin {checkpoint.origin!r} is not {want!r}" + _origin_hint(origin)
+        )
+
+
+def _origin_hint(origin: str | None) -> str:
+    if origin is not None:
+        return ""
+    return (
+        " (the verifier key's name); if the log's origin legitimately differs from its"
+        " key name, pass it with --origin"
+    )
 
 
 def read_checkpoint(note: bytes) -> Checkpoint:
@@ -100,16 +137,18 @@ def prove(
     *,
     note: bytes | None = None,
     size: int | None = None,
+    origin: str | None = None,
 ) -> ProvedEntry:
     """Build the tlog-proof for entry ``index`` from the log's checkpoint and tiles.
 
     ``note`` replaces the log's current checkpoint (e.g. an older one); ``size``,
     if given, must be the checkpoint's size. The signature is checked when a
-    ``verifier`` is given. The proof is checked against the entry bundle before
-    it is returned.
+    ``verifier`` is given, the origin against `expected_origin`. The proof is
+    checked against the entry bundle before it is returned.
     """
     note = source.checkpoint() if note is None else note
-    checkpoint = verify_checkpoint(note, verifier) if verifier else read_checkpoint(note)
+    checkpoint = verify_checkpoint(note, verifier, origin) if verifier else read_checkpoint(note)
+    check_origin(checkpoint, verifier, origin)
     if size is not None and checkpoint.size != size:
         raise AuditError(f"checkpoint has size {checkpoint.size}, not the requested {size}")
     if not 0 <= index < checkpoint.size:
@@ -124,67 +163,13 @@ def prove(
     return ProvedEntry(TlogProof(index, tuple(path), note), entry, checkpoint, verifier is not None)
 
 
-@dataclass(frozen=True)
-class ProofFile:
-    """A parsed proof file: the tlog-proof, and for a receipt its entry bytes and
-    whether it carried a private event that was checked against the entry's commitment."""
-
-    proof: TlogProof
-    entry: bytes | None = None
-    event_checked: bool = False
-
-
-def read_proof_file(data: bytes) -> ProofFile:
-    """Parse tlog-proof text, or a Lictor receipt.
-
-    A receipt is ``{"index": n, "entry": {...}, "tlog_proof": "<text>", ...}``;
-    its entry bytes are the RFC 8785 form of ``entry`` and its index must be the
-    proof's. If it also holds ``event`` and ``salt``, they must open the entry's
-    ``commitment``; a ``leaf_hash``, if present, must be the entry's.
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ProofError("proof file is not UTF-8") from e
-    if not text.lstrip().startswith("{"):
-        return ProofFile(parse_tlog_proof(text))
-    try:
-        receipt = json.loads(text)
-    except ValueError as e:
-        raise ProofError(f"receipt is not JSON: {e}") from e
-    return _read_receipt(receipt)
-
-
-def _read_receipt(receipt: Any) -> ProofFile:
-    if not isinstance(receipt, dict) or not isinstance(receipt.get("tlog_proof"), str):
-        raise ProofError("receipt has no tlog_proof text")
-    if not isinstance(receipt.get("entry"), dict):
-        raise ProofError("receipt has no entry object")
-    proof = parse_tlog_proof(receipt["tlog_proof"])
-    index = receipt.get("index")
-    if type(index) is not int or index != proof.index:
-        raise ProofError(f"receipt index {index!r} differs from the proof's index {proof.index}")
-    entry = canonical_entry(receipt["entry"])
-    if "leaf_hash" in receipt and receipt["leaf_hash"] != _b64(leaf_hash(entry)):
-        raise ProofError("the receipt's leaf_hash is not the hash of its entry")
-    return ProofFile(proof, entry, _check_event(receipt))
-
-
-def _check_event(receipt: dict[str, Any]) -> bool:
-    event, salt = receipt.get("event"), receipt.get("salt")
-    if event is None and salt is None:
-        return False
-    commitment = receipt["entry"].get("commitment")
-    if not (isinstance(event, dict) and isinstance(salt, str) and isinstance(commitment, str)):
-        raise ProofError("the receipt's event, salt or entry commitment is malformed")
-    if not check_commitment(commitment, event, salt):
-        raise ProofError("the receipt's event and salt do not open the entry's commitment")
-    return True
-
-
-def verify_proof(proof: TlogProof, entry: bytes, verifier: Verifier) -> Checkpoint:
-    """Check a tlog-proof offline: the checkpoint's signature and the entry's inclusion."""
-    checkpoint, _ = verify_tlog_proof(proof, entry, [verifier])
+def verify_proof(
+    proof: TlogProof, entry: bytes, verifier: Verifier, origin: str | None = None
+) -> Checkpoint:
+    """Check a tlog-proof offline: the checkpoint's signature and `expected_origin`,
+    and the entry's inclusion."""
+    checkpoint = verify_checkpoint(proof.checkpoint, verifier, origin)
+    verify_inclusion(proof.index, checkpoint.size, leaf_hash(entry), proof.hashes, checkpoint.root)
     return checkpoint
 
 
@@ -206,8 +191,8 @@ class AuditState:
             "version": STATE_VERSION,
             "origin": self.origin,
             "size": self.size,
-            "root": _b64(self.root),
-            "compact_range": [_b64(h) for h in self.edge],
+            "root": b64(self.root),
+            "compact_range": [b64(h) for h in self.edge],
             "checkpoint": self.checkpoint.decode(),
         }
 
@@ -244,10 +229,6 @@ class AuditState:
             raise AuditError("malformed state: the checkpoint does not match the state")
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text.encode("ascii"), validate=True)
 
@@ -255,15 +236,15 @@ def _unb64(text: str) -> bytes:
 def load_state(path: Path) -> AuditState | None:
     """The state saved at ``path``, or None if there is none yet."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as e:
-        raise AuditError(f"cannot read state file {path}: {e}") from e
+    except OSError as e:
+        raise InvalidRequestError(f"cannot read state file {path}: {e.strerror or e}") from e
     try:
-        value = json.loads(text)
-    except ValueError as e:
-        raise AuditError(f"state file {path} is not JSON: {e}") from e
+        value = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise AuditError(f"malformed state: {path} is not UTF-8 JSON: {e}") from e
     return AuditState.from_json(value)
 
 
@@ -271,8 +252,12 @@ def save_state(path: Path, state: AuditState) -> None:
     """Write the state atomically: a temporary file, fsync, then rename over ``path``."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        _write_then_rename(fd, Path(tmp), path, state)
     except OSError as e:
-        raise InvalidRequestError(f"cannot write state file {path}: {e.strerror}") from e
+        raise InvalidRequestError(f"cannot write state file {path}: {e.strerror or e}") from e
+
+
+def _write_then_rename(fd: int, tmp: Path, path: Path, state: AuditState) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(state.to_json(), f, indent=2)
@@ -281,7 +266,7 @@ def save_state(path: Path, state: AuditState) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -302,17 +287,24 @@ class AuditResult:
     state: AuditState
 
 
-def audit(source: TileSource, verifier: Verifier, state: AuditState | None = None) -> AuditResult:
+def audit(
+    source: TileSource,
+    verifier: Verifier,
+    state: AuditState | None = None,
+    *,
+    origin: str | None = None,
+) -> AuditResult:
     """Check the log's checkpoint, entries and hash tiles, and that it extends ``state``.
 
-    Raises `AuditError` naming the first mismatch found; returns only if
-    everything matched.
+    The checkpoint (and the state) must have `expected_origin`. Raises
+    `AuditError` naming the first mismatch found; returns only if everything
+    matched.
     """
     if state is not None:
-        _check_state_signature(state, verifier)
+        _check_state(state, verifier, origin)
     note = source.checkpoint()
     try:
-        checkpoint = verify_checkpoint(note, verifier)
+        checkpoint = verify_checkpoint(note, verifier, origin)
     except LogError as e:
         raise AuditError(f"checkpoint: {e.code}: {e.message}") from e
     if state is not None:
@@ -337,9 +329,15 @@ def audit(source: TileSource, verifier: Verifier, state: AuditState | None = Non
     )
 
 
-def _check_state_signature(state: AuditState, verifier: Verifier) -> None:
+def _check_state(state: AuditState, verifier: Verifier, origin: str | None) -> None:
+    want = expected_origin(verifier, origin)
+    if state.origin != want:
+        raise AuditError(
+            f"origin changed: the state is for {state.origin!r}, not {want!r}"
+            + _origin_hint(origin)
+        )
     try:
-        verify_checkpoint(state.checkpoint, verifier)
+        verify_checkpoint(state.checkpoint, verifier, origin)
     except LogError as e:
         raise AuditError(f"the saved state's checkpoint does not verify: {e.message}") from e
 
@@ -355,13 +353,17 @@ def _check_against_state(checkpoint: Checkpoint, state: AuditState) -> None:
         )
     if checkpoint.size == state.size and checkpoint.root != state.root:
         raise AuditError(
-            f"fork: two roots for size {state.size}: audited {_b64(state.root)}, "
-            f"now {_b64(checkpoint.root)}"
+            f"fork: two roots for size {state.size}: audited {b64(state.root)}, "
+            f"now {b64(checkpoint.root)}"
         )
 
 
 def edge_levels(frontier: CompactRange) -> dict[int, bytes]:
-    """The compact range's hashes keyed by tree level (one per set bit of its size)."""
+    """The compact range's hashes keyed by tree level: for each set bit ``level``
+    of its size, the root of the perfect subtree of ``2**level`` leaves it holds.
+
+    (The same set-bit decomposition as the sequencer's right-edge loader.)
+    """
     levels = [lv for lv in reversed(range(frontier.size.bit_length())) if frontier.size >> lv & 1]
     return dict(zip(levels, frontier.hashes, strict=True))
 
@@ -474,8 +476,8 @@ class _Replay:
         if got != root:
             hint = "; ".join(self.tiles.mismatches[:1])
             raise AuditError(
-                f"entries {self._old_size}..{self._size - 1} give root {_b64(got)} at size "
-                f"{self._size}, but the checkpoint says {_b64(root)}"
+                f"entries {self._old_size}..{self._size - 1} give root {b64(got)} at size "
+                f"{self._size}, but the checkpoint says {b64(root)}"
                 + (f" (extending the audited tree of size {self._old_size})" if resumed else "")
                 + (f"; also {hint}" if hint else "")
             )

@@ -9,6 +9,8 @@ implies, falling back to the full tile's prefix when a partial one is gone.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -21,13 +23,12 @@ from lictor import __version__
 from lictor.errors import (
     AuditError,
     InvalidRequestError,
+    KeyFormatError,
     LogError,
     NotFoundError,
     UnavailableError,
 )
-from lictor.log.merkle import (
-    HASH_SIZE,
-)
+from lictor.log.merkle import HASH_SIZE
 from lictor.log.note import Verifier, parse_verifier_key
 from lictor.log.tiles import (
     MAX_ENTRY_SIZE,
@@ -40,6 +41,7 @@ from lictor.log.tiles import (
 MAX_CHECKPOINT_SIZE = 1 << 20
 MAX_BODY_SIZE = TILE_WIDTH * (2 + MAX_ENTRY_SIZE)
 MAX_REDIRECTS = 5
+MAX_KEY_FILE_SIZE = 1 << 12
 
 
 class TileSource(Protocol):
@@ -169,21 +171,52 @@ def open_source(location: str, *, timeout: float = 10.0) -> Iterator[TileSource]
             source.close()
         return
     root = Path(location)
-    if not root.is_dir():
-        raise InvalidRequestError(f"{location!r} is neither an http(s) URL nor a directory")
+    if not os.path.isdir(root):  # unlike Path.is_dir, never raises (e.g. name too long)
+        raise InvalidRequestError(f"{_short(location)} is neither an http(s) URL nor a directory")
     yield DirectorySource(root)
 
 
 def load_verifier(key: str) -> Verifier:
-    """A verifier key given as the vkey string itself or as a file containing it."""
-    path = Path(key)
-    if "+" not in key and not path.is_file():
-        raise InvalidRequestError(f"key {key!r} is neither a verifier key nor a file")
+    """A verifier key given as the vkey string itself or as a file containing it.
+
+    The string is tried as a key first, so a long key is never taken for a path.
+    """
     try:
-        text = path.read_text(encoding="utf-8") if path.is_file() else key
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidRequestError(f"cannot read key file {key!r}: {e}") from e
+        return parse_verifier_key(key)
+    except KeyFormatError as e:
+        key_error = e
+    text = _read_key_file(key)
+    if text is None:
+        if "+" in key:
+            raise key_error
+        raise InvalidRequestError(f"key {_short(key)} is neither a verifier key nor a file")
     return parse_verifier_key(text.strip())
+
+
+def _read_key_file(path: str) -> str | None:
+    """The text of the key file at ``path``, or None if there is no such file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_KEY_FILE_SIZE + 1)
+    except ValueError:  # an embedded NUL: not a path
+        return None
+    except OSError as e:
+        if isinstance(e, FileNotFoundError | NotADirectoryError) or e.errno == errno.ENAMETOOLONG:
+            return None
+        raise InvalidRequestError(f"cannot read key file {_short(path)}: {e.strerror}") from e
+    if len(data) > MAX_KEY_FILE_SIZE:
+        raise InvalidRequestError(
+            f"key file {_short(path)} is larger than {MAX_KEY_FILE_SIZE} bytes"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidRequestError(f"key file {_short(path)} is not UTF-8") from e
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """``repr(text)``, cut to ``limit`` characters so a huge argument stays readable."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
 # Tiles and bundles ------------------------------------------------------------

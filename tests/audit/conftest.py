@@ -90,9 +90,9 @@ def write_log(
             chunk = level_hashes[start : start + TILE_WIDTH]
             _write(directory, Tile(level, start // TILE_WIDTH, len(chunk)), b"".join(chunk))
     for start in range(0, len(entries), TILE_WIDTH):
-        chunk = entries[start : start + TILE_WIDTH]
-        tile = Tile(0, start // TILE_WIDTH, len(chunk), entries=True)
-        _write(directory, tile, encode_bundle(chunk))
+        bundle = entries[start : start + TILE_WIDTH]
+        tile = Tile(0, start // TILE_WIDTH, len(bundle), entries=True)
+        _write(directory, tile, encode_bundle(bundle))
     note = sign_checkpoint(signer, origin, entries)
     (directory / "checkpoint").write_bytes(note)
     return note

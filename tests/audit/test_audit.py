@@ -8,12 +8,18 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from lictor.audit import AuditState, audit, load_state, prove, save_state, verify_proof
-from lictor.errors import AuditError, InvalidRequestError, UnavailableError
+from lictor.errors import (
+    AuditError,
+    CheckpointError,
+    InvalidRequestError,
+    KeyFormatError,
+    UnavailableError,
+)
 from lictor.log.merkle import leaf_hash
 from lictor.log.note import Ed25519Signer, Verifier, parse_verifier_key, sign_note
 from lictor.log.tiles import Tile
@@ -259,8 +265,50 @@ def test_changed_origin(
 ) -> None:
     build_log(tmp_path / "moved", tessera_signer, "example.com/elsewhere", tessera.entries)
     message = audit_error(tmp_path / "moved", verifier, state7)
-    assert "origin changed" in message
-    assert "'example.com/elsewhere'" in message
+    assert "checkpoint origin 'example.com/elsewhere' is not 'example.com/log/testdata'" in message
+    with pytest.raises(AuditError) as e:  # --origin does not override the state
+        audit(DirectorySource(tmp_path / "moved"), verifier, state7, origin="example.com/elsewhere")
+    assert e.value.message == (
+        "origin changed: the state is for 'example.com/log/testdata', not 'example.com/elsewhere'"
+    )
+
+
+# Origins are pinned: to the key's name unless given ------------------------------
+
+
+@pytest.fixture
+def other_origin_log(
+    tessera: Any, tessera_signer: Ed25519Signer, build_log: BuildLog, tmp_path: Path
+) -> Path:
+    """A log signed by the Tessera key under another origin (a key shared by two logs)."""
+    build_log(tmp_path / "other", tessera_signer, "example.com/other", tessera.entries[:5])
+    return tmp_path / "other"
+
+
+def test_audit_pins_origin_to_key_name(other_origin_log: Path, verifier: Verifier) -> None:
+    message = audit_error(other_origin_log, verifier)
+    assert "checkpoint origin 'example.com/other' is not 'example.com/log/testdata'" in message
+    assert "pass it with --origin" in message
+    result = audit(DirectorySource(other_origin_log), verifier, origin="example.com/other")
+    assert (result.origin, result.size) == ("example.com/other", 5)
+
+
+def test_explicit_origin_must_match(tessera: Any, verifier: Verifier) -> None:
+    with pytest.raises(AuditError) as e:
+        audit(DirectorySource(tessera.log), verifier, origin="example.com/other")
+    assert e.value.message.endswith("is not 'example.com/other'")  # no hint: it was explicit
+
+
+def test_prove_and_verify_pin_origin(other_origin_log: Path, verifier: Verifier) -> None:
+    source = DirectorySource(other_origin_log)
+    with pytest.raises(CheckpointError, match="pass it with --origin"):
+        prove(source, 2, verifier)
+    with pytest.raises(CheckpointError, match=r"is not 'example\.com/log/testdata'"):
+        prove(source, 2, None, origin="example.com/log/testdata")  # checked even unsigned
+    proved = prove(source, 2, verifier, origin="example.com/other")
+    with pytest.raises(CheckpointError, match="pass it with --origin"):
+        verify_proof(proved.proof, proved.entry, verifier)
+    assert verify_proof(proved.proof, proved.entry, verifier, "example.com/other").size == 5
 
 
 def test_state_from_another_key(state7: AuditState, tessera_copy: Path) -> None:
@@ -357,7 +405,8 @@ def test_unreachable_server_is_unavailable() -> None:
 class _RedirectHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(302)
-        self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/x")
+        port = cast(http.server.HTTPServer, self.server).server_port
+        self.send_header("Location", f"http://localhost:{port}/x")
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -392,6 +441,35 @@ def test_key_from_string_or_file(tessera: Any, tmp_path: Path) -> None:
     key_file = tmp_path / "log.vkey"
     key_file.write_text(tessera.vkey + "\n")
     assert load_verifier(str(key_file)).key_id == load_verifier(tessera.vkey).key_id == 0x33D7B496
+
+
+def test_key_is_parsed_before_it_is_taken_for_a_path(tessera: Any) -> None:
+    name, key_id, key = tessera.vkey.split("+", 2)
+    long_name = name + "/" + "x" * 300  # as a path, too long for the file system
+    with pytest.raises(KeyFormatError, match="key id does not match"):
+        load_verifier(f"{long_name}+{key_id}+{key}")
+    with pytest.raises(InvalidRequestError, match="neither a verifier key nor a file"):
+        load_verifier("k" * 5000)
+
+
+def test_key_file_that_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match=r"cannot read key file .*Is a directory"):
+        load_verifier(str(tmp_path))
+    (tmp_path / "binary").write_bytes(b"\xff\xfe")
+    with pytest.raises(InvalidRequestError, match="is not UTF-8"):
+        load_verifier(str(tmp_path / "binary"))
+
+
+def test_state_files_that_cannot_be_read_or_written(state7: AuditState, tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequestError, match=r"cannot write state file .*Is a directory"):
+        save_state(tmp_path, state7)
+    assert list(tmp_path.iterdir()) == [tmp_path / "tessera"]  # no temporary left
+    with pytest.raises(InvalidRequestError, match=r"cannot read state file .*Is a directory"):
+        load_state(tmp_path)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    with pytest.raises(AuditError, match=r"malformed state: .* is not UTF-8 JSON"):
+        load_state(deep)
 
 
 def test_prove_checks_entry_against_root(tessera_copy: Path, verifier: Verifier) -> None:

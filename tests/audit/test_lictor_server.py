@@ -11,10 +11,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from lictor.audit import audit, prove, read_proof_file, verify_proof
+from lictor.audit import audit, prove, verify_proof
 from lictor.cli.main import main
 from lictor.datadir import open_data_dir
 from lictor.log.note import parse_verifier_key
+from lictor.receipt import read_proof_file
 from lictor.server.app import create_app
 from lictor.service import AuditLog
 from lictor.tilesource import HttpSource
@@ -26,7 +27,7 @@ def lictor_log(tmp_path: Path) -> Iterator[AuditLog]:
     log = AuditLog(data.store, data.signer)
     yield log
     log.close()
-    data.store.close()
+    data.close()
 
 
 def append(log: AuditLog, count: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -10,9 +11,12 @@ from typing import Any
 
 import pytest
 
+from lictor.audit import b64, read_checkpoint
 from lictor.cli.main import main
 from lictor.log.entry import canonical_entry
+from lictor.log.merkle import leaf_hash
 from lictor.log.note import Ed25519Signer
+from lictor.log.proof import parse_tlog_proof
 
 BuildLog = Callable[[Path, Ed25519Signer, str, Sequence[bytes]], bytes]
 
@@ -21,6 +25,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def fails(capsys: pytest.CaptureFixture[str], code: str, *argv: str) -> str:
+    exit_code, out, err = run(capsys, *argv)
+    assert (exit_code, out) == (1, "")
+    assert err.startswith(f"lictor: {code}: "), err
+    return err
 
 
 # checkpoint ------------------------------------------------------------------------
@@ -174,9 +185,19 @@ def json_log(
 def make_receipt(
     capsys: pytest.CaptureFixture[str], log: Path, vkey: str, index: int, entry: Any
 ) -> dict[str, Any]:
+    """A receipt with every field a Lictor receipt has (no event)."""
     code, out, _ = run(capsys, "log", "prove", str(log), "--index", str(index), "--key", vkey)
     assert code == 0
-    return {"index": index, "entry": entry, "tlog_proof": out}
+    proof = parse_tlog_proof(out)
+    return {
+        "index": index,
+        "entry": entry,
+        "leaf_hash": b64(leaf_hash(canonical_entry(entry))),
+        "tree_size": read_checkpoint(proof.checkpoint).size,
+        "inclusion_proof": [b64(h) for h in proof.hashes],
+        "checkpoint": proof.checkpoint.decode(),
+        "tlog_proof": out,
+    }
 
 
 def test_verify_receipt(
@@ -205,10 +226,22 @@ def test_verify_receipt(
     ("edit", "message"),
     [
         ({"index": 5}, "receipt index 5 differs from the proof's index 4"),
-        ({"entry": {"kind": "decision", "seq": 4, "ok": False}}, "does not lead to the root"),
+        ({"entry": {"kind": "decision", "seq": 4, "ok": False}}, "leaf_hash is not the hash of"),
         ({"entry": "text"}, "receipt has no entry object"),
         ({"leaf_hash": "AAAA"}, "the receipt's leaf_hash is not the hash of its entry"),
         ({"event": {"seq": 4}, "salt": "AAAA"}, "event, salt or entry commitment is malformed"),
+        ({"index": None}, "receipt index (missing) differs from the proof's index 4"),
+        ({"index": [4]}, "receipt index (a list) differs"),
+        ({"tree_size": 999}, "the receipt's tree_size 999 differs from its checkpoint's size 9"),
+        ({"tree_size": "9"}, "the receipt's tree_size (a str) differs"),
+        ({"tree_size": 2**70}, "the receipt's tree_size (a large int) differs"),
+        ({"checkpoint": "garbage"}, "the receipt's checkpoint differs from the one in its"),
+        ({"inclusion_proof": ["AAAA"]}, "the receipt's inclusion_proof differs from the hashes"),
+        ({"inclusion_proof": []}, "the receipt's inclusion_proof differs from the hashes"),
+        (  # the reviewer's receipt: every redundant field wrong at once
+            {"tree_size": 999, "checkpoint": "garbage", "inclusion_proof": ["AAAA"]},
+            "lictor: invalid_proof: the receipt's",
+        ),
     ],
 )
 def test_verify_rejects_bad_receipt(
@@ -224,6 +257,38 @@ def test_verify_rejects_bad_receipt(
     path = tmp_path / "receipt.json"
     path.write_text(json.dumps(receipt))
     assert message in verify(capsys, path, tessera.vkey)
+
+
+def test_verify_receipt_without_redundant_fields(
+    capsys: pytest.CaptureFixture[str],
+    tessera: Any,
+    tmp_path: Path,
+    json_log: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    log, entries = json_log
+    full = make_receipt(capsys, log, tessera.vkey, 4, entries[4])
+    path = tmp_path / "receipt.json"
+    minimal = {k: full[k] for k in ("index", "entry", "tlog_proof")}
+    path.write_text(json.dumps(minimal))
+    assert run(capsys, "log", "verify", str(path), "--key", tessera.vkey)[0] == 0
+    path.write_text(json.dumps({**minimal, "entry": {**entries[4], "ok": False}}))
+    assert "does not lead to the root" in verify(capsys, path, tessera.vkey)
+
+
+def test_verify_deeply_nested_receipt(
+    capsys: pytest.CaptureFixture[str], tessera: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"a": ' * 100_000)
+    assert (
+        verify(capsys, path, tessera.vkey)
+        == "lictor: invalid_proof: receipt is nested too deeply\n"
+    )
+    proof = json.dumps("c2sp.org/tlog-proof@v1\nindex 0\n\nx")
+    for depth in (200, 900, 990):  # parsed, then too deep for one step or another
+        entry = '{"a": ' * depth + "1" + "}" * depth
+        path.write_text(f'{{"index": 0, "tlog_proof": {proof}, "entry": {entry}}}')
+        assert re.match(r"lictor: [a-z_]+: ", verify(capsys, path, tessera.vkey))
 
 
 # audit -------------------------------------------------------------------------------
@@ -304,3 +369,129 @@ def test_state_in_missing_directory(
     code, _, err = run(capsys, *args)
     assert code == 1
     assert "no directory" in err
+
+
+# origins -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_origin_log(
+    tmp_path: Path, tessera: Any, tessera_signer: Ed25519Signer, build_log: BuildLog
+) -> Path:
+    """A log signed by the Tessera key but under another origin."""
+    log = tmp_path / "other"
+    build_log(log, tessera_signer, "example.com/other", tessera.entries[:5])
+    return log
+
+
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert "origin 'example.com/other' is not 'example.com/log/testdata'" in err
+    assert "pass it with --origin" in err
+    return err
+
+
+def test_origin_defaults_to_key_name(
+    capsys: pytest.CaptureFixture[str], tessera: Any, other_origin_log: Path, tmp_path: Path
+) -> None:
+    log, key, origin = str(other_origin_log), tessera.vkey, "example.com/other"
+    refused(capsys, "log", "checkpoint", log, "--key", key)
+    assert run(capsys, "log", "checkpoint", log, "--key", key, "--origin", origin)[0] == 0
+    refused(capsys, "log", "prove", log, "--index", "3", "--key", key)
+    proof, entry = tmp_path / "proof", tmp_path / "entry"
+    args = ["--index", "3", "--key", key, "--origin", origin, "--entry-out", str(entry)]
+    assert run(capsys, "log", "prove", log, *args, "--out", str(proof))[0] == 0
+    refused(capsys, "log", "verify", str(proof), "--key", key, "--entry", str(entry))
+    args = ["--key", key, "--entry", str(entry), "--origin", origin]
+    assert run(capsys, "log", "verify", str(proof), *args)[0] == 0
+    state = tmp_path / "state.json"
+    refused(capsys, "log", "audit", log, "--key", key, "--state", str(state))
+    assert not state.exists()
+    args = ["--key", key, "--origin", origin, "--state", str(state)]
+    code, out, _ = run(capsys, "log", "audit", log, *args)
+    assert (code, out.split("\n")[0]) == (0, "OK: example.com/other: size 0 -> 5")
+    err = fails(capsys, "audit_failed", "log", "audit", log, "--key", key, "--state", str(state))
+    assert "the state is for 'example.com/other', not 'example.com/log/testdata'" in err
+    assert "pass it with --origin" in err
+
+
+def test_explicit_origin_is_checked_even_without_key(
+    capsys: pytest.CaptureFixture[str], tessera: Any
+) -> None:
+    log = str(tessera.log)
+    code, _, err = run(capsys, "log", "checkpoint", log, "--origin", "example.com/other")
+    assert code == 1
+    assert err == (
+        "lictor: invalid_checkpoint: checkpoint origin 'example.com/log/testdata' "
+        "is not 'example.com/other'\n"
+    )
+    code, _, err = run(capsys, "log", "prove", log, "--index", "0", "--origin", "x")
+    assert (code, err.startswith("lictor: invalid_checkpoint:")) == (1, True)
+
+
+# files and arguments that cannot be used: coded errors, never tracebacks ---------------
+
+
+def test_long_key_without_plus(capsys: pytest.CaptureFixture[str], tessera: Any) -> None:
+    key = "k" * 5000
+    for command in ("checkpoint", "audit"):
+        err = fails(capsys, "invalid_request", "log", command, str(tessera.log), "--key", key)
+        assert "is neither a verifier key nor a file" in err
+        assert len(err) < 200
+
+
+def test_key_that_is_a_directory(
+    capsys: pytest.CaptureFixture[str], tessera: Any, tmp_path: Path
+) -> None:
+    err = fails(capsys, "invalid_request", "log", "audit", str(tessera.log), "--key", str(tmp_path))
+    assert "cannot read key file" in err and "Is a directory" in err
+
+
+def test_long_source(capsys: pytest.CaptureFixture[str]) -> None:
+    err = fails(capsys, "invalid_request", "log", "checkpoint", "s" * 5000)
+    assert "is neither an http(s) URL nor a directory" in err
+
+
+def test_unreadable_input_files(
+    capsys: pytest.CaptureFixture[str], tessera: Any, proof_file: Path, tmp_path: Path
+) -> None:
+    long = str(tmp_path / ("n" * 300))
+    key, log = tessera.vkey, str(tessera.log)
+    cases = {
+        "proof file": ["log", "verify", str(tmp_path / "missing"), "--key", key],
+        "entry file": ["log", "verify", str(proof_file), "--key", key, "--entry", long],
+        "checkpoint": ["log", "prove", log, "--index", "0", "--checkpoint", str(tmp_path)],
+        "state file": ["log", "audit", log, "--key", key, "--state", long],
+    }
+    for what, argv in cases.items():
+        err = fails(capsys, "invalid_request", *argv)
+        assert err.startswith(f"lictor: invalid_request: cannot read {what} {tmp_path}"), err
+
+
+def test_state_file_that_is_a_directory(
+    capsys: pytest.CaptureFixture[str], tessera: Any, tmp_path: Path
+) -> None:
+    args = ["log", "audit", str(tessera.log), "--key", tessera.vkey, "--state", str(tmp_path)]
+    err = fails(capsys, "invalid_request", *args)
+    assert err == f"lictor: invalid_request: cannot read state file {tmp_path}: Is a directory\n"
+
+
+def test_state_file_that_is_not_json(
+    capsys: pytest.CaptureFixture[str], tessera: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_bytes(b"{" * 100_000)
+    args = ["log", "audit", str(tessera.log), "--key", tessera.vkey, "--state", str(state)]
+    assert "malformed state" in fails(capsys, "audit_failed", *args)
+
+
+def test_unwritable_output_files(
+    capsys: pytest.CaptureFixture[str], tessera: Any, tmp_path: Path
+) -> None:
+    prove = ["log", "prove", str(tessera.log), "--index", "0", "--key", tessera.vkey]
+    err = fails(capsys, "invalid_request", *prove, "--out", str(tmp_path))
+    assert err == f"lictor: invalid_request: cannot write proof file {tmp_path}: Is a directory\n"
+    nowhere = tmp_path / "missing" / "entry"
+    err = fails(capsys, "invalid_request", *prove, "--entry-out", str(nowhere))
+    assert err.startswith(f"lictor: invalid_request: cannot write entry file {nowhere}: ")
