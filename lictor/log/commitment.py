@@ -8,12 +8,12 @@ the salt stops anyone from confirming a guess about it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 from typing import Any
 
 from lictor.errors import EntryError
+from lictor.log.encoding import b64decode_strict
 from lictor.log.entry import canonical_entry
 
 SALT_SIZE = 32
@@ -30,8 +30,8 @@ def commit_event(event: dict[str, Any], salt: bytes) -> str:
 def check_commitment(commitment: str, event: dict[str, Any], salt_b64: str) -> bool:
     """True if ``commitment`` commits to ``event`` under the base64 ``salt_b64``."""
     try:
-        salt = base64.b64decode(salt_b64, validate=True)
+        salt = b64decode_strict(salt_b64, EntryError, "salt is not base64")
         expected = commit_event(event, salt)
-    except (ValueError, EntryError):
+    except EntryError:
         return False
     return hmac.compare_digest(expected, commitment)

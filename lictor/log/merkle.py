@@ -8,9 +8,12 @@ proof and consistency proof needs only O(log n) of them, read in one call.
 
 Proof *generation* follows tlog (``ProveRecord``/``ProveTree``) and yields the
 RFC 6962 ``PATH``/``SUBPROOF`` lists; proof *verification* is RFC 9162
-§2.1.3.2 and §2.1.4.2. Every input is checked: sizes and indexes in range,
-every hash exactly 32 bytes. Violations raise `ProofError` (bad proof) or
-`TreeError` (bad arguments), both `LogError`s.
+§2.1.3.2 and §2.1.4.2. Every input is checked before any work: tree sizes
+are at most `MAX_TREE_SIZE` (2**63 - 1, the largest size a checkpoint may
+state), leaf indexes are below the size, stored-hash indexes belong to such a
+tree, and every hash is exactly 32 bytes. So no input makes the math recurse
+deeper than 63 levels or loop over more than 63 bits. Violations raise
+`ProofError` (bad proof) or `TreeError` (bad arguments), both `LogError`s.
 
 Policy where implementations differ (see FORMATS.md): a consistency proof
 *from* size 0 is rejected, even to size 0, as transparency-dev/merkle does; a
@@ -25,9 +28,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from lictor.errors import ProofError, TreeError
+from lictor.log.encoding import describe_int
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+MAX_TREE_SIZE = (1 << 63) - 1
+_MAX_HEIGHT = MAX_TREE_SIZE.bit_length()  # no complete subtree is this tall
 
 
 class HashReader(Protocol):
@@ -50,11 +56,13 @@ def node_hash(left: bytes, right: bytes) -> bytes:
 
 
 def stored_hash_index(level: int, n: int) -> int:
-    """Where the hash of the ``n``-th complete subtree of height ``level`` is stored."""
-    if level < 0 or n < 0:
-        raise TreeError(f"invalid node ({level}, {n})")
-    for _ in range(level):
-        n = 2 * n + 1
+    """Where the hash of the ``n``-th complete subtree of height ``level`` is stored.
+
+    The subtree must fit in a tree of `MAX_TREE_SIZE` leaves.
+    """
+    if not (0 <= level < _MAX_HEIGHT and n >= 0 and (n + 1) << level <= MAX_TREE_SIZE):
+        raise TreeError(f"invalid node ({describe_int(level)}, {describe_int(n)})")
+    n = ((n + 1) << level) - 1  # the subtree's last leaf; its hashes are stored after it
     i = 0
     while n > 0:
         i += n
@@ -64,8 +72,8 @@ def stored_hash_index(level: int, n: int) -> int:
 
 def split_stored_hash_index(index: int) -> tuple[int, int]:
     """Inverse of `stored_hash_index`: (level, n) of the hash stored at ``index``."""
-    if index < 0:
-        raise TreeError(f"invalid stored hash index {index}")
+    if not 0 <= index < MAX_STORED_HASHES:
+        raise TreeError(f"invalid stored hash index {describe_int(index)}")
     n = index // 2
     index_n = stored_hash_index(0, n)
     while True:
@@ -80,15 +88,22 @@ def split_stored_hash_index(index: int) -> tuple[int, int]:
 
 def stored_hash_count(size: int) -> int:
     """Number of stored hashes for a tree of ``size`` leaves."""
-    if size < 0:
-        raise TreeError(f"invalid tree size {size}")
+    _check_tree_size(size)
     if size == 0:
         return 0
     return stored_hash_index(0, size - 1) + 1 + _trailing_zeros(size)
 
 
+def _check_tree_size(size: int) -> None:
+    if not 0 <= size <= MAX_TREE_SIZE:
+        raise TreeError(f"tree size {describe_int(size)} is out of range 0..{MAX_TREE_SIZE}")
+
+
 def _trailing_zeros(x: int) -> int:
     return (x & -x).bit_length() - 1
+
+
+MAX_STORED_HASHES = stored_hash_count(MAX_TREE_SIZE)
 
 
 def new_stored_hashes(index: int, leaf: bytes, reader: HashReader) -> list[bytes]:
@@ -97,8 +112,8 @@ def new_stored_hashes(index: int, leaf: bytes, reader: HashReader) -> list[bytes
     They start at stored index `stored_hash_count(index)`: the leaf hash, then
     one hash for every complete subtree the new leaf closes.
     """
-    if index < 0:
-        raise TreeError(f"invalid leaf index {index}")
+    if not 0 <= index < MAX_TREE_SIZE:
+        raise TreeError(f"invalid leaf index {describe_int(index)}")
     _check_hash(leaf)
     m = _trailing_zeros(index + 1)
     indexes = [stored_hash_index(i, (index >> i) - 1) for i in reversed(range(m))]
@@ -113,9 +128,7 @@ def new_stored_hashes(index: int, leaf: bytes, reader: HashReader) -> list[bytes
 
 def _maxpow2(n: int) -> tuple[int, int]:
     """Largest power of two strictly below ``n`` (for n >= 2), with its log2."""
-    level = 0
-    while 1 << (level + 1) < n:
-        level += 1
+    level = (n - 1).bit_length() - 1
     return 1 << level, level
 
 
@@ -140,8 +153,7 @@ def _subtree_hash(lo: int, hi: int, hashes: list[bytes], pos: int) -> tuple[byte
 
 def tree_hash(size: int, reader: HashReader) -> bytes:
     """The RFC 6962 root of the first ``size`` leaves."""
-    if size < 0:
-        raise TreeError(f"invalid tree size {size}")
+    _check_tree_size(size)
     if size == 0:
         return EMPTY_ROOT
     need: list[int] = []
@@ -152,8 +164,9 @@ def tree_hash(size: int, reader: HashReader) -> bytes:
 
 def prove_inclusion(index: int, size: int, reader: HashReader) -> list[bytes]:
     """RFC 6962 ``PATH(index, D[size])``: the leaf's sibling first."""
+    _check_tree_size(size)
     if not 0 <= index < size:
-        raise TreeError(f"index {index} out of range for tree size {size}")
+        raise TreeError(f"index {describe_int(index)} out of range for tree size {size}")
     need: list[int] = []
     _leaf_proof_index(0, size, index, need)
     proof, _ = _leaf_proof(0, size, index, _read(reader, need), 0)
@@ -188,8 +201,9 @@ def _leaf_proof(lo: int, hi: int, n: int, hashes: list[bytes], pos: int) -> tupl
 
 def prove_consistency(first: int, second: int, reader: HashReader) -> list[bytes]:
     """RFC 6962 ``PROOF(first, D[second])`` for ``0 < first <= second``."""
+    _check_tree_size(second)
     if not 0 < first <= second:
-        raise TreeError(f"no consistency proof from size {first} to size {second}")
+        raise TreeError(f"no consistency proof from size {describe_int(first)} to size {second}")
     need: list[int] = []
     _tree_proof_index(0, second, first, need)
     proof, _ = _tree_proof(0, second, first, _read(reader, need), 0)
@@ -243,10 +257,16 @@ def _check_hash(h: bytes, what: str = "hash") -> None:
         raise ProofError(f"{what} is {len(h)} bytes, not {HASH_SIZE}")
 
 
+def _check_proof_size(size: int, what: str = "tree size") -> None:
+    if not 0 <= size <= MAX_TREE_SIZE:
+        raise ProofError(f"{what} {describe_int(size)} is out of range 0..{MAX_TREE_SIZE}")
+
+
 def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
     """RFC 9162 §2.1.3.2: the root implied by an inclusion proof, or `ProofError`."""
+    _check_proof_size(size)
     if not 0 <= index < size:
-        raise ProofError(f"index {index} out of range for tree size {size}")
+        raise ProofError(f"index {describe_int(index)} out of range for tree size {size}")
     _check_hash(leaf, "leaf hash")
     fn, sn, r = index, size - 1, leaf
     for p in proof:
@@ -284,8 +304,8 @@ def verify_consistency(
     _check_hash(second_root, "second root")
     for p in proof:
         _check_hash(p, "proof hash")
-    if first < 0 or second < 0:
-        raise ProofError("negative tree size")
+    _check_proof_size(first, "first size")
+    _check_proof_size(second, "second size")
     if first > second:
         raise ProofError(f"first size {first} is larger than second size {second}")
     if first == 0:
@@ -343,8 +363,9 @@ class CompactRange:
     """
 
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
-        if size < 0 or bin(size).count("1") != len(hashes):
-            raise TreeError(f"compact range of size {size} needs {bin(size).count('1')} hashes")
+        _check_tree_size(size)
+        if size.bit_count() != len(hashes):
+            raise TreeError(f"compact range of size {size} needs {size.bit_count()} hashes")
         for h in hashes:
             _check_hash(h)
         self.size = size
@@ -352,6 +373,8 @@ class CompactRange:
 
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         _check_hash(leaf, "leaf hash")
+        if self.size == MAX_TREE_SIZE:
+            raise TreeError(f"a tree holds at most {MAX_TREE_SIZE} leaves")
         closed = [(0, self.size, leaf)]
         h, level, n = leaf, 0, self.size
         while n & 1:

@@ -13,21 +13,23 @@ notes raise `NoteError`, bad keys `KeyFormatError`, failed verification
 
 Keys: verifier keys are ``<name>+<hex8 key id>+<base64(type || public key)>``;
 signer keys use the common ``PRIVATE+KEY+<name>+<hex8>+<base64(0x01 || seed)>``
-form (Go's sumdb/note, Tessera, Sigsum). Supported verifier types: Ed25519
-(0x01), Ed25519 cosignatures (0x04, see `lictor.log.checkpoint`) and ECDSA
-P-256 (0x02, read-only, for Rekor v1 and other CT-era logs).
+form (Go's sumdb/note, Tessera, Sigsum). `parse_verifier_key` reads Ed25519
+(0x01) and ECDSA P-256 (0x02, read-only, for Rekor v1 and other CT-era logs)
+keys, and any type another module adds with `register_verifier_type`:
+`lictor.log.cosignature` adds Ed25519 cosignatures (0x04), and importing
+`lictor.log` imports it, so every caller can read witness keys. That module
+builds on this one, never the other way round.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import struct
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from lictor.errors import KeyFormatError, NoteError, SignatureError
+from lictor.log.encoding import b64decode_strict, describe_int
 
 ALG_ED25519 = 0x01
 ALG_ECDSA = 0x02
@@ -113,13 +116,6 @@ def key_id(name: str, key_type: int, public: bytes) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-def _b64decode(text: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as e:
-        raise KeyFormatError(f"{what} is not base64") from e
-
-
 def _split_key(text: str, parts: int) -> list[str]:
     fields = text.split("+", parts - 1)
     if len(fields) != parts:
@@ -132,14 +128,21 @@ def _parse_key_fields(name: str, hex_id: str, b64: str) -> tuple[int, int, bytes
         raise KeyFormatError(f"invalid key name {name!r}")
     if len(hex_id) != 8 or any(c not in "0123456789abcdef" for c in hex_id):
         raise KeyFormatError("key id must be 8 lowercase hex digits")
-    blob = _b64decode(b64, "key")
+    blob = b64decode_strict(b64, KeyFormatError, "key is not base64")
     if not blob:
         raise KeyFormatError("empty key")
     return int(hex_id, 16), blob[0], blob[1:]
 
 
-class Ed25519Verifier:
-    """Verifies Ed25519 (0x01) note signatures."""
+class NamedEd25519Key:
+    """A named Ed25519 public key for one signature type (``key_type``).
+
+    What every Ed25519-based type shares: the checked name and 32-byte key,
+    the name-bound key id and the vkey string. Subclasses set ``key_type`` and
+    add ``verify``, which decides what the signature bytes cover.
+    """
+
+    key_type: ClassVar[int]
 
     def __init__(self, name: str, public: bytes) -> None:
         if not is_valid_key_name(name):
@@ -149,7 +152,7 @@ class Ed25519Verifier:
         self._name = name
         self._public = public
         self._key = Ed25519PublicKey.from_public_bytes(public)
-        self._key_id = key_id(name, ALG_ED25519, public)
+        self._key_id = key_id(name, self.key_type, public)
 
     @property
     def name(self) -> str:
@@ -163,18 +166,25 @@ class Ed25519Verifier:
     def public_key(self) -> bytes:
         return self._public
 
-    def verify(self, message: bytes, signature: bytes) -> bool:
-        if len(signature) != 64:
-            return False
+    def vkey(self) -> str:
+        body = base64.b64encode(bytes([self.key_type]) + self._public).decode()
+        return f"{self._name}+{self._key_id:08x}+{body}"
+
+    def _verify_ed25519(self, message: bytes, signature: bytes) -> bool:
         try:
             self._key.verify(signature, message)
         except InvalidSignature:
             return False
         return True
 
-    def vkey(self) -> str:
-        body = base64.b64encode(bytes([ALG_ED25519]) + self._public).decode()
-        return f"{self._name}+{self._key_id:08x}+{body}"
+
+class Ed25519Verifier(NamedEd25519Key):
+    """Verifies Ed25519 (0x01) note signatures: 64 bytes over the note text."""
+
+    key_type = ALG_ED25519
+
+    def verify(self, message: bytes, signature: bytes) -> bool:
+        return len(signature) == 64 and self._verify_ed25519(message, signature)
 
 
 class ECDSAVerifier:
@@ -209,23 +219,32 @@ class ECDSAVerifier:
         return True
 
 
+VerifierFactory = Callable[[str, int, bytes], Verifier]
+"""Builds a verifier from a vkey's name, key id and public key, or raises `KeyFormatError`."""
+
+_VERIFIER_TYPES: dict[int, VerifierFactory] = {
+    ALG_ED25519: lambda name, _kid, public: Ed25519Verifier(name, public),
+    ALG_ECDSA: ECDSAVerifier,
+}
+
+
+def register_verifier_type(key_type: int, factory: VerifierFactory) -> None:
+    """Let `parse_verifier_key` read keys of ``key_type``, a one-byte type not yet taken."""
+    if not 0 <= key_type <= 0xFF:
+        raise KeyFormatError(f"key type {describe_int(key_type)} is not one byte")
+    if key_type in _VERIFIER_TYPES:
+        raise KeyFormatError(f"key type 0x{key_type:02x} is already registered")
+    _VERIFIER_TYPES[key_type] = factory
+
+
 def parse_verifier_key(vkey: str) -> Verifier:
-    """Parse a verifier key string for an Ed25519 log key or an ECDSA key.
-
-    Cosigner (0x04) keys are parsed by `lictor.log.checkpoint.parse_cosigner_key`.
-    """
-    from lictor.log.checkpoint import CosignatureVerifier
-
+    """Parse a verifier key string of any registered type (see the module docstring)."""
     name, hex_id, b64 = _split_key(vkey.strip(), 3)
     kid, key_type, public = _parse_key_fields(name, hex_id, b64)
-    if key_type == ALG_ED25519:
-        verifier: Verifier = Ed25519Verifier(name, public)
-    elif key_type == ALG_COSIGNATURE_V1:
-        verifier = CosignatureVerifier(name, public)
-    elif key_type == ALG_ECDSA:
-        verifier = ECDSAVerifier(name, kid, public)
-    else:
+    factory = _VERIFIER_TYPES.get(key_type)
+    if factory is None:
         raise KeyFormatError(f"unsupported key type 0x{key_type:02x}")
+    verifier = factory(name, kid, public)
     if verifier.key_id != kid:
         raise KeyFormatError("key id does not match the key")
     return verifier
@@ -324,10 +343,7 @@ def _parse_signature_line(line: str) -> Signature:
     name, sep, b64 = line[len(SIG_PREFIX) :].partition(" ")
     if not sep or not is_valid_key_name(name) or not b64:
         raise NoteError("malformed signature line")
-    try:
-        blob = base64.b64decode(b64.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as e:
-        raise NoteError("signature is not base64") from e
+    blob = b64decode_strict(b64, NoteError, "signature is not base64")
     if len(blob) < 5:
         raise NoteError("signature is too short")
     return Signature(name, int.from_bytes(blob[:4], "big"), blob[4:])

@@ -14,17 +14,18 @@ receipts carry it beside the proof text).
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lictor.errors import ProofError
 from lictor.log.checkpoint import Checkpoint, open_checkpoint
+from lictor.log.encoding import b64decode_strict, parse_canonical_decimal
 from lictor.log.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 from lictor.log.note import OpenedNote, Verifier
 
 HEADER = "c2sp.org/tlog-proof@v1"
 MAX_PROOF_HASHES = 63
+MAX_INDEX = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ def parse_tlog_proof(text: str) -> TlogProof:
     pos = 1
     extra = None
     if pos < len(lines) and lines[pos].startswith("extra "):
-        extra = _b64(lines[pos][len("extra ") :], "extra data not base64 encoded")
+        extra = b64decode_strict(
+            lines[pos].removeprefix("extra "), ProofError, "extra data not base64 encoded"
+        )
         pos += 1
     if pos >= len(lines) or not lines[pos].startswith("index "):
         raise ProofError("missing required index")
@@ -68,25 +71,15 @@ def parse_tlog_proof(text: str) -> TlogProof:
 
 
 def _parse_index(text: str) -> int:
-    if not text.isascii() or not text.isdigit() or (text != "0" and text.startswith("0")):
-        raise ProofError(f"index {text[:30]!r} is not a valid uint64")
-    if len(text) > 20 or int(text) >= 1 << 64:
-        raise ProofError("index is not a valid uint64")
-    return int(text)
+    message = f"index {text[:30]!r} is not a valid uint64"  # wording from transparency-dev
+    return parse_canonical_decimal(text, MAX_INDEX, ProofError, message)
 
 
 def _parse_hash(line: str) -> bytes:
-    h = _b64(line, "hash not base64 encoded")
+    h = b64decode_strict(line, ProofError, "hash not base64 encoded")
     if len(h) != HASH_SIZE:
         raise ProofError(f"proof hash is {len(h)} bytes, not {HASH_SIZE}")
     return h
-
-
-def _b64(text: str, message: str) -> bytes:
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError) as e:
-        raise ProofError(message) from e
 
 
 def verify_tlog_proof(

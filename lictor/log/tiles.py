@@ -14,7 +14,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from lictor.errors import TileError, TreeError
-from lictor.log.merkle import HASH_SIZE, merkle_root, split_stored_hash_index, stored_hash_index
+from lictor.log.encoding import describe_int
+from lictor.log.merkle import (
+    HASH_SIZE,
+    MAX_TREE_SIZE,
+    merkle_root,
+    split_stored_hash_index,
+    stored_hash_index,
+)
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -34,13 +41,13 @@ class Tile:
 
     def __post_init__(self) -> None:
         if not 0 <= self.level <= MAX_LEVEL:
-            raise TileError(f"tile level {self.level} out of range")
+            raise TileError(f"tile level {describe_int(self.level)} out of range")
         if self.entries and self.level != 0:
             raise TileError("entry bundles are level 0")
         if self.index < 0 or self.index >= 1 << 64:
-            raise TileError(f"tile index {self.index} out of range")
+            raise TileError(f"tile index {describe_int(self.index)} out of range")
         if not 1 <= self.width <= TILE_WIDTH:
-            raise TileError(f"tile width {self.width} out of range")
+            raise TileError(f"tile width {describe_int(self.width)} out of range")
 
     @property
     def path(self) -> str:
@@ -61,7 +68,7 @@ class Tile:
 def format_index(n: int) -> str:
     """``1234067`` -> ``x001/x234/067``."""
     if n < 0:
-        raise TileError(f"tile index {n} out of range")
+        raise TileError(f"tile index {describe_int(n)} out of range")
     groups = [f"{n % 1000:03d}"]
     n //= 1000
     while n:
@@ -119,7 +126,9 @@ def _parse_width(text: str) -> int:
 def level_width(size: int, level: int) -> int:
     """How many hashes exist at tile level ``level`` for a tree of ``size``."""
     if size < 0 or level < 0:
-        raise TreeError(f"invalid tree size {size} or tile level {level}")
+        raise TreeError(
+            f"invalid tree size {describe_int(size)} or tile level {describe_int(level)}"
+        )
     return size >> (TILE_HEIGHT * level)
 
 
@@ -127,7 +136,10 @@ def tile_for(level: int, position: int, size: int, entries: bool = False) -> Til
     """The tile holding hash ``position`` of tile level ``level`` in a tree of ``size``."""
     count = level_width(size, level)
     if not 0 <= position < count:
-        raise TreeError(f"no hash {position} at tile level {level} in a tree of size {size}")
+        raise TreeError(
+            f"no hash {describe_int(position)} at tile level {describe_int(level)}"
+            f" in a tree of size {describe_int(size)}"
+        )
     index = position // TILE_WIDTH
     return Tile(level, index, min(TILE_WIDTH, count - index * TILE_WIDTH), entries)
 
@@ -183,10 +195,13 @@ class TileHashReader:
 
     ``fetch(tile)`` returns a tile body; bodies are checked for length and
     cached. Hashes between tile levels are recomputed from the tile below, so
-    only hashes the tree of ``size`` really has can be read.
+    only hashes the tree of ``size`` (at most `MAX_TREE_SIZE`) really has can
+    be read.
     """
 
     def __init__(self, size: int, fetch: Callable[[Tile], bytes]) -> None:
+        if not 0 <= size <= MAX_TREE_SIZE:
+            raise TreeError(f"tree size {describe_int(size)} is out of range 0..{MAX_TREE_SIZE}")
         self.size = size
         self._fetch = fetch
         self._cache: dict[tuple[int, int], list[bytes]] = {}

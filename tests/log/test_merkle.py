@@ -322,3 +322,115 @@ def test_compact_range_rejects_wrong_length_leaf() -> None:
     with pytest.raises(ProofError):
         frontier.append(b"\x00" * 31)
     assert frontier.size == 0
+
+
+# --- absurd sizes and indexes --------------------------------------------------------
+
+MAX = merkle.MAX_TREE_SIZE
+ABSURD = [MAX + 1, 2**64, 2**1000, 2**1100, 2**20_000]
+ABSURD_IDS = ["2^63", "2^64", "2^1000", "2^1100", "2^20000"]
+
+
+class NeverReader:
+    """A reader for arguments that must be rejected before anything is read."""
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        raise AssertionError("read_hashes called")
+
+
+class ConstantReader:
+    """Any stored hash index reads as the same hash: enough for the largest trees."""
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        assert all(0 <= i < merkle.MAX_STORED_HASHES for i in indexes)
+        return [H] * len(indexes)
+
+
+def test_max_tree_size_is_the_checkpoint_limit() -> None:
+    assert MAX == 2**63 - 1
+    assert merkle.stored_hash_count(MAX) == merkle.MAX_STORED_HASHES
+
+
+@pytest.mark.parametrize("size", ABSURD, ids=ABSURD_IDS)
+def test_provers_reject_absurd_sizes_up_front(size: int) -> None:
+    # 2^1000 and up used to recurse once per bit and raise RecursionError.
+    reader = NeverReader()
+    for call in (
+        lambda: merkle.tree_hash(size, reader),
+        lambda: merkle.prove_inclusion(0, size, reader),
+        lambda: merkle.prove_inclusion(size - 1, size, reader),
+        lambda: merkle.prove_consistency(1, size, reader),
+        lambda: merkle.prove_consistency(size - 1, size, reader),
+        lambda: merkle.stored_hash_count(size),
+        lambda: merkle.CompactRange(size, [H] * size.bit_count()),
+    ):
+        with pytest.raises(TreeError, match="out of range"):
+            call()
+
+
+def test_provers_work_up_to_the_largest_size() -> None:
+    reader = ConstantReader()
+    assert len(merkle.tree_hash(MAX, reader)) == 32
+    for index in (0, MAX // 2, MAX - 1):
+        proof = merkle.prove_inclusion(index, MAX, reader)
+        root = merkle.root_from_inclusion(index, MAX, H, proof)
+        assert len(proof) <= 63 and len(root) == 32
+    for first in (1, 2**62, MAX - 1, MAX):
+        assert len(merkle.prove_consistency(first, MAX, reader)) <= 2 * 63
+    frontier = merkle.CompactRange(MAX, [H] * 63)
+    with pytest.raises(TreeError):
+        frontier.append(H)
+    assert frontier.size == MAX
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("size", [*ABSURD, 2**4_000_000], ids=[*ABSURD_IDS, "2^4000000"])
+def test_verifiers_reject_absurd_sizes_up_front(size: int) -> None:
+    # These used to shift a huge integer once per bit (minutes for 2^4000000),
+    # or fail with ValueError while formatting a number of over 4,300 digits.
+    for index in (0, size - 1, size, size + 1):
+        with pytest.raises(ProofError, match="out of range"):
+            merkle.root_from_inclusion(index, size + 1, H, [H])
+        with pytest.raises(ProofError, match="out of range"):
+            merkle.verify_inclusion(index, size, H, [H] * 64, H)
+    for first, second in ((size, size + 1), (1, size), (size, size), (size + 1, size)):
+        with pytest.raises(ProofError, match="out of range"):
+            merkle.verify_consistency(first, second, H, H, [H])
+    with pytest.raises(ProofError, match="out of range"):
+        merkle.root_from_inclusion(size, MAX, H, [H])
+
+
+def test_verifiers_accept_the_largest_size() -> None:
+    with pytest.raises(ProofError, match="too short"):
+        merkle.root_from_inclusion(MAX - 1, MAX, H, [H])
+    with pytest.raises(ProofError, match="too short"):
+        merkle.verify_consistency(MAX - 1, MAX, H, H, [H])
+
+
+@pytest.mark.parametrize("level", [0, 1, 8, 61, 62])
+def test_stored_hash_index_covers_exactly_the_largest_tree(level: int) -> None:
+    last = (MAX >> level) - 1  # the last complete subtree of this height
+    index = merkle.stored_hash_index(level, last)
+    assert index < merkle.MAX_STORED_HASHES
+    assert merkle.split_stored_hash_index(index) == (level, last)
+    with pytest.raises(TreeError):
+        merkle.stored_hash_index(level, last + 1)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: merkle.stored_hash_index(63, 0),
+        lambda: merkle.stored_hash_index(10**12, 0),  # used to loop 10^12 times
+        lambda: merkle.stored_hash_index(0, 2**20_000),
+        lambda: merkle.split_stored_hash_index(merkle.MAX_STORED_HASHES),
+        lambda: merkle.split_stored_hash_index(2**20_000),
+        lambda: merkle.new_stored_hashes(MAX, H, NeverReader()),
+        lambda: merkle.new_stored_hashes(2**20_000, H, NeverReader()),
+    ],
+)
+def test_stored_hash_indexes_beyond_the_largest_tree(call: Callable[[], object]) -> None:
+    with pytest.raises(TreeError):
+        call()
+    assert merkle.split_stored_hash_index(merkle.MAX_STORED_HASHES - 1) == (0, MAX - 1)

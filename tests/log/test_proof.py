@@ -108,3 +108,11 @@ def test_limits() -> None:
     assert len(longest.hashes) == 63
     empty_extra = parse_tlog_proof(f"c2sp.org/tlog-proof@v1\nextra \nindex 0\n\n{CP}")
     assert empty_extra.extra == b""
+
+
+def test_long_index_and_top_index() -> None:
+    with pytest.raises(ProofError, match="not a valid uint64"):
+        parse_tlog_proof(f"c2sp.org/tlog-proof@v1\nindex {'9' * 100_000}\n\n{CP}")
+    top = parse_tlog_proof(f"c2sp.org/tlog-proof@v1\nindex {2**64 - 1}\n\n{CP}")
+    with pytest.raises(ProofError, match="out of range"):
+        verify_tlog_proof(top, ENTRIES[0], [LOG.verifier])

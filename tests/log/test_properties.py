@@ -31,7 +31,7 @@ from lictor.errors import (
     TileError,
     TreeError,
 )
-from lictor.log import checkpoint, merkle, note, tiles
+from lictor.log import checkpoint, cosignature, merkle, note, tiles
 from lictor.log.entry import canonical_entry, parse_entry
 from lictor.log.proof import TlogProof, parse_tlog_proof
 
@@ -189,9 +189,18 @@ def test_tile_reader_matches_stored_hashes(
     assert merkle.prove_consistency(first, size, reader) == naive.consistency(first, size)
 
 
+@st.composite
+def nodes(draw: st.DrawFn) -> tuple[int, int]:
+    """(level, n) of a complete subtree in a tree of at most `MAX_TREE_SIZE` leaves."""
+    level = draw(st.integers(0, 62))
+    last = (merkle.MAX_TREE_SIZE >> level) - 1
+    return level, draw(st.one_of(st.integers(0, min(last, 2**40)), st.integers(0, last)))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.integers(0, 62), st.integers(0, 2**40))
-def test_stored_hash_index_round_trip(level: int, n: int) -> None:
+@given(nodes())
+def test_stored_hash_index_round_trip(node: tuple[int, int]) -> None:
+    level, n = node
     index = merkle.stored_hash_index(level, n)
     assert merkle.split_stored_hash_index(index) == (level, n)
     if level == 0:
@@ -295,9 +304,9 @@ def test_key_round_trip(name: str, seed: bytes) -> None:
     assert note.parse_signer_key(signer.skey()).skey() == signer.skey()
     verifier = note.parse_verifier_key(signer.verifier.vkey())
     assert (verifier.name, verifier.key_id) == (name, signer.key_id)
-    cosigner = checkpoint.Cosigner(name, seed, 0).verifier
+    cosigner = cosignature.Cosigner(name, seed, 0).verifier
     parsed = note.parse_verifier_key(cosigner.vkey())
-    assert isinstance(parsed, checkpoint.CosignatureVerifier)
+    assert isinstance(parsed, cosignature.CosignatureVerifier)
     assert (parsed.name, parsed.key_id) == (name, cosigner.key_id)
 
 
@@ -337,7 +346,7 @@ roots = st.binary(min_size=32, max_size=32)
 
 
 @PARSERS
-@given(origins, st.integers(0, checkpoint.MAX_TREE_SIZE), roots, extensions)
+@given(origins, st.integers(0, merkle.MAX_TREE_SIZE), roots, extensions)
 def test_checkpoint_round_trip(origin: str, size: int, root: bytes, ext: list[str]) -> None:
     cp = checkpoint.Checkpoint(origin, size, root, tuple(ext))
     assert checkpoint.parse_checkpoint(cp.text()) == cp
@@ -548,3 +557,36 @@ def test_provers_reject_out_of_range(size: int, data: st.DataObject) -> None:
     first = data.draw(st.one_of(st.integers(-5, 0), st.integers(size + 1, size + 5)))
     with pytest.raises(TreeError):
         merkle.prove_consistency(first, size, tree)
+
+
+absurd_sizes = st.one_of(
+    st.integers(merkle.MAX_TREE_SIZE + 1, 2**64 + 5),
+    st.integers(min_value=merkle.MAX_TREE_SIZE + 1),
+    st.integers(max_value=-1),
+    st.integers(63, 5000).map(lambda k: 2**k),
+)
+
+
+class _NeverRead:
+    def read_hashes(self, indexes: Any) -> list[bytes]:
+        raise AssertionError("arguments must be checked before reading")
+
+
+@PARSERS
+@given(absurd_sizes, st.integers(-5, 5), st.lists(st.binary(min_size=32, max_size=32), max_size=3))
+def test_absurd_sizes_fail_fast_with_log_errors(size: int, delta: int, proof: list[bytes]) -> None:
+    # Before the size limit, 2**1000 and above raised RecursionError in the provers.
+    reader = _NeverRead()
+    h = bytes(32)
+    with pytest.raises(TreeError):
+        merkle.tree_hash(size, reader)
+    with pytest.raises(TreeError):
+        merkle.prove_inclusion(size + delta, size, reader)
+    with pytest.raises(TreeError):
+        merkle.prove_consistency(size + delta, size, reader)
+    with pytest.raises(ProofError):
+        merkle.root_from_inclusion(size + delta, size, h, proof)
+    with pytest.raises(ProofError):
+        merkle.verify_consistency(size + delta, size, h, h, proof)
+    with pytest.raises(ProofError):
+        merkle.verify_consistency(1, size, h, h, proof)

@@ -234,3 +234,25 @@ def test_tile_hash_reader_checks_tile_bodies(big_tree: MemoryTree) -> None:
     store["tile/0/001.p/44"] = store["tile/0/001.p/44"][:-1]
     with pytest.raises(TileError):
         merkle.tree_hash(300, TileHashReader(300, Fetcher(store)))
+
+
+HUGE = 2**20_000  # printing it in a message used to raise ValueError instead
+
+
+def test_huge_numbers_raise_log_errors() -> None:
+    for args in ((HUGE, 0), (0, HUGE), (0, 0, HUGE), (-HUGE, 0)):
+        with pytest.raises(TileError, match="out of range"):
+            Tile(*args)
+    with pytest.raises(TileError):
+        tiles.format_index(-HUGE)
+    for level, position, size in ((0, HUGE, 10), (HUGE, 0, 10), (0, 0, -HUGE), (-HUGE, 0, 1)):
+        with pytest.raises(TreeError):
+            tiles.tile_for(level, position, size)
+
+
+@pytest.mark.parametrize(
+    "size", [-1, merkle.MAX_TREE_SIZE + 1, HUGE], ids=["-1", "2^63", "2^20000"]
+)
+def test_tile_hash_reader_rejects_sizes_out_of_range(size: int) -> None:
+    with pytest.raises(TreeError, match="out of range"):
+        tiles.TileHashReader(size, lambda tile: b"")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lictor.errors import NoteError, SignatureError
-from lictor.log import checkpoint, note, tiles
+from lictor.log import checkpoint, cosignature, note, tiles
 from lictor.log.proof import parse_tlog_proof
 
 
@@ -75,10 +75,10 @@ def test_cosignature_example_and_its_signed_message(c2sp: Path) -> None:
         0x8D66CF3F,
         72,
     )
-    timestamp = checkpoint.cosignature_time(cosig)
+    timestamp = cosignature.cosignature_time(cosig)
     assert timestamp == 1679315147
     message = (c2sp / "tlog-cosignature-ed25519-signed-message.txt").read_bytes()
-    assert checkpoint.cosignature_message(parsed.text, timestamp) == message
+    assert cosignature.cosignature_message(parsed.text, timestamp) == message
     # The note text and checkpoint are those of the plain checkpoint example.
     plain = note.parse_note((c2sp / "tlog-checkpoint-example-unverifiable.note").read_bytes())
     assert parsed.text == plain.text

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from lictor.errors import ProofError, SignatureError
-from lictor.log import checkpoint, merkle, note
+from lictor.log import checkpoint, cosignature, merkle, note
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +103,13 @@ def test_witness_cosignatures(extracted: dict[str, Any]) -> None:
     entry = extracted["entries"][1]
     witnesses = extracted["witness_vkeys_for_a.dsse_entry"]
     verifiers = [note.parse_verifier_key(vkey) for vkey in witnesses.values()]
-    assert all(isinstance(v, checkpoint.CosignatureVerifier) for v in verifiers)
+    assert all(isinstance(v, cosignature.CosignatureVerifier) for v in verifiers)
     data = entry["checkpoint_note"].encode()
     _, opened = checkpoint.open_checkpoint(data, verifiers)
     assert [s.name for s in opened.verified] == list(witnesses)
     assert [s.name for s in opened.unverified] == ["log2025-alpha3.rekor.sigstage.dev"]
     # All three cosigned the same checkpoint on 2026-05-13 (UTC).
-    times = {checkpoint.cosignature_time(s) for s in opened.verified}
+    times = {cosignature.cosignature_time(s) for s in opened.verified}
     assert all(1778630400 <= t < 1778716800 for t in times)
     _, everyone = checkpoint.open_checkpoint(data, [_log_verifier(entry), *verifiers])
     assert len(everyone.verified) == 4 and everyone.unverified == ()

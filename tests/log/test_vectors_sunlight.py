@@ -16,7 +16,7 @@ import pytest
 from naive_rfc6962 import MemoryTree, Naive
 
 from lictor.errors import SignatureError
-from lictor.log import checkpoint, merkle, note, tiles
+from lictor.log import checkpoint, cosignature, merkle, note, tiles
 from lictor.log.tiles import Tile, TileHashReader
 
 TIMESTAMP = 1767139200
@@ -33,11 +33,11 @@ def keys(skylight: Path) -> dict[str, Any]:
     return data
 
 
-def _cosigner(keys: dict[str, Any], name: str) -> checkpoint.Cosigner:
+def _cosigner(keys: dict[str, Any], name: str) -> cosignature.Cosigner:
     derivation = keys["derivation_from_gen_go"][name]
     seed = hashlib.sha256(derivation["seed_string"].encode()).digest()
     assert seed.hex() == derivation["seed_hex"]
-    return checkpoint.Cosigner(name, seed, keys["derivation_from_gen_go"]["cosignature_timestamp"])
+    return cosignature.Cosigner(name, seed, keys["derivation_from_gen_go"]["cosignature_timestamp"])
 
 
 def _origin_dir(origin: str) -> str:
@@ -58,7 +58,7 @@ def test_derived_cosigner_keys(
     vkey = _cosigner(keys, name).verifier.vkey()
     assert [vkey] == keys["vkeys"][name]
     assert json.loads((skylight / metadata).read_text())["verifier_keys"] == [vkey]
-    assert isinstance(note.parse_verifier_key(vkey), checkpoint.CosignatureVerifier)
+    assert isinstance(note.parse_verifier_key(vkey), cosignature.CosignatureVerifier)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_witness_cosignatures(
     cp, opened = checkpoint.open_checkpoint(data, [verifier], origin=origin)
     assert cp.size == 300
     (cosig,) = opened.verified
-    assert cosig.name == name and checkpoint.cosignature_time(cosig) == TIMESTAMP
+    assert cosig.name == name and cosignature.cosignature_time(cosig) == TIMESTAMP
     # Ed25519 is deterministic: re-cosigning gives the same bytes.
     assert _cosigner(keys, name).sign(opened.text.encode()) == cosig.signature
     assert data.decode().endswith(cosig.line())
