@@ -15,6 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lictor.datadir import open_data_dir
+from lictor.service import AuditLog
+
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO.parent / "shared" / "vectors"
 
@@ -66,6 +69,16 @@ class Server:
         if self.process and self.process.poll() is None:
             os.kill(self.process.pid, sig)
             self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[AuditLog]:
+    """An `AuditLog` on a real SQLite data dir at ``tmp_path / "data"``."""
+    data = open_data_dir(tmp_path / "data", "test.example/log")
+    audit_log = AuditLog(data.store, data.signer)
+    yield audit_log
+    audit_log.close()
+    data.close()
 
 
 @pytest.fixture

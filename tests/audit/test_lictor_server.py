@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +13,11 @@ from fastapi.testclient import TestClient
 
 from lictor.audit import audit, prove, verify_proof
 from lictor.cli.main import main
-from lictor.datadir import open_data_dir
 from lictor.log.note import parse_verifier_key
 from lictor.receipt import read_proof_file
 from lictor.server.app import create_app
 from lictor.service import AuditLog
 from lictor.tilesource import HttpSource
-
-
-@pytest.fixture
-def lictor_log(tmp_path: Path) -> Iterator[AuditLog]:
-    data = open_data_dir(tmp_path / "data", "test.example/log")
-    log = AuditLog(data.store, data.signer)
-    yield log
-    log.close()
-    data.close()
 
 
 def append(log: AuditLog, count: int) -> None:
@@ -36,17 +26,17 @@ def append(log: AuditLog, count: int) -> None:
         future.result()
 
 
-def test_audit_lictor_log_in_process(lictor_log: AuditLog) -> None:
-    verifier = parse_verifier_key(lictor_log.vkey)
-    append(lictor_log, 200)
-    with TestClient(create_app(lictor_log)) as client:
+def test_audit_log_in_process(log: AuditLog) -> None:
+    verifier = parse_verifier_key(log.vkey)
+    append(log, 200)
+    with TestClient(create_app(log)) as client:
         source = HttpSource("http://testserver", client=client)
         first = audit(source, verifier)
         assert (first.size, source.prefix) == (200, "http://testserver/log")
-        append(lictor_log, 100)  # crosses a tile boundary: a level-1 tile appears
+        append(log, 100)  # crosses a tile boundary: a level-1 tile appears
         second = audit(source, verifier, first.state)
         assert (second.old_size, second.size, second.tiles_checked) == (200, 300, 3)
-        receipt = lictor_log.append_event("note", {"n": "last"}).to_json()
+        receipt = log.append_event("note", {"n": "last"}).to_json()
         parsed = read_proof_file(json.dumps(receipt).encode())
         assert parsed.entry is not None and parsed.event_checked
         assert verify_proof(parsed.proof, parsed.entry, verifier).size == 301

@@ -1,4 +1,4 @@
-"""An in-process app over a real SQLite data dir, driven with Starlette's TestClient."""
+"""An in-process app over the `log` fixture, driven with Starlette's TestClient."""
 
 from __future__ import annotations
 
@@ -8,18 +8,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from lictor.datadir import open_data_dir
 from lictor.server.app import create_app
 from lictor.service import AuditLog
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[AuditLog]:
-    data = open_data_dir(tmp_path / "data", "test.example/log")
-    audit_log = AuditLog(data.store, data.signer)
-    yield audit_log
-    audit_log.close()
-    data.close()
 
 
 @pytest.fixture
