@@ -17,9 +17,18 @@ engine):
 5. **Reads see only committed data**, and a reader never sees a head whose
    entries or hashes are missing.
 
+6. **Records move with the log.** `append` also applies a batch's record
+   writes (executions, policy versions, ...) in the same transaction, each a
+   compare-and-swap on the record's version: a state change and the log
+   entry describing it are committed together or not at all.
+
 Stored hashes are addressed by `lictor.log.merkle.stored_hash_index`, so a
 store is also a `lictor.log.merkle.HashReader`. The store does no Merkle math
 and signs nothing; it keeps what it is given.
+
+Records are versioned JSON documents addressed by ``(kind, key)`` with a few
+string *tags* (state, principal, parent, ...) that `find_records` can filter
+on; the store never looks inside a document.
 """
 
 from __future__ import annotations
@@ -56,6 +65,34 @@ class Credential:
     secret_hash: bytes
 
 
+@dataclass(frozen=True)
+class Record:
+    """A stored document: ``version`` starts at 1 and grows by one per write."""
+
+    kind: str
+    key: str
+    version: int
+    doc: bytes
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def tag(self, name: str) -> str | None:
+        return dict(self.tags).get(name)
+
+
+@dataclass(frozen=True)
+class RecordWrite:
+    """Write ``doc`` if the record is still at ``expected_version`` (0: must not exist)."""
+
+    kind: str
+    key: str
+    doc: bytes
+    expected_version: int
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def record(self) -> Record:
+        return Record(self.kind, self.key, self.expected_version + 1, self.doc, self.tags)
+
+
 class Store(Protocol):
     """Durable storage for the log and credentials. See the module contract."""
 
@@ -68,12 +105,15 @@ class Store(Protocol):
         entries: Sequence[StoredEntry],
         hashes: Sequence[bytes],
         head: Head,
+        writes: Sequence[RecordWrite] = (),
     ) -> Head:
-        """Atomically add a batch and move the head; returns the stored head.
+        """Atomically add a batch, apply its record writes and move the head.
 
         ``hashes`` are the stored hashes from index `stored_hash_count(old
         size)` on; ``head.version`` is ignored and set to ``expected_version +
-        1``. Use ``expected_version = 0`` to create the first head.
+        1``. Use ``expected_version = 0`` to create the first head. A record
+        write whose expected version does not match is a `ConflictError` and
+        the whole batch is rolled back.
         """
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
@@ -87,6 +127,17 @@ class Store(Protocol):
 
     def checkpoint_at(self, size: int) -> bytes | None:
         """The checkpoint signed for tree ``size``, if one was."""
+
+    def get_record(self, kind: str, key: str) -> Record | None:
+        """The record ``(kind, key)``, if it exists."""
+
+    def find_records(
+        self, kind: str, tags: dict[str, str], after: str = "", limit: int = 1000
+    ) -> list[Record]:
+        """Records of ``kind`` carrying every tag in ``tags``, by key, keys > ``after``."""
+
+    def put_record(self, write: RecordWrite) -> Record:
+        """Write one record outside any log batch (compare-and-swap as in `append`)."""
 
     def add_credential(self, credential: Credential) -> None:
         """Store a credential (by hash); `ConflictError` if the hash is known."""

@@ -26,13 +26,13 @@ from pathlib import Path
 
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
 from lictor.log.merkle import stored_hash_count
-from lictor.store.base import Credential, Head, StoredEntry
+from lictor.store.base import Credential, Head, Record, RecordWrite, StoredEntry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MAX_ROWS_PER_INSERT = 4096
 _MAX_IDLE_READERS = 8
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS head (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -51,6 +51,27 @@ CREATE TABLE IF NOT EXISTS credentials (
     role TEXT NOT NULL
 );
 """
+
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc BLOB NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS record_tags (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key, tag)
+);
+CREATE INDEX IF NOT EXISTS record_tags_by_value ON record_tags (kind, tag, value, key);
+"""
+
+# Each entry upgrades the schema from the version before it.
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 
 
 class SQLiteStore:
@@ -112,20 +133,23 @@ class SQLiteStore:
                 raise
 
     def _migrate(self) -> None:
+        """Bring the schema to `SCHEMA_VERSION`; refuse a newer one we do not know."""
         with self._write() as conn:
-            row = _meta_version(conn)
-            if row is None:
-                for statement in _SCHEMA.split(";"):
+            current = _meta_version(conn) or 0
+            if current > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"database schema version {current} is newer than the supported"
+                    f" {SCHEMA_VERSION}; upgrade Lictor"
+                )
+            for script in _MIGRATIONS[current:]:
+                for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            elif row != SCHEMA_VERSION:
-                raise SchemaError(
-                    f"database schema version {row} is not the supported {SCHEMA_VERSION}"
-                )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
     def head(self) -> Head | None:
         with self._read() as conn:
@@ -140,6 +164,7 @@ class SQLiteStore:
         entries: Sequence[StoredEntry],
         hashes: Sequence[bytes],
         head: Head,
+        writes: Sequence[RecordWrite] = (),
     ) -> Head:
         new = Head(head.size, head.root, head.checkpoint, expected_version + 1)
         try:
@@ -162,6 +187,8 @@ class SQLiteStore:
                 conn.execute(
                     "INSERT INTO checkpoints (size, note) VALUES (?, ?)", (new.size, new.checkpoint)
                 )
+                for write in writes:
+                    _write_record(conn, write)
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"append conflicts with stored data: {e}") from e
         except sqlite3.Error as e:
@@ -233,6 +260,41 @@ class SQLiteStore:
             found = conn.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
         return None if found is None else bytes(found[0])
 
+    def get_record(self, kind: str, key: str) -> Record | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT version, doc FROM records WHERE kind = ? AND key = ?", (kind, key)
+            ).fetchone()
+            if row is None:
+                return None
+            return Record(kind, key, row[0], bytes(row[1]), _tags(conn, kind, [key])[key])
+
+    def find_records(
+        self, kind: str, tags: dict[str, str], after: str = "", limit: int = 1000
+    ) -> list[Record]:
+        sql, args = "SELECT r.key, r.version, r.doc FROM records r", []
+        for n, (tag, value) in enumerate(sorted(tags.items())):
+            sql += (
+                f" JOIN record_tags t{n} ON t{n}.kind = r.kind AND t{n}.key = r.key"
+                f" AND t{n}.tag = ? AND t{n}.value = ?"
+            )
+            args += [tag, value]
+        sql += " WHERE r.kind = ? AND r.key > ? ORDER BY r.key LIMIT ?"
+        with self._read() as conn:
+            rows = conn.execute(sql, [*args, kind, after, limit]).fetchall()
+            found = _tags(conn, kind, [r[0] for r in rows])
+        return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
+
+    def put_record(self, write: RecordWrite) -> Record:
+        try:
+            with self._write() as conn:
+                _write_record(conn, write)
+        except sqlite3.IntegrityError as e:
+            raise ConflictError(f"record {write.kind}/{write.key} already exists") from e
+        except sqlite3.Error as e:
+            raise StoreError(f"writing a record failed: {e}") from e
+        return write.record()
+
     def add_credential(self, credential: Credential) -> None:
         try:
             with self._write() as conn:
@@ -268,6 +330,45 @@ def _meta_version(conn: sqlite3.Connection) -> int | None:
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return None if row is None else int(row[0])
+
+
+def _write_record(conn: sqlite3.Connection, write: RecordWrite) -> None:
+    """Compare-and-swap one record and replace its tags (inside a transaction)."""
+    version = write.expected_version + 1
+    if write.expected_version == 0:
+        conn.execute(
+            "INSERT INTO records (kind, key, version, doc) VALUES (?, ?, 1, ?)",
+            (write.kind, write.key, write.doc),
+        )
+    else:
+        changed = conn.execute(
+            "UPDATE records SET version = ?, doc = ? WHERE kind = ? AND key = ? AND version = ?",
+            (version, write.doc, write.kind, write.key, write.expected_version),
+        ).rowcount
+        if changed != 1:
+            raise ConflictError(f"record {write.kind}/{write.key} moved past its version")
+    conn.execute("DELETE FROM record_tags WHERE kind = ? AND key = ?", (write.kind, write.key))
+    conn.executemany(
+        "INSERT INTO record_tags (kind, key, tag, value) VALUES (?, ?, ?, ?)",
+        [(write.kind, write.key, tag, value) for tag, value in write.tags],
+    )
+
+
+def _tags(
+    conn: sqlite3.Connection, kind: str, keys: Sequence[str]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    found: dict[str, list[tuple[str, str]]] = {key: [] for key in keys}
+    for chunk in range(0, len(keys), 500):
+        part = list(keys[chunk : chunk + 500])
+        marks = ",".join("?" * len(part))
+        rows = conn.execute(
+            f"SELECT key, tag, value FROM record_tags WHERE kind = ? AND key IN ({marks})"
+            " ORDER BY key, tag",
+            [kind, *part],
+        )
+        for key, tag, value in rows:
+            found[key].append((tag, value))
+    return {key: tuple(tags) for key, tags in found.items()}
 
 
 def _insert(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[int, bytes]]) -> None:

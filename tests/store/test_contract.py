@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from lictor.errors import ConflictError, StoreError, TreeError
-from lictor.store.base import Credential, Head, Store, StoredEntry
+from lictor.store.base import Credential, Head, RecordWrite, Store, StoredEntry
 
 
 def _head(size: int) -> Head:
@@ -151,3 +151,53 @@ def test_hashes_must_fit_the_batch(store: Store) -> None:
     assert head is not None and head.size == 0
     with pytest.raises(TreeError):
         store.read_entries(0, 1)
+
+
+def _write(key: str, version: int, doc: bytes = b"{}", **tags: str) -> RecordWrite:
+    return RecordWrite("execution", key, doc, version, tuple(sorted(tags.items())))
+
+
+def test_records_are_versioned_and_found_by_tags(store: Store) -> None:
+    first = store.put_record(_write("ex_1", 0, b'{"a":1}', state="active", principal="p"))
+    assert first.version == 1
+    store.put_record(_write("ex_2", 0, state="active", principal="q"))
+    store.put_record(_write("ex_3", 0, state="revoked", principal="p"))
+    got = store.get_record("execution", "ex_1")
+    assert got is not None and got.doc == b'{"a":1}' and got.tag("state") == "active"
+    assert store.get_record("execution", "nope") is None
+    assert store.get_record("policy", "ex_1") is None
+    active = store.find_records("execution", {"state": "active"})
+    assert [r.key for r in active] == ["ex_1", "ex_2"]
+    both = store.find_records("execution", {"state": "active", "principal": "p"})
+    assert [r.key for r in both] == ["ex_1"]
+    page = store.find_records("execution", {}, after="ex_1", limit=1)
+    assert [r.key for r in page] == ["ex_2"]
+    moved = store.put_record(_write("ex_1", 1, b'{"a":2}', state="revoked", principal="p"))
+    assert moved.version == 2
+    assert [r.key for r in store.find_records("execution", {"state": "active"})] == ["ex_2"]
+
+
+def test_record_writes_are_compare_and_swap(store: Store) -> None:
+    store.put_record(_write("ex_1", 0))
+    with pytest.raises(ConflictError):
+        store.put_record(_write("ex_1", 0))
+    with pytest.raises(ConflictError):
+        store.put_record(_write("ex_1", 5))
+    record = store.get_record("execution", "ex_1")
+    assert record is not None and record.version == 1
+
+
+def test_a_conflicting_record_write_rolls_back_the_whole_batch(store: Store) -> None:
+    store.append(0, [], [], _head(0))
+    store.put_record(_write("ex_1", 0, state="active"))
+    writes = [_write("ex_2", 0, state="active"), _write("ex_1", 7, state="revoked")]
+    with pytest.raises(ConflictError):
+        store.append(1, _entries(0, 1), _hashes(0, 1), _head(1), writes)
+    head = store.head()
+    assert head is not None and head.size == 0
+    assert store.get_record("execution", "ex_2") is None
+    record = store.get_record("execution", "ex_1")
+    assert record is not None and record.tag("state") == "active"
+    store.append(1, _entries(0, 1), _hashes(0, 1), _head(1), [_write("ex_1", 1, state="revoked")])
+    record = store.get_record("execution", "ex_1")
+    assert record is not None and record.version == 2 and record.tag("state") == "revoked"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lictor.errors import SchemaError, StoreError
-from lictor.store.sqlite import SQLiteStore
+from lictor.store.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SQLiteStore
 
 
 def test_durability_settings(tmp_path: Path) -> None:
@@ -19,6 +19,21 @@ def test_durability_settings(tmp_path: Path) -> None:
     conn = store._writer
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    store.close()
+
+
+def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "s.db")
+    for statement in _SCHEMA_V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "s.db")
+    assert store.get_record("execution", "x") is None  # the v2 tables exist
+    version = store._writer.execute("SELECT value FROM meta").fetchone()[0]
+    assert version == str(SCHEMA_VERSION) == "2"
     store.close()
 
 
