@@ -59,7 +59,7 @@ from lictor.log.merkle import (
 )
 from lictor.log.note import Ed25519Signer
 from lictor.sequencer import Appended, Sequencer
-from lictor.store.base import Head, StoredEntry
+from lictor.store.base import Head, RecordWrite, StoredEntry
 from lictor.store.sqlite import SQLiteStore
 
 ORIGIN = "bench.lictor.example/log"
@@ -186,9 +186,10 @@ class TimedStore(SQLiteStore):
         entries: Sequence[StoredEntry],
         hashes: Sequence[bytes],
         head: Head,
+        writes: Sequence[RecordWrite] = (),
     ) -> Head:
         start = time.perf_counter()
-        stored = super().append(expected_version, entries, hashes, head)
+        stored = super().append(expected_version, entries, hashes, head, writes)
         if entries:
             self.commits.append((start, time.perf_counter()))
         return stored

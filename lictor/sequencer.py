@@ -9,6 +9,17 @@ checkpoint. If the commit fails, every future in the batch fails and nothing
 was written. If the head moved underneath (another writer won the
 compare-and-swap), the batch is recomputed on the new head.
 
+Entries arrive as *commands*: a command is planned inside the committer, in
+order, against a `StateView` of the records (what is stored plus what earlier
+commands of the batch wrote) and the log index its first entry will get. Its
+`Plan` lists entries to log, record writes and how to build the caller's
+result. Planning in the committer makes every command see every earlier one:
+a child spawned in the same batch as its parent's revocation is planned after
+it, or before it and then revoked with it. A command that raises while
+planning fails alone. A batch's entries, record writes, hashes and checkpoint
+are one transaction; on a lost compare-and-swap the whole batch is replanned
+on the new head.
+
 The committer keeps the right edge of the committed tree in memory (a
 `CompactRange`: one hash per set bit of the size), so extending the tree never
 reads the store. The range always belongs to the cached head: both are loaded
@@ -20,9 +31,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from lictor.errors import ConflictError, LictorError, StoreError, TreeError
 from lictor.log.checkpoint import Checkpoint, open_checkpoint
@@ -34,7 +46,8 @@ from lictor.log.merkle import (
     stored_hash_index,
 )
 from lictor.log.note import Ed25519Signer, sign_note
-from lictor.store.base import Head, Store, StoredEntry
+from lictor.store.base import Head, RecordWrite, Store, StoredEntry
+from lictor.store.view import StateView
 
 CONFLICT_RETRIES = 5
 logger = logging.getLogger("lictor.sequencer")
@@ -46,6 +59,28 @@ class Appended:
 
     index: int
     head: Head
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a command does: entries to log, records to write, the caller's result."""
+
+    entries: Sequence[StoredEntry]
+    writes: Sequence[RecordWrite]
+    finish: Callable[[Head], Any]
+
+
+Command = Callable[[StateView, int], Plan]
+"""Plans one command given the batch's view and the index of its first entry."""
+
+
+def append_entry(entry: StoredEntry) -> Command:
+    """The command that logs one entry and nothing else; its result is `Appended`."""
+
+    def plan(view: StateView, first_index: int) -> Plan:
+        return Plan([entry], [], lambda head: Appended(first_index, head))
+
+    return plan
 
 
 def _load_frontier(store: Store, head: Head) -> CompactRange:
@@ -68,7 +103,7 @@ class Sequencer:
         self._store = store
         self._signer = signer
         self._max_batch = max_batch
-        self._pending: list[tuple[StoredEntry, Future[Appended]]] = []
+        self._pending: list[tuple[Command, Future[Any]]] = []
         self._cond = threading.Condition()
         self._closed = False
         self._head, self._frontier = self._initialize()
@@ -101,11 +136,15 @@ class Sequencer:
         return self.submit_many([entry])[0]
 
     def submit_many(self, entries: Sequence[StoredEntry]) -> list[Future[Appended]]:
-        futures: list[Future[Appended]] = [Future() for _ in entries]
+        return self.submit_commands([append_entry(e) for e in entries])
+
+    def submit_commands(self, commands: Sequence[Command]) -> list[Future[Any]]:
+        """Queue commands; each future resolves with its plan's result after the commit."""
+        futures: list[Future[Any]] = [Future() for _ in commands]
         with self._cond:
             if self._closed:
                 raise StoreError("the log is closed")
-            self._pending.extend(zip(entries, futures, strict=True))
+            self._pending.extend(zip(commands, futures, strict=True))
             self._cond.notify()
         return futures
 
@@ -117,7 +156,7 @@ class Sequencer:
         self._thread.join()
 
     def _run(self) -> None:
-        batch: list[tuple[StoredEntry, Future[Appended]]] = []
+        batch: list[tuple[Command, Future[Any]]] = []
         try:
             while batch := self._next_batch():
                 self._commit_batch(batch)
@@ -129,7 +168,7 @@ class Sequencer:
                     future.set_exception(error)
             self._fail_pending(error)
 
-    def _next_batch(self) -> list[tuple[StoredEntry, Future[Appended]]]:
+    def _next_batch(self) -> list[tuple[Command, Future[Any]]]:
         """Up to ``max_batch`` pending entries whose callers still wait; [] once closed."""
         while True:
             with self._cond:
@@ -152,24 +191,33 @@ class Sequencer:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
-    def _commit_batch(self, batch: list[tuple[StoredEntry, Future[Appended]]]) -> None:
-        entries = [entry for entry, _ in batch]
+    def _commit_batch(self, batch: list[tuple[Command, Future[Any]]]) -> None:
         try:
-            head = self._commit_with_retries(entries)
+            head, plans = self._commit_with_retries([command for command, _ in batch])
         except Exception as e:  # fail every waiter; nothing was acknowledged
             error = e if isinstance(e, LictorError) else StoreError(f"append failed: {e}")
             for _, future in batch:
                 future.set_exception(error)
             return
-        first = head.size - len(entries)
-        for i, (_, future) in enumerate(batch):
-            future.set_result(Appended(first + i, head))
-
-    def _commit_with_retries(self, entries: list[StoredEntry]) -> Head:
-        for _ in range(CONFLICT_RETRIES):
+        for (_, future), plan in zip(batch, plans, strict=True):
+            if isinstance(plan, LictorError):
+                future.set_exception(plan)
+                continue
             try:
-                self._head, self._frontier = self._commit(self._head, self._frontier, entries)
-                return self._head
+                future.set_result(plan.finish(head))
+            except Exception as e:  # the commit stands; only this caller's result failed
+                future.set_exception(e)
+
+    def _commit_with_retries(
+        self, commands: list[Command]
+    ) -> tuple[Head, list[Plan | LictorError]]:
+        for _ in range(CONFLICT_RETRIES):
+            plans, entries, writes = self._plan(commands)
+            try:
+                self._head, self._frontier = self._commit(
+                    self._head, self._frontier, entries, writes
+                )
+                return self._head, plans
             except ConflictError:
                 latest = self._store.head()
                 if latest is None:
@@ -179,8 +227,30 @@ class Sequencer:
                 self._head, self._frontier = latest, frontier
         raise ConflictError("the log head kept moving; batch not written")
 
+    def _plan(
+        self, commands: list[Command]
+    ) -> tuple[list[Plan | LictorError], list[StoredEntry], list[RecordWrite]]:
+        """Plan every command in order on one view; a failing command fails alone."""
+        view = StateView(self._store)
+        plans: list[Plan | LictorError] = []
+        entries: list[StoredEntry] = []
+        for command in commands:
+            try:
+                plan = command(view, self._head.size + len(entries))
+            except LictorError as e:
+                plans.append(e)
+                continue
+            view.apply(plan.writes)
+            entries.extend(plan.entries)
+            plans.append(plan)
+        return plans, entries, view.writes
+
     def _commit(
-        self, head: Head, frontier: CompactRange, entries: list[StoredEntry]
+        self,
+        head: Head,
+        frontier: CompactRange,
+        entries: list[StoredEntry],
+        writes: list[RecordWrite],
     ) -> tuple[Head, CompactRange]:
         """Write ``entries`` on ``head``; the new head and range (the old are untouched)."""
         if frontier.size != head.size:
@@ -193,4 +263,5 @@ class Sequencer:
         if len(new_hashes) != stored_hash_count(size) - stored_hash_count(head.size):
             raise TreeError("stored hash count does not match the tree size")
         new_head = Head(size, root, self._sign(size, root), 0)
-        return self._store.append(head.version, entries, new_hashes, new_head), grown
+        stored = self._store.append(head.version, entries, new_hashes, new_head, writes)
+        return stored, grown

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lictor.errors import SignatureError, StoreError
+from lictor.errors import InvalidRequestError, SignatureError, StoreError
 from lictor.log.checkpoint import open_checkpoint
 from lictor.log.merkle import (
     leaf_hash,
@@ -18,9 +18,10 @@ from lictor.log.merkle import (
     verify_consistency,
 )
 from lictor.log.note import Ed25519Signer
-from lictor.sequencer import Sequencer
-from lictor.store.base import Head, StoredEntry
+from lictor.sequencer import Command, Plan, Sequencer
+from lictor.store.base import Head, RecordWrite, StoredEntry
 from lictor.store.sqlite import SQLiteStore
+from lictor.store.view import StateView
 
 
 @pytest.fixture
@@ -111,11 +112,12 @@ class FailingStore(SQLiteStore):
         entries: Sequence[StoredEntry],
         hashes: Sequence[bytes],
         head: Head,
+        writes: Sequence[RecordWrite] = (),
     ) -> Head:
         if self.failures:
             self.failures -= 1
             raise StoreError("disk on fire")
-        return super().append(expected_version, entries, hashes, head)
+        return super().append(expected_version, entries, hashes, head, writes)
 
 
 def test_a_failed_commit_fails_every_waiter_and_acknowledges_nothing(
@@ -171,9 +173,10 @@ def test_a_cancelled_waiter_drops_its_entry_and_the_log_keeps_going(
             entries: Sequence[StoredEntry],
             hashes: Sequence[bytes],
             head: Head,
+            writes: Sequence[RecordWrite] = (),
         ) -> Head:
             self.gate.wait(timeout=30)
-            return super().append(expected_version, entries, hashes, head)
+            return super().append(expected_version, entries, hashes, head, writes)
 
     slow = SlowStore(store._path)
     slow.gate.set()
@@ -204,3 +207,61 @@ def test_a_dead_committer_fails_waiters_instead_of_hanging(
         first.result(timeout=30)
     with pytest.raises(StoreError, match="closed"):
         sequencer.submit(_entry(1))
+
+
+def _increment(key: str) -> Command:
+    """A command that logs one entry and adds one to a counter record."""
+
+    def plan(view: StateView, first_index: int) -> Plan:
+        current = view.get("counter", key)
+        value = int(current.doc) if current else 0
+        version = current.version if current else 0
+        write = RecordWrite("counter", key, str(value + 1).encode(), version)
+        entry = StoredEntry(f'{{"counter":"{key}","value":{value + 1}}}'.encode())
+        return Plan([entry], [write], lambda head: (first_index, value + 1))
+
+    return plan
+
+
+def _refuse(view: StateView, first_index: int) -> Plan:
+    raise InvalidRequestError("not today")
+
+
+def test_commands_in_one_batch_see_each_other(store: SQLiteStore, signer: Ed25519Signer) -> None:
+    sequencer = Sequencer(store, signer)
+    commands = [_increment("a"), _refuse, _increment("a"), _increment("b"), _increment("a")]
+    futures = sequencer.submit_commands(commands)
+    results = []
+    for f in futures:
+        try:
+            results.append(f.result(timeout=30))
+        except InvalidRequestError:
+            results.append("refused")
+    sequencer.close()
+    assert results[1] == "refused"
+    values = [r[1] for r in results if r != "refused"]
+    indexes = [r[0] for r in results if r != "refused"]
+    assert values == [1, 2, 1, 3]
+    assert indexes == sorted(indexes) and len(set(indexes)) == 4
+    record = store.get_record("counter", "a")
+    assert record is not None and record.doc == b"3"
+    entries = _check_log(store, signer)
+    assert entries[indexes[-1]] == b'{"counter":"a","value":3}'
+
+
+def test_two_sequencers_replan_on_conflict_and_lose_no_update(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    first = Sequencer(SQLiteStore(tmp_path / "log.db"), signer, max_batch=3)
+    second = Sequencer(SQLiteStore(tmp_path / "log.db"), signer, max_batch=3)
+    futures = []
+    for i in range(40):
+        futures += (first if i % 2 else second).submit_commands([_increment("shared")])
+    values = sorted(f.result(timeout=60)[1] for f in futures)
+    first.close()
+    second.close()
+    assert values == list(range(1, 41))
+    store = SQLiteStore(tmp_path / "log.db")
+    record = store.get_record("counter", "shared")
+    assert record is not None and record.doc == b"40"
+    assert len(_check_log(store, signer)) == 40
