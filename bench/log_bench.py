@@ -2,7 +2,7 @@
 
 What it measures, on a real SQLite file in a temporary directory (WAL,
 ``synchronous=FULL``, exactly as `lictor.store.sqlite.SQLiteStore` opens it),
-with entries shaped like `lictor.service.AuditLog.prepare_event` output (a
+with entries shaped like `lictor.service.log.AuditLog.prepare_event` output (a
 ~190-byte canonical JSON public entry plus a ~210-byte private record):
 
 1. Durable appends per second through `lictor.sequencer.Sequencer` at

@@ -1,6 +1,6 @@
 """What `lictor log verify` reads: tlog-proof text, or a Lictor receipt; no I/O.
 
-A receipt (`lictor.service.Receipt.to_json`) carries its tlog-proof beside
+A receipt (`lictor.service.log.Receipt.to_json`) carries its tlog-proof beside
 redundant copies of what the proof holds: index, leaf hash, tree size,
 inclusion path and checkpoint. A verifier checks only the tlog-proof, so each
 copy that is present must agree with it, or a receipt could say one thing and

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from lictor.datadir import open_data_dir
-from lictor.service import AuditLog
+from lictor.service.log import AuditLog
 
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO.parent / "shared" / "vectors"

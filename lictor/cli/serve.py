@@ -12,7 +12,7 @@ import uvicorn
 
 from lictor.datadir import TOKEN_FILE, open_data_dir
 from lictor.server.app import create_app
-from lictor.service import AuditLog
+from lictor.service.log import AuditLog
 
 DEFAULT_DATA_DIR = "./lictor-data"
 DEFAULT_HOST = "127.0.0.1"

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lictor import __version__
 from lictor.errors import LictorError
 from lictor.server import log_api
-from lictor.service import AuditLog
+from lictor.service.log import AuditLog
 from lictor.wire import error_body, status_for
 
 DEFAULT_MAX_BODY = 64 * 1024

@@ -13,7 +13,7 @@ from fastapi import Request
 
 from lictor.datadir import hash_secret
 from lictor.errors import PermissionDeniedError, UnauthenticatedError
-from lictor.service import AuditLog
+from lictor.service.log import AuditLog
 from lictor.store.base import Credential
 
 MAX_CREDENTIAL_LENGTH = 512

@@ -22,7 +22,7 @@ from lictor.log.entry import parse_entry
 from lictor.log.merkle import leaf_hash
 from lictor.log.tiles import parse_tile_path
 from lictor.server.auth import caller, require_role
-from lictor.service import AuditLog
+from lictor.service.log import AuditLog
 from lictor.store.base import Credential
 
 router = APIRouter(prefix="/v1/log", tags=["log"])

@@ -16,7 +16,7 @@ from lictor.cli.main import main
 from lictor.log.note import parse_verifier_key
 from lictor.receipt import read_proof_file
 from lictor.server.app import create_app
-from lictor.service import AuditLog
+from lictor.service.log import AuditLog
 from lictor.tilesource import HttpSource
 
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lictor.server.app import create_app
-from lictor.service import AuditLog
+from lictor.service.log import AuditLog
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from lictor.log.merkle import leaf_hash, merkle_root, verify_consistency, verify
 from lictor.log.note import open_note, parse_verifier_key
 from lictor.log.proof import parse_tlog_proof, verify_tlog_proof
 from lictor.log.tiles import decode_bundle
-from lictor.service import AuditLog
+from lictor.service.log import AuditLog
 from lictor.store.base import Credential
 
 
