@@ -262,6 +262,7 @@ class Sequencer:
         size, root = grown.size, grown.root()
         if len(new_hashes) != stored_hash_count(size) - stored_hash_count(head.size):
             raise TreeError("stored hash count does not match the tree size")
-        new_head = Head(size, root, self._sign(size, root), 0)
+        note = self._sign(size, root) if entries else head.checkpoint
+        new_head = Head(size, root, note, 0)
         stored = self._store.append(head.version, entries, new_hashes, new_head, writes)
         return stored, grown

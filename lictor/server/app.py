@@ -22,8 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lictor import __version__
 from lictor.errors import LictorError
-from lictor.server import log_api
+from lictor.server import log_api, runtimes_api
 from lictor.service.log import AuditLog
+from lictor.service.runtimes import Runtimes
 from lictor.wire import error_body, status_for
 
 DEFAULT_MAX_BODY = 64 * 1024
@@ -101,11 +102,13 @@ def create_app(log: AuditLog, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     """The Lictor HTTP app over an opened `AuditLog`."""
     app = FastAPI(title="Lictor", version=__version__, docs_url=None, redoc_url=None)
     app.state.log = log
+    app.state.runtimes = Runtimes(log)
     app.state.metrics = Metrics(log)
     _install_error_handlers(app)
     _install_health(app)
     app.include_router(log_api.router)
     app.include_router(log_api.tiles)
+    app.include_router(runtimes_api.router)
     app.add_middleware(BodyLimit, limit=max_body)
     return app
 

@@ -10,8 +10,10 @@ engine):
    ``version`` is still ``expected_version``; otherwise it raises
    `ConflictError` and writes nothing. Two writers can never both extend the
    same head, so the log cannot fork.
-3. **One checkpoint per size.** A store refuses a second checkpoint for a
-   tree size it already holds (`ConflictError`).
+3. **One checkpoint per size.** A store refuses a second, different
+   checkpoint for a tree size it already holds (`ConflictError`). A batch
+   with no entries (record writes only) keeps the current checkpoint and
+   still moves the head's version, so it is serialized like any other.
 4. **Durability.** When `append` returns, the batch survives power loss and
    ``kill -9`` (SQLite: WAL with ``synchronous=FULL``).
 5. **Reads see only committed data**, and a reader never sees a head whose

@@ -184,9 +184,7 @@ class SQLiteStore:
                 if start + len(hashes) != stored_hash_count(new.size):
                     raise StoreError(f"{len(hashes)} hashes do not fit a batch of {len(entries)}")
                 _insert(conn, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)])
-                conn.execute(
-                    "INSERT INTO checkpoints (size, note) VALUES (?, ?)", (new.size, new.checkpoint)
-                )
+                _record_checkpoint(conn, new)
                 for write in writes:
                     _write_record(conn, write)
         except sqlite3.IntegrityError as e:
@@ -330,6 +328,17 @@ def _meta_version(conn: sqlite3.Connection) -> int | None:
         return None
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return None if row is None else int(row[0])
+
+
+def _record_checkpoint(conn: sqlite3.Connection, head: Head) -> None:
+    """Keep the head's checkpoint; a batch without entries must keep the same one."""
+    row = conn.execute("SELECT note FROM checkpoints WHERE size = ?", (head.size,)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO checkpoints (size, note) VALUES (?, ?)", (head.size, head.checkpoint)
+        )
+    elif bytes(row[0]) != head.checkpoint:
+        raise ConflictError(f"a different checkpoint is already signed for size {head.size}")
 
 
 def _write_record(conn: sqlite3.Connection, write: RecordWrite) -> None:

@@ -74,3 +74,32 @@ def test_a_second_server_on_the_same_data_dir_refuses_to_start(
     assert result.returncode == 1
     assert "lictor: conflict:" in result.stderr and "in use" in result.stderr
     assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_runtime_add_prints_a_credential_that_works(
+    serve: Callable[..., Any], capsys: Any, monkeypatch: Any
+) -> None:
+    from lictor.cli.main import main
+
+    server = serve()
+    monkeypatch.setenv("LICTOR_URL", server.url)
+    monkeypatch.setenv("LICTOR_CREDENTIAL", server.token)
+    assert main(["runtime", "add", "edge-1", "--region", "eu", "--cluster", "c1"]) == 0
+    out = capsys.readouterr().out
+    secret = out.split("credential (shown once): ")[1].strip()
+    r = httpx.post(
+        server.url + "/v1/runtimes/edge-1/heartbeat",
+        json={"attestation": {"state": "verified"}},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert r.status_code == 200, r.text
+    assert main(["runtime", "list"]) == 0
+    assert "edge-1\teu\tc1\tverified" in capsys.readouterr().out
+    assert main(["runtime", "add", "edge-1", "--region", "eu", "--cluster", "c1"]) == 1
+    assert "lictor: conflict:" in capsys.readouterr().err
+    monkeypatch.setenv("LICTOR_CREDENTIAL", "lictor_wrong")
+    assert main(["runtime", "list"]) == 1
+    assert "lictor: unauthenticated:" in capsys.readouterr().err
+    monkeypatch.setenv("LICTOR_URL", "http://127.0.0.1:1")
+    assert main(["runtime", "list"]) == 1
+    assert "lictor: unavailable:" in capsys.readouterr().err

@@ -66,9 +66,13 @@ def test_head_size_must_match_the_batch(store: Store) -> None:
 
 def test_one_checkpoint_per_size(store: Store) -> None:
     store.append(0, [], [], _head(0))
+    other = Head(0, bytes(32), b"another checkpoint 0\n", 0)
     with pytest.raises(ConflictError):
-        store.append(1, [], [], _head(0))
+        store.append(1, [], [], other)
     assert store.checkpoint_at(0) == b"checkpoint 0\n"
+    # a batch of record writes only keeps the checkpoint and moves the version
+    moved = store.append(1, [], [], _head(0), [_write("ex_9", 0)])
+    assert moved.version == 2 and store.checkpoint_at(0) == b"checkpoint 0\n"
 
 
 def test_failed_batch_is_rolled_back_whole(store: Store) -> None:

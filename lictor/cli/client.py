@@ -1,0 +1,69 @@
+"""How client commands reach a control plane: URL, credential, errors.
+
+The server is found with ``--url`` (env ``LICTOR_URL``, default
+``http://127.0.0.1:7300``); the credential with ``--credential-file FILE``,
+or env ``LICTOR_CREDENTIAL`` holding the credential itself, else
+``./lictor-data/admin.token`` when readable. Server errors come back as the
+same `LictorError` classes the server raised (`lictor.wire.error_for`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lictor.errors import InvalidRequestError, UnavailableError
+from lictor.wire import error_for
+
+DEFAULT_URL = "http://127.0.0.1:7300"
+DEFAULT_CREDENTIAL_FILE = Path("lictor-data") / "admin.token"
+
+
+def add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help=f"control plane URL (env LICTOR_URL, default {DEFAULT_URL})")
+    p.add_argument("--credential-file", help="file holding the credential")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def credential(args: argparse.Namespace) -> str | None:
+    if args.credential_file:
+        try:
+            return Path(args.credential_file).read_text().strip()
+        except OSError as e:
+            raise InvalidRequestError(f"cannot read {args.credential_file}: {e}") from e
+    if os.environ.get("LICTOR_CREDENTIAL"):
+        return os.environ["LICTOR_CREDENTIAL"].strip()
+    try:
+        return DEFAULT_CREDENTIAL_FILE.read_text().strip()
+    except OSError:
+        return None
+
+
+def call(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: Any = None,
+    params: dict[str, str] | None = None,
+) -> Any:
+    """One API call; returns the JSON reply or raises the server's error."""
+    url = args.url or os.environ.get("LICTOR_URL") or DEFAULT_URL
+    secret = credential(args)
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    try:
+        response = httpx.request(
+            method, url + path, json=body, params=params, headers=headers, timeout=30
+        )
+    except httpx.HTTPError as e:
+        raise UnavailableError(f"cannot reach {url}: {e}") from e
+    try:
+        reply = response.json()
+    except ValueError:
+        reply = None
+    if response.status_code >= 400:
+        raise error_for(reply, response.status_code)
+    return reply

@@ -1,0 +1,91 @@
+"""Runtime routes: admins add and list runtimes; a runtime heartbeats as itself only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from lictor.errors import PermissionDeniedError
+from lictor.server.auth import require_role
+from lictor.service.runtimes import Runtimes
+from lictor.store.base import Credential
+
+router = APIRouter(prefix="/v1/runtimes", tags=["runtimes"])
+Label = Annotated[str, Field(min_length=1, max_length=63)]
+
+
+class RuntimeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Label
+    region: Label
+    cluster: Label
+
+
+class Attestation(BaseModel):
+    """What a runtime reports about itself; policies see it as context.lictor.runtime."""
+
+    model_config = ConfigDict(extra="forbid")
+    state: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+    digests: Annotated[dict[str, Annotated[str, Field(max_length=200)]], Field(max_length=64)] = {}
+
+
+class Heartbeat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attestation: Attestation | None = None
+
+
+def _runtimes(request: Request) -> Runtimes:
+    runtimes: Runtimes = request.app.state.runtimes
+    return runtimes
+
+
+@router.post("", status_code=201)
+def add_runtime(
+    body: RuntimeRequest,
+    request: Request,
+    _: Annotated[Credential, Depends(require_role("admin"))],
+) -> dict[str, Any]:
+    """Register a runtime; the reply carries its credential, shown only this once."""
+    runtime, secret = _runtimes(request).add(body.name, body.region, body.cluster)
+    return {"runtime": asdict(runtime), "credential": secret}
+
+
+@router.get("")
+def list_runtimes(
+    request: Request,
+    _: Annotated[Credential, Depends(require_role("admin", "auditor"))],
+    region: str | None = None,
+    cluster: str | None = None,
+) -> dict[str, Any]:
+    return {"runtimes": [asdict(r) for r in _runtimes(request).list(region, cluster)]}
+
+
+@router.get("/{runtime_id}")
+def get_runtime(
+    runtime_id: str,
+    request: Request,
+    who: Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))],
+) -> dict[str, Any]:
+    _check_self(who, runtime_id)
+    return {"runtime": asdict(_runtimes(request).get(runtime_id))}
+
+
+@router.post("/{runtime_id}/heartbeat")
+def heartbeat(
+    runtime_id: str,
+    body: Heartbeat,
+    request: Request,
+    who: Annotated[Credential, Depends(require_role("runtime"))],
+) -> dict[str, Any]:
+    """A runtime's heartbeat; a new attestation is logged."""
+    _check_self(who, runtime_id)
+    attestation = body.attestation.model_dump() if body.attestation else None
+    return {"runtime": asdict(_runtimes(request).heartbeat(runtime_id, attestation))}
+
+
+def _check_self(who: Credential, runtime_id: str) -> None:
+    if who.role == "runtime" and who.name != runtime_id:
+        raise PermissionDeniedError("a runtime may act only as itself")

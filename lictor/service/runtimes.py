@@ -1,0 +1,120 @@
+"""Runtimes: the enforcement points, their credentials, heartbeats and attestation.
+
+A runtime is added by an admin (logged, ``runtime_added``) and receives a
+credential with role ``runtime`` whose secret is shown once; only its hash
+is stored. A runtime heartbeats with its attestation; a heartbeat that
+reports a new attestation is logged (``runtime_attested``), one that repeats
+the last only moves ``last_heartbeat``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from lictor.datadir import hash_secret, new_secret
+from lictor.errors import ConflictError, InvalidRequestError, NotFoundError
+from lictor.log.entry import canonical_entry
+from lictor.sequencer import Plan
+from lictor.service.log import AuditLog
+from lictor.store.base import Credential, RecordWrite
+from lictor.store.view import StateView
+
+KIND = "runtime"
+ROLE = "runtime"
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """An enforcement point as stored."""
+
+    id: str
+    region: str
+    cluster: str
+    state: str = "active"
+    attestation: dict[str, Any] | None = None
+    last_heartbeat_ms: int | None = None
+    created_at_ms: int = 0
+
+    def doc(self) -> bytes:
+        return canonical_entry(asdict(self))
+
+    def write(self, expected_version: int) -> RecordWrite:
+        tags = (("cluster", self.cluster), ("region", self.region), ("state", self.state))
+        return RecordWrite(KIND, self.id, self.doc(), expected_version, tags)
+
+    @classmethod
+    def from_doc(cls, doc: bytes) -> Runtime:
+        return cls(**json.loads(doc))
+
+
+def check_label(value: str, what: str, pattern: re.Pattern[str] = LABEL) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise InvalidRequestError(f"{what} must match {pattern.pattern}")
+    return value
+
+
+class Runtimes:
+    """Use cases for runtimes over the audit log and its store."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def now_ms(self) -> int:
+        return int(self.log.clock().timestamp() * 1000)
+
+    def add(self, name: str, region: str, cluster: str) -> tuple[Runtime, str]:
+        """Register a runtime; returns it and its credential (shown only now)."""
+        runtime = Runtime(
+            check_label(name, "runtime name", NAME),
+            check_label(region, "region"),
+            check_label(cluster, "cluster"),
+            created_at_ms=self.now_ms(),
+        )
+        public = {"runtime": runtime.id, "region": runtime.region, "cluster": runtime.cluster}
+        entry = self.log.prepare_event("runtime_added", public, public)
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            if view.get(KIND, runtime.id) is not None:
+                raise ConflictError(f"runtime {runtime.id!r} already exists")
+            return Plan([entry], [runtime.write(0)], lambda head: runtime)
+
+        self.log.sequencer.submit_commands([plan])[0].result()
+        secret = new_secret()
+        self.log.store.add_credential(Credential(runtime.id, ROLE, hash_secret(secret)))
+        return runtime, secret
+
+    def get(self, runtime_id: str) -> Runtime:
+        record = self.log.store.get_record(KIND, runtime_id)
+        if record is None:
+            raise NotFoundError(f"no runtime {runtime_id!r}")
+        return Runtime.from_doc(record.doc)
+
+    def list(self, region: str | None = None, cluster: str | None = None) -> list[Runtime]:
+        tags = {k: v for k, v in (("region", region), ("cluster", cluster)) if v is not None}
+        return [Runtime.from_doc(r.doc) for r in self.log.store.find_records(KIND, tags)]
+
+    def heartbeat(self, runtime_id: str, attestation: dict[str, Any] | None) -> Runtime:
+        """Record a heartbeat; a changed attestation is logged."""
+        now = self.now_ms()
+        public = {"runtime": runtime_id}
+        event = {"runtime": runtime_id, "attestation": attestation}
+        entry = self.log.prepare_event("runtime_attested", event, public)
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            record = view.get(KIND, runtime_id)
+            if record is None:
+                raise NotFoundError(f"no runtime {runtime_id!r}")
+            old = Runtime.from_doc(record.doc)
+            if old.state != "active":
+                raise ConflictError(f"runtime {runtime_id!r} is {old.state}")
+            new = replace(old, last_heartbeat_ms=now, attestation=attestation or old.attestation)
+            entries = [entry] if new.attestation != old.attestation else []
+            return Plan(entries, [new.write(record.version)], lambda head: new)
+
+        result: Runtime = self.log.sequencer.submit_commands([plan])[0].result()
+        return result
