@@ -106,6 +106,7 @@ class Sequencer:
         self._pending: list[tuple[Command, Future[Any]]] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._listeners: list[Callable[[Head], None]] = []
         self._head, self._frontier = self._initialize()
         self._thread = threading.Thread(target=self._run, name="lictor-sequencer", daemon=True)
         self._thread.start()
@@ -130,6 +131,10 @@ class Sequencer:
 
     def _sign(self, size: int, root: bytes) -> bytes:
         return sign_note(Checkpoint(self.origin, size, root).text(), [self._signer])
+
+    def add_listener(self, listener: Callable[[Head], None]) -> None:
+        """Call ``listener(head)`` from the committer after every commit (keep it quick)."""
+        self._listeners.append(listener)
 
     def submit(self, entry: StoredEntry) -> Future[Appended]:
         """Queue one entry; the future resolves once it is durably committed."""
@@ -199,6 +204,11 @@ class Sequencer:
             for _, future in batch:
                 future.set_exception(error)
             return
+        for listener in self._listeners:
+            try:
+                listener(head)
+            except Exception:  # a listener must not break the write path
+                logger.exception("commit listener failed")
         for (_, future), plan in zip(batch, plans, strict=True):
             if isinstance(plan, LictorError):
                 future.set_exception(plan)

@@ -8,9 +8,11 @@ with 413 before any handler runs, so nothing is written.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lictor import __version__
 from lictor.errors import LictorError
-from lictor.server import log_api, runtimes_api
+from lictor.server import events, log_api, runtimes_api
+from lictor.server.events import CommitSignal
 from lictor.service.log import AuditLog
 from lictor.service.runtimes import Runtimes
 from lictor.wire import error_body, status_for
@@ -100,8 +103,19 @@ class Metrics:
 
 def create_app(log: AuditLog, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     """The Lictor HTTP app over an opened `AuditLog`."""
-    app = FastAPI(title="Lictor", version=__version__, docs_url=None, redoc_url=None)
+    signal = CommitSignal(log.head().size)
+    log.sequencer.add_listener(signal.notify)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        signal.attach(asyncio.get_running_loop())
+        yield
+
+    app = FastAPI(
+        title="Lictor", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.state.log = log
+    app.state.commits = signal
     app.state.runtimes = Runtimes(log)
     app.state.metrics = Metrics(log)
     _install_error_handlers(app)
@@ -109,6 +123,7 @@ def create_app(log: AuditLog, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(log_api.router)
     app.include_router(log_api.tiles)
     app.include_router(runtimes_api.router)
+    app.include_router(events.router)
     app.add_middleware(BodyLimit, limit=max_body)
     return app
 

@@ -1,0 +1,119 @@
+"""Server-sent events: every log entry as it commits, resumable by log index.
+
+``GET /v1/events`` streams ``id: <log index>`` / ``event: <kind>`` / ``data:
+<public entry JSON>``. ``Last-Event-ID`` (or ``?after=``) resumes after an
+index, so a subscriber that reconnects misses nothing: the database is the
+source of truth and the in-process commit listener only wakes streams up.
+Filters: ``runtime`` and ``execution`` match the entry's public fields. A
+runtime credential sees only its own runtime's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from lictor.errors import InvalidRequestError
+from lictor.server.auth import require_role
+from lictor.service.log import AuditLog
+from lictor.store.base import Credential, Head
+
+router = APIRouter(tags=["events"])
+KEEPALIVE_SECONDS = 15.0
+CHUNK = 256
+_UINT = re.compile(r"0|[1-9][0-9]{0,18}")
+
+
+class CommitSignal:
+    """Wakes event streams when the log grows; set from the committer thread."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._changed = asyncio.Event()
+
+    def notify(self, head: Head) -> None:
+        """Called by the sequencer after each commit (any thread)."""
+        self.size = head.size
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def wait_beyond(self, size: int, timeout: float) -> None:
+        """Return once the log is larger than ``size``, or after ``timeout``."""
+        if self.size > size or self._changed is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+
+def _start_index(last_event_id: str | None, after: str | None) -> int:
+    raw = last_event_id if last_event_id is not None else after
+    if raw is None:
+        return -1
+    if not _UINT.fullmatch(raw.strip()):
+        raise InvalidRequestError("Last-Event-ID must be a log index")
+    return int(raw)
+
+
+def _matches(entry: dict[str, Any], filters: dict[str, str]) -> bool:
+    return all(entry.get(field) == value for field, value in filters.items())
+
+
+def _format(index: int, entry: dict[str, Any]) -> str:
+    data = json.dumps(entry, separators=(",", ":"), sort_keys=True)
+    return f"id: {index}\nevent: {entry.get('kind', 'entry')}\ndata: {data}\n\n"
+
+
+async def _stream(
+    log: AuditLog, signal: CommitSignal, last: int, filters: dict[str, str]
+) -> AsyncIterator[str]:
+    yield "retry: 1000\n\n"
+    while True:
+        size = log.head().size
+        while last + 1 < size:
+            end = min(size, last + 1 + CHUNK)
+            entries = await run_in_threadpool(log.store.read_entries, last + 1, end)
+            for offset, data in enumerate(entries):
+                entry = json.loads(data)
+                if _matches(entry, filters):
+                    yield _format(last + 1 + offset, entry)
+            last = end - 1
+        await signal.wait_beyond(last + 1, KEEPALIVE_SECONDS)
+        if log.head().size <= last + 1:
+            yield ": keepalive\n\n"
+
+
+@router.get("/v1/events")
+async def events(
+    request: Request,
+    who: Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))],
+    runtime: Annotated[str | None, Query(max_length=63)] = None,
+    execution: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=20)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> StreamingResponse:
+    """Every log entry from ``Last-Event-ID`` on, as server-sent events."""
+    filters = {k: v for k, v in (("runtime", runtime), ("execution", execution)) if v}
+    if who.role == "runtime":
+        filters["runtime"] = who.name
+    start = _start_index(last_event_id, after)
+    stream = _stream(request.app.state.log, request.app.state.commits, start, filters)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

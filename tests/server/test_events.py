@@ -1,0 +1,82 @@
+"""Server-sent events against a real server: ordered, live, resumable, filtered."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+
+def _read_events(
+    url: str, headers: dict[str, str], count: int, params: dict[str, str] | None = None
+) -> list[tuple[int, str, dict[str, Any]]]:
+    events: list[tuple[int, str, dict[str, Any]]] = []
+    current: dict[str, str] = {}
+    with httpx.stream(
+        "GET", url + "/v1/events", headers=headers, params=params, timeout=10
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line == "" and "id" in current:
+                events.append((int(current["id"]), current["event"], json.loads(current["data"])))
+                current = {}
+                if len(events) == count:
+                    break
+            elif ":" in line and not line.startswith(":"):
+                field, _, value = line.partition(": ")
+                current[field] = value
+    return events
+
+
+def _note(url: str, admin: dict[str, str], text: str) -> int:
+    r = httpx.post(url + "/v1/log/entries", json={"kind": "note", "text": text}, headers=admin)
+    assert r.status_code == 201
+    index: int = r.json()["index"]
+    return index
+
+
+def test_events_replay_then_follow_live_and_resume(serve: Callable[..., Any]) -> None:
+    server = serve()
+    admin = {"Authorization": f"Bearer {server.token}"}
+    for i in range(3):
+        _note(server.url, admin, f"n{i}")
+    replayed = _read_events(server.url, admin, 3)
+    assert [(i, kind) for i, kind, _ in replayed] == [(0, "note"), (1, "note"), (2, "note")]
+    assert "text" not in replayed[0][2]  # events carry the public entry only
+
+    timer = threading.Timer(0.5, _note, (server.url, admin, "live"))
+    timer.start()
+    started = time.monotonic()
+    resumed = _read_events(server.url, {**admin, "Last-Event-ID": "1"}, 2)
+    assert [i for i, _, _ in resumed] == [2, 3]
+    assert time.monotonic() - started < 5  # the live event arrived promptly, not by polling
+    timer.join()
+    after = _read_events(server.url, admin, 1, params={"after": "2"})
+    assert after[0][0] == 3
+
+
+def test_event_access_and_filters(serve: Callable[..., Any]) -> None:
+    server = serve()
+    admin = {"Authorization": f"Bearer {server.token}"}
+    secrets = {}
+    for name in ("edge-1", "edge-2"):
+        body = {"name": name, "region": "eu", "cluster": "c"}
+        secrets[name] = httpx.post(server.url + "/v1/runtimes", json=body, headers=admin).json()[
+            "credential"
+        ]
+    _note(server.url, admin, "unrelated")
+    one = {"Authorization": f"Bearer {secrets['edge-1']}"}
+    seen = _read_events(server.url, one, 1)
+    assert seen[0][2]["runtime"] == "edge-1"
+    forced = _read_events(server.url, one, 1, params={"runtime": "edge-2"})
+    assert forced[0][2]["runtime"] == "edge-1"  # a runtime cannot widen its own filter
+    filtered = _read_events(server.url, admin, 1, params={"runtime": "edge-2"})
+    assert filtered[0][0] == 1
+    assert httpx.get(server.url + "/v1/events", timeout=5).status_code == 401
+    bad = httpx.get(server.url + "/v1/events", headers={**admin, "Last-Event-ID": "x"}, timeout=5)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
