@@ -9,8 +9,13 @@ catches the same exception locally or over HTTP.
     │   ├── EntryError               invalid_entry
     │   └── PayloadTooLargeError     payload_too_large
     ├── NotFoundError                not_found
+    │   └── DepthExceededError       depth_exceeded
     ├── UnauthenticatedError         unauthenticated
+    │   └── GrantError               invalid_grant
     ├── PermissionDeniedError        permission_denied
+    ├── InvalidTransitionError       invalid_transition
+    │   ├── LeaseExpiredError        lease_expired
+    │   └── ParentNotActiveError     parent_not_active
     ├── LogError                     log_error
     │   ├── TreeError                invalid_tree_range
     │   ├── ProofError               invalid_proof
@@ -63,10 +68,40 @@ class NotFoundError(LictorError):
     code = "not_found"
 
 
+class DepthExceededError(InvalidRequestError):
+    """A child would be deeper than the lineage allows."""
+
+    code = "depth_exceeded"
+
+
 class UnauthenticatedError(LictorError):
     """No credential, or an unknown one."""
 
     code = "unauthenticated"
+
+
+class GrantError(UnauthenticatedError):
+    """A grant is malformed, forged, from another issuer or expired."""
+
+    code = "invalid_grant"
+
+
+class InvalidTransitionError(LictorError):
+    """The execution's state does not allow this transition (terminal states never change)."""
+
+    code = "invalid_transition"
+
+
+class LeaseExpiredError(InvalidTransitionError):
+    """The execution's lease has passed: it is expired, whatever the store says."""
+
+    code = "lease_expired"
+
+
+class ParentNotActiveError(InvalidTransitionError):
+    """A child needs a live parent."""
+
+    code = "parent_not_active"
 
 
 class PermissionDeniedError(LictorError):

@@ -1,0 +1,247 @@
+"""The governance vocabulary as frozen values: entity refs, executions, leases.
+
+Pure: no I/O, no clock, no randomness. Every value here is immutable, and
+every parser is strict (it accepts exactly one spelling and raises
+`InvalidRequestError` on anything else, however long or odd the input).
+
+Invariants the types carry (the rules in `lease` and `lineage` keep them):
+
+- An `EntityRef` has a Cedar entity type (``Ns::Type``, identifiers that are not
+  Cedar reserved words) of at most `MAX_TYPE_LENGTH` characters and a non-empty
+  id of at most `MAX_ID_LENGTH` characters with no control characters or lone
+  surrogates. Its text form ``Type::"id"`` escapes only ``"`` and ``\\``.
+- An execution id is ``ex_`` followed by the 26-character lowercase RFC 4648
+  base32 (unpadded) of 16 random bytes; `execution_id_from` takes the bytes in
+  so the caller owns the randomness (``execution_id_from(os.urandom(16))``).
+- `Execution.delegation` is the chain of principals from the root down to this
+  execution's own principal: ``len(delegation) == depth + 1`` and
+  ``delegation[-1] == principal``. A root has ``parent_id is None``,
+  ``root_id == id`` and ``depth == 0``.
+- `Execution.version` starts at 1 and grows by one on every state change; the
+  store compares and swaps on it.
+- A `Lease` is live while ``now_ms < expires_at_ms`` (the same boundary as a
+  JWT's ``exp``). ``renew_by_ms`` is a third of the way from issue to expiry:
+  an enforcement point that renews by then still has two thirds of its lease
+  for retries. ``ttl_ms`` is the TTL asked for; ``expires_at_ms`` may come
+  sooner when a parent's lease caps it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from lictor.errors import InvalidRequestError
+
+MAX_TYPE_LENGTH = 128
+MAX_ID_LENGTH = 512
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+EXECUTION_ID_PREFIX = "ex_"
+EXECUTION_ID_RANDOM_BYTES = 16
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RESERVED = frozenset({"true", "false", "if", "then", "else", "in", "is", "like", "has", "__cedar"})
+_EXECUTION_ID = re.compile(r"ex_[a-z2-7]{26}")
+_MAX_ENTITY_TEXT = MAX_TYPE_LENGTH + 4 + 2 * MAX_ID_LENGTH
+
+
+def check_time_ms(value: object, name: str = "time") -> int:
+    """``value`` as milliseconds since the epoch, or `InvalidRequestError`."""
+    if type(value) is not int or not 0 <= value <= MAX_TIME_MS:
+        raise InvalidRequestError(f"{name} must be an integer number of ms in [0, {MAX_TIME_MS}]")
+    return value
+
+
+def _check_type_name(name: str) -> None:
+    if not 0 < len(name) <= MAX_TYPE_LENGTH:
+        raise InvalidRequestError(f"entity type must be 1..{MAX_TYPE_LENGTH} characters")
+    for part in name.split("::"):
+        if not _IDENT.fullmatch(part) or part in _RESERVED:
+            raise InvalidRequestError(f"entity type {name!r} is not a Cedar type name")
+
+
+def check_label(value: object, what: str, limit: int) -> str:
+    """``value`` if it is 1..``limit`` characters, none a control character or lone surrogate."""
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise InvalidRequestError(f"{what} must be a string of 1..{limit} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        raise InvalidRequestError(f"{what} has a control character or a lone surrogate")
+    return value
+
+
+def _unescape_id(quoted: str) -> str:
+    """The id inside ``"..."``; only ``\\"`` and ``\\\\`` are escapes."""
+    out: list[str] = []
+    chars = iter(quoted)
+    for c in chars:
+        if c == '"':
+            raise InvalidRequestError("an unescaped '\"' inside the entity id")
+        if c == "\\":
+            c = next(chars, "")
+            if c not in ('"', "\\"):
+                raise InvalidRequestError('entity id escapes may only be \\" and \\\\')
+        out.append(c)
+    return "".join(out)
+
+
+@dataclass(frozen=True, order=True)
+class EntityRef:
+    """A Cedar entity reference: ``{"type": "Agent", "id": "planner-7"}``."""
+
+    type: str
+    id: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not isinstance(self.id, str):
+            raise InvalidRequestError("entity type and id must be strings")
+        _check_type_name(self.type)
+        check_label(self.id, "entity id", MAX_ID_LENGTH)
+
+    def __str__(self) -> str:
+        escaped = self.id.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{self.type}::"{escaped}"'
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type, "id": self.id}
+
+    @classmethod
+    def parse(cls, text: object) -> EntityRef:
+        """Parse the text form ``Type::"id"`` exactly as `__str__` writes it."""
+        if not isinstance(text, str) or len(text) > _MAX_ENTITY_TEXT:
+            raise InvalidRequestError("entity reference must be a string of bounded length")
+        type_name, sep, quoted = text.partition('::"')
+        if not sep or not quoted.endswith('"') or len(quoted) < 2:
+            raise InvalidRequestError('entity reference must look like Type::"id"')
+        return cls(type_name, _unescape_id(quoted[:-1]))
+
+    @classmethod
+    def from_json(cls, value: object) -> EntityRef:
+        """Parse Cedar's JSON form: an object with exactly ``type`` and ``id`` strings."""
+        if not isinstance(value, Mapping) or set(value) != {"type", "id"}:
+            raise InvalidRequestError('entity reference must be {"type": ..., "id": ...}')
+        return cls(value["type"], value["id"])
+
+    @classmethod
+    def from_wire(cls, value: object) -> EntityRef:
+        """Either form: a JSON object or the ``Type::"id"`` text the CLI accepts."""
+        return cls.parse(value) if isinstance(value, str) else cls.from_json(value)
+
+
+class ExecutionState(StrEnum):
+    """Where an execution is in its lifecycle (DESIGN.md §2)."""
+
+    REQUESTED = "requested"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    DENIED = "denied"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (ExecutionState.REQUESTED, ExecutionState.ACTIVE)
+
+
+class Outcome(StrEnum):
+    """How a completed execution ended, as its enforcement point reports it."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """How long an execution may run without checking in (see the module docstring)."""
+
+    ttl_ms: int
+    issued_at_ms: int
+    expires_at_ms: int
+    renew_by_ms: int
+
+    def is_live(self, now_ms: int) -> bool:
+        return now_ms < self.expires_at_ms
+
+    def remaining_ms(self, now_ms: int) -> int:
+        return max(0, self.expires_at_ms - now_ms)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where an execution sits in its tree; see `lictor.core.lineage`."""
+
+    parent_id: str | None
+    root_id: str
+    depth: int
+    delegation: tuple[EntityRef, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Execution:
+    """One governed unit of work; built by `lease.request`, moved by `lease`'s transitions.
+
+    ``context`` is the caller's JSON context; it takes no part in hashing and
+    must not be mutated. ``policy_version`` is None until a decision is made.
+    """
+
+    id: str
+    principal: EntityRef
+    action: EntityRef
+    resource: EntityRef
+    context: Mapping[str, object] = field(hash=False)
+    runtime_id: str | None
+    parent_id: str | None
+    root_id: str
+    depth: int
+    delegation: tuple[EntityRef, ...]
+    state: ExecutionState
+    policy_version: str | None
+    lease: Lease | None
+    created_at_ms: int
+    ended_at_ms: int | None = None
+    outcome: Outcome | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    version: int = 1
+
+    @property
+    def lineage(self) -> Lineage:
+        return Lineage(self.parent_id, self.root_id, self.depth, self.delegation)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One state change as the log records it; ``log_index`` is set once appended."""
+
+    execution_id: str
+    state: ExecutionState
+    reason: str | None
+    at_ms: int
+    log_index: int | None = None
+
+    @classmethod
+    def of(cls, execution: Execution, at_ms: int) -> Transition:
+        """The transition that produced ``execution`` (its current state and reason)."""
+        return cls(execution.id, execution.state, execution.reason, at_ms)
+
+
+def execution_id_from(random16: bytes) -> str:
+    """``ex_`` + unpadded lowercase base32 of 16 caller-supplied random bytes."""
+    if not isinstance(random16, bytes) or len(random16) != EXECUTION_ID_RANDOM_BYTES:
+        raise InvalidRequestError(f"an execution id needs {EXECUTION_ID_RANDOM_BYTES} bytes")
+    body = base64.b32encode(random16).decode("ascii").rstrip("=").lower()
+    return EXECUTION_ID_PREFIX + body
+
+
+def check_execution_id(value: object) -> str:
+    """``value`` if it is an execution id `execution_id_from` could have made."""
+    if not isinstance(value, str) or not _EXECUTION_ID.fullmatch(value):
+        raise InvalidRequestError("not an execution id (ex_ + 26 base32 characters)")
+    raw = base64.b32decode(value[3:].upper() + "======")
+    if execution_id_from(raw) != value:
+        raise InvalidRequestError("execution id has non-canonical trailing bits")
+    return value
