@@ -1,0 +1,246 @@
+"""Cedar policy decisions, and the one place to import policy handling from.
+
+Pure: no I/O, no clock (the request carries ``now_ms``), no randomness.
+
+    source = PolicySource.of({"teams.cedar": text}, "app.cedarschema", schema_text)
+    issues = validate(source)                    # [] or PolicyIssue(file, line, column, …)
+    policy = compile_policies(source)            # keep one per source.version
+    entities = compile_entities(entity_list, policy)   # keep one per (version, schema)
+    decision = decide(policy, DecisionRequest(principal=…, action=…, resource=…,
+                                              now_ms=now), entities)
+
+Guarantees of `decide`:
+
+- It never raises. Anything that goes wrong on the way is a deny with a
+  `ReasonCode` and the messages in ``errors`` (DESIGN.md invariant 1).
+- A policy that fails to evaluate makes the decision a deny
+  (``policy_error``) even where Cedar alone would allow: Cedar skips an
+  erroring policy, which could skip a ``forbid``.
+- The principal must be in the entity set (``unknown_principal`` otherwise);
+  every request is validated against the schema (``invalid_request``).
+- Same policy version, entity version and request give the same `Decision`:
+  ``reasons`` (the determining policy ids) and ``errors`` are sorted.
+- Only the slice of policies about the request's action is evaluated; the
+  result is the same as evaluating the whole set (see `lictor.core.slicing`).
+
+Reason codes (``Decision.reason_code``, None when allowed):
+
+    denied_by_policy    a forbid matched; ``reasons`` are the forbids
+    not_permitted       no permit matched (the default deny)
+    policy_error        a policy failed to evaluate; ``errors`` name it
+    invalid_request     malformed request, ``context.lictor`` supplied by the
+                        caller, or a request the schema rejects (undeclared
+                        action, principal/resource type not in ``appliesTo``,
+                        context not of the declared type)
+    invalid_entities    per-request entities do not conform to the schema, or
+                        the entity set was compiled for another schema
+    unknown_principal   the principal is not in the entity set
+    internal_error      anything else (a bug, or a failure inside the engine)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import cedarpy
+
+from lictor.core.policy_compile import (
+    CompiledPolicy,
+    PolicyInfo,
+    PolicyIssue,
+    PolicySource,
+    compile_policies,
+    schema_version,
+    validate,
+)
+from lictor.core.policy_entities import (
+    CompiledEntities,
+    canonical_entities,
+    compile_entities,
+    entities_version,
+)
+from lictor.core.policy_schema import (
+    CONTEXT_KEY,
+    LICTOR_CONTEXT_SCHEMA,
+    LICTOR_CONTEXT_SCHEMA_JSON,
+    NO_RUNTIME,
+    LineageFacts,
+    RuntimeFacts,
+    lictor_context,
+)
+from lictor.core.types import EntityRef
+from lictor.errors import InvalidRequestError
+
+__all__ = [
+    "LICTOR_CONTEXT_SCHEMA",
+    "LICTOR_CONTEXT_SCHEMA_JSON",
+    "NO_RUNTIME",
+    "CompiledEntities",
+    "CompiledPolicy",
+    "Decision",
+    "DecisionRequest",
+    "EntityRef",
+    "LineageFacts",
+    "PolicyInfo",
+    "PolicyIssue",
+    "PolicySource",
+    "ReasonCode",
+    "RuntimeFacts",
+    "canonical_entities",
+    "compile_entities",
+    "compile_policies",
+    "decide",
+    "entities_version",
+    "lictor_context",
+    "schema_version",
+    "validate",
+]
+
+
+class ReasonCode(StrEnum):
+    """Why a decision denies; see the module docstring."""
+
+    DENIED_BY_POLICY = "denied_by_policy"
+    NOT_PERMITTED = "not_permitted"
+    POLICY_ERROR = "policy_error"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_ENTITIES = "invalid_entities"
+    UNKNOWN_PRINCIPAL = "unknown_principal"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecisionRequest:
+    """Who wants to do what to which resource, with the facts Lictor adds.
+
+    ``lineage`` None means a root execution of ``principal``. ``context`` is
+    the caller's JSON object; the key ``lictor`` is Lictor's and may not be in it.
+    """
+
+    principal: EntityRef
+    action: EntityRef
+    resource: EntityRef
+    now_ms: int
+    context: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    runtime: RuntimeFacts = NO_RUNTIME
+    lineage: LineageFacts | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Allow or deny, the determining policy ids, what was used, and what went wrong."""
+
+    allowed: bool
+    reasons: tuple[str, ...]
+    errors: tuple[str, ...]
+    policy_version: str
+    entities_version: str
+    reason_code: ReasonCode | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "allowed": self.allowed,
+            "reasons": list(self.reasons),
+            "errors": list(self.errors),
+            "policy_version": self.policy_version,
+            "entities_version": self.entities_version,
+            "reason_code": None if self.reason_code is None else str(self.reason_code),
+        }
+
+
+def decide(
+    policy: CompiledPolicy,
+    request: DecisionRequest,
+    entities: CompiledEntities,
+    *,
+    extra_entities: Sequence[Mapping[str, Any]] = (),
+    sliced: bool = True,
+) -> Decision:
+    """The decision for ``request``; never raises (see the module docstring).
+
+    ``extra_entities`` are added for this request only (validated with the
+    schema); ``sliced=False`` evaluates the whole set, for tests.
+    """
+    try:
+        return _decide(policy, request, entities, extra_entities, sliced)
+    except InvalidRequestError as e:
+        return _deny(policy, entities, ReasonCode.INVALID_REQUEST, e.message)
+    except Exception as e:  # fail closed: whatever broke, the answer is deny
+        return _deny(policy, entities, ReasonCode.INTERNAL_ERROR, f"{type(e).__name__}: {e}")
+
+
+def _decide(
+    policy: CompiledPolicy,
+    request: DecisionRequest,
+    entities: CompiledEntities,
+    extra: Sequence[Mapping[str, Any]],
+    sliced: bool,
+) -> Decision:
+    if entities.schema_version != policy.schema_version:
+        message = "the entity set was compiled for another schema"
+        return _deny(policy, entities, ReasonCode.INVALID_ENTITIES, message)
+    cedar_request = _cedar_request(request)
+    if extra:
+        try:
+            entities = entities.with_added(extra, policy)
+        except InvalidRequestError as e:
+            return _deny(policy, entities, ReasonCode.INVALID_ENTITIES, e.message)
+    if (request.principal.type, request.principal.id) not in entities.uids:
+        message = f"principal {request.principal} is not in the entity set"
+        return _deny(policy, entities, ReasonCode.UNKNOWN_PRINCIPAL, message)
+    policies = policy.slice_for(request.action) if sliced else policy.policy_set
+    result = cedarpy.is_authorized(cedar_request, policies, entities.handle, policy.schema)
+    return _from_result(result, policy, entities)
+
+
+def _cedar_request(request: DecisionRequest) -> dict[str, object]:
+    refs = (request.principal, request.action, request.resource)
+    if not all(isinstance(ref, EntityRef) for ref in refs):
+        raise InvalidRequestError("principal, action and resource must be EntityRefs")
+    return {
+        "principal": request.principal.to_json(),
+        "action": request.action.to_json(),
+        "resource": request.resource.to_json(),
+        "context": _context_json(request),
+    }
+
+
+def _context_json(request: DecisionRequest) -> str:
+    context = request.context
+    if not isinstance(context, Mapping) or not all(isinstance(k, str) for k in context):
+        raise InvalidRequestError("context must be a JSON object")
+    if CONTEXT_KEY in context:
+        raise InvalidRequestError(f"context.{CONTEXT_KEY} is reserved for Lictor")
+    lineage = request.lineage or LineageFacts.root(request.principal)
+    record = lictor_context(request.runtime, lineage, request.now_ms)
+    try:
+        return json.dumps({**context, CONTEXT_KEY: record}, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidRequestError(f"context is not JSON: {e}") from None
+
+
+def _from_result(
+    result: cedarpy.AuthzResult, policy: CompiledPolicy, entities: CompiledEntities
+) -> Decision:
+    reasons = tuple(sorted(result.diagnostics.reasons))
+    errors = tuple(sorted(result.diagnostics.errors))
+    if result.decision is cedarpy.Decision.NoDecision:
+        return _deny(policy, entities, ReasonCode.INVALID_REQUEST, *errors)
+    if errors:
+        return _deny(policy, entities, ReasonCode.POLICY_ERROR, *errors)
+    if result.allowed:
+        return Decision(True, reasons, (), policy.version, entities.version, None)
+    code = ReasonCode.DENIED_BY_POLICY if reasons else ReasonCode.NOT_PERMITTED
+    return Decision(False, reasons, (), policy.version, entities.version, code)
+
+
+def _deny(
+    policy: CompiledPolicy, entities: CompiledEntities, code: ReasonCode, *errors: str
+) -> Decision:
+    # getattr: this also runs when a caller passed the wrong objects, and must not raise.
+    versions = (str(getattr(policy, "version", "")), str(getattr(entities, "version", "")))
+    return Decision(False, (), tuple(errors) or (str(code),), *versions, code)

@@ -1,0 +1,332 @@
+"""What Lictor adds to every request: the ``context.lictor`` record and its schema.
+
+Pure: no I/O, no clock (the time is passed in).
+
+Every request Lictor evaluates carries, beside the caller's own context
+attributes, one attribute ``lictor`` holding this record (Cedar schema syntax;
+`LICTOR_CONTEXT_SCHEMA` and `LICTOR_CONTEXT_SCHEMA_JSON` are the fragment in
+both schema formats)::
+
+    namespace Lictor {
+      type Context = { runtime: Runtime, lineage: Lineage, time: Time };
+      type Runtime = {
+        id: String,           // the runtime (enforcement point) running the execution
+        region: String,       // e.g. "eu-west-1"
+        cluster: String,      // e.g. "prod-a"
+        attestation: Attestation,
+      };
+      type Attestation = {
+        state: String,        // "verified" | "unverified" | "failed" | "none"
+        digests: Set<String>, // attested software, "sha256:<hex>"
+      };
+      type Lineage = {
+        depth: Long,               // 0 for a root execution
+        root_principal: EntityRef, // who started the tree
+        parent_id?: String,        // absent for a root execution
+        parent_action?: String,    // the parent's action id, absent for a root
+      };
+      type EntityRef = { "type": String, "id": String };
+      type Time = { epoch_ms: Long, now: __cedar::datetime };
+    }
+
+An execution with no runtime gets `NO_RUNTIME`: empty strings and attestation
+state ``"none"``, so a rule that requires ``"verified"`` fails closed.
+
+A user's schema need not mention any of this. `merge_schema` adds
+``lictor: Lictor::Context`` to the context of every action that does not
+declare ``lictor`` itself (and the fragment, unless the schema already has
+namespace ``Lictor``), so a policy set whose schema declares no context works
+unchanged and policies may still read ``context.lictor.runtime.region``. A
+schema that includes the fragment itself also validates with plain Cedar
+tools. `probe_errors` then checks that every action's ``context.lictor`` has
+exactly Lictor's shape, so requests cannot fail schema validation later.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import cedarpy
+
+from lictor.core.types import EntityRef, check_time_ms
+from lictor.errors import InvalidRequestError
+
+LICTOR_CONTEXT_SCHEMA = """\
+namespace Lictor {
+  type Context = { runtime: Runtime, lineage: Lineage, time: Time };
+  type Runtime = { id: String, region: String, cluster: String, attestation: Attestation };
+  type Attestation = { state: String, digests: Set<String> };
+  type Lineage = {
+    depth: Long,
+    root_principal: EntityRef,
+    parent_id?: String,
+    parent_action?: String,
+  };
+  type EntityRef = { "type": String, "id": String };
+  type Time = { epoch_ms: Long, now: __cedar::datetime };
+}
+"""
+
+LICTOR_CONTEXT_SCHEMA_JSON = """\
+{"Lictor": {"entityTypes": {}, "actions": {}, "commonTypes": {
+  "Context": {"type": "Record", "attributes": {
+    "runtime": {"type": "Runtime"},
+    "lineage": {"type": "Lineage"},
+    "time": {"type": "Time"}}},
+  "Runtime": {"type": "Record", "attributes": {
+    "id": {"type": "String"},
+    "region": {"type": "String"},
+    "cluster": {"type": "String"},
+    "attestation": {"type": "Attestation"}}},
+  "Attestation": {"type": "Record", "attributes": {
+    "state": {"type": "String"},
+    "digests": {"type": "Set", "element": {"type": "String"}}}},
+  "Lineage": {"type": "Record", "attributes": {
+    "depth": {"type": "Long"},
+    "root_principal": {"type": "EntityRef"},
+    "parent_id": {"type": "String", "required": false},
+    "parent_action": {"type": "String", "required": false}}},
+  "EntityRef": {"type": "Record", "attributes": {
+    "type": {"type": "String"},
+    "id": {"type": "String"}}},
+  "Time": {"type": "Record", "attributes": {
+    "epoch_ms": {"type": "Long"},
+    "now": {"type": "Extension", "name": "datetime"}}}
+}}}
+"""
+
+CONTEXT_KEY = "lictor"
+CONTEXT_FIELD = "lictor: Lictor::Context"
+
+ATTESTATION_STATES = ("verified", "unverified", "failed", "none")
+"""The attestation states Lictor reports; only ``"verified"`` means checked and matching."""
+
+
+@dataclass(frozen=True)
+class RuntimeFacts:
+    """What policies see of the runtime running the execution."""
+
+    id: str
+    region: str
+    cluster: str
+    attestation_state: str = "unverified"
+    digests: tuple[str, ...] = ()
+
+
+NO_RUNTIME = RuntimeFacts(id="", region="", cluster="", attestation_state="none")
+
+
+@dataclass(frozen=True)
+class LineageFacts:
+    """What policies see of the execution's place in its tree."""
+
+    depth: int
+    root_principal: EntityRef
+    parent_id: str | None = None
+    parent_action: str | None = None
+
+    @classmethod
+    def root(cls, principal: EntityRef) -> LineageFacts:
+        return cls(depth=0, root_principal=principal)
+
+
+def lictor_context(runtime: RuntimeFacts, lineage: LineageFacts, now_ms: int) -> dict[str, object]:
+    """The ``context.lictor`` record, as Cedar JSON; `InvalidRequestError` on bad facts."""
+    return {
+        "runtime": _runtime_record(runtime),
+        "lineage": _lineage_record(lineage),
+        "time": {"epoch_ms": check_time_ms(now_ms, "now_ms"), "now": _datetime(now_ms)},
+    }
+
+
+def _strings(values: Sequence[object], what: str) -> list[str]:
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidRequestError(f"{what} must be strings")
+    return [str(v) for v in values]
+
+
+def _runtime_record(runtime: RuntimeFacts) -> dict[str, object]:
+    rid, region, cluster, state = _strings(
+        (runtime.id, runtime.region, runtime.cluster, runtime.attestation_state), "runtime facts"
+    )
+    digests = sorted(set(_strings(runtime.digests, "attestation digests")))
+    attestation = {"state": state, "digests": digests}
+    return {"id": rid, "region": region, "cluster": cluster, "attestation": attestation}
+
+
+def _lineage_record(lineage: LineageFacts) -> dict[str, object]:
+    if type(lineage.depth) is not int or lineage.depth < 0:
+        raise InvalidRequestError("lineage depth must be a non-negative integer")
+    if not isinstance(lineage.root_principal, EntityRef):
+        raise InvalidRequestError("lineage root_principal must be an EntityRef")
+    record: dict[str, object] = {
+        "depth": lineage.depth,
+        "root_principal": lineage.root_principal.to_json(),
+    }
+    for key in ("parent_id", "parent_action"):
+        value = getattr(lineage, key)
+        if value is not None:
+            record[key] = _strings((value,), f"lineage {key}")[0]
+    return record
+
+
+def _datetime(now_ms: int) -> dict[str, object]:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=now_ms)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{now_ms % 1000:03d}Z"
+    return {"__extn": {"fn": "datetime", "arg": text}}
+
+
+# --- merging the record into a user's schema -------------------------------------------
+#
+# cedarpy renders any schema (either format) to normalized Cedar syntax: one
+# member per line, two-space indents, every action with `appliesTo` listing
+# `context:` last. The merge edits that rendering line by line and re-parses it;
+# anything it does not recognise is an error, never a silent skip.
+
+_NAMESPACE = re.compile(r"namespace (\S+) \{$")
+_ACTION = re.compile(r'( *)action "(?:[^"\\]|\\.)*"(?: in \[.*\])? appliesTo \{$')
+_TYPE = re.compile(r"( *)type (\w+) = (.*)$")
+_LICTOR_MEMBER = re.compile(r'"?lictor"?\??: ')
+_EMPTY_RECORD = re.compile(r"\{\s*\}")
+
+_PROBE = """permit(principal, action, resource) when {
+  context.lictor.runtime.id == "" && context.lictor.runtime.region == "" &&
+  context.lictor.runtime.cluster == "" &&
+  context.lictor.runtime.attestation.state == "" &&
+  context.lictor.runtime.attestation.digests.contains("") &&
+  context.lictor.lineage.depth == 0 &&
+  context.lictor.lineage.root_principal.type == "" &&
+  context.lictor.lineage.root_principal.id == "" &&
+  (context.lictor.lineage has parent_id && context.lictor.lineage.parent_id == "") &&
+  (context.lictor.lineage has parent_action && context.lictor.lineage.parent_action == "") &&
+  context.lictor.time.epoch_ms == 0 &&
+  context.lictor.time.now == datetime("1970-01-01")
+};"""
+
+Edits = dict[int, list[str]]
+TypeKey = tuple[str, str]
+
+
+def merge_schema(user: cedarpy.Schema) -> tuple[cedarpy.Schema, int]:
+    """``user`` with ``context.lictor`` in every action, and how many actions have a context.
+
+    Raises `ValueError` when the rendering cannot be merged.
+    """
+    lines = str(user).splitlines()
+    try:
+        edits, refs, actions = _action_edits(lines)
+        edits.update(_type_edits(lines, refs))
+    except IndexError:
+        raise ValueError("cannot read the schema's rendering") from None
+    merged = [new for i, line in enumerate(lines) for new in edits.get(i, [line])]
+    declared = _lictor_namespace(lines)
+    if declared is None:
+        merged.append(LICTOR_CONTEXT_SCHEMA)
+    elif declared != _fragment_block():
+        raise ValueError(
+            "namespace Lictor is reserved for Lictor's context record; copy it exactly"
+        )
+    return cedarpy.Schema.from_str("\n".join(merged)), actions
+
+
+def probe_errors(schema: cedarpy.Schema) -> list[str]:
+    """Why some action's ``context.lictor`` would not accept `lictor_context`'s record."""
+    errors = cedarpy.validate_policies(_PROBE, schema).errors
+    return sorted({e.error.removeprefix("for policy `policy0`, ") for e in errors})
+
+
+def _lictor_namespace(lines: list[str]) -> tuple[str, ...] | None:
+    """The normalized ``namespace Lictor`` block of a rendered schema, if it has one."""
+    if "namespace Lictor {" not in lines:
+        return None
+    start = lines.index("namespace Lictor {")
+    end = lines.index("}", start)
+    return tuple(re.sub(r"__cedar::(String|Long|Bool)\b", r"\1", x) for x in lines[start:end])
+
+
+@cache
+def _fragment_block() -> tuple[str, ...] | None:
+    return _lictor_namespace(str(cedarpy.Schema.from_str(LICTOR_CONTEXT_SCHEMA)).splitlines())
+
+
+def _action_edits(lines: list[str]) -> tuple[Edits, set[TypeKey], int]:
+    edits: Edits = {}
+    refs: set[TypeKey] = set()
+    namespace, actions = "", 0
+    for i, line in enumerate(lines):
+        if found := _NAMESPACE.match(line):
+            namespace = found.group(1)
+        elif line == "}":
+            namespace = ""
+        elif found := _ACTION.match(line):
+            actions += 1
+            ref = _context_edit(lines, i + 1, found.group(1) + "  ", edits)
+            if ref is not None:
+                refs.add((namespace, ref))
+    return edits, refs, actions
+
+
+def _context_edit(lines: list[str], i: int, indent: str, edits: Edits) -> str | None:
+    """Edit the context member of the action block starting at line ``i``; a type name if any."""
+    while not lines[i].startswith(indent + "context: "):
+        if not lines[i].startswith(indent):
+            raise ValueError(f"cannot find the context of the action before line {i + 1}")
+        i += 1
+    value = lines[i][len(indent) + len("context: ") :].rstrip(",")
+    if value == "{" or _EMPTY_RECORD.fullmatch(value):
+        _record_edit(lines, i, indent, edits, opener=f"{indent}context: ")
+        return None
+    return value
+
+
+def _record_edit(lines: list[str], i: int, indent: str, edits: Edits, *, opener: str) -> None:
+    """Add the ``lictor`` member to the record opening at line ``i`` unless it has one."""
+    rest = lines[i][len(opener) :]
+    if empty := _EMPTY_RECORD.match(rest):
+        edits[i] = [f"{opener}{{ {CONTEXT_FIELD} }}{rest[empty.end() :]}"]
+        return
+    j = i + 1
+    while not lines[j].startswith(indent + "}"):
+        if lines[j].startswith(indent + "  ") and _LICTOR_MEMBER.match(lines[j][len(indent) + 2 :]):
+            return
+        j += 1
+    edits[i] = [lines[i], f"{indent}  {CONTEXT_FIELD},"]
+
+
+def _type_edits(lines: list[str], refs: set[TypeKey]) -> Edits:
+    declared = _type_declarations(lines)
+    edits: Edits = {}
+    for namespace, name in sorted(refs):
+        key = _resolve(namespace, name, declared)
+        i = declared[key]
+        found = _TYPE.match(lines[i])
+        if found is None or not found.group(3).startswith("{"):
+            raise ValueError(f"context type {name} is an alias; declare `{CONTEXT_FIELD}` in it")
+        _record_edit(lines, i, found.group(1), edits, opener=f"{found.group(1)}type {name} = ")
+    return edits
+
+
+def _type_declarations(lines: list[str]) -> dict[TypeKey, int]:
+    declared: dict[TypeKey, int] = {}
+    namespace = ""
+    for i, line in enumerate(lines):
+        if found := _NAMESPACE.match(line):
+            namespace = found.group(1)
+        elif line == "}":
+            namespace = ""
+        elif found := _TYPE.match(line):
+            declared[(namespace, found.group(2))] = i
+    return declared
+
+
+def _resolve(namespace: str, name: str, declared: dict[TypeKey, int]) -> TypeKey:
+    prefix, _, base = name.rpartition("::")
+    candidates = [(prefix, base)] if prefix else [(namespace, name), ("", name)]
+    for key in candidates:
+        if key in declared:
+            return key
+    raise ValueError(f"cannot find the declaration of context type {name}")

@@ -1,0 +1,118 @@
+"""Per-action slices of a policy set, so a decision pays only for policies about its action.
+
+Pure: no I/O. Built once per policy version and kept with it.
+
+Guarantee: for every request, evaluating the slice for the request's action
+gives the same decision, determining policies and errors as evaluating the
+whole set. Why it holds:
+
+- Cedar evaluates a policy as ``principal scope && action scope && resource
+  scope && conditions`` with a short-circuiting ``&&``, and scope tests cannot
+  fail, so a policy whose action scope does not match the request contributes
+  nothing: not a match, not an error. Leaving it out changes nothing.
+- A slice keeps every policy whose action scope *can* match its action:
+  unconstrained ``action``; ``action == A``; ``action in [...]`` naming ``A``
+  or one of its ancestors. The action hierarchy comes from the schema, which is
+  authoritative: Lictor builds every entity set with the schema, and Cedar then
+  rejects action entities whose parents differ from it.
+- A request for an action the schema does not declare fails Cedar's request
+  validation before any policy runs; it gets the slice of unconstrained
+  policies (`Slices.default`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import cedarpy
+from cedarpy import pst
+
+ActionKey = tuple[str, str]
+"""An action as ``(type, id)``, e.g. ``("Action", "deploy")``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Slices:
+    """One pre-parsed policy set per declared action, plus the default for any other."""
+
+    by_action: Mapping[ActionKey, cedarpy.PolicySet]
+    members: Mapping[ActionKey, frozenset[str]]
+    default: cedarpy.PolicySet
+
+    def for_action(self, action: ActionKey) -> cedarpy.PolicySet:
+        return self.by_action.get(action, self.default)
+
+
+def build_policy_set(policies: Mapping[str, pst.Template]) -> cedarpy.PolicySet:
+    """A pre-parsed set of ``policies``, each under its key as its Cedar policy id."""
+    node = pst.PolicySet(templates={}, static_policies=dict(policies), template_links=())
+    return cedarpy.PolicySet.from_pst(node)
+
+
+def action_ancestors(schema: cedarpy.Schema) -> dict[ActionKey, frozenset[ActionKey]]:
+    """Every action the schema declares, with all its ancestors (action groups)."""
+    declared = json.loads(str(cedarpy.Entities.from_json_str("[]", schema)))
+    parents = {_key(e["uid"]): [_key(p) for p in e["parents"]] for e in declared}
+    return {action: _closure(action, parents) for action in parents}
+
+
+def applies_to(
+    scope: pst.ActionConstraint, action: ActionKey, ancestors: frozenset[ActionKey]
+) -> bool:
+    """Whether a policy with this action scope can match a request for ``action``."""
+    if isinstance(scope, pst.ActionEq):
+        return _uid_key(scope.entity) == action
+    if isinstance(scope, pst.ActionIn):
+        return any(_uid_key(u) == action or _uid_key(u) in ancestors for u in scope.entities)
+    return True
+
+
+def build_slices(
+    policies: Mapping[str, pst.Template], hierarchy: Mapping[ActionKey, frozenset[ActionKey]]
+) -> Slices:
+    """The slice for every action in ``hierarchy``; equal slices share one handle."""
+    members = {
+        action: frozenset(
+            pid for pid, p in policies.items() if applies_to(p.action, action, ancestors)
+        )
+        for action, ancestors in hierarchy.items()
+    }
+    unconstrained = frozenset(
+        pid for pid, p in policies.items() if isinstance(p.action, pst.ScopeAny)
+    )
+    handles = _handles(policies, [*members.values(), unconstrained])
+    by_action = {action: handles[ids] for action, ids in members.items()}
+    return Slices(by_action, members, handles[unconstrained])
+
+
+def _handles(
+    policies: Mapping[str, pst.Template], groups: Iterable[frozenset[str]]
+) -> dict[frozenset[str], cedarpy.PolicySet]:
+    handles: dict[frozenset[str], cedarpy.PolicySet] = {}
+    for ids in groups:
+        if ids not in handles:
+            handles[ids] = build_policy_set({pid: policies[pid] for pid in sorted(ids)})
+    return handles
+
+
+def _key(uid: Mapping[str, str]) -> ActionKey:
+    return (uid["type"], uid["id"])
+
+
+def _uid_key(uid: pst.EntityUid) -> ActionKey:
+    return (str(uid.type), uid.id)
+
+
+def _closure(
+    action: ActionKey, parents: Mapping[ActionKey, list[ActionKey]]
+) -> frozenset[ActionKey]:
+    seen: set[ActionKey] = set()
+    stack = list(parents.get(action, []))
+    while stack:
+        parent = stack.pop()
+        if parent not in seen:
+            seen.add(parent)
+            stack.extend(parents.get(parent, []))
+    return frozenset(seen)

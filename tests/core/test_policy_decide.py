@@ -1,0 +1,387 @@
+"""Decisions: allow or deny with reasons, and a deny with a reason code for every failure."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import cedarpy
+import pytest
+
+from lictor.core import policy as policy_module
+from lictor.core.policy import (
+    CompiledEntities,
+    CompiledPolicy,
+    Decision,
+    DecisionRequest,
+    EntityRef,
+    LineageFacts,
+    PolicySource,
+    ReasonCode,
+    RuntimeFacts,
+    compile_entities,
+    compile_policies,
+    decide,
+    entities_version,
+    lictor_context,
+)
+from lictor.errors import InvalidRequestError
+
+NOW = 1_700_000_000_000
+EU = RuntimeFacts("rt-eu", "eu-west-1", "prod-a", "verified", ("sha256:ab",))
+US = RuntimeFacts("rt-us", "us-east-1", "prod-b", "verified")
+
+
+def agent(name: str) -> EntityRef:
+    return EntityRef("Agent", name)
+
+
+def act(name: str) -> EntityRef:
+    return EntityRef("Action", name)
+
+
+Case = tuple[str, str, EntityRef, RuntimeFacts | None, int, str | None, tuple[str, ...]]
+STAGING, PROD = EntityRef("Service", "payments-api-staging"), EntityRef("Service", "payments-api")
+CUSTOMERS, REFUND = EntityRef("Dataset", "customers-eu"), EntityRef("Tool", "refund")
+FAILED = RuntimeFacts("rt", "eu-west-1", "c", "failed")
+SEARCH = EntityRef("Tool", "web-search")
+ATTESTED = "production-needs-attested-runtime"
+EXAMPLE_CASES: list[Case] = [
+    ("planner-7", "deploy", STAGING, None, 0, None, ("team-deploys-own-staging",)),
+    ("planner-7", "deploy", PROD, EU, 0, "not_permitted", ()),
+    ("release-bot", "deploy", PROD, None, 0, "denied_by_policy", (ATTESTED,)),
+    ("release-bot", "deploy", PROD, EU, 0, None, ("release-deploys-production",)),
+    ("analyst-3", "read", CUSTOMERS, US, 0, "denied_by_policy", ("data-stays-in-region",)),
+    ("analyst-3", "read", CUSTOMERS, EU, 0, None, ("analysts-read",)),
+    ("etl-1", "write", CUSTOMERS, FAILED, 0, "denied_by_policy", (ATTESTED,)),
+    ("etl-1", "write", CUSTOMERS, EU, 0, None, ("pipelines-read-write",)),
+    ("planner-7", "call_tool", REFUND, None, 0, None, ("payments-team-calls-payment-tools",)),
+    ("planner-7", "call_tool", REFUND, None, 1, "denied_by_policy", ("no-delegated-payments",)),
+    ("analyst-3", "call_tool", SEARCH, None, 2, None, ("agents-call-safe-tools",)),
+    ("nobody", "call_tool", SEARCH, None, 0, "unknown_principal", ()),
+]
+
+
+def request(
+    principal: str,
+    action: str,
+    resource: EntityRef,
+    runtime: RuntimeFacts | None = None,
+    depth: int = 0,
+    context: Any = None,
+) -> DecisionRequest:
+    lineage = None
+    if depth:
+        lineage = LineageFacts(depth, agent("release-bot"), "ex_parent", "deploy")
+    return DecisionRequest(
+        principal=agent(principal),
+        action=act(action),
+        resource=resource,
+        now_ms=NOW,
+        context={} if context is None else context,
+        runtime=runtime or policy_module.NO_RUNTIME,
+        lineage=lineage,
+    )
+
+
+@pytest.mark.parametrize("case", EXAMPLE_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2].id}")
+def test_example_decisions(
+    example_policy: CompiledPolicy, example_entities: CompiledEntities, case: tuple[Any, ...]
+) -> None:
+    principal, action, resource, runtime, depth, code, reasons = case
+    decision = decide(
+        example_policy, request(principal, action, resource, runtime, depth), example_entities
+    )
+    assert (decision.reason_code, decision.reasons) == (code, reasons), decision.errors
+    assert decision.allowed == (code is None)
+    assert decision.policy_version == example_policy.version
+    assert decision.entities_version == example_entities.version
+
+
+def test_decisions_are_deterministic_and_sliced_like_unsliced(
+    example_policy: CompiledPolicy, example_entities: CompiledEntities
+) -> None:
+    for case in EXAMPLE_CASES:
+        req = request(*case[:5])
+        first = decide(example_policy, req, example_entities)
+        assert decide(example_policy, req, example_entities) == first
+        assert decide(example_policy, req, example_entities, sliced=False) == first
+
+
+def test_decision_to_json(
+    example_policy: CompiledPolicy, example_entities: CompiledEntities
+) -> None:
+    decision = decide(example_policy, request(*EXAMPLE_CASES[2][:5]), example_entities)
+    assert decision.to_json() == {
+        "allowed": False,
+        "reasons": ["production-needs-attested-runtime"],
+        "errors": [],
+        "policy_version": example_policy.version,
+        "entities_version": example_entities.version,
+        "reason_code": "denied_by_policy",
+    }
+    json.dumps(decision.to_json())
+
+
+# --- a plain Cedar policy set ---------------------------------------------------------------
+
+PLAIN_SCHEMA = """\
+entity User in [Group];
+entity Group;
+entity Photo { owner: User };
+action view, delete appliesTo { principal: User, resource: Photo };
+"""
+PLAIN_POLICIES = """\
+permit (principal in Group::"friends", action == Action::"view", resource);
+permit (principal, action, resource) when { resource.owner == principal };
+forbid (principal == User::"mallory", action, resource);
+"""
+
+
+def entity(kind: str, name: str, parents: tuple[str, ...] = (), **attrs: Any) -> dict[str, Any]:
+    groups = [{"type": "Group", "id": p} for p in parents]
+    return {"uid": {"type": kind, "id": name}, "attrs": attrs, "parents": groups}
+
+
+ALICE = {"__entity": {"type": "User", "id": "alice"}}
+PLAIN_ENTITIES: list[dict[str, Any]] = [
+    entity("Group", "friends"),
+    entity("User", "alice"),
+    entity("User", "bob", ("friends",)),
+    entity("User", "mallory", ("friends",)),
+    entity("Photo", "p1", owner=ALICE),
+]
+
+
+@pytest.fixture(scope="module")
+def plain() -> tuple[CompiledPolicy, CompiledEntities]:
+    source = PolicySource.of({"photos.cedar": PLAIN_POLICIES}, "photos.cedarschema", PLAIN_SCHEMA)
+    compiled = compile_policies(source)
+    return compiled, compile_entities(PLAIN_ENTITIES, compiled)
+
+
+@pytest.mark.parametrize(
+    "user, action, allowed, reasons",
+    [
+        ("alice", "delete", True, ("photos.cedar:2",)),
+        ("bob", "view", True, ("photos.cedar:1",)),
+        ("bob", "delete", False, ()),
+        ("mallory", "view", False, ("photos.cedar:3",)),
+    ],
+)
+def test_a_plain_cedar_set_whose_schema_declares_no_context_works_unchanged(
+    plain: tuple[CompiledPolicy, CompiledEntities],
+    user: str,
+    action: str,
+    allowed: bool,
+    reasons: tuple[str, ...],
+) -> None:
+    compiled, entities = plain
+    req = DecisionRequest(
+        principal=EntityRef("User", user),
+        action=act(action),
+        resource=EntityRef("Photo", "p1"),
+        now_ms=NOW,
+    )
+    decision = decide(compiled, req, entities)
+    assert (decision.allowed, decision.reasons) == (allowed, reasons)
+    # The same answer as Cedar alone, with no Lictor context at all.
+    cedar_request = {
+        "principal": f'User::"{user}"',
+        "action": f'Action::"{action}"',
+        "resource": 'Photo::"p1"',
+        "context": {},
+    }
+    alone = cedarpy.is_authorized(cedar_request, PLAIN_POLICIES, PLAIN_ENTITIES, PLAIN_SCHEMA)
+    assert alone.allowed == allowed
+    assert len(alone.diagnostics.reasons) == len(reasons)
+
+
+# --- fail closed ----------------------------------------------------------------------------
+
+
+def plain_request(**changes: Any) -> DecisionRequest:
+    fields: dict[str, Any] = {
+        "principal": EntityRef("User", "alice"),
+        "action": act("view"),
+        "resource": EntityRef("Photo", "p1"),
+        "now_ms": NOW,
+    }
+    return DecisionRequest(**{**fields, **changes})
+
+
+@pytest.mark.parametrize(
+    "changes, code, message",
+    [
+        ({"principal": EntityRef("Robot", "r2")}, "unknown_principal", "not in the entity set"),
+        ({"resource": EntityRef("Album", "a")}, "invalid_request", "Album"),
+        ({"action": act("share")}, "invalid_request", "share"),
+        ({"context": {"extra": 1}}, "invalid_request", "extra"),
+        ({"context": {"lictor": {}}}, "invalid_request", "reserved"),
+        ({"context": {"x": float("nan")}}, "invalid_request", "not JSON"),
+        ({"context": {"x": object()}}, "invalid_request", "not JSON"),
+        ({"context": [1, 2]}, "invalid_request", "JSON object"),
+        ({"context": {1: 2}}, "invalid_request", "JSON object"),
+        ({"now_ms": -1}, "invalid_request", "now_ms"),
+        ({"now_ms": 1.5}, "invalid_request", "now_ms"),
+        ({"principal": 'User::"alice"'}, "invalid_request", "EntityRefs"),
+        ({"runtime": RuntimeFacts("r", "eu", "c", digests=(1,))}, "invalid_request", "digests"),  # type: ignore[arg-type]
+        ({"lineage": LineageFacts(-1, EntityRef("User", "a"))}, "invalid_request", "depth"),
+    ],
+)
+def test_bad_requests_deny_with_a_reason_code(
+    plain: tuple[CompiledPolicy, CompiledEntities], changes: dict[str, Any], code: str, message: str
+) -> None:
+    compiled, entities = plain
+    decision = decide(compiled, plain_request(**changes), entities)
+    assert not decision.allowed
+    assert decision.reason_code == code
+    assert message in " ".join(decision.errors)
+    assert decision.policy_version == compiled.version
+
+
+def test_an_evaluation_error_denies_even_where_cedar_would_allow() -> None:
+    policies = (
+        "permit (principal, action, resource);\n"
+        '@id("flaky-forbid")\n'
+        "forbid (principal, action, resource) when { context.n * 9223372036854775807 > 0 };\n"
+    )
+    schema = PLAIN_SCHEMA.replace("resource: Photo };", "resource: Photo, context: { n: Long } };")
+    compiled = compile_policies(PolicySource.of({"p.cedar": policies}, "s.cedarschema", schema))
+    entities = compile_entities(PLAIN_ENTITIES, compiled)
+    ok = decide(compiled, plain_request(context={"n": 0}), entities)
+    assert ok.allowed and ok.reasons == ("p.cedar:1",)
+    overflow = decide(compiled, plain_request(context={"n": 2}), entities)
+    assert (overflow.allowed, overflow.reason_code) == (False, ReasonCode.POLICY_ERROR)
+    assert overflow.reasons == () and "flaky-forbid" in overflow.errors[0]
+
+
+def test_entities_for_another_schema_are_refused(
+    plain: tuple[CompiledPolicy, CompiledEntities],
+    example_entities: CompiledEntities,
+) -> None:
+    compiled, _ = plain
+    decision = decide(compiled, plain_request(), example_entities)
+    assert decision.reason_code == ReasonCode.INVALID_ENTITIES
+
+
+def test_per_request_entities_are_validated_and_versioned(
+    plain: tuple[CompiledPolicy, CompiledEntities],
+) -> None:
+    compiled, entities = plain
+    carol = {"uid": {"type": "User", "id": "carol"}, "attrs": {}, "parents": []}
+    photo = {
+        "uid": {"type": "Photo", "id": "p2"},
+        "attrs": {"owner": {"__entity": carol["uid"]}},
+        "parents": [],
+    }
+    req = plain_request(
+        principal=EntityRef("User", "carol"),
+        resource=EntityRef("Photo", "p2"),
+        action=act("delete"),
+    )
+    decision = decide(compiled, req, entities, extra_entities=[carol, photo])
+    assert decision.allowed
+    assert decision.entities_version == f"{entities.version}+{entities_version([carol, photo])}"
+    bad = {"uid": {"type": "Photo", "id": "p3"}, "attrs": {"owner": "carol"}, "parents": []}
+    denied = decide(compiled, req, entities, extra_entities=[carol, bad])
+    assert denied.reason_code == ReasonCode.INVALID_ENTITIES
+    action_override = {
+        "uid": {"type": "Action", "id": "delete"},
+        "attrs": {},
+        "parents": [{"type": "Action", "id": "view"}],
+    }
+    assert decide(compiled, req, entities, extra_entities=[action_override]).reason_code == (
+        ReasonCode.INVALID_ENTITIES
+    )
+
+
+def test_an_engine_failure_is_an_internal_error_deny(
+    plain: tuple[CompiledPolicy, CompiledEntities], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled, entities = plain
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("engine on fire")
+
+    monkeypatch.setattr(cedarpy, "is_authorized", explode)
+    decision = decide(compiled, plain_request(), entities)
+    assert decision == Decision(
+        False,
+        (),
+        ("RuntimeError: engine on fire",),
+        compiled.version,
+        entities.version,
+        ReasonCode.INTERNAL_ERROR,
+    )
+
+
+def test_wrong_argument_types_still_deny(plain: tuple[CompiledPolicy, CompiledEntities]) -> None:
+    _, entities = plain
+    decision = decide(None, plain_request(), entities)  # type: ignore[arg-type]
+    assert (decision.allowed, decision.reason_code) == (False, ReasonCode.INTERNAL_ERROR)
+
+
+# --- entity sets -----------------------------------------------------------------------------
+
+
+def test_entity_version_ignores_order_and_sees_every_change() -> None:
+    base = entities_version(PLAIN_ENTITIES)
+    assert entities_version(list(reversed(PLAIN_ENTITIES))) == base
+    changed = json.loads(json.dumps(PLAIN_ENTITIES))
+    changed[1]["parents"] = [{"type": "Group", "id": "friends"}]
+    assert entities_version(changed) != base
+
+
+@pytest.mark.parametrize(
+    "entities, message",
+    [
+        ("[]", "must be a list"),
+        ([{"attrs": {}}], "uid"),
+        ([{"uid": {"type": "User", "id": 3}}], "strings"),
+        ([PLAIN_ENTITIES[1], PLAIN_ENTITIES[1]], "twice"),
+        ([{"uid": {"type": "User", "id": "a"}, "attrs": {"n": 2**60}, "parents": []}], "canonical"),
+        ([{"uid": {"type": "Photo", "id": "a"}, "attrs": {}, "parents": []}], "entities:"),
+        ([{"uid": {"type": "Nope", "id": "a"}, "attrs": {}, "parents": []}], "entities:"),
+    ],
+)
+def test_bad_entity_sets_are_refused(
+    plain: tuple[CompiledPolicy, CompiledEntities], entities: Any, message: str
+) -> None:
+    compiled, _ = plain
+    with pytest.raises(InvalidRequestError, match=message):
+        compile_entities(entities, compiled)
+
+
+# --- the context.lictor record ---------------------------------------------------------------
+
+
+def test_lictor_context_record() -> None:
+    lineage = LineageFacts(2, EntityRef("Agent", "root"), "ex_p", "deploy")
+    record = lictor_context(EU, lineage, 1_700_000_000_123)
+    assert record == {
+        "runtime": {
+            "id": "rt-eu",
+            "region": "eu-west-1",
+            "cluster": "prod-a",
+            "attestation": {"state": "verified", "digests": ["sha256:ab"]},
+        },
+        "lineage": {
+            "depth": 2,
+            "root_principal": {"type": "Agent", "id": "root"},
+            "parent_id": "ex_p",
+            "parent_action": "deploy",
+        },
+        "time": {
+            "epoch_ms": 1_700_000_000_123,
+            "now": {"__extn": {"fn": "datetime", "arg": "2023-11-14T22:13:20.123Z"}},
+        },
+    }
+    root = lictor_context(policy_module.NO_RUNTIME, LineageFacts.root(EntityRef("Agent", "a")), 0)
+    assert root["lineage"] == {"depth": 0, "root_principal": {"type": "Agent", "id": "a"}}
+    assert root["runtime"] == {
+        "id": "",
+        "region": "",
+        "cluster": "",
+        "attestation": {"state": "none", "digests": []},
+    }
