@@ -3,7 +3,8 @@
 First start creates, each with mode 0600 and never overwritten:
 ``log.key`` (the log's Ed25519 signer key, ``PRIVATE+KEY+...``),
 ``admin.token`` (the admin credential; only its SHA-256 goes into the
-database) and ``lictor.db`` (SQLite). Later starts load them. Files are
+database), ``grant.key`` (the seed that signs execution grants) and
+``lictor.db`` (SQLite). Later starts load them. Files are
 written whole or not at all (temp file, fsync, link, fsync of the directory),
 so a crash never leaves an empty key behind.
 
@@ -28,6 +29,7 @@ from lictor.store.base import Credential, Store
 from lictor.store.sqlite import SQLiteStore
 
 KEY_FILE = "log.key"
+GRANT_KEY_FILE = "grant.key"
 TOKEN_FILE = "admin.token"
 DB_FILE = "lictor.db"
 LOCK_FILE = "lock"
@@ -80,6 +82,7 @@ class DataDir:
     signer: Ed25519Signer
     store: Store
     lock: int
+    grant_seed: bytes = b""
 
     def close(self) -> None:
         self.store.close()
@@ -112,7 +115,21 @@ def open_data_dir(path: str | Path, origin: str | None = None) -> DataDir:
         store.close()
         os.close(lock)
         raise
-    return DataDir(root, signer, store, lock)
+    grant_seed = _load_grant_seed(root / GRANT_KEY_FILE)
+    return DataDir(root, signer, store, lock, grant_seed)
+
+
+def _load_grant_seed(path: Path) -> bytes:
+    """The Ed25519 seed that signs grants (hex in a 0600 file, created on first use)."""
+    if not path.exists():
+        write_private(path, secrets.token_hex(32) + "\n")
+    try:
+        seed = bytes.fromhex(path.read_text().strip())
+    except ValueError as e:
+        raise InvalidRequestError(f"{path} does not hold a hex Ed25519 seed") from e
+    if len(seed) != 32:
+        raise InvalidRequestError(f"{path} does not hold a 32-byte seed")
+    return seed
 
 
 def _lock(root: Path) -> int:

@@ -17,13 +17,12 @@ from typing import Any
 import httpx
 import uvicorn
 
-from lictor.cli.serve import add_server_options, running_log
+from lictor.cli.serve import add_server_options, running_app
 from lictor.datadir import TOKEN_FILE
 from lictor.errors import UnavailableError
 from lictor.log.entry import canonical_entry
 from lictor.log.note import parse_verifier_key
 from lictor.log.proof import parse_tlog_proof, verify_tlog_proof
-from lictor.server.app import create_app
 
 SAMPLE_NOTES = (
     "break-glass: on-call granted prod database access for incident 4711",
@@ -41,9 +40,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     outcome: list[int] = []
-    with running_log(args) as log:
+    with running_app(args) as (_, app):
         server = uvicorn.Server(
-            uvicorn.Config(create_app(log), host=args.host, port=args.port, log_level="warning")
+            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
         )
         walker = threading.Thread(target=_walk, args=(server, args, outcome), daemon=True)
         walker.start()

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
 from lictor.datadir import TOKEN_FILE, open_data_dir
 from lictor.server.app import create_app
@@ -33,8 +34,8 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def running_log(args: argparse.Namespace) -> Iterator[AuditLog]:
-    """The data directory's log, open (and locked) for the duration."""
+def running_app(args: argparse.Namespace) -> Iterator[tuple[AuditLog, FastAPI]]:
+    """The data directory's log and the app over it, open (and locked) for the duration."""
     data = open_data_dir(args.data_dir, args.origin)
     try:
         log = AuditLog(data.store, data.signer)
@@ -42,16 +43,16 @@ def running_log(args: argparse.Namespace) -> Iterator[AuditLog]:
         data.close()
         raise
     try:
-        yield log
+        yield log, create_app(log, data.grant_seed)
     finally:
         log.close()
         data.close()
 
 
 def run(args: argparse.Namespace) -> int:
-    with running_log(args) as log:
+    with running_app(args) as (log, app):
         config = uvicorn.Config(
-            create_app(log), host=args.host, port=args.port, log_level="warning", access_log=False
+            app, host=args.host, port=args.port, log_level="warning", access_log=False
         )
         print(
             f"lictor: serving log {log.origin} on http://{args.host}:{args.port}"

@@ -36,6 +36,10 @@ Reason codes (``Decision.reason_code``, None when allowed):
                         the entity set was compiled for another schema
     unknown_principal   the principal is not in the entity set
     internal_error      anything else (a bug, or a failure inside the engine)
+
+Set by the service before any policy runs: ``no_active_policy``,
+``invalid_parent_grant``, ``parent_not_active``, ``depth_exceeded``,
+``runtime_revoked``.
 """
 
 from __future__ import annotations
@@ -111,6 +115,12 @@ class ReasonCode(StrEnum):
     INVALID_ENTITIES = "invalid_entities"
     UNKNOWN_PRINCIPAL = "unknown_principal"
     INTERNAL_ERROR = "internal_error"
+    # reached before policy is evaluated (set by the service, never by `decide`)
+    NO_ACTIVE_POLICY = "no_active_policy"
+    INVALID_PARENT_GRANT = "invalid_parent_grant"
+    PARENT_NOT_ACTIVE = "parent_not_active"
+    DEPTH_EXCEEDED = "depth_exceeded"
+    RUNTIME_REVOKED = "runtime_revoked"
 
 
 @dataclass(frozen=True, kw_only=True)

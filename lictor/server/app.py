@@ -10,27 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lictor import __version__
+from lictor.core.grant import GrantSigner, jwk_thumbprint
 from lictor.errors import LictorError
-from lictor.server import events, log_api, runtimes_api
+from lictor.server import events, executions_api, log_api, policies_api, runtimes_api
 from lictor.server.events import CommitSignal
+from lictor.service.executions import Executions
 from lictor.service.log import AuditLog
+from lictor.service.policies import Policies
 from lictor.service.runtimes import Runtimes
 from lictor.wire import error_body, status_for
 
 DEFAULT_MAX_BODY = 64 * 1024
+REAP_SECONDS = 1.0
 HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 logger = logging.getLogger("lictor.server")
 
@@ -101,22 +108,40 @@ class Metrics:
         )
 
 
-def create_app(log: AuditLog, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
-    """The Lictor HTTP app over an opened `AuditLog`."""
+def create_app(
+    log: AuditLog,
+    grant_seed: bytes | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    reap_every: float = REAP_SECONDS,
+) -> FastAPI:
+    """The Lictor HTTP app over an opened `AuditLog`.
+
+    ``grant_seed`` signs execution grants (a fresh one when None, for tests);
+    expired leases are written as ``expired`` every ``reap_every`` seconds.
+    """
     signal = CommitSignal(log.head().size)
     log.sequencer.add_listener(signal.notify)
+    runtimes, policies = Runtimes(log), Policies(log)
+    seed = grant_seed or os.urandom(32)
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    grants = GrantSigner(seed, jwk_thumbprint(public), log.origin)
+    executions = Executions(log, runtimes, policies, grants)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         signal.attach(asyncio.get_running_loop())
+        reaper = asyncio.create_task(_reap(executions, reap_every))
         yield
+        reaper.cancel()
 
     app = FastAPI(
         title="Lictor", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
     app.state.log = log
     app.state.commits = signal
-    app.state.runtimes = Runtimes(log)
+    app.state.runtimes = runtimes
+    app.state.policies = policies
+    app.state.executions = executions
     app.state.metrics = Metrics(log)
     _install_error_handlers(app)
     _install_health(app)
@@ -124,8 +149,20 @@ def create_app(log: AuditLog, max_body: int = DEFAULT_MAX_BODY) -> FastAPI:
     app.include_router(log_api.tiles)
     app.include_router(runtimes_api.router)
     app.include_router(events.router)
+    app.include_router(policies_api.router)
+    app.include_router(executions_api.router)
     app.add_middleware(BodyLimit, limit=max_body)
     return app
+
+
+async def _reap(executions: Executions, every: float) -> None:
+    """The background reaper: write ``expired`` for leases that passed unrenewed."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await run_in_threadpool(executions.expire_due)
+        except Exception:  # keep reaping; reads treat expired leases as expired anyway
+            logger.exception("lease reaper failed")
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -37,9 +37,28 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/runtimes/{runtime_id}"): {"admin", "auditor", "runtime"},
     ("POST", "/v1/runtimes/{runtime_id}/heartbeat"): {"runtime"},
     ("GET", "/v1/events"): {"admin", "auditor", "runtime"},
+    ("POST", "/v1/policies"): {"admin"},
+    ("GET", "/v1/policies"): {"admin", "auditor"},
+    ("GET", "/v1/policies/{version}"): {"admin", "auditor"},
+    ("POST", "/v1/policies/{version}/activate"): {"admin"},
+    ("PUT", "/v1/entities"): {"admin"},
+    ("GET", "/v1/entities"): {"admin", "auditor"},
+    ("POST", "/v1/executions"): {"runtime"},
+    ("GET", "/v1/executions"): {"admin", "auditor", "runtime"},
+    ("GET", "/v1/executions/{execution_id}"): {"admin", "auditor", "runtime"},
+    ("GET", "/v1/executions/{execution_id}/lineage"): {"admin", "auditor", "runtime"},
+    ("POST", "/v1/executions/{execution_id}/renew"): {"runtime"},
+    ("POST", "/v1/executions/{execution_id}/complete"): {"runtime"},
+    ("POST", "/v1/executions/{execution_id}/revoke"): {"admin"},
 }
 STREAMS = {"/v1/events"}
-SAMPLE = {"{index}": "0", "{path:path}": "0/000", "{runtime_id}": "edge-1"}
+SAMPLE = {
+    "{index}": "0",
+    "{path:path}": "0/000",
+    "{runtime_id}": "edge-1",
+    "{version}": "0" * 64,
+    "{execution_id}": "ex_" + "a" * 26,
+}
 
 
 def _flatten(routes: list[Any]) -> list[Any]:

@@ -1,0 +1,212 @@
+"""Execution routes: runtimes request, renew and complete; admins revoke; readers read.
+
+Allow answers 201 with the execution, its grant, lease and receipt; deny
+answers 403 with the determining policies, reason code and receipt (the deny
+is logged too). A runtime sees and acts on only the executions it started.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from lictor.core import lease as leases
+from lictor.core.types import EntityRef, ExecutionState
+from lictor.errors import InvalidRequestError
+from lictor.server.auth import require_role
+from lictor.service.executions import Ask, Executions, Outcome
+from lictor.service.records import StoredExecution, execution_json
+from lictor.store.base import Credential
+
+router = APIRouter(prefix="/v1/executions", tags=["executions"])
+MAX_CONTEXT_DEPTH = 8
+Runtime = Annotated[Credential, Depends(require_role("runtime"))]
+Reader = Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))]
+Admin = Annotated[Credential, Depends(require_role("admin"))]
+Ttl = Annotated[int, Field(ge=leases.MIN_TTL_MS // 1000, le=leases.MAX_TTL_MS // 1000)]
+
+
+class Ref(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Annotated[str, Field(min_length=1, max_length=128)]
+    id: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class ExecutionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    principal: Ref | str
+    action: Ref | str
+    resource: Ref | str
+    context: dict[str, Any] = {}
+    parent_grant: Annotated[str | None, Field(max_length=8192)] = None
+    ttl: Ttl | None = None
+
+
+class RenewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttl: Ttl | None = None
+
+
+class CompleteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["succeeded", "failed", "cancelled"]
+    exit_code: Annotated[int, Field(ge=leases.MIN_EXIT_CODE, le=leases.MAX_EXIT_CODE)] | None = None
+    summary: Annotated[str, Field(max_length=1024)] | None = None
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def _executions(request: Request) -> Executions:
+    executions: Executions = request.app.state.executions
+    return executions
+
+
+def _ref(value: Ref | str) -> EntityRef:
+    return EntityRef.from_wire(value.model_dump() if isinstance(value, Ref) else value)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_CONTEXT_DEPTH:
+        raise InvalidRequestError(f"context is nested deeper than {MAX_CONTEXT_DEPTH}")
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
+    return max((_depth(c, level + 1) for c in children), default=level)
+
+
+def _body(outcome: Outcome) -> dict[str, Any]:
+    e = outcome.execution
+    body: dict[str, Any] = {
+        "execution": execution_json(e),
+        "decision": outcome.stored.decision,
+        "transitions": list(outcome.stored.transitions),
+    }
+    if e.lease is not None and e.state is ExecutionState.ACTIVE:
+        body["lease"] = {
+            "ttl": e.lease.ttl_ms / 1000,
+            "expires_at_ms": e.lease.expires_at_ms,
+            "renew_by_ms": e.lease.renew_by_ms,
+        }
+    if outcome.grant:
+        body["grant"] = outcome.grant
+    if outcome.receipt is not None:
+        body["receipt"] = outcome.receipt.to_json()
+    if outcome.revoked:
+        body["revoked"] = list(outcome.revoked)
+    return body
+
+
+def _view(stored: StoredExecution) -> dict[str, Any]:
+    return {
+        "execution": execution_json(stored.execution),
+        "decision": stored.decision,
+        "transitions": list(stored.transitions),
+    }
+
+
+@router.post("", status_code=201, responses={403: {"description": "denied, with its receipt"}})
+def request_execution(body: ExecutionRequest, request: Request, who: Runtime) -> Any:
+    """Authorize a new execution; 201 with a grant, or 403 with the reasons."""
+    _depth(body.context)
+    ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
+    ask = Ask(
+        who.name,
+        _ref(body.principal),
+        _ref(body.action),
+        _ref(body.resource),
+        body.context,
+        body.parent_grant,
+        ttl,
+    )
+    outcome = _executions(request).request(ask)
+    if outcome.execution.state is ExecutionState.ACTIVE:
+        return _body(outcome)
+    denied = {"error": {"code": "denied", "message": _denial(outcome)}, **_body(outcome)}
+    return JSONResponse(denied, status_code=403)
+
+
+def _denial(outcome: Outcome) -> str:
+    decision = outcome.stored.decision or {}
+    return f"denied: {decision.get('reason_code')} {decision.get('reasons') or ''}".strip()
+
+
+@router.post("/{execution_id}/renew")
+def renew(execution_id: str, body: RenewRequest, request: Request, who: Runtime) -> Any:
+    """Re-run the authorization with fresh context: a new lease, or revoked (with why)."""
+    ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
+    return _body(_executions(request).renew(execution_id, who.name, ttl))
+
+
+@router.post("/{execution_id}/complete")
+def complete(execution_id: str, body: CompleteRequest, request: Request, who: Runtime) -> Any:
+    outcome = _executions(request).complete(execution_id, who.name, body.outcome, body.exit_code)
+    return _body(outcome)
+
+
+@router.post("/{execution_id}/revoke")
+def revoke(execution_id: str, body: RevokeRequest, request: Request, who: Admin) -> Any:
+    """Revoke an execution and every live descendant, in one transaction."""
+    return _body(_executions(request).revoke(execution_id, body.reason))
+
+
+@router.get("")
+def list_executions(
+    request: Request,
+    who: Reader,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+    principal: Annotated[str | None, Query(max_length=700)] = None,
+    runtime: Annotated[str | None, Query(max_length=63)] = None,
+    region: Annotated[str | None, Query(max_length=63)] = None,
+    action: Annotated[str | None, Query(max_length=700)] = None,
+    after: Annotated[str, Query(max_length=64)] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Executions by state, principal, runtime, region or action; paginated by id."""
+    filters = {
+        k: v
+        for k, v in (
+            ("state", state),
+            ("principal", principal),
+            ("runtime", runtime),
+            ("region", region),
+            ("action", action),
+        )
+        if v
+    }
+    if who.role == "runtime":
+        filters["runtime"] = who.name
+    found = _executions(request).find(filters, after, limit)
+    last = found[-1].execution.id if len(found) == limit else None
+    return {"executions": [_view(s) for s in found], "next": last}
+
+
+@router.get("/{execution_id}")
+def get_execution(execution_id: str, request: Request, who: Reader) -> dict[str, Any]:
+    """An execution with every transition and the log index of each."""
+    executions = _executions(request)
+    stored = executions.get(execution_id)
+    executions.check_owner(stored, who.name if who.role == "runtime" else None)
+    view = _view(stored)
+    now = executions.now_ms()
+    view["effective_state"] = str(leases.effective_state(stored.execution, now))
+    return view
+
+
+@router.get("/{execution_id}/lineage")
+def lineage(execution_id: str, request: Request, who: Reader) -> dict[str, Any]:
+    """Ancestors (root first) and descendants, each with its transitions."""
+    executions = _executions(request)
+    executions.check_owner(
+        executions.get(execution_id), who.name if who.role == "runtime" else None
+    )
+    ancestors, descendants = executions.lineage(execution_id)
+    return {
+        "ancestors": [_view(s) for s in ancestors],
+        "descendants": [_view(s) for s in descendants],
+    }

@@ -1,0 +1,86 @@
+"""Policy and entity routes: admins push, activate and replace; auditors read."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from lictor.server.auth import require_role
+from lictor.service.executions import Executions
+from lictor.service.policies import Policies, source_from_json
+from lictor.store.base import Credential
+
+router = APIRouter(tags=["policies"])
+Admin = Annotated[Credential, Depends(require_role("admin"))]
+Reader = Annotated[Credential, Depends(require_role("admin", "auditor"))]
+
+
+class SchemaFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    text: str
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    policies: Annotated[dict[str, str], Field(max_length=1000)]
+    schema_: Annotated[SchemaFile, Field(alias="schema")]
+
+
+class PushRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: Source
+
+
+class EntitiesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    entities: Annotated[list[dict[str, Any]], Field(max_length=100_000)]
+
+
+def _policies(request: Request) -> Policies:
+    policies: Policies = request.app.state.policies
+    return policies
+
+
+@router.post("/v1/policies", status_code=201)
+def push(body: PushRequest, request: Request, who: Admin) -> dict[str, Any]:
+    """Store a policy version (validated; named by the SHA-256 of its content)."""
+    source = source_from_json(body.source.model_dump(by_alias=True))
+    pushed, new = _policies(request).push(source)
+    return {"version": pushed.version, "new": new}
+
+
+@router.get("/v1/policies")
+def versions(request: Request, who: Reader) -> dict[str, Any]:
+    policies = _policies(request)
+    return {
+        "active": policies.active_version(),
+        "versions": [p.to_json() for p in policies.versions()],
+    }
+
+
+@router.get("/v1/policies/{version}")
+def show(version: str, request: Request, who: Reader) -> dict[str, Any]:
+    return _policies(request).get(version).to_json(with_source=True)
+
+
+@router.post("/v1/policies/{version}/activate")
+def activate(version: str, request: Request, who: Admin) -> dict[str, Any]:
+    """Activate a version; every active execution is re-verified, the denied revoked."""
+    executions: Executions = request.app.state.executions
+    index, revoked = executions.activate_policy(version)
+    return {"version": version, "log_index": index, "revoked": list(revoked)}
+
+
+@router.put("/v1/entities")
+def put_entities(body: EntitiesRequest, request: Request, who: Admin) -> dict[str, Any]:
+    """Replace the entity set (versioned and logged)."""
+    return {"version": _policies(request).put_entities(body.entities)}
+
+
+@router.get("/v1/entities")
+def get_entities(request: Request, who: Reader) -> dict[str, Any]:
+    version, entities = _policies(request).entities()
+    return {"version": version, "entities": entities}

@@ -1,0 +1,502 @@
+"""Executions: authorize, renew (re-verify), complete, revoke with cascade, expire.
+
+Decisions are made outside the committer (Cedar is pure and fast to call);
+every state change is a command planned *inside* the committer against the
+batch's view, so it re-checks what could have moved since the decision: the
+active policy version (a stale decision is decided again), the parent's
+state and lease. Every transition is one log entry committed in the same
+transaction as the record (DESIGN.md §2); a renewal that verified nothing new
+only moves the lease. Any failure on the way to a decision is a deny with a
+reason code (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lictor.core import lease as leases
+from lictor.core.grant import GrantSigner, verify_grant
+from lictor.core.lineage import MAX_DEPTH, check_child, child_fields, plan_revoke, root_lineage
+from lictor.core.policy import (
+    Decision,
+    DecisionRequest,
+    LineageFacts,
+    ReasonCode,
+    RuntimeFacts,
+    decide,
+)
+from lictor.core.types import EntityRef, Execution, ExecutionState, execution_id_from
+from lictor.errors import (
+    ConflictError,
+    DepthExceededError,
+    GrantError,
+    InvalidTransitionError,
+    LictorError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from lictor.sequencer import Appended, Plan
+from lictor.service.log import AuditLog, Receipt
+from lictor.service.policies import Policies
+from lictor.service.records import KIND, StoredExecution
+from lictor.service.runtimes import Runtime, Runtimes
+from lictor.store.base import StoredEntry
+from lictor.store.view import StateView
+
+STALE_RETRIES = 3
+
+
+class StaleDecisionError(ConflictError):
+    """The active policy changed between a decision and its commit; decide again."""
+
+    code = "stale_decision"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a caller gets back: the execution, its decision, grant and receipt."""
+
+    stored: StoredExecution
+    receipt: Receipt | None
+    grant: str | None = None
+    revoked: tuple[str, ...] = ()
+
+    @property
+    def execution(self) -> Execution:
+        return self.stored.execution
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A request for a new execution, as a runtime sends it."""
+
+    runtime_id: str
+    principal: EntityRef
+    action: EntityRef
+    resource: EntityRef
+    context: Mapping[str, Any]
+    parent_grant: str | None = None
+    ttl_ms: int = leases.DEFAULT_TTL_MS
+
+
+def runtime_facts(runtime: Runtime) -> RuntimeFacts:
+    attestation = runtime.attestation or {}
+    digests = tuple(sorted(attestation.get("digests", {}).values()))
+    state = str(attestation.get("state", "unverified"))
+    return RuntimeFacts(runtime.id, runtime.region, runtime.cluster, state, digests)
+
+
+class Executions:
+    """The governance use cases over the log, runtimes and policies."""
+
+    def __init__(
+        self,
+        log: AuditLog,
+        runtimes: Runtimes,
+        policies: Policies,
+        grants: GrantSigner,
+        max_depth: int = MAX_DEPTH,
+    ) -> None:
+        self.log = log
+        self.runtimes = runtimes
+        self.policies = policies
+        self.grants = grants
+        self.max_depth = max_depth
+
+    def now_ms(self) -> int:
+        return int(self.log.clock().timestamp() * 1000)
+
+    # -- deciding ---------------------------------------------------------------
+
+    def _decide(self, request: DecisionRequest) -> Decision:
+        version = self.policies.active_version()
+        if version is None:
+            return _deny_without_policy("no policy version is active")
+        try:
+            policy = self.policies.compiled(version)
+            entities = self.policies.compiled_entities(policy, version)
+        except LictorError as e:  # fail closed
+            return _deny_without_policy(e.message, version)
+        return decide(policy, request, entities)
+
+    # -- requesting -------------------------------------------------------------
+
+    def request(self, ask: Ask) -> Outcome:
+        """Decide and record a new execution (allowed or denied; both are logged)."""
+        for _ in range(STALE_RETRIES):
+            try:
+                return self._request_once(ask)
+            except StaleDecisionError:
+                continue
+        raise StaleDecisionError("the active policy kept changing; try again")
+
+    def _request_once(self, ask: Ask) -> Outcome:
+        now = self.now_ms()
+        runtime = self.runtimes.get(ask.runtime_id)
+        parent, denial = self._parent(ask, now)
+        execution_id = execution_id_from(os.urandom(16))
+        lineage = (
+            child_fields(parent, ask.principal)
+            if parent
+            else root_lineage(execution_id, ask.principal)
+        )
+        facts = _lineage_facts(parent, ask.principal)
+        request = DecisionRequest(
+            principal=ask.principal,
+            action=ask.action,
+            resource=ask.resource,
+            now_ms=now,
+            context=ask.context,
+            runtime=runtime_facts(runtime),
+            lineage=facts,
+        )
+        decision = denial or self._runtime_denial(runtime) or self._decide(request)
+        execution = leases.request(
+            execution_id=execution_id,
+            principal=ask.principal,
+            action=ask.action,
+            resource=ask.resource,
+            context=dict(ask.context),
+            runtime_id=runtime.id,
+            lineage=lineage,
+            now_ms=now,
+        )
+        stored = StoredExecution(execution, request.runtime, facts)
+        command = self._request_command(stored, decision, ask.ttl_ms, now)
+        result: Outcome = self.log.sequencer.submit_commands([command])[0].result()
+        return self._with_grant(result, now)
+
+    def _parent(self, ask: Ask, now: int) -> tuple[Execution | None, Decision | None]:
+        if ask.parent_grant is None:
+            return None, None
+        try:
+            claims = verify_grant(ask.parent_grant, self.grants.verifier, now)
+        except GrantError as e:
+            message = f"parent grant: {e.message}"
+            return None, _deny_without_policy(message, code=ReasonCode.INVALID_PARENT_GRANT)
+        return self.get(claims.execution_id).execution, None
+
+    def _runtime_denial(self, runtime: Runtime) -> Decision | None:
+        if runtime.state != "active":
+            message = f"runtime {runtime.id} is {runtime.state}"
+            return _deny_without_policy(message, code=ReasonCode.RUNTIME_REVOKED)
+        return None
+
+    def _request_command(
+        self, stored: StoredExecution, decision: Decision, ttl_ms: int, now: int
+    ) -> Any:
+        def plan(view: StateView, first_index: int) -> Plan:
+            current = decision
+            if current.allowed and self.policies.active_version(view) != current.policy_version:
+                raise StaleDecisionError("the active policy changed")
+            parent = self._view_parent(view, stored.execution)
+            if current.allowed and parent is not None:
+                current = self._check_parent(parent, now) or current
+            e = stored.execution
+            if current.allowed:
+                e = leases.activate(e, now, current.policy_version, ttl_ms, parent)
+            else:
+                e = leases.deny(
+                    e, now, current.reason_code or "denied", current.policy_version or None
+                )
+            new = stored.with_transition(e, now, first_index, current.to_json())
+            entry = self._entry(new, current)
+            return Plan(
+                [entry], [new.write()], lambda head: self._outcome(new, entry, first_index, head)
+            )
+
+        return plan
+
+    def _check_parent(self, parent: Execution, now: int) -> Decision | None:
+        try:
+            check_child(parent, now, self.max_depth)
+        except DepthExceededError as e:
+            return _deny_without_policy(e.message, code=ReasonCode.DEPTH_EXCEEDED)
+        except LictorError as e:
+            return _deny_without_policy(e.message, code=ReasonCode.PARENT_NOT_ACTIVE)
+        return None
+
+    def _view_parent(self, view: StateView, execution: Execution) -> Execution | None:
+        if execution.parent_id is None:
+            return None
+        record = view.get(KIND, execution.parent_id)
+        if record is None:
+            raise NotFoundError(f"no execution {execution.parent_id}")
+        return StoredExecution.from_record(record).execution
+
+    # -- log entries and results -------------------------------------------------
+
+    def _entry(self, stored: StoredExecution, decision: Decision | None = None) -> StoredEntry:
+        e = stored.execution
+        public = {
+            "execution": e.id,
+            "parent": e.parent_id,
+            "runtime": e.runtime_id,
+            "policy_version": e.policy_version,
+            "state": str(e.state),
+        }
+        event = {
+            **public,
+            "principal": e.principal.to_json(),
+            "action": e.action.to_json(),
+            "resource": e.resource.to_json(),
+            "context": dict(e.context),
+            "reason": e.reason,
+            "decision": decision.to_json() if decision else None,
+        }
+        return self.log.prepare_event("execution", event, public)
+
+    def _outcome(
+        self, stored: StoredExecution, entry: StoredEntry, index: int, head: Any
+    ) -> Outcome:
+        return Outcome(stored, self.log.receipt(Appended(index, head), entry))
+
+    def _with_grant(self, outcome: Outcome, now: int) -> Outcome:
+        if outcome.execution.state is not ExecutionState.ACTIVE:
+            return outcome
+        try:
+            grant = self.grants.sign(outcome.execution, now)
+        except LictorError:
+            return outcome  # a lease too short for a grant: the caller renews
+        return replace(outcome, grant=grant)
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, execution_id: str) -> StoredExecution:
+        record = self.log.store.get_record(KIND, execution_id)
+        if record is None:
+            raise NotFoundError(f"no execution {execution_id!r}")
+        return StoredExecution.from_record(record)
+
+    def find(
+        self, filters: Mapping[str, str], after: str = "", limit: int = 100
+    ) -> list[StoredExecution]:
+        records = self.log.store.find_records(KIND, dict(filters), after, limit)
+        return [StoredExecution.from_record(r) for r in records]
+
+    def lineage(self, execution_id: str) -> tuple[list[StoredExecution], list[StoredExecution]]:
+        """Ancestors (root first) and descendants (breadth-first) of an execution."""
+        target = self.get(execution_id)
+        ancestors: list[StoredExecution] = []
+        parent_id = target.execution.parent_id
+        while parent_id is not None:
+            parent = self.get(parent_id)
+            ancestors.insert(0, parent)
+            parent_id = parent.execution.parent_id
+        descendants: list[StoredExecution] = []
+        frontier = [execution_id]
+        while frontier:
+            children = [c for p in frontier for c in self.find({"parent": p}, limit=100_000)]
+            descendants += children
+            frontier = [c.execution.id for c in children]
+        return ancestors, descendants
+
+    def check_owner(self, stored: StoredExecution, runtime_id: str | None) -> None:
+        """A runtime acts only on executions it started (admins pass None)."""
+        if runtime_id is not None and stored.execution.runtime_id != runtime_id:
+            raise PermissionDeniedError("a runtime acts only on executions it started")
+
+    # -- renewing, completing ------------------------------------------------------
+
+    def renew(
+        self, execution_id: str, runtime_id: str, ttl_ms: int = leases.DEFAULT_TTL_MS
+    ) -> Outcome:
+        """Re-run the authorization with fresh context: a new lease, or revocation."""
+        for _ in range(STALE_RETRIES):
+            try:
+                return self._renew_once(execution_id, runtime_id, ttl_ms)
+            except StaleDecisionError:
+                continue
+        raise StaleDecisionError("the active policy kept changing; try again")
+
+    def _renew_once(self, execution_id: str, runtime_id: str, ttl_ms: int) -> Outcome:
+        now = self.now_ms()
+        stored = self.get(execution_id)
+        self.check_owner(stored, runtime_id)
+        if leases.effective_state(stored.execution, now) is not ExecutionState.ACTIVE:
+            leases.renew(stored.execution, now, ttl_ms)  # raises the precise error
+        facts = runtime_facts(self.runtimes.get(runtime_id))
+        decision = self._decide(_request_of(stored.execution, facts, stored.lineage, now))
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            if decision.allowed and self.policies.active_version(view) != decision.policy_version:
+                raise StaleDecisionError("the active policy changed")
+            current = _reload(view, execution_id)
+            if not decision.allowed:
+                reason = f"reverify_denied:{decision.reason_code}"
+                return self._revoke_plan(view, current.execution, reason, now, first_index)
+            parent = self._view_parent(view, current.execution)
+            e = leases.renew(current.execution, now, ttl_ms, parent, decision.policy_version)
+            new = replace(current, execution=e, runtime=facts, decision=decision.to_json())
+            if decision.policy_version == _decided_version(current) and facts == current.runtime:
+                return Plan([], [new.write()], lambda head: Outcome(new, None))
+            new = current.with_transition(e, now, first_index, decision.to_json())
+            new = replace(new, runtime=facts)
+            entry = self._entry(new, decision)
+            return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
+
+        result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
+        return self._with_grant(result, now)
+
+    def complete(
+        self, execution_id: str, runtime_id: str | None, outcome: str, exit_code: int | None
+    ) -> Outcome:
+        now = self.now_ms()
+        self.check_owner(self.get(execution_id), runtime_id)
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            current = _reload(view, execution_id)
+            e = leases.complete(current.execution, now, outcome, exit_code)
+            new = current.with_transition(e, now, first_index, None)
+            entry = self._entry(new)
+            return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
+
+        result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
+        return result
+
+    # -- revoking -------------------------------------------------------------------
+
+    def revoke(self, execution_id: str, reason: str) -> Outcome:
+        """Revoke an execution and every live descendant, in one transaction."""
+        now = self.now_ms()
+        reason = leases.check_reason(reason)
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            target = _reload(view, execution_id).execution
+            if leases.effective_state(target, now).is_terminal:
+                raise InvalidTransitionError(f"execution {execution_id} is already ended")
+            return self._revoke_plan(view, target, reason, now, first_index)
+
+        result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
+        return result
+
+    def _revoke_plan(
+        self, view: StateView, target: Execution, reason: str, now: int, first_index: int
+    ) -> Plan:
+        def children_of(parent_id: str) -> Sequence[Execution]:
+            records = view.find(KIND, {"parent": parent_id})
+            return [StoredExecution.from_record(r).execution for r in records]
+
+        entries: list[StoredEntry] = []
+        writes = []
+        first: StoredExecution | None = None
+        for _, revoked in plan_revoke(target, children_of, now, reason):
+            current = _reload(view, revoked.id)
+            new = current.with_transition(revoked, now, first_index + len(entries), None)
+            entries.append(self._entry(new))
+            writes.append(new.write())
+            first = first or new
+        if first is None:  # nothing live to revoke: report the target as it is
+            same = _reload(view, target.id)
+            return Plan([], [], lambda head: Outcome(same, None))
+        head_entry, revoked_ids = entries[0], tuple(w.key for w in writes)
+        return Plan(
+            entries,
+            writes,
+            lambda h: replace(
+                self._outcome(first, head_entry, first_index, h), revoked=revoked_ids
+            ),
+        )
+
+    # -- policy activation and expiry -------------------------------------------------
+
+    def activate_policy(self, version: str) -> tuple[int, tuple[str, ...]]:
+        """Make ``version`` active and re-verify every active execution in the same batch.
+
+        Returns the log index of the activation and the ids revoked by it.
+        """
+        now = self.now_ms()
+        policy = self.policies.compiled(version)
+        entities = self.policies.compiled_entities(policy, version)
+        public = {"version": version}
+        activation = self.log.prepare_event("policy_activated", public, public)
+        reason = f"policy_changed:{version}"
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            write = self.policies.activation_write(view, version)
+            entries, writes = [activation], [write]
+            view.apply([write])
+            for record in view.find(KIND, {"state": str(ExecutionState.ACTIVE)}):
+                stored = _reload(view, record.key)  # an earlier cascade may have ended it
+                e = stored.execution
+                if leases.effective_state(e, now) is not ExecutionState.ACTIVE:
+                    continue
+                request = _request_of(e, stored.runtime, stored.lineage, now)
+                if decide(policy, request, entities).allowed:
+                    continue
+                sub = self._revoke_plan(view, e, reason, now, first_index + len(entries))
+                view.apply(sub.writes)
+                entries += sub.entries
+                writes += sub.writes
+            revoked = tuple(w.key for w in writes[1:])
+            return Plan(entries, writes, lambda head: (first_index, revoked))
+
+        result: tuple[int, tuple[str, ...]] = self.log.sequencer.submit_commands([plan])[0].result()
+        return result
+
+    def expire_due(self) -> list[str]:
+        """Write the ``expired`` transition of every active execution whose lease passed."""
+        now = self.now_ms()
+        due = [
+            s.execution.id
+            for s in self.find({"state": str(ExecutionState.ACTIVE)}, limit=100_000)
+            if leases.effective_state(s.execution, now) is ExecutionState.EXPIRED
+        ]
+        commands = [self._expire_command(execution_id, now) for execution_id in due]
+        futures = self.log.sequencer.submit_commands(commands) if commands else []
+        return [f.result() for f in futures if f.exception() is None]
+
+    def _expire_command(self, execution_id: str, now: int) -> Any:
+        def plan(view: StateView, first_index: int) -> Plan:
+            current = _reload(view, execution_id)
+            e = leases.expire(current.execution, now)
+            new = current.with_transition(e, now, first_index, None)
+            return Plan([self._entry(new)], [new.write()], lambda head: execution_id)
+
+        return plan
+
+
+def _reload(view: StateView, execution_id: str) -> StoredExecution:
+    record = view.get(KIND, execution_id)
+    if record is None:
+        raise NotFoundError(f"no execution {execution_id!r}")
+    return StoredExecution.from_record(record)
+
+
+def _decided_version(stored: StoredExecution) -> str | None:
+    return None if stored.decision is None else stored.decision.get("policy_version")
+
+
+def _lineage_facts(parent: Execution | None, principal: EntityRef) -> LineageFacts:
+    if parent is None:
+        return LineageFacts.root(principal)
+    return LineageFacts(
+        depth=parent.depth + 1,
+        root_principal=parent.delegation[0],
+        parent_id=parent.id,
+        parent_action=parent.action.id,
+    )
+
+
+def _request_of(
+    e: Execution, runtime: RuntimeFacts, lineage: LineageFacts, now: int
+) -> DecisionRequest:
+    return DecisionRequest(
+        principal=e.principal,
+        action=e.action,
+        resource=e.resource,
+        now_ms=now,
+        context=e.context,
+        runtime=runtime,
+        lineage=lineage,
+    )
+
+
+def _deny_without_policy(
+    message: str, version: str = "", code: ReasonCode = ReasonCode.NO_ACTIVE_POLICY
+) -> Decision:
+    """A deny reached before (or instead of) evaluating policy."""
+    return Decision(False, (), (message,), version, "", code)

@@ -1,0 +1,185 @@
+"""The policy store: versions pushed, one active, entities versioned beside them.
+
+A pushed policy set is stored under its version (the SHA-256 of its canonical
+content) and logged (``policy_pushed``); pushing the same content again is a
+no-op. Activating a version is logged (``policy_activated``) and re-verifies
+every active execution in the same batch (see `lictor.service.executions`).
+Entities are one versioned document (``entities_put``, logged). Compiled
+handles are cached per version, so decisions never re-parse.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lictor.core.policy import (
+    CompiledEntities,
+    CompiledPolicy,
+    PolicySource,
+    compile_entities,
+    compile_policies,
+    entities_version,
+    validate,
+)
+from lictor.errors import InvalidRequestError, NotFoundError
+from lictor.log.entry import canonical_entry
+from lictor.sequencer import Plan
+from lictor.service.log import AuditLog
+from lictor.store.base import RecordWrite
+from lictor.store.view import StateView
+
+POLICY = "policy"
+SETTING = "setting"
+ACTIVE = "active_policy"
+ENTITIES = "entities"
+CURRENT = "current"
+CACHE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    """A stored policy version and when it was pushed."""
+
+    version: str
+    source: PolicySource
+    pushed_at_ms: int
+
+    def to_json(self, with_source: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"version": self.version, "pushed_at_ms": self.pushed_at_ms}
+        if with_source:
+            body["source"] = source_json(self.source)
+        return body
+
+
+def source_json(source: PolicySource) -> dict[str, Any]:
+    return {
+        "policies": dict(source.policies),
+        "schema": {"name": source.schema_name, "text": source.schema_text},
+    }
+
+
+def source_from_json(value: Any) -> PolicySource:
+    """A `PolicySource` from its JSON form; `InvalidRequestError` if malformed."""
+    try:
+        policies, schema = value["policies"], value["schema"]
+        return PolicySource.of(dict(policies), schema["name"], schema["text"])
+    except (KeyError, TypeError, AttributeError) as e:
+        raise InvalidRequestError(f"a policy source needs policies and a schema: {e}") from e
+
+
+class Policies:
+    """Use cases for policy versions and entities."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self._compiled: dict[str, CompiledPolicy] = {}
+        self._entities: dict[tuple[str, str], CompiledEntities] = {}
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        return int(self.log.clock().timestamp() * 1000)
+
+    def push(self, source: PolicySource) -> tuple[PolicyVersion, bool]:
+        """Store a validated version; returns it and whether it is new."""
+        issues = validate(source)
+        if issues:
+            shown = "; ".join(str(i) for i in issues[:10])
+            raise InvalidRequestError(f"policy set does not validate: {shown}")
+        pushed = PolicyVersion(source.version, source, self.now_ms())
+        doc = canonical_entry({"source": source_json(source), "pushed_at_ms": pushed.pushed_at_ms})
+        entry = self.log.prepare_event("policy_pushed", {"version": pushed.version}, {})
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            existing = view.get(POLICY, pushed.version)
+            if existing is not None:
+                return Plan([], [], lambda head: (self._from_record(existing.doc), False))
+            write = RecordWrite(POLICY, pushed.version, doc, 0, (("kind", "policy"),))
+            return Plan([entry], [write], lambda head: (pushed, True))
+
+        result: tuple[PolicyVersion, bool] = self.log.sequencer.submit_commands([plan])[0].result()
+        return result
+
+    def _from_record(self, doc: bytes) -> PolicyVersion:
+        value = json.loads(doc)
+        source = source_from_json(value["source"])
+        return PolicyVersion(source.version, source, value["pushed_at_ms"])
+
+    def get(self, version: str) -> PolicyVersion:
+        record = self.log.store.get_record(POLICY, version)
+        if record is None:
+            raise NotFoundError(f"no policy version {version!r}")
+        return self._from_record(record.doc)
+
+    def versions(self) -> list[PolicyVersion]:
+        records = self.log.store.find_records(POLICY, {"kind": "policy"})
+        return sorted((self._from_record(r.doc) for r in records), key=lambda p: p.pushed_at_ms)
+
+    def active_version(self, view: StateView | None = None) -> str | None:
+        record = view.get(SETTING, ACTIVE) if view else self.log.store.get_record(SETTING, ACTIVE)
+        return None if record is None else str(json.loads(record.doc)["version"])
+
+    def compiled(self, version: str) -> CompiledPolicy:
+        """The compiled handles of ``version`` (cached)."""
+        with self._lock:
+            cached = self._compiled.get(version)
+        if cached is not None:
+            return cached
+        compiled = compile_policies(self.get(version).source)
+        with self._lock:
+            if len(self._compiled) >= CACHE_SIZE:
+                self._compiled.pop(next(iter(self._compiled)))
+            self._compiled[version] = compiled
+        return compiled
+
+    def activation_write(self, view: StateView, version: str) -> RecordWrite:
+        """The record write that makes ``version`` active (it must exist)."""
+        if view.get(POLICY, version) is None:
+            raise NotFoundError(f"no policy version {version!r}")
+        current = view.get(SETTING, ACTIVE)
+        doc = canonical_entry({"version": version, "activated_at_ms": self.now_ms()})
+        return RecordWrite(SETTING, ACTIVE, doc, current.version if current else 0)
+
+    def put_entities(self, entities: Sequence[Mapping[str, Any]]) -> str:
+        """Replace the entity set (logged); returns its version."""
+        version = entities_version(entities)
+        active = self.active_version()
+        if active is not None:
+            compile_entities(entities, self.compiled(active))  # refuse what the schema rejects
+        doc = canonical_entry({"version": version, "entities": list(entities)})
+        entry = self.log.prepare_event("entities_put", {"version": version}, {"version": version})
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            current = view.get(ENTITIES, CURRENT)
+            if current is not None and json.loads(current.doc)["version"] == version:
+                return Plan([], [], lambda head: version)
+            write = RecordWrite(ENTITIES, CURRENT, doc, current.version if current else 0)
+            return Plan([entry], [write], lambda head: version)
+
+        result: str = self.log.sequencer.submit_commands([plan])[0].result()
+        return result
+
+    def entities(self) -> tuple[str, list[dict[str, Any]]]:
+        record = self.log.store.get_record(ENTITIES, CURRENT)
+        if record is None:
+            return entities_version([]), []
+        value = json.loads(record.doc)
+        return value["version"], value["entities"]
+
+    def compiled_entities(self, policy: CompiledPolicy, policy_version: str) -> CompiledEntities:
+        """The current entities compiled for ``policy`` (cached per pair of versions)."""
+        version, entities = self.entities()
+        key = (policy_version, version)
+        with self._lock:
+            cached = self._entities.get(key)
+        if cached is not None:
+            return cached
+        compiled = compile_entities(entities, policy)
+        with self._lock:
+            if len(self._entities) >= CACHE_SIZE:
+                self._entities.pop(next(iter(self._entities)))
+            self._entities[key] = compiled
+        return compiled

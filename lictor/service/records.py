@@ -1,0 +1,151 @@
+"""How executions are stored: the core `Execution` plus what it was decided on.
+
+An execution record holds the execution, the facts its last decision used
+(runtime, lineage) and every transition with the log index of its entry. Tags
+(state, principal, runtime, region, action, parent, root) make it findable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from lictor.core.policy import LineageFacts, RuntimeFacts
+from lictor.core.types import EntityRef, Execution, ExecutionState, Lease, Outcome
+from lictor.log.entry import canonical_entry
+from lictor.store.base import Record, RecordWrite
+
+KIND = "execution"
+
+
+@dataclass(frozen=True)
+class StoredExecution:
+    """An execution, its decision facts and its transitions (with log indexes)."""
+
+    execution: Execution
+    runtime: RuntimeFacts
+    lineage: LineageFacts
+    transitions: tuple[dict[str, Any], ...] = ()
+    decision: dict[str, Any] | None = None
+    record_version: int = 0
+
+    def with_transition(
+        self, execution: Execution, at_ms: int, log_index: int, decision: dict[str, Any] | None
+    ) -> StoredExecution:
+        step = {
+            "state": str(execution.state),
+            "reason": execution.reason,
+            "at_ms": at_ms,
+            "log_index": log_index,
+        }
+        return replace(
+            self,
+            execution=execution,
+            transitions=(*self.transitions, step),
+            decision=decision if decision is not None else self.decision,
+        )
+
+    def write(self) -> RecordWrite:
+        e = self.execution
+        tags = {
+            "state": str(e.state),
+            "principal": str(e.principal),
+            "action": str(e.action),
+            "runtime": e.runtime_id or "",
+            "region": self.runtime.region,
+            "root": e.root_id,
+            "parent": e.parent_id or "",
+        }
+        return RecordWrite(
+            KIND, e.id, canonical_entry(self.to_json()), self.record_version, tuple(tags.items())
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "execution": execution_json(self.execution),
+            "runtime": asdict(self.runtime) | {"digests": list(self.runtime.digests)},
+            "lineage": _lineage_json(self.lineage),
+            "transitions": list(self.transitions),
+            "decision": self.decision,
+        }
+
+    @classmethod
+    def from_record(cls, record: Record) -> StoredExecution:
+        value = json.loads(record.doc)
+        runtime = value["runtime"]
+        return cls(
+            execution_from_json(value["execution"]),
+            RuntimeFacts(**{**runtime, "digests": tuple(runtime["digests"])}),
+            _lineage_from_json(value["lineage"]),
+            tuple(value["transitions"]),
+            value["decision"],
+            record.version,
+        )
+
+
+def execution_json(e: Execution) -> dict[str, Any]:
+    """The wire and storage form of an execution."""
+    return {
+        "id": e.id,
+        "principal": e.principal.to_json(),
+        "action": e.action.to_json(),
+        "resource": e.resource.to_json(),
+        "context": dict(e.context),
+        "runtime_id": e.runtime_id,
+        "parent_id": e.parent_id,
+        "root_id": e.root_id,
+        "depth": e.depth,
+        "delegation": [p.to_json() for p in e.delegation],
+        "state": str(e.state),
+        "policy_version": e.policy_version,
+        "lease": asdict(e.lease) if e.lease else None,
+        "created_at_ms": e.created_at_ms,
+        "ended_at_ms": e.ended_at_ms,
+        "outcome": str(e.outcome) if e.outcome else None,
+        "exit_code": e.exit_code,
+        "reason": e.reason,
+        "version": e.version,
+    }
+
+
+def execution_from_json(v: dict[str, Any]) -> Execution:
+    return Execution(
+        id=v["id"],
+        principal=EntityRef.from_json(v["principal"]),
+        action=EntityRef.from_json(v["action"]),
+        resource=EntityRef.from_json(v["resource"]),
+        context=v["context"],
+        runtime_id=v["runtime_id"],
+        parent_id=v["parent_id"],
+        root_id=v["root_id"],
+        depth=v["depth"],
+        delegation=tuple(EntityRef.from_json(p) for p in v["delegation"]),
+        state=ExecutionState(v["state"]),
+        policy_version=v["policy_version"],
+        lease=Lease(**v["lease"]) if v["lease"] else None,
+        created_at_ms=v["created_at_ms"],
+        ended_at_ms=v["ended_at_ms"],
+        outcome=Outcome(v["outcome"]) if v["outcome"] else None,
+        exit_code=v["exit_code"],
+        reason=v["reason"],
+        version=v["version"],
+    )
+
+
+def _lineage_json(facts: LineageFacts) -> dict[str, Any]:
+    return {
+        "depth": facts.depth,
+        "root_principal": facts.root_principal.to_json(),
+        "parent_id": facts.parent_id,
+        "parent_action": facts.parent_action,
+    }
+
+
+def _lineage_from_json(v: dict[str, Any]) -> LineageFacts:
+    return LineageFacts(
+        depth=v["depth"],
+        root_principal=EntityRef.from_json(v["root_principal"]),
+        parent_id=v["parent_id"],
+        parent_action=v["parent_action"],
+    )
