@@ -20,6 +20,7 @@ _STATUS: dict[type[errors.LictorError], int] = {
     errors.LogError: 400,
     errors.AuditError: 409,
     errors.ConflictError: 409,
+    errors.InvalidTransitionError: 409,
     errors.UnavailableError: 503,
     errors.StoreError: 503,
     errors.SchemaError: 500,

@@ -1,0 +1,215 @@
+"""Executions end to end through the API, on the example policy set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lictor.core.grant import verify_grant
+from lictor.log.entry import canonical_entry
+from lictor.log.note import parse_verifier_key
+from lictor.log.proof import parse_tlog_proof, verify_tlog_proof
+from lictor.policydir import load_policy_dir
+from lictor.service.policies import source_json
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PLANNER = {"type": "Agent", "id": "planner-7"}
+STAGING = {"type": "Service", "id": "payments-api-staging"}
+PROD = {"type": "Service", "id": "payments-api"}
+DEPLOY = {"type": "Action", "id": "deploy"}
+
+
+@pytest.fixture
+def governed(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
+    """Example policies active, example entities, one verified runtime in eu-west-1."""
+    source = source_json(load_policy_dir(EXAMPLES / "policies"))
+    pushed = client.post("/v1/policies", json={"source": source}, headers=admin)
+    assert pushed.status_code == 201, pushed.text
+    version = pushed.json()["version"]
+    entities = json.loads((EXAMPLES / "entities.json").read_text())
+    assert client.put("/v1/entities", json={"entities": entities}, headers=admin).status_code == 200
+    r = client.post(f"/v1/policies/{version}/activate", headers=admin)
+    assert r.status_code == 200, r.text
+    body = {"name": "edge-eu", "region": "eu-west-1", "cluster": "prod-a"}
+    secret = client.post("/v1/runtimes", json=body, headers=admin).json()["credential"]
+    runtime = {"Authorization": f"Bearer {secret}"}
+    beat = {"attestation": {"state": "verified"}}
+    assert client.post("/v1/runtimes/edge-eu/heartbeat", json=beat, headers=runtime).is_success
+    return {"version": version, "runtime": runtime}
+
+
+def _ask(client: TestClient, runtime: dict[str, str], **body: Any) -> Any:
+    request = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING, **body}
+    return client.post("/v1/executions", json=request, headers=runtime)
+
+
+def _verify_receipt(client: TestClient, receipt: dict[str, Any]) -> None:
+    vkey = parse_verifier_key(client.get("/v1/log/key").json()["vkey"])
+    proof = parse_tlog_proof(receipt["tlog_proof"])
+    verify_tlog_proof(proof, canonical_entry(receipt["entry"]), [vkey])
+
+
+def test_allow_returns_grant_lease_and_a_verifying_receipt(
+    client: TestClient, governed: dict[str, Any]
+) -> None:
+    r = _ask(client, governed["runtime"])
+    assert r.status_code == 201, r.text
+    body = r.json()
+    execution = body["execution"]
+    assert execution["state"] == "active" and execution["policy_version"] == governed["version"]
+    assert (
+        body["lease"]["ttl"] == 15 and body["lease"]["renew_by_ms"] < body["lease"]["expires_at_ms"]
+    )
+    assert body["decision"]["reasons"] == ["team-deploys-own-staging"]
+    _verify_receipt(client, body["receipt"])
+    assert body["receipt"]["entry"]["execution"] == execution["id"]
+    assert body["receipt"]["event"]["principal"] == PLANNER  # the private event, for the caller
+    app = client.app
+    claims = verify_grant(
+        body["grant"], app.state.executions.grants.verifier, execution["created_at_ms"]
+    )  # type: ignore[attr-defined]
+    assert claims.execution_id == execution["id"] and claims.policy_version == governed["version"]
+    shown = client.get(f"/v1/executions/{execution['id']}", headers=governed["runtime"]).json()
+    assert shown["transitions"][0]["log_index"] == body["receipt"]["index"]
+
+
+def test_deny_is_403_with_reasons_and_is_logged(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    r = _ask(client, governed["runtime"], resource=PROD)  # planner-7 is not in release
+    assert r.status_code == 403, r.text
+    body = r.json()
+    assert body["error"]["code"] == "denied"
+    assert body["execution"]["state"] == "denied"
+    assert body["decision"]["reason_code"] == "not_permitted"
+    assert "grant" not in body
+    _verify_receipt(client, body["receipt"])
+    listed = client.get("/v1/executions", params={"state": "denied"}, headers=admin).json()
+    assert [e["execution"]["id"] for e in listed["executions"]] == [body["execution"]["id"]]
+
+
+def test_renew_complete_and_terminal_states_never_change(
+    client: TestClient, governed: dict[str, Any]
+) -> None:
+    runtime = governed["runtime"]
+    execution = _ask(client, runtime).json()["execution"]
+    renewed = client.post(f"/v1/executions/{execution['id']}/renew", json={}, headers=runtime)
+    assert renewed.status_code == 200, renewed.text
+    assert (
+        renewed.json()["execution"]["lease"]["expires_at_ms"] >= execution["lease"]["expires_at_ms"]
+    )
+    assert "grant" in renewed.json()
+    done = client.post(
+        f"/v1/executions/{execution['id']}/complete",
+        json={"outcome": "succeeded", "exit_code": 0},
+        headers=runtime,
+    )
+    assert done.status_code == 200 and done.json()["execution"]["state"] == "completed"
+    again = client.post(f"/v1/executions/{execution['id']}/renew", json={}, headers=runtime)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "invalid_transition"
+    states = [t["state"] for t in done.json()["transitions"]]
+    assert states == ["active", "completed"]
+
+
+def test_revoking_a_parent_revokes_every_descendant_in_one_transaction(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    runtime = governed["runtime"]
+    root = _ask(client, runtime).json()
+    child = _ask(client, runtime, parent_grant=root["grant"]).json()
+    grandchild = _ask(client, runtime, parent_grant=child["grant"]).json()
+    assert grandchild["execution"]["depth"] == 2
+    assert grandchild["execution"]["root_id"] == root["execution"]["id"]
+    r = client.post(
+        f"/v1/executions/{root['execution']['id']}/revoke",
+        json={"reason": "incident"},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    revoked = r.json()["revoked"]
+    ids = [x["execution"]["id"] for x in (root, child, grandchild)]
+    assert revoked == ids
+    for execution_id in ids:
+        shown = client.get(f"/v1/executions/{execution_id}", headers=admin).json()
+        assert shown["execution"]["state"] == "revoked"
+    reasons = [
+        client.get(f"/v1/executions/{i}", headers=admin).json()["execution"]["reason"] for i in ids
+    ]
+    assert reasons[0] == "incident" and reasons[1].startswith("ancestor_revoked:")
+    late = _ask(client, runtime, parent_grant=child["grant"])
+    assert late.status_code == 403
+    assert late.json()["decision"]["reason_code"] == "parent_not_active"
+    lineage = client.get(f"/v1/executions/{ids[1]}/lineage", headers=admin).json()
+    assert [a["execution"]["id"] for a in lineage["ancestors"]] == ids[:1]
+    assert ids[2] in [d["execution"]["id"] for d in lineage["descendants"]]
+
+
+def test_a_runtime_acts_only_on_its_own_executions(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    execution = _ask(client, governed["runtime"]).json()["execution"]
+    body = {"name": "edge-us", "region": "us-east-1", "cluster": "c"}
+    other = {
+        "Authorization": "Bearer "
+        + client.post("/v1/runtimes", json=body, headers=admin).json()["credential"]
+    }
+    assert (
+        client.post(f"/v1/executions/{execution['id']}/renew", json={}, headers=other).status_code
+        == 403
+    )
+    assert client.get(f"/v1/executions/{execution['id']}", headers=other).status_code == 403
+    assert client.get("/v1/executions", headers=other).json()["executions"] == []
+
+
+def test_activating_a_stricter_policy_revokes_running_work(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    running = _ask(client, governed["runtime"]).json()["execution"]
+    source = source_json(load_policy_dir(EXAMPLES / "policies"))
+    source["policies"]["freeze.cedar"] = (
+        '@id("freeze")\nforbid (principal, action == Action::"deploy", resource);\n'
+    )
+    version = client.post("/v1/policies", json={"source": source}, headers=admin).json()["version"]
+    r = client.post(f"/v1/policies/{version}/activate", headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["revoked"] == [running["id"]]
+    shown = client.get(f"/v1/executions/{running['id']}", headers=admin).json()["execution"]
+    assert shown["state"] == "revoked" and shown["reason"] == f"policy_changed:{version}"
+    denied = _ask(client, governed["runtime"])
+    assert denied.status_code == 403 and denied.json()["decision"]["reasons"] == ["freeze"]
+
+
+def test_no_active_policy_denies(client: TestClient, admin: dict[str, str]) -> None:
+    body = {"name": "edge-eu", "region": "eu-west-1", "cluster": "prod-a"}
+    secret = client.post("/v1/runtimes", json=body, headers=admin).json()["credential"]
+    r = _ask(client, {"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 403 and r.json()["decision"]["reason_code"] == "no_active_policy"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"principal": PLANNER, "action": DEPLOY},
+        {"principal": {"type": "Agent"}, "action": DEPLOY, "resource": STAGING},
+        {"principal": "not an entity", "action": DEPLOY, "resource": STAGING},
+        {"principal": PLANNER, "action": DEPLOY, "resource": STAGING, "ttl": 0},
+        {"principal": PLANNER, "action": DEPLOY, "resource": STAGING, "extra": 1},
+        {
+            "principal": PLANNER,
+            "action": DEPLOY,
+            "resource": STAGING,
+            "context": {"a": [[[[[[[[[[1]]]]]]]]]]},
+        },
+    ],
+)
+def test_malformed_requests_are_400_and_write_nothing(
+    client: TestClient, governed: dict[str, Any], body: dict[str, Any]
+) -> None:
+    size = client.get("/v1/log/checkpoint").json()["size"]
+    r = client.post("/v1/executions", json=body, headers=governed["runtime"])
+    assert r.status_code == 400, r.text
+    assert client.get("/v1/log/checkpoint").json()["size"] == size
