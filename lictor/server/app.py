@@ -33,6 +33,7 @@ from lictor.server.events import CommitSignal
 from lictor.service.executions import Executions
 from lictor.service.log import AuditLog
 from lictor.service.policies import Policies
+from lictor.service.replay import Replay
 from lictor.service.runtimes import Runtimes
 from lictor.wire import error_body, status_for
 
@@ -142,6 +143,7 @@ def create_app(
     app.state.runtimes = runtimes
     app.state.policies = policies
     app.state.executions = executions
+    app.state.replay = Replay(log.store, policies)
     app.state.metrics = Metrics(log)
     _install_error_handlers(app)
     _install_health(app)

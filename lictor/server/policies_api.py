@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lictor.server.auth import require_role
 from lictor.service.executions import Executions
 from lictor.service.policies import Policies, source_from_json
+from lictor.service.replay import Replay
 from lictor.store.base import Credential
 
 router = APIRouter(tags=["policies"])
@@ -72,6 +73,33 @@ def activate(version: str, request: Request, who: Admin) -> dict[str, Any]:
     executions: Executions = request.app.state.executions
     index, revoked = executions.activate_policy(version)
     return {"version": version, "log_index": index, "revoked": list(revoked)}
+
+
+class BacktestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: Source
+    since_ms: Annotated[int, Field(ge=0)] = 0
+
+
+@router.post("/v1/policies/backtest")
+def backtest(body: BacktestRequest, request: Request, who: Reader) -> dict[str, Any]:
+    """Recorded decisions (since ``since_ms``) that the candidate set would decide otherwise."""
+    source = source_from_json(body.source.model_dump(by_alias=True))
+    replay: Replay = request.app.state.replay
+    changed = replay.backtest(source, body.since_ms)
+    return {"candidate": source.version, "changed": [c.to_json() for c in changed]}
+
+
+@router.get("/v1/executions/{execution_id}/replay")
+def replay_execution(execution_id: str, request: Request, who: Reader) -> dict[str, Any]:
+    """Every decision of an execution, evaluated again with its recorded inputs."""
+    replay: Replay = request.app.state.replay
+    results = replay.replay(execution_id)
+    return {
+        "execution": execution_id,
+        "identical": all(r.identical for r in results),
+        "decisions": [r.to_json() for r in results],
+    }
 
 
 @router.put("/v1/entities")

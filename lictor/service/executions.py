@@ -330,11 +330,10 @@ class Executions:
                 return self._revoke_plan(view, current.execution, reason, now, first_index)
             parent = self._view_parent(view, current.execution)
             e = leases.renew(current.execution, now, ttl_ms, parent, decision.policy_version)
-            new = replace(current, execution=e, runtime=facts, decision=decision.to_json())
             if decision.policy_version == _decided_version(current) and facts == current.runtime:
-                return Plan([], [new.write()], lambda head: Outcome(new, None))
-            new = current.with_transition(e, now, first_index, decision.to_json())
-            new = replace(new, runtime=facts)
+                same = replace(current, execution=e)
+                return Plan([], [same.write()], lambda head: Outcome(same, None))
+            new = current.with_transition(e, now, first_index, decision.to_json(), facts)
             entry = self._entry(new, decision)
             return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
 

@@ -36,6 +36,7 @@ POLICY = "policy"
 SETTING = "setting"
 ACTIVE = "active_policy"
 ENTITIES = "entities"
+ENTITIES_VERSION = "entities_version"
 CURRENT = "current"
 CACHE_SIZE = 16
 
@@ -156,22 +157,35 @@ class Policies:
             current = view.get(ENTITIES, CURRENT)
             if current is not None and json.loads(current.doc)["version"] == version:
                 return Plan([], [], lambda head: version)
-            write = RecordWrite(ENTITIES, CURRENT, doc, current.version if current else 0)
-            return Plan([entry], [write], lambda head: version)
+            writes = [RecordWrite(ENTITIES, CURRENT, doc, current.version if current else 0)]
+            if view.get(ENTITIES_VERSION, version) is None:  # kept for replay
+                writes.append(RecordWrite(ENTITIES_VERSION, version, doc, 0))
+            return Plan([entry], writes, lambda head: version)
 
         result: str = self.log.sequencer.submit_commands([plan])[0].result()
         return result
 
-    def entities(self) -> tuple[str, list[dict[str, Any]]]:
-        record = self.log.store.get_record(ENTITIES, CURRENT)
+    def entities(self, version: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+        """The current entity set, or the one stored under ``version``."""
+        if version == entities_version([]):
+            return version, []
+        record = (
+            self.log.store.get_record(ENTITIES, CURRENT)
+            if version is None
+            else self.log.store.get_record(ENTITIES_VERSION, version)
+        )
         if record is None:
+            if version is not None:
+                raise NotFoundError(f"no entities version {version!r}")
             return entities_version([]), []
         value = json.loads(record.doc)
         return value["version"], value["entities"]
 
-    def compiled_entities(self, policy: CompiledPolicy, policy_version: str) -> CompiledEntities:
-        """The current entities compiled for ``policy`` (cached per pair of versions)."""
-        version, entities = self.entities()
+    def compiled_entities(
+        self, policy: CompiledPolicy, policy_version: str, version: str | None = None
+    ) -> CompiledEntities:
+        """Entities (current, or ``version``) compiled for ``policy``, cached per pair."""
+        version, entities = self.entities(version)
         key = (policy_version, version)
         with self._lock:
             cached = self._entities.get(key)

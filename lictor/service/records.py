@@ -31,17 +31,29 @@ class StoredExecution:
     record_version: int = 0
 
     def with_transition(
-        self, execution: Execution, at_ms: int, log_index: int, decision: dict[str, Any] | None
+        self,
+        execution: Execution,
+        at_ms: int,
+        log_index: int,
+        decision: dict[str, Any] | None,
+        runtime: RuntimeFacts | None = None,
     ) -> StoredExecution:
-        step = {
+        """Add a transition; one made by a decision keeps the decision and the runtime
+        facts it used, so it can be replayed exactly."""
+        facts = runtime or self.runtime
+        step: dict[str, Any] = {
             "state": str(execution.state),
             "reason": execution.reason,
             "at_ms": at_ms,
             "log_index": log_index,
         }
+        if decision is not None:
+            step["decision"] = decision
+            step["runtime"] = runtime_json(facts)
         return replace(
             self,
             execution=execution,
+            runtime=facts,
             transitions=(*self.transitions, step),
             decision=decision if decision is not None else self.decision,
         )
@@ -64,7 +76,7 @@ class StoredExecution:
     def to_json(self) -> dict[str, Any]:
         return {
             "execution": execution_json(self.execution),
-            "runtime": asdict(self.runtime) | {"digests": list(self.runtime.digests)},
+            "runtime": runtime_json(self.runtime),
             "lineage": _lineage_json(self.lineage),
             "transitions": list(self.transitions),
             "decision": self.decision,
@@ -73,15 +85,22 @@ class StoredExecution:
     @classmethod
     def from_record(cls, record: Record) -> StoredExecution:
         value = json.loads(record.doc)
-        runtime = value["runtime"]
         return cls(
             execution_from_json(value["execution"]),
-            RuntimeFacts(**{**runtime, "digests": tuple(runtime["digests"])}),
+            runtime_from_json(value["runtime"]),
             _lineage_from_json(value["lineage"]),
             tuple(value["transitions"]),
             value["decision"],
             record.version,
         )
+
+
+def runtime_json(facts: RuntimeFacts) -> dict[str, Any]:
+    return asdict(facts) | {"digests": list(facts.digests)}
+
+
+def runtime_from_json(value: dict[str, Any]) -> RuntimeFacts:
+    return RuntimeFacts(**{**value, "digests": tuple(value["digests"])})
 
 
 def execution_json(e: Execution) -> dict[str, Any]:

@@ -213,3 +213,31 @@ def test_malformed_requests_are_400_and_write_nothing(
     r = client.post("/v1/executions", json=body, headers=governed["runtime"])
     assert r.status_code == 400, r.text
     assert client.get("/v1/log/checkpoint").json()["size"] == size
+
+
+def test_replay_is_identical_even_after_entities_change_and_backtest_finds_changes(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    allowed = _ask(client, governed["runtime"]).json()["execution"]["id"]
+    denied = _ask(client, governed["runtime"], resource=PROD).json()["execution"]["id"]
+    renewed = client.post(f"/v1/executions/{allowed}/renew", json={}, headers=governed["runtime"])
+    assert renewed.status_code == 200
+    # planner-7 leaves the payments team: a new decision would differ, a replay must not
+    entities = json.loads((EXAMPLES / "entities.json").read_text())
+    for entity in entities:
+        if entity["uid"] == PLANNER:
+            entity["parents"] = []
+    assert client.put("/v1/entities", json={"entities": entities}, headers=admin).is_success
+    for execution_id in (allowed, denied):
+        replay = client.get(f"/v1/executions/{execution_id}/replay", headers=admin).json()
+        assert replay["identical"] is True, replay
+        assert replay["decisions"]
+    source = source_json(load_policy_dir(EXAMPLES / "policies"))
+    same = client.post("/v1/policies/backtest", json={"source": source}, headers=admin).json()
+    assert same["changed"] == []
+    source["policies"]["freeze.cedar"] = '@id("freeze")\nforbid (principal, action, resource);\n'
+    frozen = client.post("/v1/policies/backtest", json={"source": source}, headers=admin).json()
+    changed = {(c["execution"], c["replayed"]["allowed"]) for c in frozen["changed"]}
+    assert changed == {(allowed, False)}
+    assert len(frozen["changed"]) == 1  # the renewal verified nothing new: not a decision record
+    assert client.get("/v1/policies", headers=admin).json()["active"] == governed["version"]

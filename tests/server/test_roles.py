@@ -50,6 +50,8 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/executions/{execution_id}/renew"): {"runtime"},
     ("POST", "/v1/executions/{execution_id}/complete"): {"runtime"},
     ("POST", "/v1/executions/{execution_id}/revoke"): {"admin"},
+    ("POST", "/v1/policies/backtest"): {"admin", "auditor"},
+    ("GET", "/v1/executions/{execution_id}/replay"): {"admin", "auditor"},
 }
 STREAMS = {"/v1/events"}
 SAMPLE = {
