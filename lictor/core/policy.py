@@ -39,7 +39,7 @@ Reason codes (``Decision.reason_code``, None when allowed):
 
 Set by the service before any policy runs: ``no_active_policy``,
 ``invalid_parent_grant``, ``parent_not_active``, ``depth_exceeded``,
-``runtime_revoked``.
+``runtime_revoked``, ``principal_revoked``.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ class ReasonCode(StrEnum):
     PARENT_NOT_ACTIVE = "parent_not_active"
     DEPTH_EXCEEDED = "depth_exceeded"
     RUNTIME_REVOKED = "runtime_revoked"
+    PRINCIPAL_REVOKED = "principal_revoked"
 
 
 @dataclass(frozen=True, kw_only=True)

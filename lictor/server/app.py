@@ -35,6 +35,7 @@ from lictor.service.log import AuditLog
 from lictor.service.policies import Policies
 from lictor.service.replay import Replay
 from lictor.service.runtimes import Runtimes
+from lictor.service.sweeps import Sweeps
 from lictor.wire import error_body, status_for
 
 DEFAULT_MAX_BODY = 64 * 1024
@@ -127,11 +128,12 @@ def create_app(
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
     grants = GrantSigner(seed, jwk_thumbprint(public), log.origin)
     executions = Executions(log, runtimes, policies, grants)
+    sweeps = Sweeps(executions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         signal.attach(asyncio.get_running_loop())
-        reaper = asyncio.create_task(_reap(executions, reap_every))
+        reaper = asyncio.create_task(_reap(sweeps, reap_every))
         yield
         reaper.cancel()
 
@@ -144,6 +146,7 @@ def create_app(
     app.state.policies = policies
     app.state.executions = executions
     app.state.replay = Replay(log.store, policies)
+    app.state.sweeps = sweeps
     app.state.metrics = Metrics(log)
     _install_error_handlers(app)
     _install_health(app)
@@ -153,16 +156,17 @@ def create_app(
     app.include_router(events.router)
     app.include_router(policies_api.router)
     app.include_router(executions_api.router)
+    app.include_router(executions_api.principals)
     app.add_middleware(BodyLimit, limit=max_body)
     return app
 
 
-async def _reap(executions: Executions, every: float) -> None:
+async def _reap(sweeps: Sweeps, every: float) -> None:
     """The background reaper: write ``expired`` for leases that passed unrenewed."""
     while True:
         await asyncio.sleep(every)
         try:
-            await run_in_threadpool(executions.expire_due)
+            await run_in_threadpool(sweeps.expire_due)
         except Exception:  # keep reaping; reads treat expired leases as expired anyway
             logger.exception("lease reaper failed")
 

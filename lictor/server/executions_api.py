@@ -19,6 +19,7 @@ from lictor.errors import InvalidRequestError
 from lictor.server.auth import require_role
 from lictor.service.executions import Ask, Executions, Outcome
 from lictor.service.records import StoredExecution, execution_json
+from lictor.service.sweeps import Sweeps
 from lictor.store.base import Credential
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
@@ -210,3 +211,20 @@ def lineage(execution_id: str, request: Request, who: Reader) -> dict[str, Any]:
         "ancestors": [_view(s) for s in ancestors],
         "descendants": [_view(s) for s in descendants],
     }
+
+
+principals = APIRouter(prefix="/v1/principals", tags=["executions"])
+
+
+class PrincipalRevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    principal: Ref | str
+    reason: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+@principals.post("/revoke")
+def revoke_principal(body: PrincipalRevokeRequest, request: Request, who: Admin) -> Any:
+    """Revoke a principal: its active executions now (cascading), its requests from now on."""
+    sweeps: Sweeps = request.app.state.sweeps
+    revoked = sweeps.revoke_principal(_ref(body.principal), body.reason)
+    return {"principal": _ref(body.principal).to_json(), "revoked": list(revoked)}

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lictor.server.auth import require_role
-from lictor.service.executions import Executions
 from lictor.service.policies import Policies, source_from_json
 from lictor.service.replay import Replay
+from lictor.service.sweeps import Sweeps
 from lictor.store.base import Credential
 
 router = APIRouter(tags=["policies"])
@@ -70,8 +70,8 @@ def show(version: str, request: Request, who: Reader) -> dict[str, Any]:
 @router.post("/v1/policies/{version}/activate")
 def activate(version: str, request: Request, who: Admin) -> dict[str, Any]:
     """Activate a version; every active execution is re-verified, the denied revoked."""
-    executions: Executions = request.app.state.executions
-    index, revoked = executions.activate_policy(version)
+    sweeps: Sweeps = request.app.state.sweeps
+    index, revoked = sweeps.activate_policy(version)
     return {"version": version, "log_index": index, "revoked": list(revoked)}
 
 

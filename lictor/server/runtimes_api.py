@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lictor.errors import PermissionDeniedError
 from lictor.server.auth import require_role
 from lictor.service.runtimes import Runtimes
+from lictor.service.sweeps import Sweeps
 from lictor.store.base import Credential
 
 router = APIRouter(prefix="/v1/runtimes", tags=["runtimes"])
@@ -80,10 +81,32 @@ def heartbeat(
     request: Request,
     who: Annotated[Credential, Depends(require_role("runtime"))],
 ) -> dict[str, Any]:
-    """A runtime's heartbeat; a new attestation is logged."""
+    """A runtime's heartbeat; a new attestation is logged and re-verifies its executions."""
     _check_self(who, runtime_id)
     attestation = body.attestation.model_dump() if body.attestation else None
-    return {"runtime": asdict(_runtimes(request).heartbeat(runtime_id, attestation))}
+    runtime, changed = _runtimes(request).heartbeat(runtime_id, attestation)
+    sweeps: Sweeps = request.app.state.sweeps
+    revoked = sweeps.reverify_runtime(runtime_id) if changed else ()
+    return {"runtime": asdict(runtime), "revoked": list(revoked)}
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+@router.post("/{runtime_id}/revoke")
+def revoke_runtime(
+    runtime_id: str,
+    body: RevokeRequest,
+    request: Request,
+    _: Annotated[Credential, Depends(require_role("admin"))],
+) -> dict[str, Any]:
+    """Revoke a runtime: its requests are denied and its active executions revoked."""
+    runtime = _runtimes(request).revoke(runtime_id, body.reason)
+    sweeps: Sweeps = request.app.state.sweeps
+    revoked = sweeps.revoke_matching({"runtime": runtime_id}, f"runtime_revoked:{body.reason}")
+    return {"runtime": asdict(runtime), "revoked": list(revoked)}
 
 
 def _check_self(who: Credential, runtime_id: str) -> None:

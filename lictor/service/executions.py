@@ -47,6 +47,7 @@ from lictor.store.base import StoredEntry
 from lictor.store.view import StateView
 
 STALE_RETRIES = 3
+PRINCIPAL_REVOCATION = "principal_revocation"
 
 
 class StaleDecisionError(ConflictError):
@@ -179,6 +180,12 @@ class Executions:
             return None, _deny_without_policy(message, code=ReasonCode.INVALID_PARENT_GRANT)
         return self.get(claims.execution_id).execution, None
 
+    def _principal_denial(self, view: StateView, principal: EntityRef) -> Decision | None:
+        if view.get(PRINCIPAL_REVOCATION, str(principal)) is None:
+            return None
+        message = f"principal {principal} is revoked"
+        return _deny_without_policy(message, code=ReasonCode.PRINCIPAL_REVOKED)
+
     def _runtime_denial(self, runtime: Runtime) -> Decision | None:
         if runtime.state != "active":
             message = f"runtime {runtime.id} is {runtime.state}"
@@ -192,6 +199,8 @@ class Executions:
             current = decision
             if current.allowed and self.policies.active_version(view) != current.policy_version:
                 raise StaleDecisionError("the active policy changed")
+            if current.allowed:
+                current = self._principal_denial(view, stored.execution.principal) or current
             parent = self._view_parent(view, stored.execution)
             if current.allowed and parent is not None:
                 current = self._check_parent(parent, now) or current
@@ -203,7 +212,7 @@ class Executions:
                     e, now, current.reason_code or "denied", current.policy_version or None
                 )
             new = stored.with_transition(e, now, first_index, current.to_json())
-            entry = self._entry(new, current)
+            entry = self.entry(new, current)
             return Plan(
                 [entry], [new.write()], lambda head: self._outcome(new, entry, first_index, head)
             )
@@ -229,7 +238,7 @@ class Executions:
 
     # -- log entries and results -------------------------------------------------
 
-    def _entry(self, stored: StoredExecution, decision: Decision | None = None) -> StoredEntry:
+    def entry(self, stored: StoredExecution, decision: Decision | None = None) -> StoredEntry:
         e = stored.execution
         public = {
             "execution": e.id,
@@ -319,22 +328,22 @@ class Executions:
         if leases.effective_state(stored.execution, now) is not ExecutionState.ACTIVE:
             leases.renew(stored.execution, now, ttl_ms)  # raises the precise error
         facts = runtime_facts(self.runtimes.get(runtime_id))
-        decision = self._decide(_request_of(stored.execution, facts, stored.lineage, now))
+        decision = self._decide(request_of(stored.execution, facts, stored.lineage, now))
 
         def plan(view: StateView, first_index: int) -> Plan:
             if decision.allowed and self.policies.active_version(view) != decision.policy_version:
                 raise StaleDecisionError("the active policy changed")
-            current = _reload(view, execution_id)
+            current = reload(view, execution_id)
             if not decision.allowed:
                 reason = f"reverify_denied:{decision.reason_code}"
-                return self._revoke_plan(view, current.execution, reason, now, first_index)
+                return self.revoke_plan(view, current.execution, reason, now, first_index)
             parent = self._view_parent(view, current.execution)
             e = leases.renew(current.execution, now, ttl_ms, parent, decision.policy_version)
             if decision.policy_version == _decided_version(current) and facts == current.runtime:
                 same = replace(current, execution=e)
                 return Plan([], [same.write()], lambda head: Outcome(same, None))
             new = current.with_transition(e, now, first_index, decision.to_json(), facts)
-            entry = self._entry(new, decision)
+            entry = self.entry(new, decision)
             return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
 
         result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
@@ -347,10 +356,10 @@ class Executions:
         self.check_owner(self.get(execution_id), runtime_id)
 
         def plan(view: StateView, first_index: int) -> Plan:
-            current = _reload(view, execution_id)
+            current = reload(view, execution_id)
             e = leases.complete(current.execution, now, outcome, exit_code)
             new = current.with_transition(e, now, first_index, None)
-            entry = self._entry(new)
+            entry = self.entry(new)
             return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
 
         result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
@@ -364,15 +373,15 @@ class Executions:
         reason = leases.check_reason(reason)
 
         def plan(view: StateView, first_index: int) -> Plan:
-            target = _reload(view, execution_id).execution
+            target = reload(view, execution_id).execution
             if leases.effective_state(target, now).is_terminal:
                 raise InvalidTransitionError(f"execution {execution_id} is already ended")
-            return self._revoke_plan(view, target, reason, now, first_index)
+            return self.revoke_plan(view, target, reason, now, first_index)
 
         result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
         return result
 
-    def _revoke_plan(
+    def revoke_plan(
         self, view: StateView, target: Execution, reason: str, now: int, first_index: int
     ) -> Plan:
         def children_of(parent_id: str) -> Sequence[Execution]:
@@ -383,13 +392,13 @@ class Executions:
         writes = []
         first: StoredExecution | None = None
         for _, revoked in plan_revoke(target, children_of, now, reason):
-            current = _reload(view, revoked.id)
+            current = reload(view, revoked.id)
             new = current.with_transition(revoked, now, first_index + len(entries), None)
-            entries.append(self._entry(new))
+            entries.append(self.entry(new))
             writes.append(new.write())
             first = first or new
         if first is None:  # nothing live to revoke: report the target as it is
-            same = _reload(view, target.id)
+            same = reload(view, target.id)
             return Plan([], [], lambda head: Outcome(same, None))
         head_entry, revoked_ids = entries[0], tuple(w.key for w in writes)
         return Plan(
@@ -400,65 +409,8 @@ class Executions:
             ),
         )
 
-    # -- policy activation and expiry -------------------------------------------------
 
-    def activate_policy(self, version: str) -> tuple[int, tuple[str, ...]]:
-        """Make ``version`` active and re-verify every active execution in the same batch.
-
-        Returns the log index of the activation and the ids revoked by it.
-        """
-        now = self.now_ms()
-        policy = self.policies.compiled(version)
-        entities = self.policies.compiled_entities(policy, version)
-        public = {"version": version}
-        activation = self.log.prepare_event("policy_activated", public, public)
-        reason = f"policy_changed:{version}"
-
-        def plan(view: StateView, first_index: int) -> Plan:
-            write = self.policies.activation_write(view, version)
-            entries, writes = [activation], [write]
-            view.apply([write])
-            for record in view.find(KIND, {"state": str(ExecutionState.ACTIVE)}):
-                stored = _reload(view, record.key)  # an earlier cascade may have ended it
-                e = stored.execution
-                if leases.effective_state(e, now) is not ExecutionState.ACTIVE:
-                    continue
-                request = _request_of(e, stored.runtime, stored.lineage, now)
-                if decide(policy, request, entities).allowed:
-                    continue
-                sub = self._revoke_plan(view, e, reason, now, first_index + len(entries))
-                view.apply(sub.writes)
-                entries += sub.entries
-                writes += sub.writes
-            revoked = tuple(w.key for w in writes[1:])
-            return Plan(entries, writes, lambda head: (first_index, revoked))
-
-        result: tuple[int, tuple[str, ...]] = self.log.sequencer.submit_commands([plan])[0].result()
-        return result
-
-    def expire_due(self) -> list[str]:
-        """Write the ``expired`` transition of every active execution whose lease passed."""
-        now = self.now_ms()
-        due = [
-            s.execution.id
-            for s in self.find({"state": str(ExecutionState.ACTIVE)}, limit=100_000)
-            if leases.effective_state(s.execution, now) is ExecutionState.EXPIRED
-        ]
-        commands = [self._expire_command(execution_id, now) for execution_id in due]
-        futures = self.log.sequencer.submit_commands(commands) if commands else []
-        return [f.result() for f in futures if f.exception() is None]
-
-    def _expire_command(self, execution_id: str, now: int) -> Any:
-        def plan(view: StateView, first_index: int) -> Plan:
-            current = _reload(view, execution_id)
-            e = leases.expire(current.execution, now)
-            new = current.with_transition(e, now, first_index, None)
-            return Plan([self._entry(new)], [new.write()], lambda head: execution_id)
-
-        return plan
-
-
-def _reload(view: StateView, execution_id: str) -> StoredExecution:
+def reload(view: StateView, execution_id: str) -> StoredExecution:
     record = view.get(KIND, execution_id)
     if record is None:
         raise NotFoundError(f"no execution {execution_id!r}")
@@ -480,7 +432,7 @@ def _lineage_facts(parent: Execution | None, principal: EntityRef) -> LineageFac
     )
 
 
-def _request_of(
+def request_of(
     e: Execution, runtime: RuntimeFacts, lineage: LineageFacts, now: int
 ) -> DecisionRequest:
     return DecisionRequest(

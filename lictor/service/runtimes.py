@@ -98,8 +98,28 @@ class Runtimes:
         tags = {k: v for k, v in (("region", region), ("cluster", cluster)) if v is not None}
         return [Runtime.from_doc(r.doc) for r in self.log.store.find_records(KIND, tags)]
 
-    def heartbeat(self, runtime_id: str, attestation: dict[str, Any] | None) -> Runtime:
-        """Record a heartbeat; a changed attestation is logged."""
+    def revoke(self, runtime_id: str, reason: str) -> Runtime:
+        """Mark a runtime revoked (logged); its requests are denied from now on."""
+        public = {"runtime": runtime_id}
+        entry = self.log.prepare_event("runtime_revoked", {**public, "reason": reason}, public)
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            record = view.get(KIND, runtime_id)
+            if record is None:
+                raise NotFoundError(f"no runtime {runtime_id!r}")
+            old = Runtime.from_doc(record.doc)
+            if old.state == "revoked":
+                return Plan([], [], lambda head: old)
+            new = replace(old, state="revoked")
+            return Plan([entry], [new.write(record.version)], lambda head: new)
+
+        result: Runtime = self.log.sequencer.submit_commands([plan])[0].result()
+        return result
+
+    def heartbeat(
+        self, runtime_id: str, attestation: dict[str, Any] | None
+    ) -> tuple[Runtime, bool]:
+        """Record a heartbeat; a changed attestation is logged. Returns (runtime, changed)."""
         now = self.now_ms()
         public = {"runtime": runtime_id}
         event = {"runtime": runtime_id, "attestation": attestation}
@@ -113,8 +133,9 @@ class Runtimes:
             if old.state != "active":
                 raise ConflictError(f"runtime {runtime_id!r} is {old.state}")
             new = replace(old, last_heartbeat_ms=now, attestation=attestation or old.attestation)
-            entries = [entry] if new.attestation != old.attestation else []
-            return Plan(entries, [new.write(record.version)], lambda head: new)
+            changed = new.attestation != old.attestation
+            entries = [entry] if changed else []
+            return Plan(entries, [new.write(record.version)], lambda head: (new, changed))
 
-        result: Runtime = self.log.sequencer.submit_commands([plan])[0].result()
+        result: tuple[Runtime, bool] = self.log.sequencer.submit_commands([plan])[0].result()
         return result

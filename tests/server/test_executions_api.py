@@ -241,3 +241,45 @@ def test_replay_is_identical_even_after_entities_change_and_backtest_finds_chang
     assert changed == {(allowed, False)}
     assert len(frozen["changed"]) == 1  # the renewal verified nothing new: not a decision record
     assert client.get("/v1/policies", headers=admin).json()["active"] == governed["version"]
+
+
+RELEASE_BOT = {"type": "Agent", "id": "release-bot"}
+
+
+def test_a_failed_attestation_revokes_the_runtimes_production_work(
+    client: TestClient, governed: dict[str, Any]
+) -> None:
+    runtime = governed["runtime"]
+    prod = _ask(client, runtime, principal=RELEASE_BOT, resource=PROD)
+    assert prod.status_code == 201, prod.text
+    staging = _ask(client, runtime).json()["execution"]["id"]
+    beat = {"attestation": {"state": "failed"}}
+    r = client.post("/v1/runtimes/edge-eu/heartbeat", json=beat, headers=runtime)
+    assert r.status_code == 200 and r.json()["revoked"] == [prod.json()["execution"]["id"]]
+    shown = client.get(f"/v1/executions/{staging}", headers=runtime).json()["execution"]
+    assert shown["state"] == "active"  # staging deploys do not need attestation
+
+
+def test_revoking_a_runtime_or_a_principal_ends_their_work_and_future_requests(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    runtime = governed["runtime"]
+    first = _ask(client, runtime).json()["execution"]["id"]
+    bot = _ask(client, runtime, principal=RELEASE_BOT, resource=PROD).json()["execution"]["id"]
+    r = client.post(
+        "/v1/principals/revoke",
+        json={"principal": 'Agent::"planner-7"', "reason": "compromised"},
+        headers=admin,
+    )
+    assert r.status_code == 200 and r.json()["revoked"] == [first]
+    again = _ask(client, runtime)
+    assert (
+        again.status_code == 403 and again.json()["decision"]["reason_code"] == "principal_revoked"
+    )
+    r = client.post("/v1/runtimes/edge-eu/revoke", json={"reason": "stolen"}, headers=admin)
+    assert r.status_code == 200 and r.json()["revoked"] == [bot]
+    assert r.json()["runtime"]["state"] == "revoked"
+    late = _ask(client, runtime, principal=RELEASE_BOT, resource=PROD)
+    assert late.status_code == 403 and late.json()["decision"]["reason_code"] == "runtime_revoked"
+    shown = client.get(f"/v1/executions/{bot}", headers=admin).json()["execution"]
+    assert shown["reason"] == "runtime_revoked:stolen"

@@ -51,6 +51,8 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/executions/{execution_id}/complete"): {"runtime"},
     ("POST", "/v1/executions/{execution_id}/revoke"): {"admin"},
     ("POST", "/v1/policies/backtest"): {"admin", "auditor"},
+    ("POST", "/v1/runtimes/{runtime_id}/revoke"): {"admin"},
+    ("POST", "/v1/principals/revoke"): {"admin"},
     ("GET", "/v1/executions/{execution_id}/replay"): {"admin", "auditor"},
 }
 STREAMS = {"/v1/events"}

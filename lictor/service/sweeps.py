@@ -1,0 +1,201 @@
+"""Operations over many executions at once, each one batch: policy activation with
+re-verification, re-verification of a runtime's work, revocation by principal or
+runtime, and the expiry of leases that passed.
+
+Each is planned in the committer like any command, so everything it changes
+(the activation, every revocation and its cascade) commits in one
+transaction with one log entry per transition, and executions started
+concurrently are either seen by it or planned after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lictor.core import lease as leases
+from lictor.core.policy import CompiledEntities, CompiledPolicy, decide
+from lictor.core.types import EntityRef, ExecutionState
+from lictor.errors import InvalidRequestError
+from lictor.log.entry import canonical_entry
+from lictor.sequencer import Plan
+from lictor.service.executions import (
+    PRINCIPAL_REVOCATION,
+    Executions,
+    reload,
+    request_of,
+    runtime_facts,
+)
+from lictor.service.records import KIND
+from lictor.service.runtimes import KIND as RUNTIME
+from lictor.service.runtimes import Runtime
+from lictor.store.base import RecordWrite, StoredEntry
+from lictor.store.view import StateView
+
+ACTIVE = {"state": str(ExecutionState.ACTIVE)}
+PRINCIPAL = PRINCIPAL_REVOCATION
+
+
+class Sweeps:
+    """Bulk governance operations over an `Executions` service."""
+
+    def __init__(self, executions: Executions) -> None:
+        self.executions = executions
+        self.log = executions.log
+        self.policies = executions.policies
+
+    def _submit(self, plan: Any) -> Any:
+        return self.log.sequencer.submit_commands([plan])[0].result()
+
+    def _revoke_denied(
+        self,
+        view: StateView,
+        filters: Mapping[str, str],
+        policy: CompiledPolicy,
+        entities: CompiledEntities,
+        reason: str,
+        now: int,
+        first_index: int,
+    ) -> tuple[list[StoredEntry], list[RecordWrite]]:
+        """Re-decide every active execution matching ``filters``; revoke (cascading) the denied."""
+        entries: list[StoredEntry] = []
+        writes: list[RecordWrite] = []
+        for record in view.find(KIND, {**ACTIVE, **filters}):
+            stored = reload(view, record.key)  # an earlier cascade may have ended it
+            e = stored.execution
+            if leases.effective_state(e, now) is not ExecutionState.ACTIVE:
+                continue
+            facts = _fresh_runtime(view, e.runtime_id) or stored.runtime
+            if decide(policy, request_of(e, facts, stored.lineage, now), entities).allowed:
+                continue
+            plan = self.executions.revoke_plan(view, e, reason, now, first_index + len(entries))
+            view.apply(plan.writes)
+            entries += plan.entries
+            writes += plan.writes
+        return entries, writes
+
+    def activate_policy(self, version: str) -> tuple[int, tuple[str, ...]]:
+        """Make ``version`` active and re-verify every active execution in the same batch.
+
+        Returns the log index of the activation and the ids it revoked.
+        """
+        now = self.executions.now_ms()
+        policy = self.policies.compiled(version)
+        entities = self.policies.compiled_entities(policy, version)
+        public = {"version": version}
+        activation = self.log.prepare_event("policy_activated", public, public)
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            write = self.policies.activation_write(view, version)
+            view.apply([write])
+            reason = f"policy_changed:{version}"
+            entries, writes = self._revoke_denied(
+                view, {}, policy, entities, reason, now, first_index + 1
+            )
+            revoked = tuple(w.key for w in writes)
+            return Plan([activation, *entries], [write, *writes], lambda h: (first_index, revoked))
+
+        result: tuple[int, tuple[str, ...]] = self._submit(plan)
+        return result
+
+    def reverify_runtime(self, runtime_id: str) -> tuple[str, ...]:
+        """Re-decide a runtime's active executions with its current facts (a new attestation)."""
+        version = self.policies.active_version()
+        if version is None:
+            return ()
+        now = self.executions.now_ms()
+        policy = self.policies.compiled(version)
+        entities = self.policies.compiled_entities(policy, version)
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            entries, writes = self._revoke_denied(
+                view,
+                {"runtime": runtime_id},
+                policy,
+                entities,
+                "attestation_rejected",
+                now,
+                first_index,
+            )
+            return Plan(entries, writes, lambda head: tuple(w.key for w in writes))
+
+        result: tuple[str, ...] = self._submit(plan)
+        return result
+
+    def revoke_matching(self, filters: Mapping[str, str], reason: str) -> tuple[str, ...]:
+        """Revoke (cascading) every active execution carrying ``filters``."""
+        if not filters:
+            raise InvalidRequestError("say whose executions to revoke")
+        now = self.executions.now_ms()
+        reason = leases.check_reason(reason)
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            entries, writes = self._revoke_active(view, filters, reason, now, first_index)
+            return Plan(entries, writes, lambda head: tuple(w.key for w in writes))
+
+        result: tuple[str, ...] = self._submit(plan)
+        return result
+
+    def revoke_principal(self, principal: EntityRef, reason: str) -> tuple[str, ...]:
+        """Revoke a principal: its active executions now, and its requests from now on."""
+        now = self.executions.now_ms()
+        reason = leases.check_reason(reason)
+        key = str(principal)
+        public = {"principal": principal.to_json()}
+        entry = self.log.prepare_event("principal_revoked", {**public, "reason": reason}, {})
+        doc = canonical_entry({"principal": principal.to_json(), "reason": reason, "at_ms": now})
+
+        def plan(view: StateView, first_index: int) -> Plan:
+            existing = view.get(PRINCIPAL, key)
+            mark = RecordWrite(PRINCIPAL, key, doc, existing.version if existing else 0)
+            entries, writes = self._revoke_active(
+                view, {"principal": key}, reason, now, first_index + 1
+            )
+            revoked = tuple(w.key for w in writes)
+            return Plan([entry, *entries], [mark, *writes], lambda head: revoked)
+
+        result: tuple[str, ...] = self._submit(plan)
+        return result
+
+    def _revoke_active(
+        self, view: StateView, filters: Mapping[str, str], reason: str, now: int, first: int
+    ) -> tuple[list[StoredEntry], list[RecordWrite]]:
+        entries: list[StoredEntry] = []
+        writes: list[RecordWrite] = []
+        for record in view.find(KIND, {**ACTIVE, **filters}):
+            e = reload(view, record.key).execution
+            if leases.effective_state(e, now) is not ExecutionState.ACTIVE:
+                continue
+            sub = self.executions.revoke_plan(view, e, reason, now, first + len(entries))
+            view.apply(sub.writes)
+            entries += sub.entries
+            writes += sub.writes
+        return entries, writes
+
+    def expire_due(self) -> list[str]:
+        """Write the ``expired`` transition of every active execution whose lease passed."""
+        now = self.executions.now_ms()
+        due = [
+            s.execution.id
+            for s in self.executions.find(ACTIVE, limit=100_000)
+            if leases.effective_state(s.execution, now) is ExecutionState.EXPIRED
+        ]
+        commands = [self._expire_command(execution_id, now) for execution_id in due]
+        futures = self.log.sequencer.submit_commands(commands) if commands else []
+        return [f.result() for f in futures if f.exception() is None]
+
+    def _expire_command(self, execution_id: str, now: int) -> Any:
+        def plan(view: StateView, first_index: int) -> Plan:
+            current = reload(view, execution_id)
+            e = leases.expire(current.execution, now)
+            new = current.with_transition(e, now, first_index, None)
+            return Plan([self.executions.entry(new)], [new.write()], lambda head: execution_id)
+
+        return plan
+
+
+def _fresh_runtime(view: StateView, runtime_id: str | None) -> Any:
+    if runtime_id is None:
+        return None
+    record = view.get(RUNTIME, runtime_id)
+    return None if record is None else runtime_facts(Runtime.from_doc(record.doc))
