@@ -108,6 +108,27 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.decisions = Counter(
+            "lictor_decisions",
+            "Execution decisions by result and reason code.",
+            ["result", "reason"],
+            registry=self.registry,
+        )
+        self.decision_seconds = Histogram(
+            "lictor_decision_seconds",
+            "Time from request to a durable decision with its receipt.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.revocations = Counter(
+            "lictor_revocations", "Executions revoked, by cause.", ["cause"], registry=self.registry
+        )
+        active = Gauge(
+            "lictor_active_executions", "Executions in state active.", registry=self.registry
+        )
+        active.set_function(
+            lambda: len(log.store.find_records("execution", {"state": "active"}, limit=10**9))
+        )
 
 
 def create_app(

@@ -125,8 +125,13 @@ def request_execution(body: ExecutionRequest, request: Request, who: Runtime) ->
         body.parent_grant,
         ttl,
     )
-    outcome = _executions(request).request(ask)
-    if outcome.execution.state is ExecutionState.ACTIVE:
+    metrics = request.app.state.metrics
+    with metrics.decision_seconds.time():
+        outcome = _executions(request).request(ask)
+    allowed = outcome.execution.state is ExecutionState.ACTIVE
+    reason = str((outcome.stored.decision or {}).get("reason_code") or "")
+    metrics.decisions.labels("allow" if allowed else "deny", reason).inc()
+    if allowed:
         return _body(outcome)
     denied = {"error": {"code": "denied", "message": _denial(outcome)}, **_body(outcome)}
     return JSONResponse(denied, status_code=403)
@@ -153,7 +158,9 @@ def complete(execution_id: str, body: CompleteRequest, request: Request, who: Ru
 @router.post("/{execution_id}/revoke")
 def revoke(execution_id: str, body: RevokeRequest, request: Request, who: Admin) -> Any:
     """Revoke an execution and every live descendant, in one transaction."""
-    return _body(_executions(request).revoke(execution_id, body.reason))
+    outcome = _executions(request).revoke(execution_id, body.reason)
+    request.app.state.metrics.revocations.labels("execution").inc(len(outcome.revoked))
+    return _body(outcome)
 
 
 @router.get("")
@@ -227,4 +234,5 @@ def revoke_principal(body: PrincipalRevokeRequest, request: Request, who: Admin)
     """Revoke a principal: its active executions now (cascading), its requests from now on."""
     sweeps: Sweeps = request.app.state.sweeps
     revoked = sweeps.revoke_principal(_ref(body.principal), body.reason)
+    request.app.state.metrics.revocations.labels("principal").inc(len(revoked))
     return {"principal": _ref(body.principal).to_json(), "revoked": list(revoked)}

@@ -72,6 +72,7 @@ def activate(version: str, request: Request, who: Admin) -> dict[str, Any]:
     """Activate a version; every active execution is re-verified, the denied revoked."""
     sweeps: Sweeps = request.app.state.sweeps
     index, revoked = sweeps.activate_policy(version)
+    request.app.state.metrics.revocations.labels("policy").inc(len(revoked))
     return {"version": version, "log_index": index, "revoked": list(revoked)}
 
 

@@ -87,6 +87,7 @@ def heartbeat(
     runtime, changed = _runtimes(request).heartbeat(runtime_id, attestation)
     sweeps: Sweeps = request.app.state.sweeps
     revoked = sweeps.reverify_runtime(runtime_id) if changed else ()
+    request.app.state.metrics.revocations.labels("attestation").inc(len(revoked))
     return {"runtime": asdict(runtime), "revoked": list(revoked)}
 
 
@@ -106,6 +107,7 @@ def revoke_runtime(
     runtime = _runtimes(request).revoke(runtime_id, body.reason)
     sweeps: Sweeps = request.app.state.sweeps
     revoked = sweeps.revoke_matching({"runtime": runtime_id}, f"runtime_revoked:{body.reason}")
+    request.app.state.metrics.revocations.labels("runtime").inc(len(revoked))
     return {"runtime": asdict(runtime), "revoked": list(revoked)}
 
 

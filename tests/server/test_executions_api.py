@@ -283,3 +283,17 @@ def test_revoking_a_runtime_or_a_principal_ends_their_work_and_future_requests(
     assert late.status_code == 403 and late.json()["decision"]["reason_code"] == "runtime_revoked"
     shown = client.get(f"/v1/executions/{bot}", headers=admin).json()["execution"]
     assert shown["reason"] == "runtime_revoked:stolen"
+
+
+def test_metrics_count_decisions_and_revocations(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    root = _ask(client, governed["runtime"]).json()["execution"]["id"]
+    _ask(client, governed["runtime"], resource=PROD)
+    client.post(f"/v1/executions/{root}/revoke", json={"reason": "x"}, headers=admin)
+    text = client.get("/metrics").text
+    assert 'lictor_decisions_total{reason="",result="allow"} 1.0' in text
+    assert 'lictor_decisions_total{reason="not_permitted",result="deny"} 1.0' in text
+    assert 'lictor_revocations_total{cause="execution"} 1.0' in text
+    assert "lictor_active_executions 0.0" in text
+    assert "lictor_decision_seconds_count 2.0" in text
