@@ -18,12 +18,12 @@ from lictor.errors import LictorError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lictor.cli import demo, log, runtime, serve
+    from lictor.cli import demo, entity, executions, log, policy, runtime, serve
 
     parser = argparse.ArgumentParser(prog="lictor", description="Lictor: execution governance.")
     parser.add_argument("--version", action="version", version=f"lictor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, demo, log, runtime):
+    for group in (serve, demo, policy, entity, executions, runtime, log):
         group.register(sub)
     return parser
 
@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LictorError as e:
         print(f"lictor: {e.code}: {e.message}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say
+        return 0
     except OSError as e:
         print(f"lictor: io_error: {e}", file=sys.stderr)
         return 1
