@@ -50,6 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     diff.add_argument("b", metavar="B", help="a version or a policy directory")
     add_client_options(diff)
     add_client_options(_command(cmds, "activate", "make a version active", run_activate, "VERSION"))
+    backtest = _command(
+        cmds,
+        "backtest",
+        "recorded decisions a candidate directory would change",
+        run_backtest,
+        "DIR",
+    )
+    backtest.add_argument("--since", help="only decisions at or after this time (ISO 8601)")
+    add_client_options(backtest)
 
 
 def _command(
@@ -237,4 +246,33 @@ def run_activate(args: argparse.Namespace) -> int:
     print(f"revoked {len(revoked)} active execution(s)" + (":" if revoked else ""))
     for execution_id in revoked:
         print(f"  {execution_id}")
+    return 0
+
+
+def _since_ms(text: str | None) -> int:
+    if text is None:
+        return 0
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise InvalidRequestError(f"--since {text!r} is not an ISO 8601 time") from e
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    """Evaluate recorded decisions under DIR's policies; list those that would change."""
+    source = load_policy_dir(args.dir)
+    body = {"source": source_json(source), "since_ms": _since_ms(args.since)}
+    reply = call(args, "POST", "/v1/policies/backtest", body)
+    if args.json:
+        _print_json(reply)
+        return 0
+    changed = reply["changed"]
+    print(f"candidate {reply['candidate']}: {len(changed)} recorded decision(s) would change")
+    for c in changed:
+        before = "allow" if c["recorded"]["allowed"] else "deny"
+        after = "allow" if c["replayed"]["allowed"] else "deny"
+        print(f"  {c['execution']} #{c['log_index']} {_time(c['at_ms'])}: {before} -> {after}")
     return 0

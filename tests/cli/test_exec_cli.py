@@ -176,3 +176,25 @@ def test_activating_a_stricter_version_revokes_and_prints_ids(
     state = json.loads(cli(capsys, "exec", "show", ids(staging)[0], "--json")[1])
     assert state["execution"]["state"] == "revoked"
     assert state["execution"]["reason"] == f"policy_changed:{version}"
+
+
+def test_replay_and_backtest(plane: Plane, tmp_path: Path, capsys: Any) -> None:
+    allowed = plane.request()
+    denied = plane.request(resource="payments-api")
+    code, out, _ = cli(capsys, "replay", ids(allowed)[0])
+    assert code == 0 and out.splitlines()[-1] == "identical" and "allow under" in out
+    assert cli(capsys, "replay", ids(denied)[0])[0] == 0
+    code, out, _ = cli(capsys, "policy", "backtest", str(POLICIES))
+    assert code == 0 and "0 recorded decision(s) would change" in out
+    stricter = tmp_path / "stricter"
+    shutil.copytree(POLICIES, stricter)
+    (stricter / "deploy.cedar").write_text("// nobody deploys\n")
+    code, out, _ = cli(capsys, "policy", "backtest", str(stricter), "--json")
+    changed = json.loads(out)["changed"]
+    assert code == 0 and [c["execution"] for c in changed] == ids(allowed)
+    code, out, _ = cli(
+        capsys, "policy", "backtest", str(stricter), "--since", "2999-01-01T00:00:00Z"
+    )
+    assert code == 0 and "0 recorded decision(s)" in out
+    code, _, err = cli(capsys, "policy", "backtest", str(stricter), "--since", "yesterday")
+    assert code == 1 and "lictor: invalid_request:" in err
