@@ -360,7 +360,15 @@ class Executions:
             e = leases.complete(current.execution, now, outcome, exit_code)
             new = current.with_transition(e, now, first_index, None)
             entry = self.entry(new)
-            return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
+            view.apply([new.write()])
+            # no child outlives its parent: live descendants end with it
+            ended = self.revoke_plan(view, e, f"ancestor_{e.state}:{e.id}", now, first_index + 1)
+            ids = tuple(w.key for w in ended.writes)
+            return Plan(
+                [entry, *ended.entries],
+                [new.write(), *ended.writes],
+                lambda h: replace(self._outcome(new, entry, first_index, h), revoked=ids),
+            )
 
         result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
         return result

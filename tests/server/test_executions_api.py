@@ -297,3 +297,20 @@ def test_metrics_count_decisions_and_revocations(
     assert 'lictor_revocations_total{cause="execution"} 1.0' in text
     assert "lictor_active_executions 0.0" in text
     assert "lictor_decision_seconds_count 2.0" in text
+
+
+def test_completing_a_parent_ends_its_live_children(
+    client: TestClient, governed: dict[str, Any]
+) -> None:
+    runtime = governed["runtime"]
+    parent = _ask(client, runtime).json()
+    child = _ask(client, runtime, parent_grant=parent["grant"]).json()["execution"]["id"]
+    done = client.post(
+        f"/v1/executions/{parent['execution']['id']}/complete",
+        json={"outcome": "succeeded"},
+        headers=runtime,
+    )
+    assert done.status_code == 200 and done.json()["revoked"] == [child]
+    shown = client.get(f"/v1/executions/{child}", headers=runtime).json()["execution"]
+    assert shown["state"] == "revoked"
+    assert shown["reason"] == f"ancestor_completed:{parent['execution']['id']}"
