@@ -42,6 +42,7 @@ from lictor.sequencer import Appended, Plan
 from lictor.service.log import AuditLog, Receipt
 from lictor.service.policies import Policies
 from lictor.service.records import KIND, StoredExecution
+from lictor.service.runtimes import KIND as RUNTIME_KIND
 from lictor.service.runtimes import Runtime, Runtimes
 from lictor.store.base import StoredEntry
 from lictor.store.view import StateView
@@ -131,7 +132,7 @@ class Executions:
             try:
                 return self._request_once(ask)
             except StaleDecisionError:
-                continue
+                self.policies.invalidate()
         raise StaleDecisionError("the active policy kept changing; try again")
 
     def _request_once(self, ask: Ask) -> Outcome:
@@ -197,8 +198,10 @@ class Executions:
     ) -> Any:
         def plan(view: StateView, first_index: int) -> Plan:
             current = decision
-            if current.allowed and self.policies.active_version(view) != current.policy_version:
-                raise StaleDecisionError("the active policy changed")
+            self._check_fresh(view, current)
+            if current.allowed:
+                runtime_id = stored.execution.runtime_id
+                current = self._check_runtime(view, runtime_id, stored.runtime) or current
             if current.allowed:
                 current = self._principal_denial(view, stored.execution.principal) or current
             parent = self._view_parent(view, stored.execution)
@@ -218,6 +221,30 @@ class Executions:
             )
 
         return plan
+
+    def _check_runtime(
+        self, view: StateView, runtime_id: str | None, decided: RuntimeFacts
+    ) -> Decision | None:
+        """Deny if the runtime is no longer active; decide again if its facts changed."""
+        if runtime_id is None:
+            return None
+        record = view.get(RUNTIME_KIND, runtime_id)
+        if record is None:
+            raise NotFoundError(f"no runtime {runtime_id!r}")
+        runtime = Runtime.from_doc(record.doc)
+        denial = self._runtime_denial(runtime)
+        if denial is None and runtime_facts(runtime) != decided:
+            raise StaleDecisionError("the runtime's attestation changed")
+        return denial
+
+    def _check_fresh(self, view: StateView, decision: Decision) -> None:
+        """A decision commits only under the policy version it was made with."""
+        active = self.policies.active_version(view)
+        made_under = decision.policy_version or None
+        if made_under is not None and made_under != active:
+            raise StaleDecisionError("the active policy changed")
+        if decision.reason_code is ReasonCode.NO_ACTIVE_POLICY and active is not None:
+            raise StaleDecisionError("a policy became active")
 
     def _check_parent(self, parent: Execution, now: int) -> Decision | None:
         try:
@@ -318,7 +345,7 @@ class Executions:
             try:
                 return self._renew_once(execution_id, runtime_id, ttl_ms)
             except StaleDecisionError:
-                continue
+                self.policies.invalidate()
         raise StaleDecisionError("the active policy kept changing; try again")
 
     def _renew_once(self, execution_id: str, runtime_id: str, ttl_ms: int) -> Outcome:
@@ -327,12 +354,17 @@ class Executions:
         self.check_owner(stored, runtime_id)
         if leases.effective_state(stored.execution, now) is not ExecutionState.ACTIVE:
             leases.renew(stored.execution, now, ttl_ms)  # raises the precise error
-        facts = runtime_facts(self.runtimes.get(runtime_id))
-        decision = self._decide(request_of(stored.execution, facts, stored.lineage, now))
+        runtime = self.runtimes.get(runtime_id)
+        facts = runtime_facts(runtime)
+        decided = self._runtime_denial(runtime) or self._decide(
+            request_of(stored.execution, facts, stored.lineage, now)
+        )
 
         def plan(view: StateView, first_index: int) -> Plan:
-            if decision.allowed and self.policies.active_version(view) != decision.policy_version:
-                raise StaleDecisionError("the active policy changed")
+            decision = decided
+            self._check_fresh(view, decision)
+            if decision.allowed:
+                decision = self._check_runtime(view, runtime_id, facts) or decision
             current = reload(view, execution_id)
             if not decision.allowed:
                 reason = f"reverify_denied:{decision.reason_code}"

@@ -5,7 +5,11 @@ content) and logged (``policy_pushed``); pushing the same content again is a
 no-op. Activating a version is logged (``policy_activated``) and re-verifies
 every active execution in the same batch (see `lictor.service.executions`).
 Entities are one versioned document (``entities_put``, logged). Compiled
-handles are cached per version, so decisions never re-parse.
+handles are cached per version, so decisions never re-parse, and the active
+version and current entity version are cached in memory: this process is the
+data directory's only writer, and every change goes through `invalidate`.
+A decision made on a stale cache is caught when it commits (the plan reads
+the active version from the batch's view) and decided again.
 """
 
 from __future__ import annotations
@@ -80,6 +84,14 @@ class Policies:
         self._compiled: dict[str, CompiledPolicy] = {}
         self._entities: dict[tuple[str, str], CompiledEntities] = {}
         self._lock = threading.Lock()
+        self._active: tuple[str | None] | None = None
+        self._current_entities: str | None = None
+
+    def invalidate(self) -> None:
+        """Forget the cached active version and entity version (after a change)."""
+        with self._lock:
+            self._active = None
+            self._current_entities = None
 
     def now_ms(self) -> int:
         return int(self.log.clock().timestamp() * 1000)
@@ -120,8 +132,14 @@ class Policies:
         return sorted((self._from_record(r.doc) for r in records), key=lambda p: p.pushed_at_ms)
 
     def active_version(self, view: StateView | None = None) -> str | None:
+        """The active version: exact in a batch's ``view``, else cached."""
+        if view is None and self._active is not None:
+            return self._active[0]
         record = view.get(SETTING, ACTIVE) if view else self.log.store.get_record(SETTING, ACTIVE)
-        return None if record is None else str(json.loads(record.doc)["version"])
+        version = None if record is None else str(json.loads(record.doc)["version"])
+        if view is None:
+            self._active = (version,)
+        return version
 
     def compiled(self, version: str) -> CompiledPolicy:
         """The compiled handles of ``version`` (cached)."""
@@ -163,6 +181,7 @@ class Policies:
             return Plan([entry], writes, lambda head: version)
 
         result: str = self.log.sequencer.submit_commands([plan])[0].result()
+        self.invalidate()
         return result
 
     def entities(self, version: str | None = None) -> tuple[str, list[dict[str, Any]]]:
@@ -185,13 +204,15 @@ class Policies:
         self, policy: CompiledPolicy, policy_version: str, version: str | None = None
     ) -> CompiledEntities:
         """Entities (current, or ``version``) compiled for ``policy``, cached per pair."""
-        version, entities = self.entities(version)
+        if version is None:
+            version = self._current_entities or self.entities()[0]
+            self._current_entities = version
         key = (policy_version, version)
         with self._lock:
             cached = self._entities.get(key)
         if cached is not None:
             return cached
-        compiled = compile_entities(entities, policy)
+        compiled = compile_entities(self.entities(version)[1], policy)
         with self._lock:
             if len(self._entities) >= CACHE_SIZE:
                 self._entities.pop(next(iter(self._entities)))

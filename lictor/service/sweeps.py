@@ -95,7 +95,10 @@ class Sweeps:
             revoked = tuple(w.key for w in writes)
             return Plan([activation, *entries], [write, *writes], lambda h: (first_index, revoked))
 
-        result: tuple[int, tuple[str, ...]] = self._submit(plan)
+        try:
+            result: tuple[int, tuple[str, ...]] = self._submit(plan)
+        finally:
+            self.policies.invalidate()
         return result
 
     def reverify_runtime(self, runtime_id: str) -> tuple[str, ...]:

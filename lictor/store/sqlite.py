@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
 from lictor.log.merkle import stored_hash_count
@@ -270,16 +271,8 @@ class SQLiteStore:
     def find_records(
         self, kind: str, tags: dict[str, str], after: str = "", limit: int = 1000
     ) -> list[Record]:
-        sql, args = "SELECT r.key, r.version, r.doc FROM records r", []
-        for n, (tag, value) in enumerate(sorted(tags.items())):
-            sql += (
-                f" JOIN record_tags t{n} ON t{n}.kind = r.kind AND t{n}.key = r.key"
-                f" AND t{n}.tag = ? AND t{n}.value = ?"
-            )
-            args += [tag, value]
-        sql += " WHERE r.kind = ? AND r.key > ? ORDER BY r.key LIMIT ?"
         with self._read() as conn:
-            rows = conn.execute(sql, [*args, kind, after, limit]).fetchall()
+            rows = conn.execute(*_find_query(kind, tags, after, limit)).fetchall()
             found = _tags(conn, kind, [r[0] for r in rows])
         return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
 
@@ -339,6 +332,34 @@ def _record_checkpoint(conn: sqlite3.Connection, head: Head) -> None:
         )
     elif bytes(row[0]) != head.checkpoint:
         raise ConflictError(f"a different checkpoint is already signed for size {head.size}")
+
+
+def _find_query(kind: str, tags: dict[str, str], after: str, limit: int) -> tuple[str, list[Any]]:
+    """SQL for `find_records`, driven by the tag index when there is a tag.
+
+    Starting from ``record_tags`` (kind, tag, value, key) makes the cost follow
+    the number of matches, not the number of records of the kind.
+    """
+    if not tags:
+        sql = (
+            "SELECT key, version, doc FROM records WHERE kind = ? AND key > ? ORDER BY key LIMIT ?"
+        )
+        return sql, [kind, after, limit]
+    (first_tag, first_value), *rest = sorted(tags.items())
+    sql = "SELECT r.key, r.version, r.doc FROM record_tags t0"
+    args: list[Any] = []
+    for n, (tag, value) in enumerate(rest, start=1):
+        sql += (
+            f" JOIN record_tags t{n} ON t{n}.kind = t0.kind AND t{n}.key = t0.key"
+            f" AND t{n}.tag = ? AND t{n}.value = ?"
+        )
+        args += [tag, value]
+    sql += (
+        " CROSS JOIN records r ON r.kind = t0.kind AND r.key = t0.key"
+        " WHERE t0.kind = ? AND t0.tag = ? AND t0.value = ? AND t0.key > ?"
+        " ORDER BY t0.key LIMIT ?"
+    )
+    return sql, [*args, kind, first_tag, first_value, after, limit]
 
 
 def _write_record(conn: sqlite3.Connection, write: RecordWrite) -> None:
