@@ -18,12 +18,22 @@ from lictor.errors import LictorError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lictor.cli import demo, entity, executions, log, policy, replay, runtime, serve
+    from lictor.cli import (
+        demo,
+        entity,
+        executions,
+        log,
+        policy,
+        principal,
+        replay,
+        runtime,
+        serve,
+    )
 
     parser = argparse.ArgumentParser(prog="lictor", description="Lictor: execution governance.")
     parser.add_argument("--version", action="version", version=f"lictor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, demo, policy, entity, executions, replay, runtime, log):
+    for group in (serve, demo, policy, entity, executions, replay, runtime, principal, log):
         group.register(sub)
     return parser
 

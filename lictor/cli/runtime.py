@@ -1,4 +1,4 @@
-"""`lictor runtime add|list`: manage enforcement points."""
+"""`lictor runtime add|list|revoke`: manage enforcement points."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ def register(sub: Any) -> None:
     listing.add_argument("--cluster")
     add_client_options(listing)
     listing.set_defaults(func=run_list)
+    revoke = group.add_parser("revoke", help="revoke a runtime and its active executions")
+    revoke.add_argument("name")
+    revoke.add_argument("--reason", required=True)
+    add_client_options(revoke)
+    revoke.set_defaults(func=run_revoke)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -48,4 +53,15 @@ def run_list(args: argparse.Namespace) -> int:
     for runtime in reply["runtimes"]:
         attested = (runtime.get("attestation") or {}).get("state", "-")
         print(f"{runtime['id']}\t{runtime['region']}\t{runtime['cluster']}\t{attested}")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    reply = call(args, "POST", f"/v1/runtimes/{args.name}/revoke", {"reason": args.reason})
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    print(f"runtime {reply['runtime']['id']} revoked; {len(reply['revoked'])} execution(s) revoked")
+    for execution_id in reply["revoked"]:
+        print(f"  {execution_id}")
     return 0

@@ -198,3 +198,17 @@ def test_replay_and_backtest(plane: Plane, tmp_path: Path, capsys: Any) -> None:
     assert code == 0 and "0 recorded decision(s)" in out
     code, _, err = cli(capsys, "policy", "backtest", str(stricter), "--since", "yesterday")
     assert code == 1 and "lictor: invalid_request:" in err
+
+
+def test_principal_and_runtime_revoke(plane: Plane, capsys: Any) -> None:
+    mine = plane.request()
+    code, out, _ = cli(capsys, "principal", "revoke", PLANNER, "--reason", "compromised")
+    assert code == 0 and out.splitlines() == [
+        f"principal {PLANNER} revoked; 1 execution(s) revoked",
+        f"  {ids(mine)[0]}",
+    ]
+    assert plane.request()["decision"]["reason_code"] == "principal_revoked"
+    code, out, _ = cli(capsys, "runtime", "revoke", "edge-1", "--reason", "stolen", "--json")
+    assert code == 0 and json.loads(out)["runtime"]["state"] == "revoked"
+    code, _, err = cli(capsys, "principal", "revoke", "not a principal", "--reason", "x")
+    assert code == 1 and err.startswith("lictor: invalid_request:")
