@@ -4,6 +4,12 @@ Canonical bytes make the leaf hash a function of the entry's meaning, so any
 party holding the JSON can recompute it with any RFC 8785 implementation.
 JSON numbers are IEEE doubles there: RFC 8785 writes the double 1e16 as
 ``10000000000000000``, so `parse_entry` decodes integers beyond 2**53 as floats.
+
+Most entries hold only ASCII keys, strings, safe integers, booleans and null;
+for those, `json.dumps` with sorted keys and no spaces writes exactly the RFC
+8785 bytes (keys in code-unit order, the same escapes), many times faster
+than the general `rfc8785` encoder, which handles everything else. A property
+test checks the two agree.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ def canonical_entry(entry: dict[str, Any]) -> bytes:
     if not isinstance(entry, dict):
         raise EntryError("an entry must be a JSON object")
     try:
-        data = rfc8785.dumps(entry)
+        data = _fast_dumps(entry) if _plain(entry, 0) else rfc8785.dumps(entry)
     except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as e:
         raise EntryError(f"entry cannot be canonicalized: {e}") from e
     if len(data) > MAX_ENTRY_SIZE:
@@ -31,6 +37,32 @@ def canonical_entry(entry: dict[str, Any]) -> bytes:
 
 
 _MAX_SAFE_INTEGER = 2**53 - 1
+_MAX_FAST_DEPTH = 64
+
+
+def _plain(value: Any, depth: int) -> bool:
+    """Whether ``value`` takes the fast path: no floats, ASCII keys, safe integers."""
+    if value is None or isinstance(value, (bool, str)):
+        return True
+    if isinstance(value, int):
+        return abs(value) <= _MAX_SAFE_INTEGER
+    if depth > _MAX_FAST_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return all(
+            isinstance(k, str) and k.isascii() and _plain(v, depth + 1) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return all(_plain(v, depth + 1) for v in value)
+    return False
+
+
+def _fast_dumps(value: Any) -> bytes:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: let the general encoder refuse it
+        return rfc8785.dumps(value)
 
 
 def _json_int(text: str) -> int | float:

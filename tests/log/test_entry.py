@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import rfc8785
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lictor.errors import EntryError
 from lictor.log.entry import canonical_entry, parse_entry
@@ -120,3 +123,35 @@ def test_deep_nesting_is_an_entry_error() -> None:
 def test_parse_entry_rejects_non_canonical_bytes(data: bytes) -> None:
     with pytest.raises(EntryError):
         parse_entry(data)
+
+
+_ascii_keys = st.text(alphabet=st.characters(max_codepoint=127), max_size=8)
+_plain_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(max_codepoint=127), max_size=8), children, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    value=st.dictionaries(
+        st.text(alphabet=st.characters(max_codepoint=127), max_size=8), _plain_values, max_size=6
+    )
+)
+def test_the_fast_path_writes_exactly_the_rfc8785_bytes(value: dict[str, Any]) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(EntryError):
+            canonical_entry(value)
+        return
+    if len(expected) <= 65535:
+        assert canonical_entry(value) == expected
