@@ -225,5 +225,6 @@ def test_health_metrics_and_openapi(client: TestClient, admin: dict[str, str]) -
     metrics = client.get("/metrics").text
     assert "lictor_log_tree_size 1.0" in metrics
     assert "lictor_log_entries_appended_total 1.0" in metrics
+    assert 'lictor_http_requests_total{status="2xx"}' in metrics
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/log/entries" in paths and "/v1/log/proof/inclusion" in paths
