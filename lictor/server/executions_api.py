@@ -81,13 +81,18 @@ def _depth(value: Any, level: int = 0) -> int:
     return max((_depth(c, level + 1) for c in children), default=level)
 
 
-def _body(outcome: Outcome) -> dict[str, Any]:
-    e = outcome.execution
-    body: dict[str, Any] = {
-        "execution": execution_json(e),
-        "decision": outcome.stored.decision,
-        "transitions": list(outcome.stored.transitions),
+def _view(stored: StoredExecution) -> dict[str, Any]:
+    return {
+        "execution": execution_json(stored.execution),
+        "decision": stored.decision,
+        "transitions": list(stored.transitions),
     }
+
+
+def _body(outcome: Outcome) -> dict[str, Any]:
+    """`_view` plus what a caller of a transition gets: lease, grant, receipt, cascade."""
+    e = outcome.execution
+    body = _view(outcome.stored)
     if e.lease is not None and e.state is ExecutionState.ACTIVE:
         body["lease"] = {
             "ttl": e.lease.ttl_ms / 1000,
@@ -101,14 +106,6 @@ def _body(outcome: Outcome) -> dict[str, Any]:
     if outcome.revoked:
         body["revoked"] = list(outcome.revoked)
     return body
-
-
-def _view(stored: StoredExecution) -> dict[str, Any]:
-    return {
-        "execution": execution_json(stored.execution),
-        "decision": stored.decision,
-        "transitions": list(stored.transitions),
-    }
 
 
 @router.post("", status_code=201, responses={403: {"description": "denied, with its receipt"}})
@@ -201,7 +198,7 @@ def get_execution(execution_id: str, request: Request, who: Reader) -> dict[str,
     stored = executions.get(execution_id)
     executions.check_owner(stored, who.name if who.role == "runtime" else None)
     view = _view(stored)
-    now = executions.now_ms()
+    now = executions.log.now_ms()
     view["effective_state"] = str(leases.effective_state(stored.execution, now))
     return view
 

@@ -108,9 +108,6 @@ class Executions:
         self.grants = grants
         self.max_depth = max_depth
 
-    def now_ms(self) -> int:
-        return int(self.log.clock().timestamp() * 1000)
-
     # -- deciding ---------------------------------------------------------------
 
     def _decide(self, request: DecisionRequest) -> Decision:
@@ -136,7 +133,7 @@ class Executions:
         raise StaleDecisionError("the active policy kept changing; try again")
 
     def _request_once(self, ask: Ask) -> Outcome:
-        now = self.now_ms()
+        now = self.log.now_ms()
         runtime = self.runtimes.get(ask.runtime_id)
         parent, denial = self._parent(ask, now)
         execution_id = execution_id_from(os.urandom(16))
@@ -349,7 +346,7 @@ class Executions:
         raise StaleDecisionError("the active policy kept changing; try again")
 
     def _renew_once(self, execution_id: str, runtime_id: str, ttl_ms: int) -> Outcome:
-        now = self.now_ms()
+        now = self.log.now_ms()
         stored = self.get(execution_id)
         self.check_owner(stored, runtime_id)
         if leases.effective_state(stored.execution, now) is not ExecutionState.ACTIVE:
@@ -384,7 +381,7 @@ class Executions:
     def complete(
         self, execution_id: str, runtime_id: str | None, outcome: str, exit_code: int | None
     ) -> Outcome:
-        now = self.now_ms()
+        now = self.log.now_ms()
         self.check_owner(self.get(execution_id), runtime_id)
 
         def plan(view: StateView, first_index: int) -> Plan:
@@ -409,7 +406,7 @@ class Executions:
 
     def revoke(self, execution_id: str, reason: str) -> Outcome:
         """Revoke an execution and every live descendant, in one transaction."""
-        now = self.now_ms()
+        now = self.log.now_ms()
         reason = leases.check_reason(reason)
 
         def plan(view: StateView, first_index: int) -> Plan:

@@ -87,6 +87,10 @@ class AuditLog:
     def head(self) -> Head:
         return self.sequencer.head
 
+    def now_ms(self) -> int:
+        """The clock, in integer milliseconds since the epoch (what `lictor.core` takes)."""
+        return int(self.clock().timestamp() * 1000)
+
     def close(self) -> None:
         self.sequencer.close()
 

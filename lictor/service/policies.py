@@ -93,16 +93,13 @@ class Policies:
             self._active = None
             self._current_entities = None
 
-    def now_ms(self) -> int:
-        return int(self.log.clock().timestamp() * 1000)
-
     def push(self, source: PolicySource) -> tuple[PolicyVersion, bool]:
         """Store a validated version; returns it and whether it is new."""
         issues = validate(source)
         if issues:
             shown = "; ".join(str(i) for i in issues[:10])
             raise InvalidRequestError(f"policy set does not validate: {shown}")
-        pushed = PolicyVersion(source.version, source, self.now_ms())
+        pushed = PolicyVersion(source.version, source, self.log.now_ms())
         doc = canonical_entry({"source": source_json(source), "pushed_at_ms": pushed.pushed_at_ms})
         entry = self.log.prepare_event("policy_pushed", {"version": pushed.version}, {})
 
@@ -159,7 +156,7 @@ class Policies:
         if view.get(POLICY, version) is None:
             raise NotFoundError(f"no policy version {version!r}")
         current = view.get(SETTING, ACTIVE)
-        doc = canonical_entry({"version": version, "activated_at_ms": self.now_ms()})
+        doc = canonical_entry({"version": version, "activated_at_ms": self.log.now_ms()})
         return RecordWrite(SETTING, ACTIVE, doc, current.version if current else 0)
 
     def put_entities(self, entities: Sequence[Mapping[str, Any]]) -> str:

@@ -64,16 +64,13 @@ class Runtimes:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
 
-    def now_ms(self) -> int:
-        return int(self.log.clock().timestamp() * 1000)
-
     def add(self, name: str, region: str, cluster: str) -> tuple[Runtime, str]:
         """Register a runtime; returns it and its credential (shown only now)."""
         runtime = Runtime(
             check_label(name, "runtime name", NAME),
             check_label(region, "region"),
             check_label(cluster, "cluster"),
-            created_at_ms=self.now_ms(),
+            created_at_ms=self.log.now_ms(),
         )
         public = {"runtime": runtime.id, "region": runtime.region, "cluster": runtime.cluster}
         entry = self.log.prepare_event("runtime_added", public, public)
@@ -120,7 +117,7 @@ class Runtimes:
         self, runtime_id: str, attestation: dict[str, Any] | None
     ) -> tuple[Runtime, bool]:
         """Record a heartbeat; a changed attestation is logged. Returns (runtime, changed)."""
-        now = self.now_ms()
+        now = self.log.now_ms()
         public = {"runtime": runtime_id}
         event = {"runtime": runtime_id, "attestation": attestation}
         entry = self.log.prepare_event("runtime_attested", event, public)

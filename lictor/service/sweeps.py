@@ -10,7 +10,7 @@ concurrently are either seen by it or planned after it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lictor.core import lease as leases
@@ -26,7 +26,7 @@ from lictor.service.executions import (
     request_of,
     runtime_facts,
 )
-from lictor.service.records import KIND
+from lictor.service.records import KIND, StoredExecution
 from lictor.service.runtimes import KIND as RUNTIME
 from lictor.service.runtimes import Runtime
 from lictor.store.base import RecordWrite, StoredEntry
@@ -58,28 +58,20 @@ class Sweeps:
         first_index: int,
     ) -> tuple[list[StoredEntry], list[RecordWrite]]:
         """Re-decide every active execution matching ``filters``; revoke (cascading) the denied."""
-        entries: list[StoredEntry] = []
-        writes: list[RecordWrite] = []
-        for record in view.find(KIND, {**ACTIVE, **filters}):
-            stored = reload(view, record.key)  # an earlier cascade may have ended it
+
+        def allowed(stored: StoredExecution) -> bool:
             e = stored.execution
-            if leases.effective_state(e, now) is not ExecutionState.ACTIVE:
-                continue
             facts = _fresh_runtime(view, e.runtime_id) or stored.runtime
-            if decide(policy, request_of(e, facts, stored.lineage, now), entities).allowed:
-                continue
-            plan = self.executions.revoke_plan(view, e, reason, now, first_index + len(entries))
-            view.apply(plan.writes)
-            entries += plan.entries
-            writes += plan.writes
-        return entries, writes
+            return decide(policy, request_of(e, facts, stored.lineage, now), entities).allowed
+
+        return self._revoke_active(view, filters, reason, now, first_index, spare=allowed)
 
     def activate_policy(self, version: str) -> tuple[int, tuple[str, ...]]:
         """Make ``version`` active and re-verify every active execution in the same batch.
 
         Returns the log index of the activation and the ids it revoked.
         """
-        now = self.executions.now_ms()
+        now = self.log.now_ms()
         policy = self.policies.compiled(version)
         entities = self.policies.compiled_entities(policy, version)
         public = {"version": version}
@@ -106,7 +98,7 @@ class Sweeps:
         version = self.policies.active_version()
         if version is None:
             return ()
-        now = self.executions.now_ms()
+        now = self.log.now_ms()
         policy = self.policies.compiled(version)
         entities = self.policies.compiled_entities(policy, version)
 
@@ -129,7 +121,7 @@ class Sweeps:
         """Revoke (cascading) every active execution carrying ``filters``."""
         if not filters:
             raise InvalidRequestError("say whose executions to revoke")
-        now = self.executions.now_ms()
+        now = self.log.now_ms()
         reason = leases.check_reason(reason)
 
         def plan(view: StateView, first_index: int) -> Plan:
@@ -141,7 +133,7 @@ class Sweeps:
 
     def revoke_principal(self, principal: EntityRef, reason: str) -> tuple[str, ...]:
         """Revoke a principal: its active executions now, and its requests from now on."""
-        now = self.executions.now_ms()
+        now = self.log.now_ms()
         reason = leases.check_reason(reason)
         key = str(principal)
         public = {"principal": principal.to_json()}
@@ -161,13 +153,23 @@ class Sweeps:
         return result
 
     def _revoke_active(
-        self, view: StateView, filters: Mapping[str, str], reason: str, now: int, first: int
+        self,
+        view: StateView,
+        filters: Mapping[str, str],
+        reason: str,
+        now: int,
+        first: int,
+        spare: Callable[[StoredExecution], bool] | None = None,
     ) -> tuple[list[StoredEntry], list[RecordWrite]]:
+        """Revoke (cascading) every active execution matching ``filters`` not ``spare``d."""
         entries: list[StoredEntry] = []
         writes: list[RecordWrite] = []
         for record in view.find(KIND, {**ACTIVE, **filters}):
-            e = reload(view, record.key).execution
+            stored = reload(view, record.key)  # an earlier cascade may have ended it
+            e = stored.execution
             if leases.effective_state(e, now) is not ExecutionState.ACTIVE:
+                continue
+            if spare is not None and spare(stored):
                 continue
             sub = self.executions.revoke_plan(view, e, reason, now, first + len(entries))
             view.apply(sub.writes)
@@ -177,7 +179,7 @@ class Sweeps:
 
     def expire_due(self) -> list[str]:
         """Write the ``expired`` transition of every active execution whose lease passed."""
-        now = self.executions.now_ms()
+        now = self.log.now_ms()
         due = [
             s.execution.id
             for s in self.executions.find(ACTIVE, limit=100_000)
