@@ -105,7 +105,7 @@ def open_data_dir(path: str | Path, origin: str | None = None) -> DataDir:
         signer = _load_signer(root / KEY_FILE, origin)
         db = root / DB_FILE
         os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
-        store = SQLiteStore(db)
+        store = SQLiteStore(db, exclusive=True)
     except BaseException:
         os.close(lock)
         raise

@@ -25,6 +25,12 @@ The committer keeps the right edge of the committed tree in memory (a
 reads the store. The range always belongs to the cached head: both are loaded
 from the store together (at start and after a conflict, checking the range
 against the head's root) and replaced together only after a commit succeeded.
+
+The sequencer is also a `HashReader`: it remembers the stored hashes of the
+last `RECENT_HASHES` it committed, so the inclusion proof of a fresh entry
+(whose path runs through recent hashes and the right edge) is built without
+reading the store; older hashes are read from the store. A remembered hash is
+one the store durably holds, so both sources always agree.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from lictor.store.base import Head, RecordWrite, Store, StoredEntry
 from lictor.store.view import StateView
 
 CONFLICT_RETRIES = 5
+RECENT_HASHES = 1 << 16
 logger = logging.getLogger("lictor.sequencer")
 
 
@@ -85,12 +92,8 @@ def append_entry(entry: StoredEntry) -> Command:
 
 def _load_frontier(store: Store, head: Head) -> CompactRange:
     """The right edge of the stored tree of ``head``; `StoreError` unless it has its root."""
-    size, lo, indexes = head.size, 0, []
-    for level in reversed(range(size.bit_length())):
-        if size >> level & 1:
-            indexes.append(stored_hash_index(level, lo >> level))
-            lo += 1 << level
-    frontier = CompactRange(size, store.read_hashes(indexes) if indexes else [])
+    indexes = _edge_indexes(head.size)
+    frontier = CompactRange(head.size, store.read_hashes(indexes) if indexes else [])
     if frontier.root() != head.root:
         raise StoreError("stored hashes do not match the signed head")
     return frontier
@@ -107,6 +110,7 @@ class Sequencer:
         self._cond = threading.Condition()
         self._closed = False
         self._listeners: list[Callable[[Head], None]] = []
+        self._recent = _RecentHashes()
         self._head, self._frontier = self._initialize()
         self._thread = threading.Thread(target=self._run, name="lictor-sequencer", daemon=True)
         self._thread.start()
@@ -131,6 +135,10 @@ class Sequencer:
 
     def _sign(self, size: int, root: bytes) -> bytes:
         return sign_note(Checkpoint(self.origin, size, root).text(), [self._signer])
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        """Stored hashes by index: recent ones from memory, the rest from the store."""
+        return self._recent.read(indexes, self._store)
 
     def add_listener(self, listener: Callable[[Head], None]) -> None:
         """Call ``listener(head)`` from the committer after every commit (keep it quick)."""
@@ -275,4 +283,43 @@ class Sequencer:
         note = self._sign(size, root) if entries else head.checkpoint
         new_head = Head(size, root, note, 0)
         stored = self._store.append(head.version, entries, new_hashes, new_head, writes)
+        self._recent.add(stored_hash_count(head.size), new_hashes, grown)
         return stored, grown
+
+
+class _RecentHashes:
+    """The last `RECENT_HASHES` committed stored hashes, and the right edge's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hashes: dict[int, bytes] = {}
+
+    def add(self, first: int, hashes: Sequence[bytes], edge: CompactRange) -> None:
+        """Remember ``hashes`` (stored at ``first``, ``first + 1``...) after their commit."""
+        with self._lock:
+            self._hashes.update(zip(range(first, first + len(hashes)), hashes, strict=True))
+            if len(self._hashes) > 2 * RECENT_HASHES:
+                keep = first + len(hashes) - RECENT_HASHES
+                edge_indexes = set(_edge_indexes(edge.size))
+                self._hashes = {
+                    i: h for i, h in self._hashes.items() if i >= keep or i in edge_indexes
+                }
+
+    def read(self, indexes: Sequence[int], store: Store) -> list[bytes]:
+        with self._lock:
+            found = [self._hashes.get(i) for i in indexes]
+        missing = [i for i, h in zip(indexes, found, strict=True) if h is None]
+        if not missing:
+            return [h for h in found if h is not None]
+        stored = dict(zip(missing, store.read_hashes(missing), strict=True))
+        return [stored[i] if h is None else h for i, h in zip(indexes, found, strict=True)]
+
+
+def _edge_indexes(size: int) -> list[int]:
+    """Stored-hash indexes of the complete subtrees along the right edge of ``size``."""
+    lo, indexes = 0, []
+    for level in reversed(range(size.bit_length())):
+        if size >> level & 1:
+            indexes.append(stored_hash_index(level, lo >> level))
+            lo += 1 << level
+    return indexes

@@ -265,3 +265,31 @@ def test_two_sequencers_replan_on_conflict_and_lose_no_update(
     record = store.get_record("counter", "shared")
     assert record is not None and record.doc == b"40"
     assert len(_check_log(store, signer)) == 40
+
+
+def test_proofs_from_remembered_hashes_match_the_store(
+    store: SQLiteStore, signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sequencer answers recent hashes from memory, older ones from the store."""
+    import lictor.sequencer as sequencer_module
+    from lictor.log.merkle import prove_inclusion
+
+    monkeypatch.setattr(sequencer_module, "RECENT_HASHES", 8)  # forget early and often
+    sequencer = Sequencer(store, signer, max_batch=7)
+    sizes = []
+    for batch in range(40):
+        futures = sequencer.submit_many([_entry(batch * 10 + i) for i in range(batch % 5 + 1)])
+        sizes.append(futures[-1].result().head.size)
+    size = sizes[-1]
+    remembered = sequencer._recent._hashes
+    assert 0 < len(remembered) <= 2 * 8 + size.bit_length()  # bounded, right edge kept
+    for tree_size in (sizes[0], sizes[len(sizes) // 2], size - 1, size):
+        for index in range(tree_size):
+            assert prove_inclusion(index, tree_size, sequencer) == prove_inclusion(
+                index, tree_size, store
+            )
+        for first in range(1, tree_size):
+            assert prove_consistency(first, tree_size, sequencer) == prove_consistency(
+                first, tree_size, store
+            )
+    sequencer.close()

@@ -1,7 +1,8 @@
 """Grants: the EdDSA-signed JWT an allowed execution carries (RFC 7519, RFC 8037).
 
 Pure: no I/O, no clock (time comes in as ``now_ms``), no randomness (keys come
-in as seeds). PyJWT checks the signature; every claim, and all time checks, are
+in as seeds). Grants are written as compact JWS directly; PyJWT checks the
+signature when one is verified. Every claim, and all time checks, are
 done here against the ``now_ms`` the caller passes, so nothing depends on the
 wall clock and everything is testable without sleeping.
 
@@ -183,6 +184,8 @@ class GrantSigner:
         self._key = Ed25519PrivateKey.from_private_bytes(private_key_seed)
         public = self._key.public_key().public_bytes_raw()
         self._verifier = GrantVerifier(public, key_id, issuer)
+        header = {"alg": ALGORITHM, "typ": GRANT_TYPE, "kid": key_id}
+        self._header = _b64url(_compact_json(header))
 
     @property
     def verifier(self) -> GrantVerifier:
@@ -191,8 +194,17 @@ class GrantSigner:
     def sign(self, execution: Execution, now_ms: int) -> str:
         """The grant for ``execution``, which must be effectively active at ``now_ms``."""
         claims = grant_claims(execution, self._verifier.issuer, now_ms)
-        headers = {"typ": GRANT_TYPE, "kid": self._verifier.key_id}
-        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers=headers)
+        signing_input = f"{self._header}.{_b64url(_compact_json(claims))}"
+        signature = self._key.sign(signing_input.encode())
+        token = f"{signing_input}.{_b64url(signature)}"
+        if len(token) > MAX_GRANT_BYTES:
+            raise GrantError(f"the grant of {execution.id} would exceed {MAX_GRANT_BYTES} bytes")
+        return token
+
+
+def _compact_json(value: object) -> bytes:
+    """JSON as JWS serializes it here: compact, UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def grant_claims(execution: Execution, issuer: str, now_ms: int) -> dict[str, object]:

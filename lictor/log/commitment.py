@@ -22,9 +22,14 @@ PREFIX = "sha256:"
 
 def commit_event(event: dict[str, Any], salt: bytes) -> str:
     """The commitment string ``sha256:<hex>`` to ``event`` under ``salt``."""
+    return commit_canonical(canonical_entry(event), salt)
+
+
+def commit_canonical(event: bytes, salt: bytes) -> str:
+    """`commit_event` for an event already in its canonical bytes."""
     if len(salt) != SALT_SIZE:
         raise EntryError(f"salt must be {SALT_SIZE} bytes")
-    return PREFIX + hashlib.sha256(salt + canonical_entry(event)).hexdigest()
+    return PREFIX + hashlib.sha256(salt + event).hexdigest()
 
 
 def check_commitment(commitment: str, event: dict[str, Any], salt_b64: str) -> bool:

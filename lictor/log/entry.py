@@ -28,7 +28,7 @@ def canonical_entry(entry: dict[str, Any]) -> bytes:
     if not isinstance(entry, dict):
         raise EntryError("an entry must be a JSON object")
     try:
-        data = _fast_dumps(entry) if _plain(entry, 0) else rfc8785.dumps(entry)
+        data = _fast_dumps(entry) if _plain(entry) else rfc8785.dumps(entry)
     except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as e:
         raise EntryError(f"entry cannot be canonicalized: {e}") from e
     if len(data) > MAX_ENTRY_SIZE:
@@ -37,24 +37,36 @@ def canonical_entry(entry: dict[str, Any]) -> bytes:
 
 
 _MAX_SAFE_INTEGER = 2**53 - 1
-_MAX_FAST_DEPTH = 64
+_MAX_FAST_NODES = 1 << 17  # more than a 64 KiB entry can hold; also stops on a cycle
 
 
-def _plain(value: Any, depth: int) -> bool:
+def _plain(value: Any) -> bool:
     """Whether ``value`` takes the fast path: no floats, ASCII keys, safe integers."""
-    if value is None or isinstance(value, (bool, str)):
-        return True
-    if isinstance(value, int):
-        return abs(value) <= _MAX_SAFE_INTEGER
-    if depth > _MAX_FAST_DEPTH:
-        return False
-    if isinstance(value, dict):
-        return all(
-            isinstance(k, str) and k.isascii() and _plain(v, depth + 1) for k, v in value.items()
-        )
-    if isinstance(value, list):
-        return all(_plain(v, depth + 1) for v in value)
-    return False
+    pending, seen = [value], 0
+    while pending:
+        seen += 1
+        if seen > _MAX_FAST_NODES:
+            return False
+        v = pending.pop()
+        t = type(v)
+        if v is None or t is str or t is bool:
+            continue
+        if t is int:
+            if -_MAX_SAFE_INTEGER <= v <= _MAX_SAFE_INTEGER:
+                continue
+            return False
+        if isinstance(v, dict):
+            if not all(type(k) is str and k.isascii() for k in v):
+                return False
+            pending.extend(v.values())
+        elif isinstance(v, list):
+            pending.extend(v)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            if abs(v) > _MAX_SAFE_INTEGER:
+                return False
+        elif not isinstance(v, str):
+            return False
+    return True
 
 
 def _fast_dumps(value: Any) -> bytes:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -310,10 +311,15 @@ def sign_note(text: str, signers: Sequence[Signer]) -> bytes:
     return Note(text, sigs).encode()
 
 
+# Unicode category Cc (C0, DEL and C1) except the newline; Cs (lone surrogates).
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+_CONTROL_OR_SURROGATE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise NoteError("note text must end with a newline")
-    if any(c != "\n" and unicodedata.category(c) in ("Cc", "Cs") for c in text):
+    if _CONTROL_OR_SURROGATE.search(text):
         raise NoteError("note text has a control character or a lone surrogate")
 
 
@@ -323,7 +329,7 @@ def parse_note(data: bytes) -> Note:
         msg = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise NoteError("note is not valid UTF-8") from e
-    if any(c != "\n" and unicodedata.category(c) == "Cc" for c in msg):
+    if _CONTROL.search(msg):
         raise NoteError("note has a control character")
     split = msg.rfind("\n\n")
     if split < 0:

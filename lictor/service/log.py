@@ -13,17 +13,17 @@ import base64
 import os
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lictor.errors import NotFoundError, TreeError
-from lictor.log.commitment import SALT_SIZE, commit_event
+from lictor.errors import EntryError, NotFoundError, TreeError
+from lictor.log.commitment import SALT_SIZE, commit_canonical
 from lictor.log.entry import canonical_entry, parse_entry
 from lictor.log.merkle import leaf_hash, prove_consistency, prove_inclusion
 from lictor.log.note import Ed25519Signer
 from lictor.log.proof import TlogProof
-from lictor.log.tiles import Tile, encode_bundle, level_width
+from lictor.log.tiles import MAX_ENTRY_SIZE, Tile, encode_bundle, level_width
 from lictor.sequencer import Appended, Sequencer
 from lictor.store.base import Head, Store, StoredEntry
 
@@ -45,6 +45,10 @@ class Receipt:
     checkpoint: bytes
     event: dict[str, Any] | None = None
     salt: str | None = None
+    leaf: bytes | None = None
+
+    def leaf_hash(self) -> bytes:
+        return self.leaf or leaf_hash(canonical_entry(self.entry))
 
     def tlog_proof(self) -> str:
         return TlogProof(self.index, self.hashes, self.checkpoint).encode()
@@ -53,7 +57,7 @@ class Receipt:
         body: dict[str, Any] = {
             "index": self.index,
             "entry": self.entry,
-            "leaf_hash": base64.b64encode(leaf_hash(canonical_entry(self.entry))).decode(),
+            "leaf_hash": base64.b64encode(self.leaf_hash()).decode(),
             "tree_size": self.tree_size,
             "inclusion_proof": [base64.b64encode(h).decode() for h in self.hashes],
             "checkpoint": self.checkpoint.decode(),
@@ -63,6 +67,19 @@ class Receipt:
             body["event"] = self.event
             body["salt"] = self.salt
         return body
+
+
+@dataclass(frozen=True)
+class PreparedEntry(StoredEntry):
+    """A stored entry that still holds the values it was encoded from.
+
+    Its receipt needs no decoding: ``entry`` and ``event`` encode to exactly
+    ``data`` and the private record.
+    """
+
+    entry: dict[str, Any] = field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)
+    salt: str = ""
 
 
 class AuditLog:
@@ -103,15 +120,21 @@ class AuditLog:
 
     def prepare_event(
         self, kind: str, event: dict[str, Any], public: dict[str, Any] | None = None
-    ) -> StoredEntry:
+    ) -> PreparedEntry:
         """The public entry and private record for an event (not yet logged)."""
         salt = os.urandom(SALT_SIZE)
         time = self.clock().isoformat(timespec="milliseconds").replace("+00:00", "Z")
         full = {**event, "kind": kind, "time": time}
+        event_data = canonical_entry(full)
         entry = {**(public or {}), "kind": kind, "time": time}
-        entry["commitment"] = commit_event(full, salt)
-        private = {"event": full, "salt": base64.b64encode(salt).decode()}
-        return StoredEntry(canonical_entry(entry), canonical_entry(private))
+        entry["commitment"] = commit_canonical(event_data, salt)
+        salt_text = base64.b64encode(salt).decode()
+        # the canonical form of {"event": full, "salt": salt_text}, built from its parts
+        private_data = b'{"event":' + event_data + b',"salt":"' + salt_text.encode() + b'"}'
+        if len(private_data) > MAX_ENTRY_SIZE:
+            raise EntryError(f"event is {len(event_data)} bytes; too large to log")
+        data = canonical_entry(entry)
+        return PreparedEntry(data, private_data, entry, full, salt_text)
 
     def append_event(
         self, kind: str, event: dict[str, Any], public: dict[str, Any] | None = None
@@ -123,11 +146,18 @@ class AuditLog:
     def receipt(self, appended: Appended, stored: StoredEntry | None = None) -> Receipt:
         """The receipt of an entry against the checkpoint that first included it."""
         index, head = appended.index, appended.head
-        data = stored.data if stored else self.store.read_entries(index, index + 1)[0]
-        private = stored.private if stored else self.store.read_private(index)
-        hashes = tuple(prove_inclusion(index, head.size, self.store))
-        event, salt = _split_private(private)
-        return Receipt(index, parse_entry(data), head.size, hashes, head.checkpoint, event, salt)
+        hashes = tuple(prove_inclusion(index, head.size, self.sequencer))
+        event: dict[str, Any] | None
+        salt: str | None
+        if isinstance(stored, PreparedEntry):
+            entry, event, salt = stored.entry, stored.event, stored.salt
+            data = stored.data
+        else:
+            data = stored.data if stored else self.store.read_entries(index, index + 1)[0]
+            private = stored.private if stored else self.store.read_private(index)
+            entry, (event, salt) = parse_entry(data), _split_private(private)
+        leaf = leaf_hash(data)
+        return Receipt(index, entry, head.size, hashes, head.checkpoint, event, salt, leaf)
 
     def entry(self, index: int) -> tuple[bytes, bytes | None]:
         """Entry bytes and private record of ``index``, or `NotFoundError`."""
@@ -137,11 +167,11 @@ class AuditLog:
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         self._check_size(tree_size)
-        return prove_inclusion(index, tree_size, self.store)
+        return prove_inclusion(index, tree_size, self.sequencer)
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         self._check_size(second)
-        return prove_consistency(first, second, self.store)
+        return prove_consistency(first, second, self.sequencer)
 
     def _check_size(self, size: int) -> None:
         if not 0 <= size <= self.head().size:

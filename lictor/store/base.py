@@ -138,6 +138,17 @@ class Store(Protocol):
     ) -> list[Record]:
         """Records of ``kind`` carrying every tag in ``tags``, by key, keys > ``after``."""
 
+    def find_records_below(
+        self, kind: str, tag: str, below: str, limit: int = 1000
+    ) -> list[Record]:
+        """Records of ``kind`` whose ``tag`` sorts before ``below``, by that value then key.
+
+        Backed by an index: the cost follows the matches, not the records.
+        """
+
+    def count_records(self, kind: str, tags: dict[str, str]) -> int:
+        """How many records of ``kind`` carry every tag in ``tags``."""
+
     def put_record(self, write: RecordWrite) -> Record:
         """Write one record outside any log batch (compare-and-swap as in `append`)."""
 

@@ -7,6 +7,13 @@ lock across processes) and the head's compare-and-swap; reads borrow
 connections from a small pool, so threads that come and go never leak them.
 Every database failure surfaces as `StoreError`.
 
+An *exclusive* store (``exclusive=True``: its caller guarantees no other
+process or store object writes the file, as `lictor.datadir` does with its
+lock) keeps recently read and written records, and the credentials it found
+(stored credentials never change), in memory. The cache changes
+only after a commit succeeded, and a read that raced a commit does not fill
+it, so it always holds what the database holds.
+
 A batch's rows go in as a few multi-row ``INSERT`` statements, not one
 statement per row: CPython releases the GIL around every SQLite step, and each
 release lets any busy Python thread in the process (a server's request
@@ -21,6 +28,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -32,6 +40,7 @@ from lictor.store.base import Credential, Head, Record, RecordWrite, StoredEntry
 SCHEMA_VERSION = 2
 _MAX_ROWS_PER_INSERT = 4096
 _MAX_IDLE_READERS = 8
+_CACHED_RECORDS = 1 << 16
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,8 +87,11 @@ _MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 class SQLiteStore:
     """A `Store` in one SQLite file."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self._path = str(path)
+        self._cache = _RecordCache(_CACHED_RECORDS if exclusive else 0)
+        self._exclusive = exclusive
+        self._credentials: dict[bytes, Credential] = {}  # never changed once stored
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._write_lock = threading.Lock()
         self._closed = False
@@ -188,10 +200,12 @@ class SQLiteStore:
                 _record_checkpoint(conn, new)
                 for write in writes:
                     _write_record(conn, write)
+                self._cache.forget(writes)
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"append conflicts with stored data: {e}") from e
         except sqlite3.Error as e:
             raise StoreError(f"append failed: {e}") from e
+        self._cache.committed(writes)
         return new
 
     def _move_head(
@@ -260,13 +274,21 @@ class SQLiteStore:
         return None if found is None else bytes(found[0])
 
     def get_record(self, kind: str, key: str) -> Record | None:
+        hit, cached = self._cache.get(kind, key)
+        if hit:
+            return cached
+        generation = self._cache.generation
         with self._read() as conn:
             row = conn.execute(
                 "SELECT version, doc FROM records WHERE kind = ? AND key = ?", (kind, key)
             ).fetchone()
-            if row is None:
-                return None
-            return Record(kind, key, row[0], bytes(row[1]), _tags(conn, kind, [key])[key])
+            found = (
+                None
+                if row is None
+                else Record(kind, key, row[0], bytes(row[1]), _tags(conn, kind, [key])[key])
+            )
+        self._cache.fill(kind, key, found, generation)
+        return found
 
     def find_records(
         self, kind: str, tags: dict[str, str], after: str = "", limit: int = 1000
@@ -276,14 +298,35 @@ class SQLiteStore:
             found = _tags(conn, kind, [r[0] for r in rows])
         return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
 
+    def find_records_below(
+        self, kind: str, tag: str, below: str, limit: int = 1000
+    ) -> list[Record]:
+        sql = (
+            "SELECT r.key, r.version, r.doc FROM record_tags t"
+            " CROSS JOIN records r ON r.kind = t.kind AND r.key = t.key"
+            " WHERE t.kind = ? AND t.tag = ? AND t.value < ? ORDER BY t.value, t.key LIMIT ?"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql, (kind, tag, below, limit)).fetchall()
+            found = _tags(conn, kind, [r[0] for r in rows])
+        return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
+
+    def count_records(self, kind: str, tags: dict[str, str]) -> int:
+        sql, args = _find_query(kind, tags, "", -1)
+        with self._read() as conn:
+            row = conn.execute(f"SELECT COUNT(*) FROM ({sql})", args).fetchone()
+        return int(row[0])
+
     def put_record(self, write: RecordWrite) -> Record:
         try:
             with self._write() as conn:
                 _write_record(conn, write)
+                self._cache.forget([write])
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"record {write.kind}/{write.key} already exists") from e
         except sqlite3.Error as e:
             raise StoreError(f"writing a record failed: {e}") from e
+        self._cache.committed([write])
         return write.record()
 
     def add_credential(self, credential: Credential) -> None:
@@ -299,11 +342,19 @@ class SQLiteStore:
             raise StoreError(f"adding a credential failed: {e}") from e
 
     def find_credential(self, secret_hash: bytes) -> Credential | None:
+        known = self._credentials.get(secret_hash)
+        if known is not None:
+            return known
         with self._read() as conn:
             row = conn.execute(
                 "SELECT name, role FROM credentials WHERE secret_hash = ?", (secret_hash,)
             ).fetchone()
-        return None if row is None else Credential(row[0], row[1], secret_hash)
+        if row is None:
+            return None
+        found = Credential(row[0], row[1], secret_hash)
+        if self._exclusive and len(self._credentials) < _CACHED_RECORDS:
+            self._credentials[secret_hash] = found
+        return found
 
     def close(self) -> None:
         with self._write_lock:
@@ -311,6 +362,57 @@ class SQLiteStore:
             self._writer.close()
         while not self._idle.empty():
             self._idle.get_nowait().close()
+
+
+class _RecordCache:
+    """Records by kind and key (None: known to be missing), at most ``limit`` of them.
+
+    A write transaction calls `forget` before its ``COMMIT`` and `committed`
+    after it; both move the generation, so a read that began before the
+    commit finished (and may have seen the old record) never fills the cache.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, str], Record | None] = {}
+        self.generation = 0
+
+    def get(self, kind: str, key: str) -> tuple[bool, Record | None]:
+        with self._lock:
+            if (kind, key) in self._records:
+                return True, self._records[(kind, key)]
+        return False, None
+
+    def fill(self, kind: str, key: str, record: Record | None, generation: int) -> None:
+        if not self._limit:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return  # a commit may have changed it since the read began
+            if len(self._records) >= self._limit:
+                del self._records[next(iter(self._records))]
+            self._records[(kind, key)] = record
+
+    def forget(self, writes: Sequence[RecordWrite]) -> None:
+        if not self._limit or not writes:
+            return
+        with self._lock:
+            self.generation += 1
+            for write in writes:
+                self._records.pop((write.kind, write.key), None)
+
+    def committed(self, writes: Sequence[RecordWrite]) -> None:
+        if not self._limit or not writes:
+            return
+        with self._lock:
+            self.generation += 1
+            for write in writes:
+                if len(self._records) >= self._limit:
+                    del self._records[next(iter(self._records))]
+                record = write.record()
+                record = replace(record, tags=tuple(sorted(record.tags)))  # as a read gives them
+                self._records[(write.kind, write.key)] = record
 
 
 def _meta_version(conn: sqlite3.Connection) -> int | None:

@@ -26,7 +26,12 @@ from lictor.core.grant import (
     verify_grant,
 )
 from lictor.core.types import EntityRef, Execution, execution_id_from
-from lictor.errors import InvalidRequestError, InvalidTransitionError, UnauthenticatedError
+from lictor.errors import (
+    GrantError,
+    InvalidRequestError,
+    InvalidTransitionError,
+    UnauthenticatedError,
+)
 
 T0 = 1_700_000_000_123
 SEED = bytes(range(32))
@@ -382,3 +387,13 @@ def test_signed_random_headers_and_payloads_are_refused(
     header: dict[str, Any], payload: Any
 ) -> None:
     refused(sign_raw(payload, header))
+
+
+def test_a_grant_over_the_size_limit_is_never_signed() -> None:
+    """A deep delegation of long principal ids would make a grant no verifier accepts."""
+    parent = active(100, EntityRef("Agent", "a" * 500))
+    for n in range(101, 117):
+        parent = active(n, EntityRef("Agent", chr(ord("a") + n % 26) * 500), parent)
+    with pytest.raises(GrantError, match="exceed"):
+        SIGNER.sign(parent, T0)
+    assert len(SIGNER.sign(active(200, PLANNER), T0)) < MAX_GRANT_BYTES

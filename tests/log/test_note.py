@@ -8,6 +8,8 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lictor.errors import KeyFormatError, NoteError, SignatureError
 from lictor.log import note
@@ -302,3 +304,20 @@ def test_duplicate_signatures_count_once() -> None:
     sig = note.parse_note(note.sign_note(TEXT, [ALICE])).signatures[0]
     opened = note.open_note(note.Note(TEXT, (sig, sig)).encode(), [ALICE.verifier])
     assert opened.verified == (sig,)
+
+
+@given(st.text(st.characters(codec=None, exclude_categories=()), max_size=40))
+def test_text_checks_refuse_exactly_control_characters_and_surrogates(text: str) -> None:
+    """The checks match Unicode's categories Cc and Cs, newline aside."""
+    import unicodedata
+
+    from lictor.errors import NoteError
+    from lictor.log.note import _check_text
+
+    bad = any(c != "\n" and unicodedata.category(c) in ("Cc", "Cs") for c in text)
+    try:
+        _check_text(text + "\n")
+        refused = False
+    except NoteError:
+        refused = True
+    assert refused == bad

@@ -17,12 +17,12 @@ from lictor.store.sqlite import SQLiteStore
 StoreFactory = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "sqlite-exclusive"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     opened: list[Store] = []
 
     def factory() -> Store:
-        store = SQLiteStore(tmp_path / "contract.db")
+        store = SQLiteStore(tmp_path / "contract.db", exclusive=request.param.endswith("exclusive"))
         opened.append(store)
         return store
 

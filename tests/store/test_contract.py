@@ -205,3 +205,53 @@ def test_a_conflicting_record_write_rolls_back_the_whole_batch(store: Store) -> 
     store.append(1, _entries(0, 1), _hashes(0, 1), _head(1), [_write("ex_1", 1, state="revoked")])
     record = store.get_record("execution", "ex_1")
     assert record is not None and record.version == 2 and record.tag("state") == "revoked"
+
+
+def test_records_below_a_tag_value_come_in_value_order(store: Store) -> None:
+    for key, expires in (("ex_a", "0300"), ("ex_b", "0100"), ("ex_c", "0200"), ("ex_d", "0100")):
+        store.put_record(_write(key, 0, state="active", expires=expires))
+    store.put_record(_write("ex_e", 0, state="revoked"))
+    due = store.find_records_below("execution", "expires", "0250")
+    assert [r.key for r in due] == ["ex_b", "ex_d", "ex_c"]
+    assert due[0].tag("expires") == "0100" and due[0].tag("state") == "active"
+    assert [r.key for r in store.find_records_below("execution", "expires", "0250", limit=1)] == [
+        "ex_b"
+    ]
+    assert store.find_records_below("execution", "expires", "0100") == []
+    assert store.find_records_below("policy", "expires", "9999") == []
+    store.put_record(_write("ex_b", 1, state="expired"))  # the tag goes with the write
+    assert [r.key for r in store.find_records_below("execution", "expires", "0250")] == [
+        "ex_d",
+        "ex_c",
+    ]
+
+
+def test_records_are_counted_by_tags(store: Store) -> None:
+    assert store.count_records("execution", {"state": "active"}) == 0
+    store.put_record(_write("ex_1", 0, state="active", principal="p"))
+    store.put_record(_write("ex_2", 0, state="active", principal="q"))
+    store.put_record(_write("ex_3", 0, state="revoked", principal="p"))
+    assert store.count_records("execution", {"state": "active"}) == 2
+    assert store.count_records("execution", {"state": "active", "principal": "p"}) == 1
+    assert store.count_records("execution", {}) == 3
+    assert store.count_records("policy", {}) == 0
+    store.put_record(_write("ex_1", 1, state="revoked", principal="p"))
+    assert store.count_records("execution", {"state": "active"}) == 1
+
+
+def test_a_read_after_a_write_sees_the_write(store: Store) -> None:
+    """Whatever a store keeps in memory, reads follow every committed write."""
+    assert store.get_record("execution", "ex_1") is None  # a miss, remembered or not
+    store.put_record(_write("ex_1", 0, b'{"v":1}', state="active"))
+    store.append(0, [], [], _head(0))
+    for version in range(1, 4):
+        record = store.get_record("execution", "ex_1")
+        assert record is not None and record.version == version
+        write = _write("ex_1", version, b'{"v":%d}' % (version + 1), state=f"s{version}")
+        store.append(version, [], [], _head(0), [write])
+    record = store.get_record("execution", "ex_1")
+    assert record is not None and record.doc == b'{"v":4}' and record.tags == (("state", "s3"),)
+    with pytest.raises(ConflictError):  # a failed batch leaves what a read sees unchanged
+        store.append(4, [], [], _head(0), [_write("ex_1", 1, state="x")])
+    again = store.get_record("execution", "ex_1")
+    assert again == record
