@@ -20,7 +20,7 @@ with a verified attestation):
    `lictor.server.app.create_app`, set up through the HTTP API like the
    ``governed`` test fixture): 1 caller, and 32 concurrent callers (threads)
    whose commands share group commits.
-4. HTTP over loopback with keep-alive (one `httpx.Client` per worker thread)
+4. HTTP over loopback with keep-alive (one `http.client` connection per worker thread)
    against a real ``python -m lictor.cli.main serve`` subprocess set up over
    HTTP: ``POST /v1/executions`` and the no-op ``GET /healthz``, at
    concurrency 1 and 32.
@@ -43,6 +43,7 @@ in one committer cycle, and its cost grows faster than linearly).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import os
@@ -64,6 +65,7 @@ from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import cedarpy
 import httpx
@@ -98,6 +100,7 @@ RUNTIME = {"name": "edge-eu", "region": "eu-west-1", "cluster": "prod-a"}
 ATTESTATION = {"state": "verified"}
 FACTS = RuntimeFacts("edge-eu", "eu-west-1", "prod-a", "verified", ())
 THREADS = 32
+JSON_TYPE = {"content-type": "application/json"}
 TARGET_INPROC_MEDIAN_MS = 0.5
 TARGET_INPROC_PER_S = 5_000.0
 TARGET_HTTP_P50_MS = 1.0
@@ -687,13 +690,36 @@ def served(scenario: Scenario) -> Iterator[tuple[Server, str]]:
             server.stop()
 
 
+class KeepAlive:
+    """One HTTP/1.1 keep-alive connection (the standard library's client: the lightest
+    at hand, so the figures show the server rather than the client's own overhead)."""
+
+    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        self.headers = dict(headers)
+
+    def status(self, method: str, path: str, body: bytes | None = None) -> int:
+        headers = self.headers if body is None else {**self.headers, **JSON_TYPE}
+        self.connection.request(method, path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        response.read()
+        return response.status
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 def http_opener(
-    url: str, headers: Mapping[str, str], call: Callable[[httpx.Client, int], bool]
+    url: str, headers: Mapping[str, str], call: Callable[[KeepAlive, int], bool]
 ) -> Opener:
     @contextmanager
     def open_caller() -> Iterator[Call]:
-        with httpx.Client(base_url=url, headers=dict(headers), timeout=120) as client:
+        client = KeepAlive(url, headers)
+        try:
             yield lambda i: call(client, i)
+        finally:
+            client.close()
 
     return open_caller
 
@@ -702,14 +728,13 @@ def measure_http(scenario: Scenario, sizes: Sizes) -> tuple[list[Run], dict[str,
     """The four HTTP runs, then the server's CPU while idle (its background work only)."""
     allowed = expected_allows(scenario)
     payloads = bodies()
-    json_type = {"content-type": "application/json"}
 
-    def healthz(client: httpx.Client, i: int) -> bool:
-        return client.get("/healthz").status_code == 200
+    def healthz(client: KeepAlive, i: int) -> bool:
+        return client.status("GET", "/healthz") == 200
 
-    def execution(client: httpx.Client, i: int) -> bool:
-        r = client.post("/v1/executions", content=payloads[i % len(payloads)], headers=json_type)
-        return r.status_code == (201 if allowed[i % len(payloads)] else 403)
+    def execution(client: KeepAlive, i: int) -> bool:
+        status = client.status("POST", "/v1/executions", payloads[i % len(payloads)])
+        return status == (201 if allowed[i % len(payloads)] else 403)
 
     with served(scenario) as (server, secret):
         probes = [server.probe, Probe("bench client", os.getpid())]

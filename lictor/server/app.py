@@ -146,9 +146,7 @@ class Metrics:
         active = Gauge(
             "lictor_active_executions", "Executions in state active.", registry=self.registry
         )
-        active.set_function(
-            lambda: len(log.store.find_records("execution", {"state": "active"}, limit=10**9))
-        )
+        active.set_function(lambda: log.store.count_records("execution", {"state": "active"}))
 
 
 def create_app(

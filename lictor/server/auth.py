@@ -7,7 +7,7 @@ checked per route with `require_role`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
@@ -35,10 +35,14 @@ def caller(request: Request) -> Credential | None:
     return credential
 
 
-def require_role(*roles: str) -> Callable[[Request], Credential]:
-    """A dependency admitting only callers whose role is one of ``roles``."""
+def require_role(*roles: str) -> Callable[[Request], Awaitable[Credential]]:
+    """A dependency admitting only callers whose role is one of ``roles``.
 
-    def check(request: Request) -> Credential:
+    It runs on the event loop (no thread hop): the store answers a known
+    credential from memory, so only a first sight of one reads the database.
+    """
+
+    async def check(request: Request) -> Credential:
         credential = caller(request)
         if credential is None:
             raise UnauthenticatedError("this call needs a credential")

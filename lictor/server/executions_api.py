@@ -109,7 +109,7 @@ def _body(outcome: Outcome) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, responses={403: {"description": "denied, with its receipt"}})
-def request_execution(body: ExecutionRequest, request: Request, who: Runtime) -> Any:
+async def request_execution(body: ExecutionRequest, request: Request, who: Runtime) -> Any:
     """Authorize a new execution; 201 with a grant, or 403 with the reasons."""
     _depth(body.context)
     ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
@@ -124,12 +124,12 @@ def request_execution(body: ExecutionRequest, request: Request, who: Runtime) ->
     )
     metrics = request.app.state.metrics
     with metrics.decision_seconds.time():
-        outcome = _executions(request).request(ask)
+        outcome = await _executions(request).request_async(ask)
     allowed = outcome.execution.state is ExecutionState.ACTIVE
     reason = str((outcome.stored.decision or {}).get("reason_code") or "")
     metrics.decisions.labels("allow" if allowed else "deny", reason).inc()
-    if allowed:
-        return _body(outcome)
+    if allowed:  # a ready response: the body is plain JSON, no encoder pass needed
+        return JSONResponse(_body(outcome), status_code=201)
     denied = {"error": {"code": "denied", "message": _denial(outcome)}, **_body(outcome)}
     return JSONResponse(denied, status_code=403)
 

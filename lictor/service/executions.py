@@ -12,6 +12,7 @@ reason code (DESIGN.md §3).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ from lictor.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from lictor.sequencer import Appended, Plan
+from lictor.sequencer import Appended, Command, Plan
 from lictor.service.log import AuditLog, Receipt
 from lictor.service.policies import Policies
 from lictor.service.records import KIND, StoredExecution
@@ -126,13 +127,30 @@ class Executions:
     def request(self, ask: Ask) -> Outcome:
         """Decide and record a new execution (allowed or denied; both are logged)."""
         for _ in range(STALE_RETRIES):
+            command, now = self._request_command(ask)
             try:
-                return self._request_once(ask)
+                result = self.log.sequencer.submit_commands([command])[0].result()
             except StaleDecisionError:
                 self.policies.invalidate()
+                continue
+            return self._with_grant(result, now)
         raise StaleDecisionError("the active policy kept changing; try again")
 
-    def _request_once(self, ask: Ask) -> Outcome:
+    async def request_async(self, ask: Ask) -> Outcome:
+        """`request` for an event loop: decides in the caller, awaits the commit."""
+        for _ in range(STALE_RETRIES):
+            command, now = self._request_command(ask)
+            try:
+                future = self.log.sequencer.submit_commands([command])[0]
+                result = await asyncio.wrap_future(future)
+            except StaleDecisionError:
+                self.policies.invalidate()
+                continue
+            return self._with_grant(result, now)
+        raise StaleDecisionError("the active policy kept changing; try again")
+
+    def _request_command(self, ask: Ask) -> tuple[Command, int]:
+        """Decide ``ask`` now; the command that records it, and the decision time."""
         now = self.log.now_ms()
         runtime = self.runtimes.get(ask.runtime_id)
         parent, denial = self._parent(ask, now)
@@ -164,9 +182,7 @@ class Executions:
             now_ms=now,
         )
         stored = StoredExecution(execution, request.runtime, facts)
-        command = self._request_command(stored, decision, ask.ttl_ms, now)
-        result: Outcome = self.log.sequencer.submit_commands([command])[0].result()
-        return self._with_grant(result, now)
+        return self._record_command(stored, decision, ask.ttl_ms, now), now
 
     def _parent(self, ask: Ask, now: int) -> tuple[Execution | None, Decision | None]:
         if ask.parent_grant is None:
@@ -190,9 +206,9 @@ class Executions:
             return _deny_without_policy(message, code=ReasonCode.RUNTIME_REVOKED)
         return None
 
-    def _request_command(
+    def _record_command(
         self, stored: StoredExecution, decision: Decision, ttl_ms: int, now: int
-    ) -> Any:
+    ) -> Command:
         def plan(view: StateView, first_index: int) -> Plan:
             current = decision
             self._check_fresh(view, current)

@@ -2,7 +2,9 @@
 
 An execution record holds the execution, the facts its last decision used
 (runtime, lineage) and every transition with the log index of its entry. Tags
-(state, principal, runtime, region, action, parent, root) make it findable.
+(state, principal, runtime, region, action, parent, root) make it findable;
+an active one also carries ``expires`` (its lease expiry as sortable text),
+so the reaper finds what is due without reading every active execution.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class StoredExecution:
             "root": e.root_id,
             "parent": e.parent_id or "",
         }
+        if e.state is ExecutionState.ACTIVE and e.lease is not None:
+            tags["expires"] = expiry_tag(e.lease.expires_at_ms)
         return RecordWrite(
             KIND, e.id, canonical_entry(self.to_json()), self.record_version, tuple(tags.items())
         )
@@ -93,6 +97,11 @@ class StoredExecution:
             value["decision"],
             record.version,
         )
+
+
+def expiry_tag(at_ms: int) -> str:
+    """The ``expires`` tag of an active execution: its lease expiry, sortable as text."""
+    return f"{at_ms:016d}"
 
 
 def runtime_json(facts: RuntimeFacts) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from lictor.service.executions import (
     request_of,
     runtime_facts,
 )
-from lictor.service.records import KIND, StoredExecution
+from lictor.service.records import KIND, StoredExecution, expiry_tag
 from lictor.service.runtimes import KIND as RUNTIME
 from lictor.service.runtimes import Runtime
 from lictor.store.base import RecordWrite, StoredEntry
@@ -43,6 +43,7 @@ class Sweeps:
         self.executions = executions
         self.log = executions.log
         self.policies = executions.policies
+        self._scanned_all = False
 
     def _submit(self, plan: Any) -> Any:
         return self.log.sequencer.submit_commands([plan])[0].result()
@@ -177,12 +178,23 @@ class Sweeps:
             writes += sub.writes
         return entries, writes
 
-    def expire_due(self) -> list[str]:
-        """Write the ``expired`` transition of every active execution whose lease passed."""
+    def expire_due(self, limit: int = 10_000) -> list[str]:
+        """Write the ``expired`` transition of active executions whose lease passed.
+
+        Found through the ``expires`` tag, at most ``limit`` per call. The
+        first call also reads every active execution once, for records
+        written before that tag existed.
+        """
         now = self.log.now_ms()
+        if self._scanned_all:
+            found = self.log.store.find_records_below(KIND, "expires", expiry_tag(now + 1), limit)
+            candidates = [StoredExecution.from_record(r) for r in found]
+        else:
+            candidates = self.executions.find(ACTIVE, limit=100_000)
+            self._scanned_all = True
         due = [
             s.execution.id
-            for s in self.executions.find(ACTIVE, limit=100_000)
+            for s in candidates
             if leases.effective_state(s.execution, now) is ExecutionState.EXPIRED
         ]
         commands = [self._expire_command(execution_id, now) for execution_id in due]

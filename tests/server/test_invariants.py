@@ -629,3 +629,23 @@ def test_a_revoked_runtime_cannot_renew_what_the_sweep_missed(
         assert renewed.json()["execution"]["state"] == "revoked", renewed.json()["execution"]
         assert "grant" not in renewed.json()
     assert shown(client, admin, execution_id)["execution"]["state"] != "active"
+
+
+def test_the_reaper_finds_due_leases_by_their_expiry(unreaped: TestClient, admin: Headers) -> None:
+    runtime = govern(unreaped, admin)
+    sweeps = unreaped.app.state.sweeps  # type: ignore[attr-defined]
+    short, renewed, long = (started(unreaped, runtime, ttl=1) for _ in range(3))
+    r = unreaped.post(
+        f"/v1/executions/{renewed['execution']['id']}/renew", json={"ttl": 60}, headers=runtime
+    )
+    assert r.status_code == 200, r.text
+    r = unreaped.post(
+        f"/v1/executions/{long['execution']['id']}/renew", json={"ttl": 60}, headers=runtime
+    )
+    assert r.status_code == 200, r.text
+    assert sweeps.expire_due() == []  # the first call reads every active execution once
+    time.sleep(max(0.0, (_expires(short) - time.time() * 1000) / 1000) + 0.05)
+    assert sweeps.expire_due() == [short["execution"]["id"]]  # from the index: only the due one
+    assert sweeps.expire_due() == []
+    for body, state in ((short, "expired"), (renewed, "active"), (long, "active")):
+        assert shown(unreaped, admin, body["execution"]["id"])["execution"]["state"] == state
