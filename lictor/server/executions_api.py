@@ -31,13 +31,13 @@ Ttl = Annotated[int, Field(ge=leases.MIN_TTL_MS // 1000, le=leases.MAX_TTL_MS //
 
 
 class Ref(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Annotated[str, Field(min_length=1, max_length=128)]
     id: Annotated[str, Field(min_length=1, max_length=512)]
 
 
 class ExecutionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     principal: Ref | str
     action: Ref | str
     resource: Ref | str
@@ -47,19 +47,19 @@ class ExecutionRequest(BaseModel):
 
 
 class RenewRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     ttl: Ttl | None = None
 
 
 class CompleteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     outcome: Literal["succeeded", "failed", "cancelled"]
     exit_code: Annotated[int, Field(ge=leases.MIN_EXIT_CODE, le=leases.MAX_EXIT_CODE)] | None = None
     summary: Annotated[str, Field(max_length=1024)] | None = None
 
 
 class RevokeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reason: Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -221,7 +221,7 @@ principals = APIRouter(prefix="/v1/principals", tags=["executions"])
 
 
 class PrincipalRevokeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     principal: Ref | str
     reason: Annotated[str, Field(min_length=1, max_length=256)]
 

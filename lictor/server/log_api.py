@@ -62,7 +62,7 @@ def _b64(h: bytes) -> str:
 class NoteRequest(BaseModel):
     """An operator note: an out-of-band event such as a break-glass approval."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     kind: Literal["note"]
     text: str = Field(min_length=1, max_length=MAX_NOTE_TEXT)
 

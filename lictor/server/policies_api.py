@@ -19,24 +19,24 @@ Reader = Annotated[Credential, Depends(require_role("admin", "auditor"))]
 
 
 class SchemaFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Annotated[str, Field(min_length=1, max_length=255)]
     text: str
 
 
 class Source(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     policies: Annotated[dict[str, str], Field(max_length=1000)]
     schema_: Annotated[SchemaFile, Field(alias="schema")]
 
 
 class PushRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     source: Source
 
 
 class EntitiesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     entities: Annotated[list[dict[str, Any]], Field(max_length=100_000)]
 
 
@@ -77,7 +77,7 @@ def activate(version: str, request: Request, who: Admin) -> dict[str, Any]:
 
 
 class BacktestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     source: Source
     since_ms: Annotated[int, Field(ge=0)] = 0
 

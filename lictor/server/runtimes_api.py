@@ -19,7 +19,7 @@ Label = Annotated[str, Field(min_length=1, max_length=63)]
 
 
 class RuntimeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     name: Label
     region: Label
     cluster: Label
@@ -28,13 +28,13 @@ class RuntimeRequest(BaseModel):
 class Attestation(BaseModel):
     """What a runtime reports about itself; policies see it as context.lictor.runtime."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     state: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
     digests: Annotated[dict[str, Annotated[str, Field(max_length=200)]], Field(max_length=64)] = {}
 
 
 class Heartbeat(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     attestation: Attestation | None = None
 
 
@@ -92,7 +92,7 @@ def heartbeat(
 
 
 class RevokeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     reason: Annotated[str, Field(min_length=1, max_length=200)]
 
 

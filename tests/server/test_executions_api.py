@@ -314,3 +314,17 @@ def test_completing_a_parent_ends_its_live_children(
     shown = client.get(f"/v1/executions/{child}", headers=runtime).json()["execution"]
     assert shown["state"] == "revoked"
     assert shown["reason"] == f"ancestor_completed:{parent['execution']['id']}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"ttl": "5"}, {"ttl": 5.0}, {"ttl": True}, {"principal": 7}, {"context": "{}"}],
+)
+def test_bodies_are_read_strictly(
+    client: TestClient, governed: dict[str, Any], change: dict[str, Any]
+) -> None:
+    """A number in a string, a float for an integer, a boolean for a number: all refused."""
+    before = client.get("/v1/log/checkpoint").text
+    r = _ask(client, governed["runtime"], **change)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+    assert client.get("/v1/log/checkpoint").text == before  # nothing was logged
