@@ -16,9 +16,9 @@ commands of the batch wrote) and the log index its first entry will get. Its
 result. Planning in the committer makes every command see every earlier one:
 a child spawned in the same batch as its parent's revocation is planned after
 it, or before it and then revoked with it. A command that raises while
-planning fails alone. A batch's entries, record writes, hashes and checkpoint
-are one transaction; on a lost compare-and-swap the whole batch is replanned
-on the new head.
+planning fails alone, and whatever it had applied to the view is undone. A
+batch's entries, record writes, hashes and checkpoint are one transaction; on
+a lost compare-and-swap the whole batch is replanned on the new head.
 
 The committer keeps the right edge of the committed tree in memory (a
 `CompactRange`: one hash per set bit of the size), so extending the tree never
@@ -86,6 +86,28 @@ def append_entry(entry: StoredEntry) -> Command:
 
     def plan(view: StateView, first_index: int) -> Plan:
         return Plan([entry], [], lambda head: Appended(first_index, head))
+
+    return plan
+
+
+def chain(*commands: Command) -> Command:
+    """One command doing ``commands`` in order, all or nothing; its result is their tuple.
+
+    Each sees the writes of those before it, exactly as consecutive commands
+    of a batch would, but they commit together: no crash can split them.
+    """
+
+    def plan(view: StateView, first_index: int) -> Plan:
+        plans: list[Plan] = []
+        index = first_index
+        for command in commands:
+            step = command(view, index)
+            view.apply(step.writes)
+            index += len(step.entries)
+            plans.append(step)
+        entries = [e for step in plans for e in step.entries]
+        writes = [w for step in plans for w in step.writes]
+        return Plan(entries, writes, lambda head: tuple(step.finish(head) for step in plans))
 
     return plan
 
@@ -253,9 +275,11 @@ class Sequencer:
         plans: list[Plan | LictorError] = []
         entries: list[StoredEntry] = []
         for command in commands:
+            savepoint = view.savepoint()
             try:
                 plan = command(view, self._head.size + len(entries))
-            except LictorError as e:
+            except LictorError as e:  # undo what it applied to the view before failing
+                view.rollback(savepoint)
                 plans.append(e)
                 continue
             view.apply(plan.writes)

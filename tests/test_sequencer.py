@@ -293,3 +293,38 @@ def test_proofs_from_remembered_hashes_match_the_store(
                 first, tree_size, store
             )
     sequencer.close()
+
+
+def test_a_failing_command_leaves_nothing_of_its_own_in_the_batch(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    """A command that applied writes to the view and then raised commits none of them;
+    its batch neighbours, and a `chain` of commands, commit whole."""
+    from lictor.sequencer import chain
+
+    def write(key: str, fail: bool = False) -> Command:
+        def plan(view: StateView, first_index: int) -> Plan:
+            view.apply([RecordWrite("thing", key, b"{}", 0)])
+            if fail:
+                raise InvalidRequestError(f"{key} refused after writing")
+            return Plan([_entry(first_index)], [RecordWrite("thing", key, b"{}", 0)], lambda h: key)
+
+        return plan
+
+    sequencer = Sequencer(store, signer)
+    futures = sequencer.submit_commands(  # queued together: one batch
+        [
+            write("a"),
+            write("b", fail=True),
+            chain(write("c"), write("d")),
+            chain(write("e"), write("f", fail=True)),
+        ]
+    )
+    assert futures[0].result() == "a" and futures[2].result() == ("c", "d")
+    for failed in (futures[1], futures[3]):
+        with pytest.raises(InvalidRequestError):
+            failed.result()
+    sequencer.close()
+    kept = {key for key in "abcdef" if store.get_record("thing", key) is not None}
+    assert kept == {"a", "c", "d"}
+    _check_log(store, signer)

@@ -84,9 +84,8 @@ def heartbeat(
     """A runtime's heartbeat; a new attestation is logged and re-verifies its executions."""
     _check_self(who, runtime_id)
     attestation = body.attestation.model_dump() if body.attestation else None
-    runtime, changed = _runtimes(request).heartbeat(runtime_id, attestation)
     sweeps: Sweeps = request.app.state.sweeps
-    revoked = sweeps.reverify_runtime(runtime_id) if changed else ()
+    runtime, revoked = sweeps.heartbeat(runtime_id, attestation)
     request.app.state.metrics.revocations.labels("attestation").inc(len(revoked))
     return {"runtime": asdict(runtime), "revoked": list(revoked)}
 
@@ -104,9 +103,8 @@ def revoke_runtime(
     _: Annotated[Credential, Depends(require_role("admin"))],
 ) -> dict[str, Any]:
     """Revoke a runtime: its requests are denied and its active executions revoked."""
-    runtime = _runtimes(request).revoke(runtime_id, body.reason)
     sweeps: Sweeps = request.app.state.sweeps
-    revoked = sweeps.revoke_matching({"runtime": runtime_id}, f"runtime_revoked:{body.reason}")
+    runtime, revoked = sweeps.revoke_runtime(runtime_id, body.reason)
     request.app.state.metrics.revocations.labels("runtime").inc(len(revoked))
     return {"runtime": asdict(runtime), "revoked": list(revoked)}
 

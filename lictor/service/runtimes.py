@@ -17,7 +17,7 @@ from typing import Any
 from lictor.datadir import hash_secret, new_secret
 from lictor.errors import ConflictError, InvalidRequestError, NotFoundError
 from lictor.log.entry import canonical_entry
-from lictor.sequencer import Plan
+from lictor.sequencer import Command, Plan
 from lictor.service.log import AuditLog
 from lictor.store.base import Credential, RecordWrite
 from lictor.store.view import StateView
@@ -97,6 +97,12 @@ class Runtimes:
 
     def revoke(self, runtime_id: str, reason: str) -> Runtime:
         """Mark a runtime revoked (logged); its requests are denied from now on."""
+        command = self.revoke_command(runtime_id, reason)
+        result: Runtime = self.log.sequencer.submit_commands([command])[0].result()
+        return result
+
+    def revoke_command(self, runtime_id: str, reason: str) -> Command:
+        """The command marking a runtime revoked; its result is the `Runtime`."""
         public = {"runtime": runtime_id}
         entry = self.log.prepare_event("runtime_revoked", {**public, "reason": reason}, public)
 
@@ -110,13 +116,18 @@ class Runtimes:
             new = replace(old, state="revoked")
             return Plan([entry], [new.write(record.version)], lambda head: new)
 
-        result: Runtime = self.log.sequencer.submit_commands([plan])[0].result()
-        return result
+        return plan
 
     def heartbeat(
         self, runtime_id: str, attestation: dict[str, Any] | None
     ) -> tuple[Runtime, bool]:
         """Record a heartbeat; a changed attestation is logged. Returns (runtime, changed)."""
+        command = self.heartbeat_command(runtime_id, attestation)
+        result: tuple[Runtime, bool] = self.log.sequencer.submit_commands([command])[0].result()
+        return result
+
+    def heartbeat_command(self, runtime_id: str, attestation: dict[str, Any] | None) -> Command:
+        """The command recording a heartbeat; its result is ``(runtime, changed)``."""
         now = self.log.now_ms()
         public = {"runtime": runtime_id}
         event = {"runtime": runtime_id, "attestation": attestation}
@@ -134,5 +145,4 @@ class Runtimes:
             entries = [entry] if changed else []
             return Plan(entries, [new.write(record.version)], lambda head: (new, changed))
 
-        result: tuple[Runtime, bool] = self.log.sequencer.submit_commands([plan])[0].result()
-        return result
+        return plan

@@ -16,9 +16,8 @@ from typing import Any
 from lictor.core import lease as leases
 from lictor.core.policy import CompiledEntities, CompiledPolicy, decide
 from lictor.core.types import EntityRef, ExecutionState
-from lictor.errors import InvalidRequestError
 from lictor.log.entry import canonical_entry
-from lictor.sequencer import Plan
+from lictor.sequencer import Plan, chain
 from lictor.service.executions import (
     PRINCIPAL_REVOCATION,
     Executions,
@@ -28,7 +27,7 @@ from lictor.service.executions import (
 )
 from lictor.service.records import KIND, StoredExecution, expiry_tag
 from lictor.service.runtimes import KIND as RUNTIME
-from lictor.service.runtimes import Runtime
+from lictor.service.runtimes import Runtime, Runtimes
 from lictor.store.base import RecordWrite, StoredEntry
 from lictor.store.view import StateView
 
@@ -43,6 +42,7 @@ class Sweeps:
         self.executions = executions
         self.log = executions.log
         self.policies = executions.policies
+        self.runtimes: Runtimes = executions.runtimes
         self._scanned_all = False
 
     def _submit(self, plan: Any) -> Any:
@@ -94,42 +94,57 @@ class Sweeps:
             self.policies.invalidate()
         return result
 
-    def reverify_runtime(self, runtime_id: str) -> tuple[str, ...]:
-        """Re-decide a runtime's active executions with its current facts (a new attestation)."""
+    def heartbeat(
+        self, runtime_id: str, attestation: dict[str, Any] | None
+    ) -> tuple[Runtime, tuple[str, ...]]:
+        """Record a heartbeat; a new attestation re-decides the runtime's active executions
+        in the same commit, revoking those now denied. Returns the runtime and the revoked."""
+        beat = self.runtimes.heartbeat_command(runtime_id, attestation)
         version = self.policies.active_version()
-        if version is None:
-            return ()
         now = self.log.now_ms()
-        policy = self.policies.compiled(version)
-        entities = self.policies.compiled_entities(policy, version)
+        compiled = None
+        if version is not None:
+            policy = self.policies.compiled(version)
+            compiled = (policy, self.policies.compiled_entities(policy, version))
 
         def plan(view: StateView, first_index: int) -> Plan:
-            entries, writes = self._revoke_denied(
-                view,
-                {"runtime": runtime_id},
-                policy,
-                entities,
-                "attestation_rejected",
-                now,
-                first_index,
+            step = beat(view, first_index)
+            view.apply(step.writes)
+            entries: list[StoredEntry] = []
+            writes: list[RecordWrite] = []
+            if step.entries and compiled is not None:  # logged: the attestation changed
+                entries, writes = self._revoke_denied(
+                    view,
+                    {"runtime": runtime_id},
+                    *compiled,
+                    "attestation_rejected",
+                    now,
+                    first_index + len(step.entries),
+                )
+            revoked = tuple(w.key for w in writes)
+            return Plan(
+                [*step.entries, *entries],
+                [*step.writes, *writes],
+                lambda head: (step.finish(head)[0], revoked),
+            )
+
+        result: tuple[Runtime, tuple[str, ...]] = self._submit(plan)
+        return result
+
+    def revoke_runtime(self, runtime_id: str, reason: str) -> tuple[Runtime, tuple[str, ...]]:
+        """Revoke a runtime and, in the same commit, every active execution it started."""
+        reason = leases.check_reason(reason)
+        mark = self.runtimes.revoke_command(runtime_id, reason)
+        now = self.log.now_ms()
+        cause = f"runtime_revoked:{reason}"
+
+        def sweep(view: StateView, first_index: int) -> Plan:
+            entries, writes = self._revoke_active(
+                view, {"runtime": runtime_id}, cause, now, first_index
             )
             return Plan(entries, writes, lambda head: tuple(w.key for w in writes))
 
-        result: tuple[str, ...] = self._submit(plan)
-        return result
-
-    def revoke_matching(self, filters: Mapping[str, str], reason: str) -> tuple[str, ...]:
-        """Revoke (cascading) every active execution carrying ``filters``."""
-        if not filters:
-            raise InvalidRequestError("say whose executions to revoke")
-        now = self.log.now_ms()
-        reason = leases.check_reason(reason)
-
-        def plan(view: StateView, first_index: int) -> Plan:
-            entries, writes = self._revoke_active(view, filters, reason, now, first_index)
-            return Plan(entries, writes, lambda head: tuple(w.key for w in writes))
-
-        result: tuple[str, ...] = self._submit(plan)
+        result: tuple[Runtime, tuple[str, ...]] = self._submit(chain(mark, sweep))
         return result
 
     def revoke_principal(self, principal: EntityRef, reason: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ class StateView:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._written: dict[tuple[str, str], RecordWrite] = {}
+        self._undo: list[tuple[tuple[str, str], RecordWrite | None]] = []
 
     @property
     def writes(self) -> list[RecordWrite]:
@@ -51,4 +52,17 @@ class StateView:
                 write = RecordWrite(
                     write.kind, write.key, write.doc, earlier.expected_version, write.tags
                 )
+            self._undo.append(((write.kind, write.key), earlier))
             self._written[(write.kind, write.key)] = write
+
+    def savepoint(self) -> int:
+        """A point to `rollback` to: undoes every `apply` made after it."""
+        return len(self._undo)
+
+    def rollback(self, savepoint: int) -> None:
+        while len(self._undo) > savepoint:
+            key, earlier = self._undo.pop()
+            if earlier is None:
+                del self._written[key]
+            else:
+                self._written[key] = earlier

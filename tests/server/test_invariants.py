@@ -453,8 +453,8 @@ def test_a_failed_attestation_revokes_production_work_and_only_it(
 def test_a_failed_attestation_the_sweep_missed_revokes_at_the_next_renewal(
     client: TestClient, runtime: Headers, admin: Headers
 ) -> None:
-    """The attestation committed, its re-verification sweep did not (a crash between
-    the two): the renewal re-verifies with fresh facts and revokes."""
+    """Defence in depth: an attestation recorded without its re-verification (as
+    `Runtimes.heartbeat` alone does) is still caught by the next renewal."""
     execution_id = _deploy_to_production(client, runtime)
     app: Any = client.app
     app.state.runtimes.heartbeat("edge-eu", {"state": "failed", "digests": {}})
@@ -618,11 +618,11 @@ def _add_runtime(client: TestClient, admin: Headers, name: str) -> Headers:
 def test_a_revoked_runtime_cannot_renew_what_the_sweep_missed(
     client: TestClient, runtime: Headers, admin: Headers
 ) -> None:
-    """The runtime's revocation committed, the sweep of its executions did not (a crash
-    between the two): its work must still end at the next renewal, not run on."""
+    """Defence in depth: a runtime revoked without the sweep of its executions (as
+    `Runtimes.revoke` alone does) cannot renew them: its work ends, it does not run on."""
     execution_id = started(client, runtime)["execution"]["id"]
     app: Any = client.app
-    app.state.runtimes.revoke("edge-eu", "stolen")  # committed; the server dies here
+    app.state.runtimes.revoke("edge-eu", "stolen")  # the mark alone, no sweep
     renewed = client.post(f"/v1/executions/{execution_id}/renew", json={}, headers=runtime)
     assert renewed.status_code in (200, 401, 403, 409), renewed.text
     if renewed.status_code == 200:
@@ -649,3 +649,27 @@ def test_the_reaper_finds_due_leases_by_their_expiry(unreaped: TestClient, admin
     assert sweeps.expire_due() == []
     for body, state in ((short, "expired"), (renewed, "active"), (long, "active")):
         assert shown(unreaped, admin, body["execution"]["id"])["execution"]["state"] == state
+
+
+def test_revoking_a_runtime_and_a_rejected_attestation_are_each_one_commit(
+    client: TestClient, runtime: Headers, admin: Headers
+) -> None:
+    """The runtime's change and the revocation of its executions commit together, so
+    no crash can leave the runtime revoked (or distrusted) with its work still active."""
+    app: Any = client.app
+    commits: list[int] = []
+    app.state.log.sequencer.add_listener(lambda head: commits.append(head.size))
+    production = _deploy_to_production(client, runtime)
+    before = len(commits)
+    beat = {"attestation": {"state": "failed", "digests": {}}}
+    r = client.post("/v1/runtimes/edge-eu/heartbeat", json=beat, headers=runtime)
+    assert r.status_code == 200 and r.json()["revoked"] == [production], r.text
+    assert len(commits) == before + 1
+    other = _add_runtime(client, admin, "edge-2")
+    ids = [started(client, other)["execution"]["id"] for _ in range(3)]
+    before = len(commits)
+    r = client.post("/v1/runtimes/edge-2/revoke", json={"reason": "stolen"}, headers=admin)
+    assert r.status_code == 200 and sorted(r.json()["revoked"]) == sorted(ids), r.text
+    assert len(commits) == before + 1
+    for execution_id in ids:
+        assert shown(client, admin, execution_id)["execution"]["state"] == "revoked"
