@@ -37,7 +37,7 @@ from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
 from lictor.log.merkle import stored_hash_count
 from lictor.store.base import Credential, Head, Record, RecordWrite, StoredEntry
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _MAX_ROWS_PER_INSERT = 4096
 _MAX_IDLE_READERS = 8
 _CACHED_RECORDS = 1 << 16
@@ -80,8 +80,24 @@ CREATE TABLE IF NOT EXISTS record_tags (
 CREATE INDEX IF NOT EXISTS record_tags_by_value ON record_tags (kind, tag, value, key);
 """
 
+# v3: tags clustered on their primary key (no rowid table: one b-tree fewer per write).
+_SCHEMA_V3 = """
+CREATE TABLE record_tags_v3 (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key, tag)
+) WITHOUT ROWID;
+INSERT INTO record_tags_v3 (kind, key, tag, value) SELECT kind, key, tag, value FROM record_tags;
+DROP INDEX IF EXISTS record_tags_by_value;
+DROP TABLE record_tags;
+ALTER TABLE record_tags_v3 RENAME TO record_tags;
+CREATE INDEX record_tags_by_value ON record_tags (kind, tag, value, key);
+"""
+
 # Each entry upgrades the schema from the version before it.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 
 
 class SQLiteStore:
@@ -183,12 +199,12 @@ class SQLiteStore:
         try:
             with self._write() as conn:
                 first = self._move_head(conn, expected_version, new, len(entries))
-                _insert(
+                _insert_rows(
                     conn,
                     "entries (idx, data)",
                     [(first + i, e.data) for i, e in enumerate(entries)],
                 )
-                _insert(
+                _insert_rows(
                     conn,
                     "private_events (idx, data)",
                     [(first + i, e.private) for i, e in enumerate(entries) if e.private],
@@ -196,10 +212,11 @@ class SQLiteStore:
                 start = stored_hash_count(first)
                 if start + len(hashes) != stored_hash_count(new.size):
                     raise StoreError(f"{len(hashes)} hashes do not fit a batch of {len(entries)}")
-                _insert(conn, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)])
+                _insert_rows(
+                    conn, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)]
+                )
                 _record_checkpoint(conn, new)
-                for write in writes:
-                    _write_record(conn, write)
+                _write_records(conn, writes)
                 self._cache.forget(writes)
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"append conflicts with stored data: {e}") from e
@@ -320,7 +337,7 @@ class SQLiteStore:
     def put_record(self, write: RecordWrite) -> Record:
         try:
             with self._write() as conn:
-                _write_record(conn, write)
+                _write_records(conn, [write])
                 self._cache.forget([write])
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"record {write.kind}/{write.key} already exists") from e
@@ -464,25 +481,40 @@ def _find_query(kind: str, tags: dict[str, str], after: str, limit: int) -> tupl
     return sql, [*args, kind, first_tag, first_value, after, limit]
 
 
-def _write_record(conn: sqlite3.Connection, write: RecordWrite) -> None:
-    """Compare-and-swap one record and replace its tags (inside a transaction)."""
-    version = write.expected_version + 1
-    if write.expected_version == 0:
-        conn.execute(
-            "INSERT INTO records (kind, key, version, doc) VALUES (?, ?, 1, ?)",
-            (write.kind, write.key, write.doc),
-        )
-    else:
+def _write_records(conn: sqlite3.Connection, writes: Sequence[RecordWrite]) -> None:
+    """Compare-and-swap records and their tags (inside a transaction).
+
+    New records go in as one multi-row ``INSERT`` (an existing key makes it
+    fail: a conflict); updated ones are compare-and-swapped one by one. Tags
+    are upserted, so a tag whose value did not change touches no index page,
+    and tags a record no longer carries are deleted.
+    """
+    new = [w for w in writes if w.expected_version == 0]
+    _insert_rows(
+        conn, "records (kind, key, version, doc)", [(w.kind, w.key, 1, w.doc) for w in new]
+    )
+    for write in writes:
+        if write.expected_version == 0:
+            continue
         changed = conn.execute(
             "UPDATE records SET version = ?, doc = ? WHERE kind = ? AND key = ? AND version = ?",
-            (version, write.doc, write.kind, write.key, write.expected_version),
+            (write.expected_version + 1, write.doc, write.kind, write.key, write.expected_version),
         ).rowcount
         if changed != 1:
             raise ConflictError(f"record {write.kind}/{write.key} moved past its version")
-    conn.execute("DELETE FROM record_tags WHERE kind = ? AND key = ?", (write.kind, write.key))
-    conn.executemany(
-        "INSERT INTO record_tags (kind, key, tag, value) VALUES (?, ?, ?, ?)",
-        [(write.kind, write.key, tag, value) for tag, value in write.tags],
+        names = [tag for tag, _ in write.tags]
+        marks = ",".join("?" * len(names))
+        conn.execute(
+            f"DELETE FROM record_tags WHERE kind = ? AND key = ? AND tag NOT IN ({marks})",
+            (write.kind, write.key, *names),
+        )
+    rows = [(w.kind, w.key, tag, value) for w in writes for tag, value in w.tags]
+    _insert_rows(
+        conn,
+        "record_tags (kind, key, tag, value)",
+        rows,
+        " ON CONFLICT (kind, key, tag) DO UPDATE SET value = excluded.value"
+        " WHERE value != excluded.value",
     )
 
 
@@ -503,12 +535,18 @@ def _tags(
     return {key: tuple(tags) for key, tags in found.items()}
 
 
-def _insert(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[int, bytes]]) -> None:
-    """Insert ``(idx, value)`` rows with as few statements as SQLite allows (see top)."""
+def _insert_rows(
+    conn: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
+) -> None:
+    """Insert rows of equal width with as few statements as SQLite allows (see top)."""
+    if not rows:
+        return
+    width = len(rows[0])
     per_statement = min(
-        conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 2, _MAX_ROWS_PER_INSERT
+        conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width, _MAX_ROWS_PER_INSERT
     )
+    row = "(" + ", ".join("?" * width) + ")"
     for lo in range(0, len(rows), per_statement):
         part = rows[lo : lo + per_statement]
-        values = ",".join(["(?, ?)"] * len(part))
-        conn.execute(f"INSERT INTO {into} VALUES {values}", list(chain.from_iterable(part)))
+        values = ",".join([row] * len(part))
+        conn.execute(f"INSERT INTO {into} VALUES {values}{tail}", list(chain.from_iterable(part)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lictor.errors import SchemaError, StoreError
-from lictor.store.sqlite import _SCHEMA_V1, SCHEMA_VERSION, SQLiteStore
+from lictor.store.sqlite import _SCHEMA_V1, _SCHEMA_V2, SCHEMA_VERSION, SQLiteStore
 
 
 def test_durability_settings(tmp_path: Path) -> None:
@@ -33,7 +33,26 @@ def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     assert store.get_record("execution", "x") is None  # the v2 tables exist
     version = store._writer.execute("SELECT value FROM meta").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "2"
+    assert version == str(SCHEMA_VERSION) == "3"
+    store.close()
+
+
+def test_upgrades_a_version_2_database_keeping_its_tags(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "s.db")
+    for statement in (_SCHEMA_V1 + _SCHEMA_V2).split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '2')")
+    conn.execute("INSERT INTO records VALUES ('execution', 'ex_1', 1, X'7B7D')")
+    conn.execute("INSERT INTO record_tags VALUES ('execution', 'ex_1', 'state', 'active')")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "s.db")
+    assert [r.key for r in store.find_records("execution", {"state": "active"})] == ["ex_1"]
+    table = store._writer.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'record_tags'"
+    ).fetchone()[0]
+    assert "WITHOUT ROWID" in table
     store.close()
 
 
