@@ -13,8 +13,11 @@ catches the same exception locally or over HTTP.
     ├── UnauthenticatedError         unauthenticated
     │   └── GrantError               invalid_grant
     ├── PermissionDeniedError        permission_denied
+    │   └── DeniedError              denied (no grant: a deny, or no answer)
     ├── InvalidTransitionError       invalid_transition
     │   ├── LeaseExpiredError        lease_expired
+    │   │   └── LeaseLostError       lease_lost (no renewal before the local deadline)
+    │   ├── ExecutionRevokedError    revoked (the control plane ended the execution)
     │   └── ParentNotActiveError     parent_not_active
     ├── LogError                     log_error
     │   ├── TreeError                invalid_tree_range
@@ -32,6 +35,8 @@ catches the same exception locally or over HTTP.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class LictorError(Exception):
@@ -186,3 +191,48 @@ class SchemaError(StoreError):
     """The database schema is one this version does not know."""
 
     code = "unknown_schema"
+
+
+class DeniedError(PermissionDeniedError):
+    """The execution was not granted; the work must not start."""
+
+    code = "denied"
+
+    def __init__(
+        self,
+        message: str,
+        reason_code: str = "",
+        reasons: tuple[str, ...] = (),
+        receipt: dict[str, Any] | None = None,
+        execution: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason_code = reason_code
+        self.reasons = reasons
+        self.receipt = receipt
+        self.execution = execution
+
+    @classmethod
+    def from_reply(cls, reply: dict[str, Any]) -> DeniedError:
+        """The error for a 403 ``denied`` reply: its decision, execution and receipt."""
+        decision = reply.get("decision") or {}
+        message = str((reply.get("error") or {}).get("message") or "denied")
+        return cls(
+            message,
+            str(decision.get("reason_code") or "denied"),
+            tuple(str(r) for r in decision.get("reasons") or ()),
+            reply.get("receipt"),
+            reply.get("execution"),
+        )
+
+
+class ExecutionRevokedError(InvalidTransitionError):
+    """The control plane revoked the execution (or it ended otherwise); stop the work."""
+
+    code = "revoked"
+
+
+class LeaseLostError(LeaseExpiredError):
+    """No renewal succeeded before the local deadline; the lease must be taken as gone."""
+
+    code = "lease_lost"

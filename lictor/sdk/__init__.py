@@ -1,0 +1,40 @@
+"""The Lictor SDK: govern work from Python against a Lictor control plane.
+
+    from lictor.sdk import Client, governed
+
+    client = Client("http://127.0.0.1:7300", runtime_credential)
+    with client.execution(principal='Agent::"planner-7"', action='Action::"deploy"',
+                          resource='Service::"payments-api-staging"') as execution:
+        ...                      # call execution.check() between steps
+
+Nothing runs without a grant: a deny, or a control plane that cannot be
+reached, raises `DeniedError` before the block starts. While it runs, the
+lease is renewed; a revocation or a lease that could not be renewed before
+the local deadline marks the execution lost (`ExecutionRevokedError`,
+`LeaseLostError`), runs its cancel callbacks, and in ``async with`` cancels
+the block. Receipts verify offline with `verify_receipt`.
+
+Modules: `client` (HTTP), `scope` (governed blocks), `enforce` (lease rules),
+`keeper` (renewal drivers), `governed` (the decorator), `verify` (receipts),
+and the errors it raises come from `lictor.errors`.
+"""
+
+from lictor.errors import DeniedError, ExecutionRevokedError, LeaseLostError
+from lictor.sdk.client import AsyncClient, Client
+from lictor.sdk.enforce import ExecutionHandle, Lease
+from lictor.sdk.governed import current_execution, governed
+from lictor.sdk.verify import VerifiedReceipt, verify_receipt
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "DeniedError",
+    "ExecutionHandle",
+    "ExecutionRevokedError",
+    "Lease",
+    "LeaseLostError",
+    "VerifiedReceipt",
+    "current_execution",
+    "governed",
+    "verify_receipt",
+]

@@ -1,0 +1,289 @@
+"""`Client` and `AsyncClient`: the runtime API of a Lictor control plane over HTTP.
+
+Both have the same methods and raise the same `LictorError` classes the
+server raised (`lictor.wire.error_for`), so a caller catches one tree.
+`request` fails closed: a deny raises `DeniedError` with the decision and its
+receipt, and so does a control plane that cannot be reached or cannot decide
+(reason code ``unreachable``, or the server's error code for a 5xx), since no
+grant means the work must not start. Other calls raise `UnavailableError`
+when the control plane cannot be reached.
+
+``client.execution(...)`` governs a block (`lictor.sdk.scope`): it requests
+the execution, keeps its lease renewed while the block runs, and completes
+it after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from lictor.errors import DeniedError, LictorError, UnavailableError
+from lictor.sdk.scope import AsyncExecutionScope, ExecutionScope, Spec
+from lictor.wire import error_for
+
+DEFAULT_TIMEOUT = 10.0
+UNREACHABLE = "unreachable"
+Ref = str | Mapping[str, str]
+
+
+def _headers(credential: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"}
+
+
+def request_body(
+    principal: Ref,
+    action: Ref,
+    resource: Ref,
+    context: Mapping[str, Any] | None,
+    parent_grant: str | None,
+    ttl: int | None,
+) -> dict[str, Any]:
+    """The body of ``POST /v1/executions``; entity refs as ``Type::"id"`` or ``{type, id}``."""
+    body: dict[str, Any] = {
+        "principal": _ref(principal),
+        "action": _ref(action),
+        "resource": _ref(resource),
+        "context": dict(context or {}),
+    }
+    if parent_grant is not None:
+        body["parent_grant"] = parent_grant
+    if ttl is not None:
+        body["ttl"] = ttl
+    return body
+
+
+def _ref(value: Ref) -> str | dict[str, str]:
+    return value if isinstance(value, str) else dict(value)
+
+
+def _ttl_body(ttl: int | None) -> dict[str, Any]:
+    return {} if ttl is None else {"ttl": ttl}
+
+
+def complete_body(outcome: str, exit_code: int | None, summary: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"outcome": outcome}
+    if exit_code is not None:
+        body["exit_code"] = exit_code
+    if summary is not None:
+        body["summary"] = summary
+    return body
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _code(reply: Any) -> str | None:
+    detail = reply.get("error") if isinstance(reply, dict) else None
+    return str(detail.get("code")) if isinstance(detail, dict) else None
+
+
+def read_reply(response: httpx.Response) -> dict[str, Any]:
+    """The JSON object of a successful reply, or the server's error raised."""
+    reply = _json(response)
+    if response.status_code >= 400:
+        raise error_for(reply, response.status_code)
+    if not isinstance(reply, dict):
+        raise LictorError(f"HTTP {response.status_code} without a JSON object")
+    return reply
+
+
+def read_grant(response: httpx.Response) -> dict[str, Any]:
+    """`read_reply` for a request: a deny, or no decision (5xx), is a `DeniedError`."""
+    reply = _json(response)
+    if response.status_code == 403 and _code(reply) == DeniedError.code:
+        raise DeniedError.from_reply(reply)
+    if response.status_code >= 500:
+        error = error_for(reply, response.status_code)
+        raise DeniedError(f"no decision: {error.message}", error.code) from error
+    return read_reply(response)
+
+
+def unreachable(url: str, error: httpx.TransportError) -> DeniedError:
+    return DeniedError(f"cannot reach {url}: {error}", UNREACHABLE)
+
+
+def unavailable(url: str, error: httpx.TransportError) -> UnavailableError:
+    return UnavailableError(f"cannot reach {url}: {error}")
+
+
+class Client:
+    """A runtime's synchronous client; one per process, safe to share between threads."""
+
+    def __init__(
+        self,
+        url: str,
+        credential: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url, self._timeout = url.rstrip("/"), timeout
+        self._http = httpx.Client(
+            base_url=self.url, headers=_headers(credential), timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        principal: Ref,
+        action: Ref,
+        resource: Ref,
+        context: Mapping[str, Any] | None = None,
+        parent_grant: str | None = None,
+        ttl: int | None = None,
+    ) -> dict[str, Any]:
+        """Ask for a new execution: the 201 reply (execution, grant, lease, receipt)."""
+        body = request_body(principal, action, resource, context, parent_grant, ttl)
+        try:
+            response = self._http.post("/v1/executions", json=body)
+        except httpx.TransportError as e:
+            raise unreachable(self.url, e) from e
+        return read_grant(response)
+
+    def renew(
+        self, execution_id: str, ttl: int | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Re-verify an execution: a new lease and grant, or the execution revoked."""
+        path = f"/v1/executions/{execution_id}/renew"
+        return self._call("POST", path, _ttl_body(ttl), timeout)
+
+    def complete(
+        self,
+        execution_id: str,
+        outcome: str,
+        exit_code: int | None = None,
+        summary: str | None = None,
+    ) -> dict[str, Any]:
+        """End an execution with ``outcome``: succeeded, failed or cancelled."""
+        body = complete_body(outcome, exit_code, summary)
+        return self._call("POST", f"/v1/executions/{execution_id}/complete", body)
+
+    def get(self, execution_id: str) -> dict[str, Any]:
+        """An execution with its decision and every transition."""
+        return self._call("GET", f"/v1/executions/{execution_id}")
+
+    def execution(
+        self,
+        principal: Ref,
+        action: Ref,
+        resource: Ref,
+        context: Mapping[str, Any] | None = None,
+        ttl: int | None = None,
+        parent_grant: str | None = None,
+    ) -> ExecutionScope:
+        """Govern a ``with`` block: see `lictor.sdk.scope.ExecutionScope`."""
+        spec = Spec(principal, action, resource, context, ttl, parent_grant)
+        return ExecutionScope(self, spec)
+
+    def _call(
+        self, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        try:
+            response = self._http.request(method, path, json=body, timeout=timeout or self._timeout)
+        except httpx.TransportError as e:
+            raise unavailable(self.url, e) from e
+        return read_reply(response)
+
+
+class AsyncClient:
+    """`Client` for asyncio; one per event loop."""
+
+    def __init__(
+        self,
+        url: str,
+        credential: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url, self._timeout = url.rstrip("/"), timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_headers(credential), timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(
+        self,
+        principal: Ref,
+        action: Ref,
+        resource: Ref,
+        context: Mapping[str, Any] | None = None,
+        parent_grant: str | None = None,
+        ttl: int | None = None,
+    ) -> dict[str, Any]:
+        """`Client.request`."""
+        body = request_body(principal, action, resource, context, parent_grant, ttl)
+        try:
+            response = await self._http.post("/v1/executions", json=body)
+        except httpx.TransportError as e:
+            raise unreachable(self.url, e) from e
+        return read_grant(response)
+
+    async def renew(
+        self, execution_id: str, ttl: int | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """`Client.renew`."""
+        path = f"/v1/executions/{execution_id}/renew"
+        return await self._call("POST", path, _ttl_body(ttl), timeout)
+
+    async def complete(
+        self,
+        execution_id: str,
+        outcome: str,
+        exit_code: int | None = None,
+        summary: str | None = None,
+    ) -> dict[str, Any]:
+        """`Client.complete`."""
+        body = complete_body(outcome, exit_code, summary)
+        return await self._call("POST", f"/v1/executions/{execution_id}/complete", body)
+
+    async def get(self, execution_id: str) -> dict[str, Any]:
+        """`Client.get`."""
+        return await self._call("GET", f"/v1/executions/{execution_id}")
+
+    def execution(
+        self,
+        principal: Ref,
+        action: Ref,
+        resource: Ref,
+        context: Mapping[str, Any] | None = None,
+        ttl: int | None = None,
+        parent_grant: str | None = None,
+    ) -> AsyncExecutionScope:
+        """Govern an ``async with`` block: see `lictor.sdk.scope.AsyncExecutionScope`."""
+        spec = Spec(principal, action, resource, context, ttl, parent_grant)
+        return AsyncExecutionScope(self, spec)
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        try:
+            response = await self._http.request(
+                method, path, json=body, timeout=timeout or self._timeout
+            )
+        except httpx.TransportError as e:
+            raise unavailable(self.url, e) from e
+        return read_reply(response)

@@ -1,0 +1,98 @@
+"""The drivers of a `Keeper`: a thread for `Client`, a task for `AsyncClient`.
+
+Each loop waits until the next renewal is due or the local deadline comes,
+renews with a timeout that ends at the deadline (so a hung control plane
+cannot hold it past it), and hands the result to the `Keeper`. A driver stops
+when its execution is lost or when it is told to; stopping ends a renewal in
+flight (the thread waits for it, the task cancels it), so no renewal races the
+completion that follows.
+
+A push source of revocations (the events stream) would call
+``handle.lose(...)`` from its own loop; the keeper notices on its next wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from lictor.errors import LictorError
+from lictor.sdk.enforce import Keeper
+
+Renew = Callable[[float], dict[str, Any]]
+AsyncRenew = Callable[[float], Awaitable[dict[str, Any]]]
+
+
+class ThreadKeeper:
+    """Renews in a daemon thread until stopped or lost."""
+
+    def __init__(self, keeper: Keeper, renew: Renew) -> None:
+        self._keeper, self._renew = keeper, renew
+        self._stop = threading.Event()
+        name = f"lictor-keeper-{keeper.handle.id}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        keeper = self._keeper
+        while keeper.handle.lost is None:
+            if self._stop.wait(max(0.0, keeper.wake_at() - time.monotonic())):
+                return
+            sent = time.monotonic()
+            if keeper.expired(sent):
+                keeper.expire()
+            elif sent >= keeper.due_at:
+                self._renew_once(sent)
+
+    def _renew_once(self, sent: float) -> None:
+        try:
+            reply = self._renew(self._keeper.deadline - sent)
+        except LictorError as e:
+            self._keeper.failed(e, time.monotonic())
+        else:
+            self._keeper.renewed(reply, sent)
+
+
+class TaskKeeper:
+    """Renews in an asyncio task until stopped or lost."""
+
+    def __init__(self, keeper: Keeper, renew: AsyncRenew) -> None:
+        self._keeper, self._renew = keeper, renew
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(
+            self._run(), name=f"lictor-keeper-{self._keeper.handle.id}"
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        keeper = self._keeper
+        while keeper.handle.lost is None:
+            await asyncio.sleep(max(0.0, keeper.wake_at() - time.monotonic()))
+            sent = time.monotonic()
+            if keeper.expired(sent):
+                keeper.expire()
+            elif sent >= keeper.due_at:
+                await self._renew_once(sent)
+
+    async def _renew_once(self, sent: float) -> None:
+        try:
+            reply = await self._renew(self._keeper.deadline - sent)
+        except LictorError as e:
+            self._keeper.failed(e, time.monotonic())
+        else:
+            self._keeper.renewed(reply, sent)

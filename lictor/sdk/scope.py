@@ -1,0 +1,158 @@
+"""Governed blocks: ``with client.execution(...)`` and ``async with`` its async twin.
+
+Entering requests the execution and raises `DeniedError` unless it is granted
+(deny, or no control plane: fail closed). Inside, a keeper renews the lease
+(`lictor.sdk.enforce` says when, and what each answer means); the block reads
+`ExecutionHandle.check` or registers ``on_cancel`` callbacks to stop when the
+execution is lost. In ``async with``, the task running the block is also
+cancelled, and the cancellation leaves the block as the lost error (as
+`asyncio.timeout` turns its cancellation into `TimeoutError`).
+
+Leaving completes the execution: ``succeeded``, ``failed`` if the block raised
+an exception, ``cancelled`` if it was interrupted. A lost execution is not
+completed; if the block ended without an error, the lost error is raised so
+the caller learns its work ran past its authorization.
+
+Lineage: the parent grant is the one given, else the grant of the execution
+whose block encloses this one (a `ContextVar`, so it follows tasks), else the
+environment's ``LICTOR_GRANT`` (set by a launching Lictor process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Mapping
+from contextvars import Token
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from lictor.errors import LictorError
+from lictor.sdk.enforce import ExecutionHandle, Keeper, current, outcome_for
+from lictor.sdk.keeper import TaskKeeper, ThreadKeeper
+
+if TYPE_CHECKING:
+    from lictor.sdk.client import AsyncClient, Client, Ref
+
+GRANT_ENV = "LICTOR_GRANT"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a governed block asks for."""
+
+    principal: Ref
+    action: Ref
+    resource: Ref
+    context: Mapping[str, Any] | None = None
+    ttl: int | None = None
+    parent_grant: str | None = None
+
+    def parent(self) -> str | None:
+        """The given parent grant, else the enclosing execution's, else ``LICTOR_GRANT``."""
+        if self.parent_grant is not None:
+            return self.parent_grant
+        enclosing = current.get()
+        if enclosing is not None:
+            return enclosing.grant
+        return os.environ.get(GRANT_ENV) or None
+
+
+class ExecutionScope:
+    """A ``with`` block governed by one execution; its keeper is a thread."""
+
+    def __init__(self, client: Client, spec: Spec) -> None:
+        self._client, self._spec = client, spec
+
+    def __enter__(self) -> ExecutionHandle:
+        spec, sent = self._spec, time.monotonic()
+        reply = self._client.request(
+            spec.principal, spec.action, spec.resource, spec.context, spec.parent(), spec.ttl
+        )
+        self.handle = handle = ExecutionHandle(reply)
+        keeper = Keeper(handle, sent, random.Random())
+        self._keeper = ThreadKeeper(keeper, self._renew)
+        self._keeper.start()
+        self._token: Token[ExecutionHandle | None] = current.set(handle)
+        return handle
+
+    def _renew(self, timeout: float) -> dict[str, Any]:
+        return self._client.renew(self.handle.id, self._spec.ttl, timeout=timeout)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        current.reset(self._token)
+        self._keeper.stop()
+        lost = self.handle.lost
+        if lost is not None:
+            if exc is None:
+                raise lost
+            return
+        try:
+            self._client.complete(self.handle.id, outcome_for(exc))
+        except LictorError as e:
+            if exc is None:
+                raise
+            exc.add_note(f"completing execution {self.handle.id} failed: {e.code}: {e}")
+
+
+class AsyncExecutionScope:
+    """An ``async with`` block governed by one execution; its keeper is a task."""
+
+    def __init__(self, client: AsyncClient, spec: Spec) -> None:
+        self._client, self._spec = client, spec
+        self._cancelled = False
+
+    async def __aenter__(self) -> ExecutionHandle:
+        spec, sent = self._spec, time.monotonic()
+        reply = await self._client.request(
+            spec.principal, spec.action, spec.resource, spec.context, spec.parent(), spec.ttl
+        )
+        self.handle = handle = ExecutionHandle(reply)
+        self._task = asyncio.current_task()
+        handle.on_cancel(self._cancel_block)
+        self._keeper = TaskKeeper(Keeper(handle, sent, random.Random()), self._renew)
+        self._keeper.start()
+        self._token: Token[ExecutionHandle | None] = current.set(handle)
+        return handle
+
+    def _cancel_block(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._cancelled = True
+            self._task.cancel()
+
+    async def _renew(self, timeout: float) -> dict[str, Any]:
+        return await self._client.renew(self.handle.id, self._spec.ttl, timeout=timeout)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        current.reset(self._token)
+        lost = self.handle.lost
+        if lost is not None:  # the keeper has ended: nothing to await
+            self._uncancel()
+            if exc is None or isinstance(exc, asyncio.CancelledError):
+                raise lost from exc
+            return
+        await self._keeper.stop()
+        try:
+            await self._client.complete(self.handle.id, outcome_for(exc))
+        except LictorError as e:
+            if exc is None:
+                raise
+            exc.add_note(f"completing execution {self.handle.id} failed: {e.code}: {e}")
+
+    def _uncancel(self) -> None:
+        """Withdraw the cancellation this scope requested, as `asyncio.timeout` does."""
+        if self._cancelled and self._task is not None:
+            self._task.uncancel()
