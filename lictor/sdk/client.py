@@ -9,8 +9,8 @@ grant means the work must not start. Other calls raise `UnavailableError`
 when the control plane cannot be reached.
 
 ``client.execution(...)`` governs a block (`lictor.sdk.scope`): it requests
-the execution, keeps its lease renewed while the block runs, and completes
-it after.
+the execution, keeps its lease renewed and (unless ``events=False``) follows
+its events while the block runs, and completes it after.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 
 from lictor.errors import DeniedError, LictorError, UnavailableError
+from lictor.sdk.enforce import ExecutionHandle
+from lictor.sdk.events import AsyncEventWatcher, EventWatcher
 from lictor.sdk.scope import AsyncExecutionScope, ExecutionScope, Spec
 from lictor.wire import error_for
 
@@ -123,10 +125,12 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        events: bool = True,
     ) -> None:
-        self.url, self._timeout = url.rstrip("/"), timeout
+        self.url, self._timeout, self.events = url.rstrip("/"), timeout, events
+        self._headers = _headers(credential)
         self._http = httpx.Client(
-            base_url=self.url, headers=_headers(credential), timeout=timeout, transport=transport
+            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
         )
 
     def __enter__(self) -> Client:
@@ -177,6 +181,10 @@ class Client:
         """An execution with its decision and every transition."""
         return self._call("GET", f"/v1/executions/{execution_id}")
 
+    def watch(self, handle: ExecutionHandle, after: int) -> EventWatcher:
+        """A watcher losing ``handle`` when the log shows it ended (not yet started)."""
+        return EventWatcher(self.url, self._headers, handle, after)
+
     def execution(
         self,
         principal: Ref,
@@ -210,10 +218,12 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        events: bool = True,
     ) -> None:
-        self.url, self._timeout = url.rstrip("/"), timeout
+        self.url, self._timeout, self.events = url.rstrip("/"), timeout, events
+        self._headers = _headers(credential)
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=_headers(credential), timeout=timeout, transport=transport
+            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -263,6 +273,10 @@ class AsyncClient:
     async def get(self, execution_id: str) -> dict[str, Any]:
         """`Client.get`."""
         return await self._call("GET", f"/v1/executions/{execution_id}")
+
+    def watch(self, handle: ExecutionHandle, after: int) -> AsyncEventWatcher:
+        """`Client.watch`, as a task."""
+        return AsyncEventWatcher(self.url, self._headers, handle, after)
 
     def execution(
         self,

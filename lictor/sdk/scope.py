@@ -2,7 +2,9 @@
 
 Entering requests the execution and raises `DeniedError` unless it is granted
 (deny, or no control plane: fail closed). Inside, a keeper renews the lease
-(`lictor.sdk.enforce` says when, and what each answer means); the block reads
+(`lictor.sdk.enforce` says when, and what each answer means) and a watcher
+follows the execution's events (`lictor.sdk.events`), so a revocation is
+seen as soon as it is logged; the block reads
 `ExecutionHandle.check` or registers ``on_cancel`` callbacks to stop when the
 execution is lost. In ``async with``, the task running the block is also
 cancelled, and the cancellation leaves the block as the lost error (as
@@ -76,6 +78,9 @@ class ExecutionScope:
         keeper = Keeper(handle, sent, random.Random())
         self._keeper = ThreadKeeper(keeper, self._renew)
         self._keeper.start()
+        self._watcher = self._client.watch(handle, _log_index(handle))
+        if self._client.events:
+            self._watcher.start()
         self._token: Token[ExecutionHandle | None] = current.set(handle)
         return handle
 
@@ -89,6 +94,7 @@ class ExecutionScope:
         tb: TracebackType | None,
     ) -> None:
         current.reset(self._token)
+        self._watcher.stop()  # first: this block's own completion is no loss
         self._keeper.stop()
         lost = self.handle.lost
         if lost is not None:
@@ -120,6 +126,9 @@ class AsyncExecutionScope:
         handle.on_cancel(self._cancel_block)
         self._keeper = TaskKeeper(Keeper(handle, sent, random.Random()), self._renew)
         self._keeper.start()
+        self._watcher = self._client.watch(handle, _log_index(handle))
+        if self._client.events:
+            self._watcher.start()
         self._token: Token[ExecutionHandle | None] = current.set(handle)
         return handle
 
@@ -138,6 +147,7 @@ class AsyncExecutionScope:
         tb: TracebackType | None,
     ) -> None:
         current.reset(self._token)
+        await self._watcher.stop()
         lost = self.handle.lost
         if lost is not None:  # the keeper has ended: nothing to await
             self._uncancel()
@@ -156,3 +166,10 @@ class AsyncExecutionScope:
         """Withdraw the cancellation this scope requested, as `asyncio.timeout` does."""
         if self._cancelled and self._task is not None:
             self._task.uncancel()
+
+
+def _log_index(handle: ExecutionHandle) -> int:
+    """The log index of the execution's decision: its events come after it."""
+    receipt = handle.receipt or {}
+    index = receipt.get("index")
+    return index if isinstance(index, int) else -1

@@ -63,3 +63,18 @@ def test_a_dead_control_plane_loses_the_lease_before_it_expires(own_plane: Plane
             time.sleep(0.02)
         e.check()
     assert lost_at_ms and lost_at_ms[0] < e.lease.expires_at_ms
+
+
+def test_a_revocation_is_pushed_well_before_the_next_renewal(plane: Plane, client: Client) -> None:
+    """On a 15 s lease the first renewal comes after 4 s; the events stream is faster."""
+    cancelled = threading.Event()
+    with (
+        pytest.raises(ExecutionRevokedError),
+        client.execution(PLANNER, DEPLOY, STAGING, ttl=15) as e,
+    ):
+        e.on_cancel(cancelled.set)
+        time.sleep(0.2)  # let the stream open
+        plane.revoke(e.id)
+        assert cancelled.wait(timeout=2.0), "the revocation was not pushed"
+        assert "pushed by the log" in str(e.lost)
+        e.check()
