@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         policy,
         principal,
         replay,
+        run,
         runtime,
         serve,
     )
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lictor", description="Lictor: execution governance.")
     parser.add_argument("--version", action="version", version=f"lictor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, demo, policy, entity, executions, replay, runtime, principal, log):
+    for group in (serve, demo, run, policy, entity, executions, replay, runtime, principal, log):
         group.register(sub)
     return parser
 

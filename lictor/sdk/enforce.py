@@ -79,6 +79,7 @@ class ExecutionHandle:
         self._lost: LictorError | None = None
         self._callbacks: list[Callable[[], object]] = []
         self._lock = threading.Lock()
+        self.reported: tuple[str, int | None, str | None] | None = None
 
     @property
     def id(self) -> str:
@@ -101,6 +102,12 @@ class ExecutionHandle:
                 self._callbacks.append(callback)
                 return
         _run(callback)
+
+    def report(
+        self, outcome: str, exit_code: int | None = None, summary: str | None = None
+    ) -> None:
+        """Say how the work ended, to complete with instead of the block's own outcome."""
+        self.reported = (outcome, exit_code, summary)
 
     def renewed(self, reply: dict[str, Any]) -> None:
         """Take a renewal's new execution, lease and grant."""

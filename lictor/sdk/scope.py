@@ -10,10 +10,11 @@ execution is lost. In ``async with``, the task running the block is also
 cancelled, and the cancellation leaves the block as the lost error (as
 `asyncio.timeout` turns its cancellation into `TimeoutError`).
 
-Leaving completes the execution: ``succeeded``, ``failed`` if the block raised
-an exception, ``cancelled`` if it was interrupted. A lost execution is not
-completed; if the block ended without an error, the lost error is raised so
-the caller learns its work ran past its authorization.
+Leaving completes the execution with what the block reported
+(`ExecutionHandle.report`), else ``succeeded``, ``failed`` if the block
+raised an exception, ``cancelled`` if it was interrupted. A lost execution is
+not completed; if the block ended without an error, the lost error is raised
+so the caller learns its work ran past its authorization.
 
 Lineage: the parent grant is the one given, else the grant of the execution
 whose block encloses this one (a `ContextVar`, so it follows tasks), else the
@@ -102,7 +103,7 @@ class ExecutionScope:
                 raise lost
             return
         try:
-            self._client.complete(self.handle.id, outcome_for(exc))
+            self._client.complete(self.handle.id, *_outcome(self.handle, exc))
         except LictorError as e:
             if exc is None:
                 raise
@@ -156,7 +157,7 @@ class AsyncExecutionScope:
             return
         await self._keeper.stop()
         try:
-            await self._client.complete(self.handle.id, outcome_for(exc))
+            await self._client.complete(self.handle.id, *_outcome(self.handle, exc))
         except LictorError as e:
             if exc is None:
                 raise
@@ -166,6 +167,13 @@ class AsyncExecutionScope:
         """Withdraw the cancellation this scope requested, as `asyncio.timeout` does."""
         if self._cancelled and self._task is not None:
             self._task.uncancel()
+
+
+def _outcome(
+    handle: ExecutionHandle, error: BaseException | None
+) -> tuple[str, int | None, str | None]:
+    """What to complete with: what the work reported, else what the block raised."""
+    return handle.reported or (outcome_for(error), None, None)
 
 
 def _log_index(handle: ExecutionHandle) -> int:

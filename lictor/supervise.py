@@ -1,0 +1,206 @@
+"""Run a command so that all of it can be stopped: process group, cgroup, watchdog.
+
+What `lictor run` needs from the operating system, and nothing about Lictor:
+
+- The command starts in a session of its own, so it and everything it
+  starts share a process group that can be signalled at once.
+- Where the machine has a writable cgroup v2 hierarchy, the command also
+  runs in a cgroup of its own, which it joins *before* the command is
+  executed (a shell writes its own pid to ``cgroup.procs``, then ``exec``\\ s
+  the command). A process that calls ``setsid()`` or double-forks leaves the
+  process group but never the cgroup, so `Supervised.kill` still reaches it.
+  Without a usable cgroup, such a process escapes: only the process group is
+  signalled (`Supervised.cgroup` is None and `lictor run` says so).
+- A `Watchdog`, forked before any thread starts, holds the read end of a
+  pipe. When the supervisor dies, even by SIGKILL, the pipe closes and the
+  watchdog kills the command's group and cgroup, so the work cannot outlive
+  its supervisor by more than a moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+_JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+_names = itertools.count()
+
+
+def cgroup_home() -> Path | None:
+    """This process's own cgroup v2 directory, if it can hold new cgroups; else None."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        own = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    mount = next((line.split()[1] for line in mounts if line.split()[2:3] == ["cgroup2"]), None)
+    path = next((line[3:] for line in own if line.startswith("0::")), None)
+    if mount is None or path is None:
+        return None
+    home = Path(mount) / path.lstrip("/")
+    probe = home / f"lictor-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+        usable = (probe / "cgroup.procs").exists()
+        probe.rmdir()
+    except OSError:
+        return None
+    return home if usable else None
+
+
+class Supervised:
+    """A started command: its process, its process group and, if any, its cgroup."""
+
+    def __init__(self, process: subprocess.Popen[bytes], cgroup: Path | None) -> None:
+        self.process = process
+        self.pgid = process.pid  # a new session: the leader's pid is the group id
+        self.cgroup = cgroup
+
+    @classmethod
+    def start(cls, argv: Sequence[str], env: Mapping[str, str], home: Path | None) -> Supervised:
+        """Start ``argv``; `FileNotFoundError` and `PermissionError` as `subprocess` raises."""
+        cgroup = None
+        if home is not None:
+            cgroup = home / f"lictor-run-{os.getpid()}-{next(_names)}"
+            try:
+                cgroup.mkdir()
+            except OSError:
+                cgroup = None
+        if cgroup is None:
+            process = subprocess.Popen(list(argv), env=dict(env), start_new_session=True)
+        else:
+            shim = ["/bin/sh", "-c", _JOIN_CGROUP, str(cgroup), *argv]
+            process = subprocess.Popen(shim, env=dict(env), start_new_session=True)
+        return cls(process, cgroup)
+
+    def pids(self) -> list[int]:
+        """Processes in the cgroup (empty without one)."""
+        if self.cgroup is None:
+            return []
+        try:
+            text = (self.cgroup / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process group and to every process in the cgroup."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL everything: ``cgroup.kill`` where the kernel has it, then each process."""
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                (self.cgroup / "cgroup.kill").write_text("1")
+        self.signal(signal.SIGKILL)
+
+    def terminate(self, grace: float) -> None:
+        """SIGTERM now; SIGKILL whatever is left after ``grace`` seconds (in a thread)."""
+        self.signal(signal.SIGTERM)
+        threading.Thread(target=self._kill_after, args=(grace,), daemon=True).start()
+
+    def _kill_after(self, grace: float) -> None:
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None and not self.pids():
+                break
+            time.sleep(0.02)
+        self.kill()
+
+    def wait(self) -> int:
+        """Wait for the command; its exit code (``-N`` if signal N ended it)."""
+        return self.process.wait()
+
+    def clean_up(self) -> None:
+        """After the command ended: kill what it left behind, remove its cgroup."""
+        self.kill()
+        if self.cgroup is None:
+            return
+        deadline = time.monotonic() + 2.0
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with contextlib.suppress(OSError):
+            self.cgroup.rmdir()
+
+
+class Watchdog:
+    """A forked process that kills a command if its supervisor dies.
+
+    Fork it before starting any thread. `guard` tells it what to kill;
+    `release` (at a normal end) lets it go without killing anything.
+    """
+
+    def __init__(self) -> None:
+        read, self._write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(self._write)
+            _watch(read)  # never returns
+        os.close(read)
+
+    def guard(self, supervised: Supervised) -> None:
+        cgroup = str(supervised.cgroup) if supervised.cgroup else "-"
+        os.write(self._write, f"{supervised.pgid} {cgroup}\n".encode())
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._write, b"done\n")
+            os.close(self._write)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _watch(read: int) -> None:
+    """The watchdog's whole life: follow the pipe; on EOF without "done", kill."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    target, buffered = "", b""
+    while True:
+        try:
+            chunk = os.read(read, 4096)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        buffered += chunk
+        *lines, buffered = buffered.split(b"\n")
+        for line in lines:
+            if line == b"done":
+                os._exit(0)
+            target = line.decode()
+    if target:
+        pgid, cgroup = target.split(" ", 1)
+        with contextlib.suppress(OSError):
+            os.killpg(int(pgid), signal.SIGKILL)
+        if cgroup != "-":
+            _kill_cgroup(Path(cgroup))
+    os._exit(0)
+
+
+def _kill_cgroup(cgroup: Path) -> None:
+    with contextlib.suppress(OSError):
+        (cgroup / "cgroup.kill").write_text("1")
+    for _ in range(200):
+        try:
+            pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+        except OSError:
+            return
+        if not pids:
+            break
+        for pid in pids:  # kernels without cgroup.kill
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+    with contextlib.suppress(OSError):
+        cgroup.rmdir()

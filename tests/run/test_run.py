@@ -1,0 +1,67 @@
+"""`lictor run`: start only when allowed, pass the execution on, stop the whole tree."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from lictor.cli.run import DENIED, REVOKED, UNREACHABLE
+
+from ..conftest import free_port
+from ..sdk.conftest import Plane
+from .conftest import PRODUCTION, Run, wait_dead
+
+
+def test_an_allowed_command_runs_with_its_execution_and_reports_its_exit_code(
+    plane: Plane, start_run: Callable[..., Run]
+) -> None:
+    script = 'echo "$LICTOR_EXECUTION_ID $TRACEPARENT ${LICTOR_GRANT:+grant}"; exit 3'
+    code, out, err = start_run(plane, "sh", "-c", script).finish()
+    assert code == 3, err
+    execution_id, traceparent, grant = out.split()
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", traceparent) and grant == "grant"
+    execution = plane.execution(execution_id)["execution"]
+    assert (execution["state"], execution["outcome"], execution["exit_code"]) == (
+        "completed",
+        "failed",
+        3,
+    )
+
+
+def test_a_denied_command_never_starts(plane: Plane, start_run: Callable[..., Run]) -> None:
+    run = start_run(plane, "sh", "-c", 'echo > "$PIDS/ran"', resource=PRODUCTION)
+    code, _, err = run.finish()
+    assert code == DENIED and "denied" in err, err
+    assert not (run.pids_dir / "ran").exists()
+
+
+def test_no_control_plane_at_start_is_its_own_exit_code(
+    plane: Plane, start_run: Callable[..., Run]
+) -> None:
+    run = start_run(plane, "sh", "-c", 'echo > "$PIDS/ran"', url=f"http://127.0.0.1:{free_port()}")
+    code, _, err = run.finish()
+    assert code == UNREACHABLE and "no decision" in err, err
+    assert not (run.pids_dir / "ran").exists()
+
+
+def test_connected_revocation_terminates_the_whole_tree_within_a_second(
+    plane: Plane, start_run: Callable[..., Run]
+) -> None:
+    run = start_run(plane)
+    pids = run.pids(3)
+    execution_id = _execution_of(plane, run)
+    plane.revoke(execution_id)
+    returned = time.monotonic()
+    assert wait_dead(pids, timeout=1.0) == [], "the tree outlived the revocation by 1 s"
+    assert time.monotonic() - returned <= 1.0
+    code, _, err = run.finish()
+    assert code == REVOKED and "revoked" in err, err
+
+
+def _execution_of(plane: Plane, run: Run) -> str:
+    """The execution id of a `lictor run` whose command is running (the only active one)."""
+    leader = min(run.pids(1))
+    with open(f"/proc/{leader}/environ", "rb") as f:
+        env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
+    return env[b"LICTOR_EXECUTION_ID"].decode()
