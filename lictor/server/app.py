@@ -29,7 +29,7 @@ from lictor import __version__
 from lictor.core.grant import GrantSigner, jwk_thumbprint
 from lictor.errors import LictorError
 from lictor.server import events, executions_api, log_api, policies_api, runtimes_api
-from lictor.server.events import CommitSignal
+from lictor.server.events import CommitSignal, EntryTail
 from lictor.service.executions import Executions
 from lictor.service.log import AuditLog
 from lictor.service.policies import Policies
@@ -181,6 +181,7 @@ def create_app(
     )
     app.state.log = log
     app.state.commits = signal
+    app.state.tail = EntryTail(log)
     app.state.runtimes = runtimes
     app.state.policies = policies
     app.state.executions = executions

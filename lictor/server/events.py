@@ -6,6 +6,10 @@ index, so a subscriber that reconnects misses nothing: the database is the
 source of truth and the in-process commit listener only wakes streams up.
 Filters: ``runtime`` and ``execution`` match the entry's public fields. A
 runtime credential sees only its own runtime's events.
+
+Every stream reads through one `EntryTail`: the newest entries, decoded
+once, shared by all streams. A thousand subscribers to one execution each
+cost a dictionary lookup per new entry, not a database read and a decode.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from lictor.store.base import Credential, Head
 router = APIRouter(tags=["events"])
 KEEPALIVE_SECONDS = 15.0
 CHUNK = 256
+TAIL_SIZE = 4096
 _UINT = re.compile(r"0|[1-9][0-9]{0,18}")
 
 
@@ -63,6 +68,39 @@ class CommitSignal:
             await asyncio.wait_for(self._changed.wait(), timeout)
 
 
+class EntryTail:
+    """The newest log entries, decoded, shared by every stream (event loop only)."""
+
+    def __init__(self, log: AuditLog, keep: int = TAIL_SIZE) -> None:
+        self._log = log
+        self._keep = keep
+        self._entries: dict[int, dict[str, Any]] = {}
+        self._lock = asyncio.Lock()
+
+    async def read(self, start: int, end: int) -> list[dict[str, Any]]:
+        """Entries ``start`` to ``end - 1`` (all in the log), decoded."""
+        if not all(i in self._entries for i in (start, end - 1)):
+            async with self._lock:  # one reader fetches; the others find it here
+                await self._fetch(start, end)
+        found = [self._entries.get(i) for i in range(start, end)]
+        if any(entry is None for entry in found):  # evicted meanwhile: read it directly
+            data = await run_in_threadpool(self._log.store.read_entries, start, end)
+            return [json.loads(d) for d in data]
+        return [entry for entry in found if entry is not None]
+
+    async def _fetch(self, start: int, end: int) -> None:
+        missing = [i for i in range(start, end) if i not in self._entries]
+        if not missing:
+            return
+        lo, hi = missing[0], missing[-1] + 1
+        data = await run_in_threadpool(self._log.store.read_entries, lo, hi)
+        for offset, raw in enumerate(data):
+            self._entries[lo + offset] = json.loads(raw)
+        if len(self._entries) > 2 * self._keep:  # keep the newest, and what was just read
+            oldest = min(lo, max(self._entries) - self._keep)
+            self._entries = {i: e for i, e in self._entries.items() if i >= oldest}
+
+
 def _start_index(last_event_id: str | None, after: str | None) -> int:
     raw = last_event_id if last_event_id is not None else after
     if raw is None:
@@ -82,16 +120,14 @@ def _format(index: int, entry: dict[str, Any]) -> str:
 
 
 async def _stream(
-    log: AuditLog, signal: CommitSignal, last: int, filters: dict[str, str]
+    log: AuditLog, tail: EntryTail, signal: CommitSignal, last: int, filters: dict[str, str]
 ) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
     while True:
         size = log.head().size
         while last + 1 < size:
             end = min(size, last + 1 + CHUNK)
-            entries = await run_in_threadpool(log.store.read_entries, last + 1, end)
-            for offset, data in enumerate(entries):
-                entry = json.loads(data)
+            for offset, entry in enumerate(await tail.read(last + 1, end)):
                 if _matches(entry, filters):
                     yield _format(last + 1 + offset, entry)
             last = end - 1
@@ -114,6 +150,7 @@ async def events(
     if who.role == "runtime":
         filters["runtime"] = who.name
     start = _start_index(last_event_id, after)
-    stream = _stream(request.app.state.log, request.app.state.commits, start, filters)
+    state = request.app.state
+    stream = _stream(state.log, state.tail, state.commits, start, filters)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

@@ -80,3 +80,36 @@ def test_event_access_and_filters(serve: Callable[..., Any]) -> None:
     assert httpx.get(server.url + "/v1/events", timeout=5).status_code == 401
     bad = httpx.get(server.url + "/v1/events", headers={**admin, "Last-Event-ID": "x"}, timeout=5)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+
+
+def test_streams_share_one_decoded_tail(log: Any, monkeypatch: Any) -> None:
+    """Many streams wanting the same new entries cost one store read, not one each."""
+    import asyncio
+
+    from lictor.server.events import EntryTail
+
+    for n in range(10):
+        log.append_event("note", {"n": n})
+    reads: list[tuple[int, int]] = []
+    original = log.store.read_entries
+
+    def counted(start: int, end: int) -> list[bytes]:
+        reads.append((start, end))
+        return original(start, end)
+
+    monkeypatch.setattr(log.store, "read_entries", counted)
+    tail = EntryTail(log, keep=4)
+
+    async def subscribers() -> list[list[dict[str, Any]]]:
+        return await asyncio.gather(*(tail.read(0, 10) for _ in range(50)))
+
+    results = asyncio.run(subscribers())
+    assert reads == [(0, 10)]
+    assert all(r == results[0] for r in results)
+    assert [e["kind"] for e in results[0]] == ["note"] * 10
+    assert [json.loads(d) for d in original(0, 10)] == results[0]
+    for n in range(10, 20):
+        log.append_event("note", {"n": n})
+    newest = asyncio.run(asyncio.wait_for(tail.read(10, 20), 5))
+    assert [e["kind"] for e in newest] == ["note"] * 10
+    assert asyncio.run(asyncio.wait_for(tail.read(0, 10), 5)) == results[0]  # evicted: reread
