@@ -22,7 +22,7 @@ import httpx
 
 from lictor.errors import DeniedError, LictorError, UnavailableError
 from lictor.sdk.enforce import ExecutionHandle
-from lictor.sdk.events import AsyncEventWatcher, EventWatcher
+from lictor.sdk.events import AsyncEventWatcher, EventWatcher, NoAsyncWatcher, NoWatcher
 from lictor.sdk.scope import AsyncExecutionScope, ExecutionScope, Spec
 from lictor.wire import error_for
 
@@ -181,8 +181,11 @@ class Client:
         """An execution with its decision and every transition."""
         return self._call("GET", f"/v1/executions/{execution_id}")
 
-    def watch(self, handle: ExecutionHandle, after: int) -> EventWatcher:
-        """A watcher losing ``handle`` when the log shows it ended (not yet started)."""
+    def watch(self, handle: ExecutionHandle, after: int) -> EventWatcher | NoWatcher:
+        """A watcher losing ``handle`` when the log shows it ended (not yet started);
+        one that does nothing if this client follows no events."""
+        if not self.events:
+            return NoWatcher()
         return EventWatcher(self.url, self._headers, handle, after)
 
     def execution(
@@ -193,9 +196,10 @@ class Client:
         context: Mapping[str, Any] | None = None,
         ttl: int | None = None,
         parent_grant: str | None = None,
+        root: bool = False,
     ) -> ExecutionScope:
         """Govern a ``with`` block: see `lictor.sdk.scope.ExecutionScope`."""
-        spec = Spec(principal, action, resource, context, ttl, parent_grant)
+        spec = Spec(principal, action, resource, context, ttl, parent_grant, root)
         return ExecutionScope(self, spec)
 
     def _call(
@@ -274,8 +278,10 @@ class AsyncClient:
         """`Client.get`."""
         return await self._call("GET", f"/v1/executions/{execution_id}")
 
-    def watch(self, handle: ExecutionHandle, after: int) -> AsyncEventWatcher:
+    def watch(self, handle: ExecutionHandle, after: int) -> AsyncEventWatcher | NoAsyncWatcher:
         """`Client.watch`, as a task."""
+        if not self.events:
+            return NoAsyncWatcher()
         return AsyncEventWatcher(self.url, self._headers, handle, after)
 
     def execution(
@@ -286,9 +292,10 @@ class AsyncClient:
         context: Mapping[str, Any] | None = None,
         ttl: int | None = None,
         parent_grant: str | None = None,
+        root: bool = False,
     ) -> AsyncExecutionScope:
         """Govern an ``async with`` block: see `lictor.sdk.scope.AsyncExecutionScope`."""
-        spec = Spec(principal, action, resource, context, ttl, parent_grant)
+        spec = Spec(principal, action, resource, context, ttl, parent_grant, root)
         return AsyncExecutionScope(self, spec)
 
     async def _call(

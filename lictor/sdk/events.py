@@ -81,6 +81,26 @@ def _request(handle: ExecutionHandle, last: int) -> dict[str, Any]:
     }
 
 
+class NoWatcher:
+    """What a client that follows no events watches with: nothing."""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class NoAsyncWatcher:
+    """`NoWatcher` for an `AsyncClient`."""
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
 class EventWatcher:
     """Follows one execution's events in a daemon thread until stopped or lost."""
 

@@ -18,7 +18,8 @@ so the caller learns its work ran past its authorization.
 
 Lineage: the parent grant is the one given, else the grant of the execution
 whose block encloses this one (a `ContextVar`, so it follows tasks), else the
-environment's ``LICTOR_GRANT`` (set by a launching Lictor process).
+environment's ``LICTOR_GRANT`` (set by a launching Lictor process); ``root=True``
+starts a new lineage whatever encloses the block.
 """
 
 from __future__ import annotations
@@ -53,9 +54,13 @@ class Spec:
     context: Mapping[str, Any] | None = None
     ttl: int | None = None
     parent_grant: str | None = None
+    root: bool = False
 
     def parent(self) -> str | None:
-        """The given parent grant, else the enclosing execution's, else ``LICTOR_GRANT``."""
+        """The given parent grant, else the enclosing execution's, else ``LICTOR_GRANT``
+        (none at all for a ``root`` execution)."""
+        if self.root:
+            return None
         if self.parent_grant is not None:
             return self.parent_grant
         enclosing = current.get()
@@ -80,8 +85,7 @@ class ExecutionScope:
         self._keeper = ThreadKeeper(keeper, self._renew)
         self._keeper.start()
         self._watcher = self._client.watch(handle, _log_index(handle))
-        if self._client.events:
-            self._watcher.start()
+        self._watcher.start()
         self._token: Token[ExecutionHandle | None] = current.set(handle)
         return handle
 
@@ -128,8 +132,7 @@ class AsyncExecutionScope:
         self._keeper = TaskKeeper(Keeper(handle, sent, random.Random()), self._renew)
         self._keeper.start()
         self._watcher = self._client.watch(handle, _log_index(handle))
-        if self._client.events:
-            self._watcher.start()
+        self._watcher.start()
         self._token: Token[ExecutionHandle | None] = current.set(handle)
         return handle
 

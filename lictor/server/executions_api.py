@@ -140,10 +140,11 @@ def _denial(outcome: Outcome) -> str:
 
 
 @router.post("/{execution_id}/renew")
-def renew(execution_id: str, body: RenewRequest, request: Request, who: Runtime) -> Any:
+async def renew(execution_id: str, body: RenewRequest, request: Request, who: Runtime) -> Any:
     """Re-run the authorization with fresh context: a new lease, or revoked (with why)."""
     ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
-    return _body(_executions(request).renew(execution_id, who.name, ttl))
+    outcome = await _executions(request).renew_async(execution_id, who.name, ttl)
+    return JSONResponse(_body(outcome))
 
 
 @router.post("/{execution_id}/complete")

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from lictor.core import lease as leases
@@ -126,8 +127,16 @@ class Executions:
 
     def request(self, ask: Ask) -> Outcome:
         """Decide and record a new execution (allowed or denied; both are logged)."""
+        return self._decided(lambda: self._request_command(ask))
+
+    async def request_async(self, ask: Ask) -> Outcome:
+        """`request` for an event loop: decides in the caller, awaits the commit."""
+        return await self._decided_async(lambda: self._request_command(ask))
+
+    def _decided(self, prepare: Callable[[], tuple[Command, int]]) -> Outcome:
+        """Run a decision's command; decide again (`prepare`) while its decision is stale."""
         for _ in range(STALE_RETRIES):
-            command, now = self._request_command(ask)
+            command, now = prepare()
             try:
                 result = self.log.sequencer.submit_commands([command])[0].result()
             except StaleDecisionError:
@@ -136,10 +145,10 @@ class Executions:
             return self._with_grant(result, now)
         raise StaleDecisionError("the active policy kept changing; try again")
 
-    async def request_async(self, ask: Ask) -> Outcome:
-        """`request` for an event loop: decides in the caller, awaits the commit."""
+    async def _decided_async(self, prepare: Callable[[], tuple[Command, int]]) -> Outcome:
+        """`_decided`, awaiting the commit instead of blocking on it."""
         for _ in range(STALE_RETRIES):
-            command, now = self._request_command(ask)
+            command, now = prepare()
             try:
                 future = self.log.sequencer.submit_commands([command])[0]
                 result = await asyncio.wrap_future(future)
@@ -354,14 +363,19 @@ class Executions:
         self, execution_id: str, runtime_id: str, ttl_ms: int = leases.DEFAULT_TTL_MS
     ) -> Outcome:
         """Re-run the authorization with fresh context: a new lease, or revocation."""
-        for _ in range(STALE_RETRIES):
-            try:
-                return self._renew_once(execution_id, runtime_id, ttl_ms)
-            except StaleDecisionError:
-                self.policies.invalidate()
-        raise StaleDecisionError("the active policy kept changing; try again")
+        return self._decided(partial(self._renew_command, execution_id, runtime_id, ttl_ms))
 
-    def _renew_once(self, execution_id: str, runtime_id: str, ttl_ms: int) -> Outcome:
+    async def renew_async(
+        self, execution_id: str, runtime_id: str, ttl_ms: int = leases.DEFAULT_TTL_MS
+    ) -> Outcome:
+        """`renew` for an event loop."""
+        return await self._decided_async(
+            partial(self._renew_command, execution_id, runtime_id, ttl_ms)
+        )
+
+    def _renew_command(
+        self, execution_id: str, runtime_id: str, ttl_ms: int
+    ) -> tuple[Command, int]:
         now = self.log.now_ms()
         stored = self.get(execution_id)
         self.check_owner(stored, runtime_id)
@@ -391,8 +405,7 @@ class Executions:
             entry = self.entry(new, decision)
             return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
 
-        result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
-        return self._with_grant(result, now)
+        return plan, now
 
     def complete(
         self, execution_id: str, runtime_id: str | None, outcome: str, exit_code: int | None

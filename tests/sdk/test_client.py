@@ -136,3 +136,12 @@ def test_a_tampered_receipt_does_not_verify(plane: Plane, client: Client) -> Non
     other_key = vkey.replace(vkey.split("+")[0], "other.example/log", 1)
     with pytest.raises(LogError):
         verify_receipt(receipt, other_key)
+
+
+def test_a_root_execution_ignores_the_enclosing_one(client: Client) -> None:
+    with (
+        client.execution(PLANNER, DEPLOY, STAGING) as outer,
+        client.execution(PLANNER, DEPLOY, STAGING, root=True) as inner,
+    ):
+        assert inner.execution["parent_id"] is None
+        assert inner.execution["root_id"] == inner.id != outer.id
