@@ -110,9 +110,12 @@ def _govern(
             with scope as handle:
                 return _supervise(handle, argv, args.grace, watchdog)
         except DeniedError as e:
-            what = "no decision" if e.receipt is None else "denied"
-            print(f"lictor run: {what}: {e.reason_code}: {e.message}", file=sys.stderr)
-            return DENIED if e.receipt is not None else UNREACHABLE
+            if e.receipt is None:
+                print(f"lictor run: no decision: {e.reason_code}: {e.message}", file=sys.stderr)
+                return UNREACHABLE
+            where = f"log index {e.receipt.get('index')}"
+            print(f"lictor run: denied: {e.reason_code}: {e.message} ({where})", file=sys.stderr)
+            return DENIED
         except ExecutionRevokedError as e:
             print(f"lictor run: revoked: {e.message}", file=sys.stderr)
             return REVOKED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Callable
 
@@ -32,7 +33,7 @@ def test_an_allowed_command_runs_with_its_execution_and_reports_its_exit_code(
 def test_a_denied_command_never_starts(plane: Plane, start_run: Callable[..., Run]) -> None:
     run = start_run(plane, "sh", "-c", 'echo > "$PIDS/ran"', resource=PRODUCTION)
     code, _, err = run.finish()
-    assert code == DENIED and "denied" in err, err
+    assert code == DENIED and "denied" in err and "log index" in err, err
     assert not (run.pids_dir / "ran").exists()
 
 
@@ -65,3 +66,22 @@ def _execution_of(plane: Plane, run: Run) -> str:
     with open(f"/proc/{leader}/environ", "rb") as f:
         env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
     return env[b"LICTOR_EXECUTION_ID"].decode()
+
+
+def test_sigterm_to_lictor_run_is_forwarded_and_the_execution_cancelled(
+    plane: Plane, start_run: Callable[..., Run]
+) -> None:
+    script = 'trap \'echo > "$PIDS/term"; exit 143\' TERM; echo > "$PIDS/$$"; sleep 600 & wait'
+    run = start_run(plane, "sh", "-c", script)
+    run.pids(1)
+    execution_id = _execution_of(plane, run)
+    run.process.send_signal(signal.SIGTERM)
+    code, _, err = run.finish()
+    assert code == 143, err
+    assert (run.pids_dir / "term").exists(), "the command never saw the SIGTERM"
+    execution = plane.execution(execution_id)["execution"]
+    assert (execution["state"], execution["outcome"], execution["exit_code"]) == (
+        "completed",
+        "cancelled",
+        143,
+    )
