@@ -149,7 +149,10 @@ async def renew(execution_id: str, body: RenewRequest, request: Request, who: Ru
 
 @router.post("/{execution_id}/complete")
 def complete(execution_id: str, body: CompleteRequest, request: Request, who: Runtime) -> Any:
-    outcome = _executions(request).complete(execution_id, who.name, body.outcome, body.exit_code)
+    executions = _executions(request)
+    outcome = executions.complete(
+        execution_id, who.name, body.outcome, body.exit_code, body.summary
+    )
     return _body(outcome)
 
 

@@ -287,7 +287,9 @@ class Executions:
 
     # -- log entries and results -------------------------------------------------
 
-    def entry(self, stored: StoredExecution, decision: Decision | None = None) -> StoredEntry:
+    def entry(
+        self, stored: StoredExecution, decision: Decision | None = None, summary: str | None = None
+    ) -> StoredEntry:
         e = stored.execution
         public = {
             "execution": e.id,
@@ -305,6 +307,8 @@ class Executions:
             "reason": e.reason,
             "decision": decision.to_json() if decision else None,
         }
+        if summary is not None:
+            event["summary"] = summary
         return self.log.prepare_event("execution", event, public)
 
     def _outcome(
@@ -408,8 +412,15 @@ class Executions:
         return plan, now
 
     def complete(
-        self, execution_id: str, runtime_id: str | None, outcome: str, exit_code: int | None
+        self,
+        execution_id: str,
+        runtime_id: str | None,
+        outcome: str,
+        exit_code: int | None,
+        summary: str | None = None,
     ) -> Outcome:
+        """End an execution as its enforcement point reports; ``summary`` is kept in its
+        transition and its (private) log event."""
         now = self.log.now_ms()
         self.check_owner(self.get(execution_id), runtime_id)
 
@@ -417,7 +428,10 @@ class Executions:
             current = reload(view, execution_id)
             e = leases.complete(current.execution, now, outcome, exit_code)
             new = current.with_transition(e, now, first_index, None)
-            entry = self.entry(new)
+            if summary is not None:
+                last = {**new.transitions[-1], "summary": summary}
+                new = replace(new, transitions=(*new.transitions[:-1], last))
+            entry = self.entry(new, summary=summary)
             view.apply([new.write()])
             # no child outlives its parent: live descendants end with it
             ended = self.revoke_plan(view, e, f"ancestor_{e.state}:{e.id}", now, first_index + 1)

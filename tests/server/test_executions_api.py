@@ -328,3 +328,18 @@ def test_bodies_are_read_strictly(
     r = _ask(client, governed["runtime"], **change)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
     assert client.get("/v1/log/checkpoint").text == before  # nothing was logged
+
+
+def test_a_completion_summary_is_kept_in_its_transition_and_its_receipt(
+    client: TestClient, governed: dict[str, Any]
+) -> None:
+    runtime = governed["runtime"]
+    execution_id = _ask(client, runtime).json()["execution"]["id"]
+    body = {"outcome": "succeeded", "exit_code": 0, "summary": "deployed 3 services"}
+    r = client.post(f"/v1/executions/{execution_id}/complete", json=body, headers=runtime)
+    assert r.status_code == 200, r.text
+    assert r.json()["receipt"]["event"]["summary"] == "deployed 3 services"
+    _verify_receipt(client, r.json()["receipt"])
+    shown = client.get(f"/v1/executions/{execution_id}", headers=runtime).json()
+    assert shown["transitions"][-1]["summary"] == "deployed 3 services"
+    assert "summary" not in r.json()["receipt"]["entry"]  # private: only its commitment is public
