@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean postgres
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +21,18 @@ lint: install
 	$(VENV)/bin/ruff format --check lictor tests bench
 	$(VENV)/bin/mypy --strict lictor
 
-test: lint
+# The tests start their own throwaway PostgreSQL from Debian's binaries (tests/postgres.py).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql </dev/null; }
+
+test: lint postgres
 	$(VENV)/bin/pytest -q
 
 bench: install
 	$(PY) bench/log_bench.py
+	$(PY) bench/decide_bench.py
+	$(PY) bench/enforce_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -18,6 +18,8 @@ import pytest
 from lictor.datadir import open_data_dir
 from lictor.service.log import AuditLog
 
+from .postgres import PostgresServer
+
 REPO = Path(__file__).resolve().parents[1]
 VECTORS = REPO.parent / "shared" / "vectors"
 
@@ -94,3 +96,11 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server for the whole run, stopped and removed at its end."""
+    server = PostgresServer(free_port()).start()
+    yield server
+    server.stop()

@@ -12,17 +12,24 @@ from pathlib import Path
 import pytest
 
 from lictor.store.base import Store
+from lictor.store.postgres import PostgresStore
 from lictor.store.sqlite import SQLiteStore
 
 StoreFactory = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite", "sqlite-exclusive"])
+@pytest.fixture(params=["sqlite", "sqlite-exclusive", "postgres"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     opened: list[Store] = []
+    url = request.getfixturevalue("postgres").database() if request.param == "postgres" else ""
 
     def factory() -> Store:
-        store = SQLiteStore(tmp_path / "contract.db", exclusive=request.param.endswith("exclusive"))
+        store: Store
+        if url:
+            store = PostgresStore(url)
+        else:
+            exclusive = request.param.endswith("exclusive")
+            store = SQLiteStore(tmp_path / "contract.db", exclusive=exclusive)
         opened.append(store)
         return store
 

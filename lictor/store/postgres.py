@@ -1,0 +1,376 @@
+"""PostgreSQL implementation of the `Store` contract: for several replicas.
+
+psycopg 3 with its connection pool. Every `append` is one transaction that
+locks the head row (``SELECT ... FOR UPDATE``), so appends from any number of
+processes are serialized by the database and the head's compare-and-swap
+decides which batch extends the tree; the others get `ConflictError` and are
+replanned by their sequencer. ``synchronous_commit`` stays on: a committed
+batch is durable when `append` returns. Record writes compare-and-swap their
+version inside the same transaction; a unique violation (two writers
+creating the same record, or the same checkpoint size) is a `ConflictError`.
+
+The schema is versioned like SQLite's (`SCHEMA_VERSION`, migrations in
+order, a newer schema refused with `SchemaError`); migrations take an
+advisory lock so replicas starting together do not race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
+from lictor.log.merkle import stored_hash_count
+from lictor.store.base import Credential, Head, Record, RecordWrite, StoredEntry
+
+SCHEMA_VERSION = 1
+_MIGRATION_LOCK = 0x6C6963746F72  # "lictor"
+_BATCH_ROWS = 1000
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS head (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    size BIGINT NOT NULL,
+    root BYTEA NOT NULL,
+    checkpoint BYTEA NOT NULL,
+    version BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (idx BIGINT PRIMARY KEY, data BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS private_events (idx BIGINT PRIMARY KEY, data BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS hashes (idx BIGINT PRIMARY KEY, hash BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (size BIGINT PRIMARY KEY, note BYTEA NOT NULL);
+CREATE TABLE IF NOT EXISTS credentials (
+    secret_hash BYTEA PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    doc BYTEA NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE TABLE IF NOT EXISTS record_tags (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, key, tag)
+);
+CREATE INDEX IF NOT EXISTS record_tags_by_value ON record_tags (kind, tag, value, key);
+"""
+
+# Each entry upgrades the schema from the version before it.
+_MIGRATIONS = (_SCHEMA_V1,)
+
+
+class PostgresStore:
+    """A `Store` in one PostgreSQL database, shared by any number of processes."""
+
+    def __init__(self, conninfo: str, max_connections: int = 8) -> None:
+        try:
+            self._pool = ConnectionPool(
+                conninfo, min_size=1, max_size=max_connections, open=True, timeout=30
+            )
+            self._pool.wait(timeout=30)
+        except (psycopg.Error, PoolTimeout) as e:
+            raise StoreError(f"cannot connect to PostgreSQL: {e}") from e
+        try:
+            self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    @contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on a pooled connection; database errors become `StoreError`."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except pg_errors.UniqueViolation as e:
+            raise ConflictError(f"conflicts with stored data: {e.diag.message_primary}") from e
+        except psycopg.Error as e:
+            raise StoreError(f"database call failed: {e}") from e
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            current = _meta_version(conn)
+            if current > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"database schema version {current} is newer than the supported"
+                    f" {SCHEMA_VERSION}; upgrade Lictor"
+                )
+            for script in _MIGRATIONS[current:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement.encode())
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def head(self) -> Head | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT size, root, checkpoint, version FROM head WHERE id = 1"
+            ).fetchone()
+        return None if row is None else Head(row[0], bytes(row[1]), bytes(row[2]), row[3])
+
+    def append(
+        self,
+        expected_version: int,
+        entries: Sequence[StoredEntry],
+        hashes: Sequence[bytes],
+        head: Head,
+        writes: Sequence[RecordWrite] = (),
+    ) -> Head:
+        new = Head(head.size, head.root, head.checkpoint, expected_version + 1)
+        with self._tx() as conn:
+            first = _move_head(conn, expected_version, new, len(entries))
+            start = stored_hash_count(first)
+            if start + len(hashes) != stored_hash_count(new.size):
+                raise StoreError(f"{len(hashes)} hashes do not fit a batch of {len(entries)}")
+            with conn.cursor() as cur:
+                _insert(cur, "entries", [(first + i, e.data) for i, e in enumerate(entries)])
+                private = [(first + i, e.private) for i, e in enumerate(entries) if e.private]
+                _insert(cur, "private_events", private)
+                _insert(cur, "hashes", [(start + i, h) for i, h in enumerate(hashes)])
+            _record_checkpoint(conn, new)
+            _write_records(conn, writes)
+        return new
+
+    def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
+        found = self._by_index("hashes", "hash", indexes)
+        return [found[i] for i in indexes]
+
+    def read_entries(self, start: int, end: int) -> list[bytes]:
+        if start < 0 or end < start:
+            raise TreeError(f"invalid entry range [{start}, {end})")
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT data FROM entries WHERE idx >= %s AND idx < %s ORDER BY idx", (start, end)
+            ).fetchall()
+        if len(rows) != end - start:
+            raise TreeError(f"entries [{start}, {end}) are not all stored")
+        return [bytes(r[0]) for r in rows]
+
+    def _by_index(self, table: str, column: str, indexes: Sequence[int]) -> dict[int, bytes]:
+        wanted = sorted(set(indexes))
+        with self._tx() as conn:
+            rows = conn.execute(
+                f"SELECT idx, {column} FROM {table} WHERE idx = ANY(%s)", (wanted,)
+            ).fetchall()
+        found = {int(r[0]): bytes(r[1]) for r in rows}
+        if len(found) != len(wanted):
+            missing = sorted(set(wanted) - found.keys())[:5]
+            raise TreeError(f"{table} not stored at {missing}")
+        return found
+
+    def read_private(self, index: int) -> bytes | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT data FROM private_events WHERE idx = %s", (index,)
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def checkpoint_at(self, size: int) -> bytes | None:
+        with self._tx() as conn:
+            row = conn.execute("SELECT note FROM checkpoints WHERE size = %s", (size,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def get_record(self, kind: str, key: str) -> Record | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT version, doc FROM records WHERE kind = %s AND key = %s", (kind, key)
+            ).fetchone()
+            if row is None:
+                return None
+            return Record(kind, key, row[0], bytes(row[1]), _tags(conn, kind, [key])[key])
+
+    def find_records(
+        self, kind: str, tags: dict[str, str], after: str = "", limit: int = 1000
+    ) -> list[Record]:
+        sql, args = _find_query(kind, tags, after, limit)
+        with self._tx() as conn:
+            rows = conn.execute(sql, args).fetchall()
+            found = _tags(conn, kind, [r[0] for r in rows])
+        return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
+
+    def find_records_below(
+        self, kind: str, tag: str, below: str, limit: int = 1000
+    ) -> list[Record]:
+        sql = (
+            "SELECT r.key, r.version, r.doc FROM record_tags t"
+            " JOIN records r ON r.kind = t.kind AND r.key = t.key"
+            ' WHERE t.kind = %s AND t.tag = %s AND t.value < %s COLLATE "C"'
+            ' ORDER BY t.value COLLATE "C", t.key COLLATE "C" LIMIT %s'
+        )
+        with self._tx() as conn:
+            rows = conn.execute(sql, (kind, tag, below, limit)).fetchall()
+            found = _tags(conn, kind, [r[0] for r in rows])
+        return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
+
+    def count_records(self, kind: str, tags: dict[str, str]) -> int:
+        sql, args = _find_query(kind, tags, "", None)
+        with self._tx() as conn:
+            row = conn.execute(f"SELECT COUNT(*) FROM ({sql}) AS matched", args).fetchone()
+        return int(row[0]) if row else 0
+
+    def put_record(self, write: RecordWrite) -> Record:
+        with self._tx() as conn:
+            _write_records(conn, [write])
+        return write.record()
+
+    def add_credential(self, credential: Credential) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO credentials (secret_hash, name, role) VALUES (%s, %s, %s)",
+                (credential.secret_hash, credential.name, credential.role),
+            )
+
+    def find_credential(self, secret_hash: bytes) -> Credential | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT name, role FROM credentials WHERE secret_hash = %s", (secret_hash,)
+            ).fetchone()
+        return None if row is None else Credential(row[0], row[1], secret_hash)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _meta_version(conn: psycopg.Connection[Any]) -> int:
+    exists = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _move_head(conn: psycopg.Connection[Any], expected_version: int, new: Head, count: int) -> int:
+    """Compare-and-swap the head under its row lock; the old size (the batch's first index)."""
+    old = conn.execute("SELECT size, version FROM head WHERE id = 1 FOR UPDATE").fetchone()
+    old_size, old_version = (0, 0) if old is None else (int(old[0]), int(old[1]))
+    if old_version != expected_version or new.size != old_size + count:
+        raise ConflictError(f"head moved: version {old_version}, expected {expected_version}")
+    values = (new.size, new.root, new.checkpoint, new.version)
+    if old is None:
+        conn.execute(
+            "INSERT INTO head (id, size, root, checkpoint, version) VALUES (1, %s, %s, %s, %s)",
+            values,
+        )
+    else:
+        conn.execute(
+            "UPDATE head SET size = %s, root = %s, checkpoint = %s, version = %s WHERE id = 1",
+            values,
+        )
+    return old_size
+
+
+def _insert(cur: psycopg.Cursor[Any], table: str, rows: Sequence[tuple[int, bytes]]) -> None:
+    column = "hash" if table == "hashes" else "data"
+    for lo in range(0, len(rows), _BATCH_ROWS):
+        cur.executemany(
+            f"INSERT INTO {table} (idx, {column}) VALUES (%s, %s)", rows[lo : lo + _BATCH_ROWS]
+        )
+
+
+def _record_checkpoint(conn: psycopg.Connection[Any], head: Head) -> None:
+    """Keep the head's checkpoint; a different one for the same size is a conflict."""
+    conn.execute(
+        "INSERT INTO checkpoints (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
+        (head.size, head.checkpoint),
+    )
+    row = conn.execute("SELECT note FROM checkpoints WHERE size = %s", (head.size,)).fetchone()
+    if row is None or bytes(row[0]) != head.checkpoint:
+        raise ConflictError(f"a different checkpoint is already signed for size {head.size}")
+
+
+def _write_records(conn: psycopg.Connection[Any], writes: Sequence[RecordWrite]) -> None:
+    """Compare-and-swap records and replace their tags (inside a transaction)."""
+    with conn.cursor() as cur:
+        for write in writes:
+            if write.expected_version == 0:
+                cur.execute(
+                    "INSERT INTO records (kind, key, version, doc) VALUES (%s, %s, 1, %s)",
+                    (write.kind, write.key, write.doc),
+                )
+            else:
+                cur.execute(
+                    "UPDATE records SET version = %s, doc = %s"
+                    " WHERE kind = %s AND key = %s AND version = %s",
+                    (
+                        write.expected_version + 1,
+                        write.doc,
+                        write.kind,
+                        write.key,
+                        write.expected_version,
+                    ),
+                )
+                if cur.rowcount != 1:
+                    raise ConflictError(f"record {write.kind}/{write.key} moved past its version")
+            cur.execute(
+                "DELETE FROM record_tags WHERE kind = %s AND key = %s AND NOT (tag = ANY(%s))",
+                (write.kind, write.key, [tag for tag, _ in write.tags]),
+            )
+            if write.tags:
+                cur.executemany(
+                    "INSERT INTO record_tags (kind, key, tag, value) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (kind, key, tag) DO UPDATE SET value = excluded.value"
+                    " WHERE record_tags.value <> excluded.value",
+                    [(write.kind, write.key, tag, value) for tag, value in write.tags],
+                )
+
+
+def _find_query(
+    kind: str, tags: dict[str, str], after: str, limit: int | None
+) -> tuple[str, list[Any]]:
+    """SQL for `find_records`: keys in byte order (``COLLATE "C"``), as SQLite sorts them."""
+    tail = ' ORDER BY {key} COLLATE "C"' + (" LIMIT %s" if limit is not None else "")
+    if not tags:
+        sql = 'SELECT key, version, doc FROM records WHERE kind = %s AND key > %s COLLATE "C"'
+        args: list[Any] = [kind, after]
+        sql += tail.format(key="key")
+    else:
+        (first_tag, first_value), *rest = sorted(tags.items())
+        sql = "SELECT r.key, r.version, r.doc FROM record_tags t0"
+        args = []
+        for n, (tag, value) in enumerate(rest, start=1):
+            sql += (
+                f" JOIN record_tags t{n} ON t{n}.kind = t0.kind AND t{n}.key = t0.key"
+                f" AND t{n}.tag = %s AND t{n}.value = %s"
+            )
+            args += [tag, value]
+        sql += (
+            " JOIN records r ON r.kind = t0.kind AND r.key = t0.key"
+            ' WHERE t0.kind = %s AND t0.tag = %s AND t0.value = %s AND t0.key > %s COLLATE "C"'
+        )
+        args += [kind, first_tag, first_value, after]
+        sql += tail.format(key="t0.key")
+    if limit is not None:
+        args.append(limit)
+    return sql, args
+
+
+def _tags(
+    conn: psycopg.Connection[Any], kind: str, keys: Sequence[str]
+) -> dict[str, tuple[tuple[str, str], ...]]:
+    found: dict[str, list[tuple[str, str]]] = {key: [] for key in keys}
+    if keys:
+        rows = conn.execute(
+            "SELECT key, tag, value FROM record_tags WHERE kind = %s AND key = ANY(%s)"
+            ' ORDER BY key COLLATE "C", tag COLLATE "C"',
+            (kind, list(keys)),
+        )
+        for key, tag, value in rows:
+            found[key].append((tag, value))
+    return {key: tuple(tags) for key, tags in found.items()}
