@@ -10,7 +10,14 @@ so a crash never leaves an empty key behind.
 
 One process at a time: opening takes an exclusive lock on ``lock`` for as
 long as the directory is open, so two servers can never sign checkpoints for
-the same log.
+the same SQLite log.
+
+Replicas: with ``database`` (a ``postgresql://`` URL) the log lives in
+PostgreSQL instead of ``lictor.db``, and every replica must hold the same
+keys and admin credential. Give each replica a data directory holding copies
+of the first one's ``log.key``, ``grant.key`` and ``admin.token``, or set
+``LICTOR_LOG_KEY``, ``LICTOR_GRANT_KEY`` and ``LICTOR_ADMIN_TOKEN`` (which win
+over files and are never written to disk).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import fcntl
 import hashlib
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,38 +101,60 @@ def default_origin() -> str:
     return f"lictor.local/{secrets.token_hex(6)}"
 
 
-def open_data_dir(path: str | Path, origin: str | None = None) -> DataDir:
-    """Open (creating on first use) the data directory at ``path``."""
+def open_data_dir(
+    path: str | Path,
+    origin: str | None = None,
+    database: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> DataDir:
+    """Open (creating on first use) the data directory at ``path``; the log in
+    ``database`` (PostgreSQL) if given, else in the directory's SQLite file."""
+    env = os.environ if env is None else env
     root = Path(path)
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = _lock(root)
+        lock = lock_data_dir(root)
     except OSError as e:
         raise InvalidRequestError(f"cannot use data directory {root}: {e}") from e
     try:
-        signer = _load_signer(root / KEY_FILE, origin)
-        db = root / DB_FILE
-        os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
-        store = SQLiteStore(db, exclusive=True)
+        signer = _load_signer(root / KEY_FILE, origin, env.get("LICTOR_LOG_KEY"))
+        store = _open_store(root, database)
     except BaseException:
         os.close(lock)
         raise
     try:
-        _ensure_admin(root / TOKEN_FILE, store)
+        _ensure_admin(root / TOKEN_FILE, store, env.get("LICTOR_ADMIN_TOKEN"))
     except BaseException:
         store.close()
         os.close(lock)
         raise
-    grant_seed = _load_grant_seed(root / GRANT_KEY_FILE)
+    try:
+        grant_seed = _load_grant_seed(root / GRANT_KEY_FILE, env.get("LICTOR_GRANT_KEY"))
+    except BaseException:
+        store.close()
+        os.close(lock)
+        raise
     return DataDir(root, signer, store, lock, grant_seed)
 
 
-def _load_grant_seed(path: Path) -> bytes:
-    """The Ed25519 seed that signs grants (hex in a 0600 file, created on first use)."""
-    if not path.exists():
+def _open_store(root: Path, database: str | None) -> Store:
+    if database:
+        if not database.startswith(("postgresql://", "postgres://")):
+            raise InvalidRequestError("--database takes a postgresql:// URL")
+        from lictor.store.postgres import PostgresStore
+
+        return PostgresStore(database)
+    db = root / DB_FILE
+    os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    return SQLiteStore(db, exclusive=True)
+
+
+def _load_grant_seed(path: Path, given: str | None = None) -> bytes:
+    """The Ed25519 seed that signs grants (hex: given, or in a 0600 file made on first use)."""
+    if given is None and not path.exists():
         write_private(path, secrets.token_hex(32) + "\n")
     try:
-        seed = bytes.fromhex(path.read_text().strip())
+        seed = bytes.fromhex(given.strip() if given is not None else path.read_text().strip())
     except ValueError as e:
         raise InvalidRequestError(f"{path} does not hold a hex Ed25519 seed") from e
     if len(seed) != 32:
@@ -132,7 +162,8 @@ def _load_grant_seed(path: Path) -> bytes:
     return seed
 
 
-def _lock(root: Path) -> int:
+def lock_data_dir(root: Path) -> int:
+    """Take the directory's lock (`ConflictError` if a process holds it); the fd holds it."""
     fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -142,10 +173,10 @@ def _lock(root: Path) -> int:
     return fd
 
 
-def _load_signer(path: Path, origin: str | None) -> Ed25519Signer:
-    if not path.exists():
+def _load_signer(path: Path, origin: str | None, given: str | None = None) -> Ed25519Signer:
+    if given is None and not path.exists():
         write_private(path, Ed25519Signer.generate(origin or default_origin()).skey() + "\n")
-    signer = parse_signer_key(path.read_text())
+    signer = parse_signer_key(given if given is not None else path.read_text())
     if origin is not None and origin != signer.name:
         raise InvalidRequestError(
             f"this data directory's log is {signer.name!r}; --origin only names a new log"
@@ -153,8 +184,10 @@ def _load_signer(path: Path, origin: str | None) -> Ed25519Signer:
     return signer
 
 
-def _ensure_admin(path: Path, store: Store) -> None:
-    if path.exists():
+def _ensure_admin(path: Path, store: Store, given: str | None = None) -> None:
+    if given is not None:
+        secret = given.strip()
+    elif path.exists():
         secret = path.read_text().strip()
     else:
         secret = new_secret()

@@ -7,7 +7,8 @@ root, signs a checkpoint for the new size, and hands the whole batch to
 returned, so an acknowledged entry is durable and covered by a signed
 checkpoint. If the commit fails, every future in the batch fails and nothing
 was written. If the head moved underneath (another writer won the
-compare-and-swap), the batch is recomputed on the new head.
+compare-and-swap), the batch is recomputed on the new head, after a short
+jittered pause that grows while replicas keep colliding.
 
 Entries arrive as *commands*: a command is planned inside the committer, in
 order, against a `StateView` of the records (what is stored plus what earlier
@@ -36,7 +37,9 @@ one the store durably holds, so both sources always agree.
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -55,7 +58,8 @@ from lictor.log.note import Ed25519Signer, sign_note
 from lictor.store.base import Head, RecordWrite, Store, StoredEntry
 from lictor.store.view import StateView
 
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = 64
+MAX_BACKOFF_S = 0.05
 RECENT_HASHES = 1 << 16
 logger = logging.getLogger("lictor.sequencer")
 
@@ -149,7 +153,12 @@ class Sequencer:
         head = self._store.head()
         if head is None:
             note = self._sign(0, EMPTY_ROOT)
-            return self._store.append(0, [], [], Head(0, EMPTY_ROOT, note, 0)), CompactRange()
+            try:
+                return self._store.append(0, [], [], Head(0, EMPTY_ROOT, note, 0)), CompactRange()
+            except ConflictError:  # another writer created it first
+                head = self._store.head()
+                if head is None:
+                    raise
         checkpoint, _ = open_checkpoint(head.checkpoint, [self._signer.verifier], self.origin)
         if checkpoint.size != head.size or checkpoint.root != head.root:
             raise StoreError("stored head does not match its signed checkpoint")
@@ -251,7 +260,7 @@ class Sequencer:
     def _commit_with_retries(
         self, commands: list[Command]
     ) -> tuple[Head, list[Plan | LictorError]]:
-        for _ in range(CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
             plans, entries, writes = self._plan(commands)
             try:
                 self._head, self._frontier = self._commit(
@@ -265,6 +274,8 @@ class Sequencer:
                 # load first: a failed load leaves the old head and range paired
                 frontier = _load_frontier(self._store, latest)
                 self._head, self._frontier = latest, frontier
+                # replicas that keep colliding spread out (jittered, growing backoff)
+                time.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.001 * 2**attempt)))
         raise ConflictError("the log head kept moving; batch not written")
 
     def _plan(

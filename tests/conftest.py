@@ -38,6 +38,7 @@ class Server:
     data_dir: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    options: tuple[str, ...] = ()
     log_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -53,7 +54,7 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         cmd = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(self.data_dir)]
-        cmd += ["--port", str(self.port)]
+        cmd += ["--port", str(self.port), *self.options]
         with self.log_file.open("ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=out, cwd=REPO)
         deadline = time.monotonic() + timeout

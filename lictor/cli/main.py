@@ -19,6 +19,7 @@ from lictor.errors import LictorError
 
 def build_parser() -> argparse.ArgumentParser:
     from lictor.cli import (
+        db,
         demo,
         entity,
         executions,
@@ -34,7 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lictor", description="Lictor: execution governance.")
     parser.add_argument("--version", action="version", version=f"lictor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (serve, demo, run, policy, entity, executions, replay, runtime, principal, log):
+    for group in (
+        serve,
+        demo,
+        run,
+        policy,
+        entity,
+        executions,
+        replay,
+        runtime,
+        principal,
+        log,
+        db,
+    ):
         group.register(sub)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,12 +32,18 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help="listen address")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="listen port (0: any free)")
     p.add_argument("--origin", help="log origin on first start (default: random)")
+    p.add_argument(
+        "--database",
+        default=os.environ.get("LICTOR_DATABASE"),
+        help="postgresql:// URL to keep the log in PostgreSQL, shared by replicas"
+        " (env LICTOR_DATABASE; default: SQLite in the data directory)",
+    )
 
 
 @contextmanager
 def running_app(args: argparse.Namespace) -> Iterator[tuple[AuditLog, FastAPI]]:
     """The data directory's log and the app over it, open (and locked) for the duration."""
-    data = open_data_dir(args.data_dir, args.origin)
+    data = open_data_dir(args.data_dir, args.origin, getattr(args, "database", None))
     try:
         log = AuditLog(data.store, data.signer)
     except BaseException:

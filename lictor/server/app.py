@@ -172,9 +172,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         signal.attach(asyncio.get_running_loop())
+        stop_watching = log.store.watch(lambda: signal.notify(log.head()))  # other replicas
         reaper = asyncio.create_task(_reap(sweeps, reap_every))
         yield
         reaper.cancel()
+        stop_watching()
 
     app = FastAPI(
         title="Lictor", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
@@ -204,11 +206,17 @@ def create_app(
 
 
 async def _reap(sweeps: Sweeps, every: float) -> None:
-    """The background reaper: write ``expired`` for leases that passed unrenewed."""
+    """The background reaper: write ``expired`` for leases that passed unrenewed.
+
+    Among replicas, only the one leading the ``reaper`` role reaps; when it dies,
+    another takes the role at its next tick.
+    """
+    store = sweeps.log.store
     while True:
         await asyncio.sleep(every)
         try:
-            await run_in_threadpool(sweeps.expire_due)
+            if await run_in_threadpool(store.try_lead, "reaper"):
+                await run_in_threadpool(sweeps.expire_due)
         except Exception:  # keep reaping; reads treat expired leases as expired anyway
             logger.exception("lease reaper failed")
 

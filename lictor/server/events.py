@@ -50,8 +50,8 @@ class CommitSignal:
         self._changed = asyncio.Event()
 
     def notify(self, head: Head) -> None:
-        """Called by the sequencer after each commit (any thread)."""
-        self.size = head.size
+        """Called after each commit, ours or another replica's (any thread)."""
+        self.size = max(self.size, head.size)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake)
 

@@ -102,6 +102,12 @@ class AuditLog:
         return self.signer.verifier.vkey()
 
     def head(self) -> Head:
+        """The newest committed head: this process's own, or the store's if it is shared
+        (other replicas may have appended since this one last did)."""
+        if self.store.shared:
+            stored = self.store.head()
+            if stored is not None and stored.version > self.sequencer.head.version:
+                return stored
         return self.sequencer.head
 
     def now_ms(self) -> int:

@@ -35,7 +35,7 @@ on; the store never looks inside a document.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,7 +96,14 @@ class RecordWrite:
 
 
 class Store(Protocol):
-    """Durable storage for the log and credentials. See the module contract."""
+    """Durable storage for the log and credentials. See the module contract.
+
+    A *shared* store may be written by other processes (replicas): a cached
+    head may then be behind, `watch` tells when another writer committed,
+    and `try_lead` elects one process for work that must run once.
+    """
+
+    shared: bool
 
     def head(self) -> Head | None:
         """The current head, or None before the first `append`."""
@@ -157,6 +164,16 @@ class Store(Protocol):
 
     def find_credential(self, secret_hash: bytes) -> Credential | None:
         """The credential whose secret hashes to ``secret_hash``, if any."""
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from any thread) after other writers commit; returns a stop.
+
+        A store no one else writes never calls it.
+        """
+
+    def try_lead(self, role: str) -> bool:
+        """Whether this process holds ``role`` (taking it if free); held until `close`
+        or this process's death. A store no one else writes always leads."""
 
     def close(self) -> None:
         """Release connections; the store is unusable afterwards."""

@@ -9,6 +9,12 @@ batch is durable when `append` returns. Record writes compare-and-swap their
 version inside the same transaction; a unique violation (two writers
 creating the same record, or the same checkpoint size) is a `ConflictError`.
 
+Replicas: every append sends ``NOTIFY lictor_log`` in its transaction (so it
+is delivered only if the batch committed); `watch` listens on a connection of
+its own and calls back, reconnecting after a failure. `try_lead` holds a
+session advisory lock on a connection of its own: the role passes to another
+process as soon as the holder closes or dies (its connection drops).
+
 The schema is versioned like SQLite's (`SCHEMA_VERSION`, migrations in
 order, a newer schema refused with `SchemaError`); migrations take an
 advisory lock so replicas starting together do not race.
@@ -16,7 +22,8 @@ advisory lock so replicas starting together do not race.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +36,7 @@ from lictor.log.merkle import stored_hash_count
 from lictor.store.base import Credential, Head, Record, RecordWrite, StoredEntry
 
 SCHEMA_VERSION = 1
+CHANNEL = "lictor_log"
 _MIGRATION_LOCK = 0x6C6963746F72  # "lictor"
 _BATCH_ROWS = 1000
 
@@ -74,7 +82,12 @@ _MIGRATIONS = (_SCHEMA_V1,)
 class PostgresStore:
     """A `Store` in one PostgreSQL database, shared by any number of processes."""
 
+    shared = True
+
     def __init__(self, conninfo: str, max_connections: int = 8) -> None:
+        self._conninfo = conninfo
+        self._leads: dict[str, psycopg.Connection[Any]] = {}
+        self._lead_lock = threading.Lock()
         try:
             self._pool = ConnectionPool(
                 conninfo, min_size=1, max_size=max_connections, open=True, timeout=30
@@ -146,6 +159,7 @@ class PostgresStore:
                 _insert(cur, "hashes", [(start + i, h) for i, h in enumerate(hashes)])
             _record_checkpoint(conn, new)
             _write_records(conn, writes)
+            conn.execute(f"NOTIFY {CHANNEL}")
         return new
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
@@ -244,7 +258,56 @@ class PostgresStore:
             ).fetchone()
         return None if row is None else Credential(row[0], row[1], secret_hash)
 
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._listen, args=(callback, stop), name="lictor-listen", daemon=True
+        )
+        thread.start()
+        return stop.set
+
+    def _listen(self, callback: Callable[[], None], stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    callback()  # whatever was committed while not listening
+                    while not stop.is_set():
+                        if any(True for _ in conn.notifies(timeout=0.5, stop_after=1)):
+                            callback()
+            except psycopg.Error:
+                stop.wait(0.5)
+
+    def try_lead(self, role: str) -> bool:
+        with self._lead_lock:
+            held = self._leads.get(role)
+            if held is not None:
+                try:
+                    held.execute("SELECT 1")
+                    return True
+                except psycopg.Error:
+                    held.close()
+                    del self._leads[role]
+            try:
+                conn = psycopg.connect(self._conninfo, autocommit=True)
+            except psycopg.Error:
+                return False
+            try:
+                row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (role,)).fetchone()
+            except psycopg.Error:
+                conn.close()
+                return False
+            if row is None or not row[0]:
+                conn.close()
+                return False
+            self._leads[role] = conn
+            return True
+
     def close(self) -> None:
+        with self._lead_lock:
+            for conn in self._leads.values():
+                conn.close()
+            self._leads.clear()
         self._pool.close()
 
 

@@ -26,7 +26,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from itertools import chain
@@ -102,6 +102,8 @@ _MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 
 class SQLiteStore:
     """A `Store` in one SQLite file."""
+
+    shared = False
 
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self._path = str(path)
@@ -372,6 +374,12 @@ class SQLiteStore:
         if self._exclusive and len(self._credentials) < _CACHED_RECORDS:
             self._credentials[secret_hash] = found
         return found
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return lambda: None  # one process writes an SQLite log (the data directory's lock)
+
+    def try_lead(self, role: str) -> bool:
+        return True
 
     def close(self) -> None:
         with self._write_lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -255,3 +256,34 @@ def test_a_read_after_a_write_sees_the_write(store: Store) -> None:
         store.append(4, [], [], _head(0), [_write("ex_1", 1, state="x")])
     again = store.get_record("execution", "ex_1")
     assert again == record
+
+
+def test_one_writer_at_a_time_leads_and_leadership_passes_on_close(
+    open_store: Callable[[], Store],
+) -> None:
+    first = open_store()
+    assert first.try_lead("reaper") and first.try_lead("reaper")  # held, asked again
+    if not first.shared:
+        return  # one process writes it: it always leads
+    second = open_store()
+    assert not second.try_lead("reaper")
+    assert second.try_lead("publisher")  # roles are independent
+    first.close()
+    deadline = time.monotonic() + 5
+    while not second.try_lead("reaper"):
+        assert time.monotonic() < deadline, "leadership did not pass on"
+        time.sleep(0.05)
+
+
+def test_a_watcher_hears_of_other_writers_commits(open_store: Callable[[], Store]) -> None:
+    writer, reader = open_store(), open_store()
+    heard = threading.Event()
+    stop = reader.watch(heard.set)
+    try:
+        time.sleep(0.3)
+        heard.clear()
+        writer.append(0, _entries(0, 1), _hashes(0, 1), _head(1))
+        # a store no one else writes never calls
+        assert heard.wait(5 if reader.shared else 0.3) == reader.shared
+    finally:
+        stop()
