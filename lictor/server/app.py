@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -109,11 +110,25 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse(error_body("payload_too_large", message), status_code=413)
 
 
+REPLICA = f"{socket.gethostname()}/{os.getpid()}"
+
+
+def _engine(log: AuditLog) -> str:
+    return "postgresql" if log.store.shared else "sqlite"
+
+
 class Metrics:
     """Prometheus metrics of one app, in a registry of its own."""
 
     def __init__(self, log: AuditLog) -> None:
         self.registry = CollectorRegistry()
+        info = Gauge(
+            "lictor_replica",
+            "This control-plane process (1), by replica id and storage engine.",
+            ["replica", "engine"],
+            registry=self.registry,
+        )
+        info.labels(REPLICA, _engine(log)).set(1)
         size = Gauge("lictor_log_tree_size", "Entries in the log.", registry=self.registry)
         size.set_function(lambda: log.head().size)
         self.appended = Counter(
@@ -261,7 +276,14 @@ def _install_health(app: FastAPI) -> None:
             return JSONResponse(body, status_code=503)
         elapsed = round((time.monotonic() - started) * 1000, 3)
         size = head.size if head else 0
-        ready = {"status": "ok", "database": "ok", "database_ms": elapsed, "log_size": size}
+        ready = {
+            "status": "ok",
+            "replica": REPLICA,
+            "database": "ok",
+            "engine": _engine(log),
+            "database_ms": elapsed,
+            "log_size": size,
+        }
         return JSONResponse(ready)
 
     @app.get("/metrics", include_in_schema=False)

@@ -227,3 +227,14 @@ def test_cascades_and_policy_changes_hold_whichever_replica_is_called(
     denied = httpx.post(replicas[1].url + "/v1/executions", json=body, headers=runtime)
     assert denied.status_code == 403, denied.text
     assert denied.json()["decision"]["reasons"] == ["freeze"]
+
+
+def test_each_replica_reports_itself_and_the_database(replicas: list[Server]) -> None:
+    seen = set()
+    for server in replicas:
+        ready = httpx.get(server.url + "/readyz").json()
+        assert (ready["status"], ready["database"], ready["engine"]) == ("ok", "ok", "postgresql")
+        seen.add(ready["replica"])
+        metrics = httpx.get(server.url + "/metrics").text
+        assert f'lictor_replica{{engine="postgresql",replica="{ready["replica"]}"}} 1.0' in metrics
+    assert len(seen) == 3
