@@ -631,7 +631,8 @@ def free_port() -> int:
 class Server:
     """A real ``lictor serve`` subprocess on a fresh data directory."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, options: Sequence[str] = ()) -> None:
+        self.options = tuple(options)
         self.data_dir = directory / "data"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -641,7 +642,7 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> None:
         cmd = [sys.executable, "-m", "lictor.cli.main", "serve"]
-        cmd += ["--data-dir", str(self.data_dir), "--port", str(self.port)]
+        cmd += ["--data-dir", str(self.data_dir), "--port", str(self.port), *self.options]
         with self.output.open("ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=out, cwd=REPO)
         pid = self.process.pid
