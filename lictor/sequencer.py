@@ -261,6 +261,8 @@ class Sequencer:
         self, commands: list[Command]
     ) -> tuple[Head, list[Plan | LictorError]]:
         for attempt in range(CONFLICT_RETRIES):
+            if self._store.shared:  # other replicas may have moved it since our last commit
+                self._catch_up()
             plans, entries, writes = self._plan(commands)
             try:
                 self._head, self._frontier = self._commit(
@@ -268,15 +270,22 @@ class Sequencer:
                 )
                 return self._head, plans
             except ConflictError:
-                latest = self._store.head()
-                if latest is None:
+                if not self._catch_up():
                     raise
-                # load first: a failed load leaves the old head and range paired
-                frontier = _load_frontier(self._store, latest)
-                self._head, self._frontier = latest, frontier
                 # replicas that keep colliding spread out (jittered, growing backoff)
                 time.sleep(random.uniform(0, min(MAX_BACKOFF_S, 0.001 * 2**attempt)))
         raise ConflictError("the log head kept moving; batch not written")
+
+    def _catch_up(self) -> bool:
+        """Move to the store's head if it moved; False if the store has none."""
+        latest = self._store.head()
+        if latest is None:
+            return False
+        if latest.version != self._head.version:
+            # load first: a failed load leaves the old head and range paired
+            frontier = _load_frontier(self._store, latest)
+            self._head, self._frontier = latest, frontier
+        return True
 
     def _plan(
         self, commands: list[Command]

@@ -37,6 +37,11 @@ from lictor.store.base import Credential, Head, Record, RecordWrite, StoredEntry
 
 SCHEMA_VERSION = 1
 CHANNEL = "lictor_log"
+# a record's tags, sorted, in the same statement (one snapshot, one round trip)
+_TAGS = (
+    "ARRAY(SELECT ARRAY[g.tag, g.value] FROM record_tags g"
+    ' WHERE g.kind = r.kind AND g.key = r.key ORDER BY g.tag COLLATE "C")'
+)
 _MIGRATION_LOCK = 0x6C6963746F72  # "lictor"
 _BATCH_ROWS = 1000
 
@@ -90,7 +95,12 @@ class PostgresStore:
         self._lead_lock = threading.Lock()
         try:
             self._pool = ConnectionPool(
-                conninfo, min_size=1, max_size=max_connections, open=True, timeout=30
+                conninfo,
+                min_size=1,
+                max_size=max_connections,
+                open=True,
+                timeout=30,
+                kwargs={"autocommit": True},  # a read is one round trip; writes open a transaction
             )
             self._pool.wait(timeout=30)
         except (psycopg.Error, PoolTimeout) as e:
@@ -104,8 +114,14 @@ class PostgresStore:
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction on a pooled connection; database errors become `StoreError`."""
+        with self._read() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection for reads (each statement its own snapshot)."""
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._pool.connection() as conn:
                 yield conn
         except pg_errors.UniqueViolation as e:
             raise ConflictError(f"conflicts with stored data: {e.diag.message_primary}") from e
@@ -132,7 +148,7 @@ class PostgresStore:
             )
 
     def head(self) -> Head | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 "SELECT size, root, checkpoint, version FROM head WHERE id = 1"
             ).fetchone()
@@ -169,7 +185,7 @@ class PostgresStore:
     def read_entries(self, start: int, end: int) -> list[bytes]:
         if start < 0 or end < start:
             raise TreeError(f"invalid entry range [{start}, {end})")
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 "SELECT data FROM entries WHERE idx >= %s AND idx < %s ORDER BY idx", (start, end)
             ).fetchall()
@@ -179,7 +195,7 @@ class PostgresStore:
 
     def _by_index(self, table: str, column: str, indexes: Sequence[int]) -> dict[int, bytes]:
         wanted = sorted(set(indexes))
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(
                 f"SELECT idx, {column} FROM {table} WHERE idx = ANY(%s)", (wanted,)
             ).fetchall()
@@ -190,52 +206,47 @@ class PostgresStore:
         return found
 
     def read_private(self, index: int) -> bytes | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 "SELECT data FROM private_events WHERE idx = %s", (index,)
             ).fetchone()
         return None if row is None else bytes(row[0])
 
     def checkpoint_at(self, size: int) -> bytes | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute("SELECT note FROM checkpoints WHERE size = %s", (size,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def get_record(self, kind: str, key: str) -> Record | None:
-        with self._tx() as conn:
-            row = conn.execute(
-                "SELECT version, doc FROM records WHERE kind = %s AND key = %s", (kind, key)
-            ).fetchone()
-            if row is None:
-                return None
-            return Record(kind, key, row[0], bytes(row[1]), _tags(conn, kind, [key])[key])
+        sql = f"SELECT r.key, r.version, r.doc, {_TAGS} FROM records r"
+        with self._read() as conn:
+            row = conn.execute(sql + " WHERE r.kind = %s AND r.key = %s", (kind, key)).fetchone()
+        return None if row is None else _record(kind, row)
 
     def find_records(
         self, kind: str, tags: dict[str, str], after: str = "", limit: int = 1000
     ) -> list[Record]:
         sql, args = _find_query(kind, tags, after, limit)
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(sql, args).fetchall()
-            found = _tags(conn, kind, [r[0] for r in rows])
-        return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
+        return [_record(kind, r) for r in rows]
 
     def find_records_below(
         self, kind: str, tag: str, below: str, limit: int = 1000
     ) -> list[Record]:
         sql = (
-            "SELECT r.key, r.version, r.doc FROM record_tags t"
+            f"SELECT r.key, r.version, r.doc, {_TAGS} FROM record_tags t"
             " JOIN records r ON r.kind = t.kind AND r.key = t.key"
             ' WHERE t.kind = %s AND t.tag = %s AND t.value < %s COLLATE "C"'
             ' ORDER BY t.value COLLATE "C", t.key COLLATE "C" LIMIT %s'
         )
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(sql, (kind, tag, below, limit)).fetchall()
-            found = _tags(conn, kind, [r[0] for r in rows])
-        return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
+        return [_record(kind, r) for r in rows]
 
     def count_records(self, kind: str, tags: dict[str, str]) -> int:
         sql, args = _find_query(kind, tags, "", None)
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(f"SELECT COUNT(*) FROM ({sql}) AS matched", args).fetchone()
         return int(row[0]) if row else 0
 
@@ -252,7 +263,7 @@ class PostgresStore:
             )
 
     def find_credential(self, secret_hash: bytes) -> Credential | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 "SELECT name, role FROM credentials WHERE secret_hash = %s", (secret_hash,)
             ).fetchone()
@@ -400,12 +411,13 @@ def _find_query(
     """SQL for `find_records`: keys in byte order (``COLLATE "C"``), as SQLite sorts them."""
     tail = ' ORDER BY {key} COLLATE "C"' + (" LIMIT %s" if limit is not None else "")
     if not tags:
-        sql = 'SELECT key, version, doc FROM records WHERE kind = %s AND key > %s COLLATE "C"'
+        sql = f"SELECT r.key, r.version, r.doc, {_TAGS} FROM records r"
+        sql += ' WHERE r.kind = %s AND r.key > %s COLLATE "C"'
         args: list[Any] = [kind, after]
-        sql += tail.format(key="key")
+        sql += tail.format(key="r.key")
     else:
         (first_tag, first_value), *rest = sorted(tags.items())
-        sql = "SELECT r.key, r.version, r.doc FROM record_tags t0"
+        sql = f"SELECT r.key, r.version, r.doc, {_TAGS} FROM record_tags t0"
         args = []
         for n, (tag, value) in enumerate(rest, start=1):
             sql += (
@@ -424,16 +436,7 @@ def _find_query(
     return sql, args
 
 
-def _tags(
-    conn: psycopg.Connection[Any], kind: str, keys: Sequence[str]
-) -> dict[str, tuple[tuple[str, str], ...]]:
-    found: dict[str, list[tuple[str, str]]] = {key: [] for key in keys}
-    if keys:
-        rows = conn.execute(
-            "SELECT key, tag, value FROM record_tags WHERE kind = %s AND key = ANY(%s)"
-            ' ORDER BY key COLLATE "C", tag COLLATE "C"',
-            (kind, list(keys)),
-        )
-        for key, tag, value in rows:
-            found[key].append((tag, value))
-    return {key: tuple(tags) for key, tags in found.items()}
+def _record(kind: str, row: Sequence[Any]) -> Record:
+    """A record from ``(key, version, doc, tags)``, tags as ``[[tag, value], ...]``."""
+    tags = tuple((str(tag), str(value)) for tag, value in row[3])
+    return Record(kind, row[0], int(row[1]), bytes(row[2]), tags)
