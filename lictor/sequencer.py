@@ -261,13 +261,14 @@ class Sequencer:
         self, commands: list[Command]
     ) -> tuple[Head, list[Plan | LictorError]]:
         for attempt in range(CONFLICT_RETRIES):
-            if self._store.shared:  # other replicas may have moved it since our last commit
-                self._catch_up()
-            plans, entries, writes = self._plan(commands)
             try:
-                self._head, self._frontier = self._commit(
-                    self._head, self._frontier, entries, writes
-                )
+                with self._store.writing():  # replicas take turns
+                    if self._store.shared:  # others may have moved it since our last commit
+                        self._catch_up()
+                    plans, entries, writes = self._plan(commands)
+                    self._head, self._frontier = self._commit(
+                        self._head, self._frontier, entries, writes
+                    )
                 return self._head, plans
             except ConflictError:
                 if not self._catch_up():

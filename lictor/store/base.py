@@ -36,6 +36,7 @@ on; the store never looks inside a document.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -170,6 +171,10 @@ class Store(Protocol):
 
         A store no one else writes never calls it.
         """
+
+    def writing(self) -> AbstractContextManager[None]:
+        """Hold off other writers of a shared store while a batch is planned and appended
+        (so replicas take turns instead of colliding); `append` stays compare-and-swap."""
 
     def try_lead(self, role: str) -> bool:
         """Whether this process holds ``role`` (taking it if free); held until `close`

@@ -22,6 +22,7 @@ advisory lock so replicas starting together do not race.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ _TAGS = (
     ' WHERE g.kind = r.kind AND g.key = r.key ORDER BY g.tag COLLATE "C")'
 )
 _MIGRATION_LOCK = 0x6C6963746F72  # "lictor"
+_WRITER_LOCK = _MIGRATION_LOCK + 1
 _BATCH_ROWS = 1000
 
 _SCHEMA_V1 = """
@@ -92,6 +94,8 @@ class PostgresStore:
     def __init__(self, conninfo: str, max_connections: int = 8) -> None:
         self._conninfo = conninfo
         self._leads: dict[str, psycopg.Connection[Any]] = {}
+        self._writer: psycopg.Connection[Any] | None = None
+        self._writer_lock = threading.Lock()
         self._lead_lock = threading.Lock()
         try:
             self._pool = ConnectionPool(
@@ -289,6 +293,23 @@ class PostgresStore:
             except psycopg.Error:
                 stop.wait(0.5)
 
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._writer_lock:  # this process's committer, on its own connection
+            if self._writer is None or self._writer.closed:
+                self._writer = psycopg.connect(self._conninfo, autocommit=True)
+            writer = self._writer
+            try:
+                writer.execute("SELECT pg_advisory_lock(%s)", (_WRITER_LOCK,))
+            except psycopg.Error as e:
+                writer.close()
+                raise StoreError(f"cannot take the writer's turn: {e}") from e
+            try:
+                yield
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    writer.execute("SELECT pg_advisory_unlock(%s)", (_WRITER_LOCK,))
+
     def try_lead(self, role: str) -> bool:
         with self._lead_lock:
             held = self._leads.get(role)
@@ -319,6 +340,9 @@ class PostgresStore:
             for conn in self._leads.values():
                 conn.close()
             self._leads.clear()
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
         self._pool.close()
 
 

@@ -27,7 +27,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from itertools import chain
 from pathlib import Path
@@ -377,6 +377,9 @@ class SQLiteStore:
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         return lambda: None  # one process writes an SQLite log (the data directory's lock)
+
+    def writing(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # one process writes; `append` takes the write lock
 
     def try_lead(self, role: str) -> bool:
         return True

@@ -287,3 +287,23 @@ def test_a_watcher_hears_of_other_writers_commits(open_store: Callable[[], Store
         assert heard.wait(5 if reader.shared else 0.3) == reader.shared
     finally:
         stop()
+
+
+def test_writers_of_a_shared_store_take_turns(open_store: Callable[[], Store]) -> None:
+    first, second = open_store(), open_store()
+    if not first.shared:
+        with first.writing(), first.writing():  # one process: nothing to wait for
+            return
+    order: list[str] = []
+
+    def wait_turn() -> None:
+        with second.writing():
+            order.append("b")
+
+    with first.writing():
+        waiter = threading.Thread(target=wait_turn)
+        waiter.start()
+        time.sleep(0.3)
+        order.append("a")
+    waiter.join(timeout=5)
+    assert order == ["a", "b"], "the second writer did not wait its turn"
