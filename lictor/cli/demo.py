@@ -1,99 +1,115 @@
-"""`lictor demo`: serve a control plane and show the log working end to end.
+"""`lictor demo`: a runtime governance scenario against a real local control plane.
 
-Starts `lictor serve` on the embedded SQLite default, records a few operator
-notes through the HTTP API with the admin credential, verifies one receipt
-offline, and prints where to fetch the checkpoint, a tile and a proof. Runs
-until Ctrl-C, or exits after the walk-through with ``--once``.
+    lictor demo [--once] [--port P]
+
+Starts `lictor serve` on a temporary SQLite data directory (on loopback, a
+free port unless ``--port``), sets it up as an admin would and plays the
+scenario of `lictor.demo.scenario`: three runtimes in three regions, agents
+spawning sub-agents, real subprocess work through `lictor run` and the SDK.
+Prints a table of each step, the promise it shows and whether it held.
+
+With ``--once`` it then exits: 0 only if every promise held and the log
+audit passed, 1 otherwise. Without, it prints where to look (API, log,
+admin credential) and keeps the control plane running until Ctrl-C (or
+SIGTERM). Either way it then stops the server and deletes the temporary
+directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import threading
+import signal
+import tempfile
+import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
-import httpx
-import uvicorn
+from lictor.demo import scenario
+from lictor.demo.plane import ControlPlane
+from lictor.demo.stage import Row
 
-from lictor.cli.serve import add_server_options, running_app
-from lictor.datadir import TOKEN_FILE
-from lictor.errors import UnavailableError
-from lictor.log.entry import canonical_entry
-from lictor.log.note import parse_verifier_key
-from lictor.log.proof import parse_tlog_proof, verify_tlog_proof
-
-SAMPLE_NOTES = (
-    "break-glass: on-call granted prod database access for incident 4711",
-    "policy freeze lifted after the quarterly review",
-    "runtime edge-eu-3 retired; its credential revoked",
-)
+FAILED = 1
+DETAIL_WIDTH = 100
 
 
-def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser("demo", help="serve and show the log working")
-    add_server_options(p)
-    p.add_argument("--once", action="store_true", help="exit after the walk-through")
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="play a governance scenario on a temporary control plane",
+        description=__doc__.split("\n\n")[2] if __doc__ else None,
+    )
+    p.add_argument("--once", action="store_true", help="exit after the scenario and the audit")
+    p.add_argument("--port", type=int, default=0, help="listen port (default: any free one)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    outcome: list[int] = []
-    with running_app(args) as (_, app):
-        server = uvicorn.Server(
-            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    with tempfile.TemporaryDirectory(prefix="lictor-demo-") as temp:
+        root = Path(temp)
+        plane = ControlPlane.start(root, args.port)
+        try:
+            print(f"lictor demo: control plane at {plane.url}, data in {plane.data_dir}")
+            rows = scenario.play(plane, root, progress=_progress)
+            print(table(rows), flush=True)
+            code = 0 if scenario.held(rows) else FAILED
+            if not args.once:
+                _show_where(plane)
+                _serve_until_interrupted(plane)
+            return code
+        finally:
+            plane.stop()
+
+
+def _progress(text: str) -> None:
+    print(text, flush=True)
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The rows as a table: step, result, promise, then the detail indented under them."""
+    step_width = max(len(row.step) for row in rows)
+    lines = [f"{'step':<{step_width}}  result  promise"]
+    indent = " " * (step_width + 2)
+    for row in rows:
+        result = "ok" if row.ok else "FAILED"
+        lines.append(f"{row.step:<{step_width}}  {result:<6}  {row.promise}")
+        lines += textwrap.wrap(
+            row.detail,
+            DETAIL_WIDTH,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
         )
-        walker = threading.Thread(target=_walk, args=(server, args, outcome), daemon=True)
-        walker.start()
-        server.run()
-        walker.join(timeout=5)
-    return outcome[0] if outcome else 1
+    held = sum(row.ok for row in rows)
+    verdict = "all promises held" if held == len(rows) else f"{len(rows) - held} FAILED"
+    lines.append(f"{held}/{len(rows)} ok: {verdict}")
+    return "\n".join(lines)
 
 
-def _walk(server: uvicorn.Server, args: argparse.Namespace, outcome: list[int]) -> None:
-    try:
-        _wait_started(server)
-        _show(f"http://{args.host}:{args.port}", args.data_dir)
-        outcome.append(0)
-    except Exception as e:  # report and stop the server rather than hang
-        print(f"lictor demo: {e}", flush=True)
-        outcome.append(1)
-        server.should_exit = True
-        return
-    if args.once:
-        server.should_exit = True
-    else:
-        print("Serving until Ctrl-C.", flush=True)
-
-
-def _wait_started(server: uvicorn.Server, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise UnavailableError("the server did not start")
-        time.sleep(0.05)
-
-
-def _show(url: str, data_dir: str) -> None:
-    token = Path(data_dir, TOKEN_FILE).read_text().strip()
-    with httpx.Client(base_url=url, timeout=10) as client:
-        headers = {"Authorization": f"Bearer {token}"}
-        receipts = []
-        for text in SAMPLE_NOTES:
-            r = client.post("/v1/log/entries", json={"kind": "note", "text": text}, headers=headers)
-            r.raise_for_status()
-            receipts.append(r.json()["receipt"])
-        vkey = client.get("/v1/log/key").json()["vkey"]
-    last = receipts[-1]
-    proof = parse_tlog_proof(last["tlog_proof"])
-    checkpoint, _ = verify_tlog_proof(
-        proof, canonical_entry(last["entry"]), [parse_verifier_key(vkey)]
+def _show_where(plane: ControlPlane) -> None:
+    print(f"\nconsole: not built yet ({plane.url}/console); the API is at {plane.url}/v1")
+    print(f"log:     {plane.url}/log/checkpoint   verifier key: {plane.url}/v1/log/key")
+    print(f"admin credential: {plane.token}")
+    print(f"try:     export LICTOR_URL={plane.url} LICTOR_CREDENTIAL={plane.token}")
+    print(
+        "         lictor exec list; lictor runtime list; lictor log audit $LICTOR_URL/log --key …"
     )
-    print(f"Lictor log at {url}: recorded {len(receipts)} operator notes.")
-    print(f"  verifier key:  {vkey}")
-    print(f"  receipt of entry {last['index']} verified offline at tree size {checkpoint.size}")
-    print(f"  checkpoint:    {url}/log/checkpoint")
-    print(f"  inclusion:     {url}/v1/log/proof/inclusion?index={last['index']}")
-    print(f"  entry:         {url}/v1/log/entries/{last['index']}")
-    print(f"  audit it:      lictor log audit {url}/log --key '{vkey}'", flush=True)
+    print("Serving until Ctrl-C; the temporary data directory is deleted then.", flush=True)
+
+
+def _serve_until_interrupted(plane: ControlPlane) -> None:
+    """Wait for Ctrl-C or SIGTERM (either leaves the caller to clean up)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while plane.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"lictor demo: the control plane exited ({plane.process.returncode})", flush=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

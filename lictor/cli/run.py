@@ -125,21 +125,30 @@ def _govern(
 
 
 def _supervise(handle: ExecutionHandle, argv: list[str], grace: float, watchdog: Watchdog) -> int:
-    """Run the command under ``handle``; its exit code (the scope raises if it was lost)."""
+    """Run the command under ``handle``; its exit code (the scope raises if it was lost).
+
+    SIGINT and SIGTERM are caught from before the command starts until this
+    process exits: one that arrives early is passed on as soon as the command
+    exists, and a late one (a parent stopping its whole tree) cannot kill
+    this process before it has reported.
+    """
+    started: list[Supervised] = []
+    interrupted: list[int] = []
+    _forward_signals(started, interrupted)
     try:
         supervised = Supervised.start(argv, _environment(handle), cgroup_home())
     except OSError as e:
         print(f"lictor run: cannot start {argv[0]}: {e}", file=sys.stderr)
         handle.report("failed", NOT_STARTED, f"not started: {e}")
         return NOT_STARTED
+    started.append(supervised)
     watchdog.guard(supervised)
     handle.on_cancel(lambda: supervised.terminate(grace))
-    interrupted: list[int] = []
-    previous = _forward_signals(supervised, interrupted)
+    if interrupted:
+        supervised.signal(interrupted[0])
     try:
         code = supervised.wait()
     finally:
-        _restore(previous)
         supervised.clean_up()
     exit_code = code if code >= 0 else 128 - code
     if handle.lost is None:
@@ -148,17 +157,14 @@ def _supervise(handle: ExecutionHandle, argv: list[str], grace: float, watchdog:
     return exit_code
 
 
-def _forward_signals(supervised: Supervised, seen: list[int]) -> dict[int, Any]:
+def _forward_signals(started: list[Supervised], seen: list[int]) -> None:
     def forward(signum: int, frame: FrameType | None) -> None:
         seen.append(signum)
-        supervised.signal(signum)
+        for supervised in started:
+            supervised.signal(signum)
 
-    return {sig: signal.signal(sig, forward) for sig in FORWARDED}
-
-
-def _restore(previous: Mapping[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
 
 
 def _environment(handle: ExecutionHandle) -> dict[str, str]:

@@ -34,7 +34,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from lictor.errors import LictorError
+from lictor.errors import (
+    ExecutionRevokedError,
+    InvalidTransitionError,
+    LeaseExpiredError,
+    LeaseLostError,
+    LictorError,
+)
 from lictor.sdk.enforce import ExecutionHandle, Keeper, current, outcome_for
 from lictor.sdk.keeper import TaskKeeper, ThreadKeeper
 
@@ -109,8 +115,9 @@ class ExecutionScope:
         try:
             self._client.complete(self.handle.id, *_outcome(self.handle, exc))
         except LictorError as e:
+            error = _ended_meanwhile(self.handle, e)
             if exc is None:
-                raise
+                raise error from e
             exc.add_note(f"completing execution {self.handle.id} failed: {e.code}: {e}")
 
 
@@ -162,14 +169,28 @@ class AsyncExecutionScope:
         try:
             await self._client.complete(self.handle.id, *_outcome(self.handle, exc))
         except LictorError as e:
+            error = _ended_meanwhile(self.handle, e)
             if exc is None:
-                raise
+                raise error from e
             exc.add_note(f"completing execution {self.handle.id} failed: {e.code}: {e}")
 
     def _uncancel(self) -> None:
         """Withdraw the cancellation this scope requested, as `asyncio.timeout` does."""
         if self._cancelled and self._task is not None:
             self._task.uncancel()
+
+
+def _ended_meanwhile(handle: ExecutionHandle, error: LictorError) -> LictorError:
+    """A completion refused because the execution already ended (revoked, or its lease
+    ran out, before the keeper or the events saw it) is a loss like any other."""
+    if isinstance(error, LeaseExpiredError):
+        lost: LictorError = LeaseLostError(error.message)
+    elif isinstance(error, InvalidTransitionError):
+        lost = ExecutionRevokedError(error.message)
+    else:
+        return error
+    handle.lose(lost)
+    return handle.lost or lost
 
 
 def _outcome(

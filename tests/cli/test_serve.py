@@ -1,4 +1,4 @@
-"""`lictor serve` and `lictor demo` as real processes on loopback."""
+"""`lictor serve` as a real process on loopback (`lictor demo` is in test_demo.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 from lictor.log.checkpoint import open_checkpoint
 from lictor.log.note import parse_verifier_key
 
-from ..conftest import REPO, free_port
+from ..conftest import free_port
 
 
 def _mode(path: Path) -> int:
@@ -38,24 +38,6 @@ def test_first_start_creates_private_key_and_credential(serve: Callable[..., Any
     assert again.token == token
     db = (again.data_dir / "lictor.db").read_bytes()
     assert token.encode() not in db  # only the hash is stored
-
-
-def test_demo_once_records_and_prints_where_to_look(tmp_path: Path) -> None:
-    port = free_port()
-    result = subprocess.run(
-        [sys.executable, "-m", "lictor.cli.main", "demo", "--once", "--port", str(port)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert f"http://127.0.0.1:{port}/log/checkpoint" in result.stdout
-    assert "/v1/log/proof/inclusion?index=2" in result.stdout
-    assert "verified offline" in result.stdout
-    assert (tmp_path / "lictor-data" / "admin.token").exists()
 
 
 def test_a_second_server_on_the_same_data_dir_refuses_to_start(
