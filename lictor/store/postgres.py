@@ -46,6 +46,7 @@ _TAGS = (
 _MIGRATION_LOCK = 0x6C6963746F72  # "lictor"
 _WRITER_LOCK = _MIGRATION_LOCK + 1
 _BATCH_ROWS = 1000
+_CACHED_CREDENTIALS = 1 << 16
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,6 +96,7 @@ class PostgresStore:
         self._conninfo = conninfo
         self._leads: dict[str, psycopg.Connection[Any]] = {}
         self._writer: psycopg.Connection[Any] | None = None
+        self._credentials: dict[bytes, Credential] = {}
         self._writer_lock = threading.Lock()
         self._lead_lock = threading.Lock()
         try:
@@ -267,11 +269,19 @@ class PostgresStore:
             )
 
     def find_credential(self, secret_hash: bytes) -> Credential | None:
+        known = self._credentials.get(secret_hash)
+        if known is not None:  # a stored credential never changes: safe on every replica
+            return known
         with self._read() as conn:
             row = conn.execute(
                 "SELECT name, role FROM credentials WHERE secret_hash = %s", (secret_hash,)
             ).fetchone()
-        return None if row is None else Credential(row[0], row[1], secret_hash)
+        if row is None:
+            return None
+        found = Credential(row[0], row[1], secret_hash)
+        if len(self._credentials) < _CACHED_CREDENTIALS:
+            self._credentials[secret_hash] = found
+        return found
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         stop = threading.Event()
@@ -394,39 +404,57 @@ def _record_checkpoint(conn: psycopg.Connection[Any], head: Head) -> None:
 
 
 def _write_records(conn: psycopg.Connection[Any], writes: Sequence[RecordWrite]) -> None:
-    """Compare-and-swap records and replace their tags (inside a transaction)."""
-    with conn.cursor() as cur:
-        for write in writes:
-            if write.expected_version == 0:
-                cur.execute(
-                    "INSERT INTO records (kind, key, version, doc) VALUES (%s, %s, 1, %s)",
-                    (write.kind, write.key, write.doc),
-                )
-            else:
-                cur.execute(
-                    "UPDATE records SET version = %s, doc = %s"
-                    " WHERE kind = %s AND key = %s AND version = %s",
-                    (
-                        write.expected_version + 1,
-                        write.doc,
-                        write.kind,
-                        write.key,
-                        write.expected_version,
-                    ),
-                )
-                if cur.rowcount != 1:
-                    raise ConflictError(f"record {write.kind}/{write.key} moved past its version")
-            cur.execute(
-                "DELETE FROM record_tags WHERE kind = %s AND key = %s AND NOT (tag = ANY(%s))",
-                (write.kind, write.key, [tag for tag, _ in write.tags]),
-            )
-            if write.tags:
-                cur.executemany(
-                    "INSERT INTO record_tags (kind, key, tag, value) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT (kind, key, tag) DO UPDATE SET value = excluded.value"
-                    " WHERE record_tags.value <> excluded.value",
-                    [(write.kind, write.key, tag, value) for tag, value in write.tags],
-                )
+    """Compare-and-swap records and replace their tags (inside a transaction).
+
+    A handful of statements whatever the number of writes (arrays unnested by
+    the server): new records in one insert (an existing key is a unique
+    violation, so a conflict), updates in one statement that must return
+    every key, then the tags.
+    """
+    if not writes:
+        return
+    new = [w for w in writes if w.expected_version == 0]
+    old = [w for w in writes if w.expected_version != 0]
+    if new:
+        conn.execute(
+            "INSERT INTO records (kind, key, version, doc)"
+            " SELECT k, y, 1, d FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS v(k, y, d)",
+            ([w.kind for w in new], [w.key for w in new], [w.doc for w in new]),
+        )
+    if old:
+        moved = conn.execute(
+            "UPDATE records AS r SET version = v.e + 1, doc = v.d"
+            " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) AS v(k, y, e, d)"
+            " WHERE r.kind = v.k AND r.key = v.y AND r.version = v.e RETURNING r.key",
+            (
+                [w.kind for w in old],
+                [w.key for w in old],
+                [w.expected_version for w in old],
+                [w.doc for w in old],
+            ),
+        ).fetchall()
+        if len(moved) != len(old):
+            stale = sorted({w.key for w in old} - {row[0] for row in moved})[:3]
+            raise ConflictError(f"records {stale} moved past their versions")
+    tags = [(w.kind, w.key, tag, value) for w in writes for tag, value in w.tags]
+    kinds, keys, names, values = (
+        (list(column) for column in zip(*tags, strict=True)) if tags else ([], [], [], [])
+    )
+    conn.execute(
+        "DELETE FROM record_tags t"
+        " WHERE (t.kind, t.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        " AND (t.kind, t.key, t.tag) NOT IN"
+        " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
+        ([w.kind for w in writes], [w.key for w in writes], kinds, keys, names),
+    )
+    if tags:
+        conn.execute(
+            "INSERT INTO record_tags (kind, key, tag, value)"
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+            " ON CONFLICT (kind, key, tag) DO UPDATE SET value = excluded.value"
+            " WHERE record_tags.value <> excluded.value",
+            (kinds, keys, names, values),
+        )
 
 
 def _find_query(

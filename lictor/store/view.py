@@ -2,7 +2,9 @@
 
 The committer plans a batch's commands one after another; each sees the
 writes of the commands before it through a `StateView`, so a batch behaves
-exactly as if its commands had committed one by one.
+exactly as if its commands had committed one by one. A batch is planned
+while no other writer can commit (`Store.writing`), so a record read once
+is remembered for the rest of the batch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class StateView:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._written: dict[tuple[str, str], RecordWrite] = {}
+        self._read: dict[tuple[str, str], Record | None] = {}  # no one else writes meanwhile
         self._undo: list[tuple[tuple[str, str], RecordWrite | None]] = []
 
     @property
@@ -26,7 +29,11 @@ class StateView:
 
     def get(self, kind: str, key: str) -> Record | None:
         write = self._written.get((kind, key))
-        return write.record() if write else self._store.get_record(kind, key)
+        if write is not None:
+            return write.record()
+        if (kind, key) not in self._read:
+            self._read[(kind, key)] = self._store.get_record(kind, key)
+        return self._read[(kind, key)]
 
     def find(self, kind: str, tags: dict[str, str], limit: int = 100_000) -> list[Record]:
         """Records of ``kind`` with all ``tags``, by key (batch writes included)."""
