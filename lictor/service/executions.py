@@ -141,6 +141,7 @@ class Executions:
                 result = self.log.sequencer.submit_commands([command])[0].result()
             except StaleDecisionError:
                 self.policies.invalidate()
+                self.runtimes.forget()
                 continue
             return self._with_grant(result, now)
         raise StaleDecisionError("the active policy kept changing; try again")
@@ -154,6 +155,7 @@ class Executions:
                 result = await asyncio.wrap_future(future)
             except StaleDecisionError:
                 self.policies.invalidate()
+                self.runtimes.forget()
                 continue
             return self._with_grant(result, now)
         raise StaleDecisionError("the active policy kept changing; try again")
@@ -161,7 +163,7 @@ class Executions:
     def _request_command(self, ask: Ask) -> tuple[Command, int]:
         """Decide ``ask`` now; the command that records it, and the decision time."""
         now = self.log.now_ms()
-        runtime = self.runtimes.get(ask.runtime_id)
+        runtime = self.runtimes.for_decision(ask.runtime_id)
         parent, denial = self._parent(ask, now)
         execution_id = execution_id_from(os.urandom(16))
         lineage = (
@@ -385,7 +387,7 @@ class Executions:
         self.check_owner(stored, runtime_id)
         if leases.effective_state(stored.execution, now) is not ExecutionState.ACTIVE:
             leases.renew(stored.execution, now, ttl_ms)  # raises the precise error
-        runtime = self.runtimes.get(runtime_id)
+        runtime = self.runtimes.for_decision(runtime_id)
         facts = runtime_facts(runtime)
         decided = self._runtime_denial(runtime) or self._decide(
             request_of(stored.execution, facts, stored.lineage, now)

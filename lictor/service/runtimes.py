@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -58,11 +59,15 @@ def check_label(value: str, what: str, pattern: re.Pattern[str] = LABEL) -> str:
     return value
 
 
+DECISION_CACHE_S = 1.0
+
+
 class Runtimes:
     """Use cases for runtimes over the audit log and its store."""
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
+        self._recent: dict[str, tuple[float, Runtime]] = {}
 
     def add(self, name: str, region: str, cluster: str) -> tuple[Runtime, str]:
         """Register a runtime; returns it and its credential (shown only now)."""
@@ -90,6 +95,27 @@ class Runtimes:
         if record is None:
             raise NotFoundError(f"no runtime {runtime_id!r}")
         return Runtime.from_doc(record.doc)
+
+    def for_decision(self, runtime_id: str) -> Runtime:
+        """`get`, for facts a decision is made on: with a shared store, a runtime read in
+        the last `DECISION_CACHE_S` seconds is reused. Safe because every decision's
+        commit checks the runtime again in the database (a revoked runtime denies, changed
+        facts decide again after `forget`)."""
+        if not self.log.store.shared:
+            return self.get(runtime_id)  # an exclusive store already answers from memory
+        now = time.monotonic()
+        cached = self._recent.get(runtime_id)
+        if cached is not None and now - cached[0] < DECISION_CACHE_S:
+            return cached[1]
+        runtime = self.get(runtime_id)
+        if len(self._recent) > 4096:
+            self._recent.clear()
+        self._recent[runtime_id] = (now, runtime)
+        return runtime
+
+    def forget(self) -> None:
+        """Drop what `for_decision` remembers (a decision turned out stale)."""
+        self._recent.clear()
 
     def list(self, region: str | None = None, cluster: str | None = None) -> list[Runtime]:
         tags = {k: v for k, v in (("region", region), ("cluster", cluster)) if v is not None}

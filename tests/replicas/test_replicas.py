@@ -238,3 +238,27 @@ def test_each_replica_reports_itself_and_the_database(replicas: list[Server]) ->
         metrics = httpx.get(server.url + "/metrics").text
         assert f'lictor_replica{{engine="postgresql",replica="{ready["replica"]}"}} 1.0' in metrics
     assert len(seen) == 3
+
+
+def test_a_failed_attestation_on_one_replica_decides_the_next_request_on_another(
+    replicas: list[Server],
+) -> None:
+    """The deciding replica may hold the runtime's facts from a moment ago; the commit
+    checks them again in the database and decides again with the new ones."""
+    from ..sdk.conftest import govern
+
+    plane = govern(replicas[0])
+    runtime = {"Authorization": f"Bearer {plane.runtime_secret}"}
+    body = {
+        "principal": 'Agent::"release-bot"',
+        "action": 'Action::"deploy"',
+        "resource": 'Service::"payments-api"',
+    }
+    allowed = httpx.post(replicas[1].url + "/v1/executions", json=body, headers=runtime)
+    assert allowed.status_code == 201, allowed.text  # replica 1 now knows the runtime verified
+    beat = {"attestation": {"state": "failed"}}
+    r = httpx.post(replicas[0].url + "/v1/runtimes/edge-1/heartbeat", json=beat, headers=runtime)
+    assert r.status_code == 200 and allowed.json()["execution"]["id"] in r.json()["revoked"]
+    denied = httpx.post(replicas[1].url + "/v1/executions", json=body, headers=runtime)
+    assert denied.status_code == 403, denied.text
+    assert denied.json()["decision"]["reasons"] == ["production-needs-attested-runtime"]
