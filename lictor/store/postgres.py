@@ -169,7 +169,7 @@ class PostgresStore:
         writes: Sequence[RecordWrite] = (),
     ) -> Head:
         new = Head(head.size, head.root, head.checkpoint, expected_version + 1)
-        with self._tx() as conn:
+        with self._tx() as conn, conn.pipeline():  # statements go out without waiting
             first = _move_head(conn, expected_version, new, len(entries))
             start = stored_hash_count(first)
             if start + len(hashes) != stored_hash_count(new.size):
