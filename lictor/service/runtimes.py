@@ -121,12 +121,6 @@ class Runtimes:
         tags = {k: v for k, v in (("region", region), ("cluster", cluster)) if v is not None}
         return [Runtime.from_doc(r.doc) for r in self.log.store.find_records(KIND, tags)]
 
-    def revoke(self, runtime_id: str, reason: str) -> Runtime:
-        """Mark a runtime revoked (logged); its requests are denied from now on."""
-        command = self.revoke_command(runtime_id, reason)
-        result: Runtime = self.log.sequencer.submit_commands([command])[0].result()
-        return result
-
     def revoke_command(self, runtime_id: str, reason: str) -> Command:
         """The command marking a runtime revoked; its result is the `Runtime`."""
         public = {"runtime": runtime_id}
@@ -143,14 +137,6 @@ class Runtimes:
             return Plan([entry], [new.write(record.version)], lambda head: new)
 
         return plan
-
-    def heartbeat(
-        self, runtime_id: str, attestation: dict[str, Any] | None
-    ) -> tuple[Runtime, bool]:
-        """Record a heartbeat; a changed attestation is logged. Returns (runtime, changed)."""
-        command = self.heartbeat_command(runtime_id, attestation)
-        result: tuple[Runtime, bool] = self.log.sequencer.submit_commands([command])[0].result()
-        return result
 
     def heartbeat_command(self, runtime_id: str, attestation: dict[str, Any] | None) -> Command:
         """The command recording a heartbeat; its result is ``(runtime, changed)``."""

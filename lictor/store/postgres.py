@@ -175,10 +175,12 @@ class PostgresStore:
             if start + len(hashes) != stored_hash_count(new.size):
                 raise StoreError(f"{len(hashes)} hashes do not fit a batch of {len(entries)}")
             with conn.cursor() as cur:
-                _insert(cur, "entries", [(first + i, e.data) for i, e in enumerate(entries)])
+                _insert(
+                    cur, "entries (idx, data)", [(first + i, e.data) for i, e in enumerate(entries)]
+                )
                 private = [(first + i, e.private) for i, e in enumerate(entries) if e.private]
-                _insert(cur, "private_events", private)
-                _insert(cur, "hashes", [(start + i, h) for i, h in enumerate(hashes)])
+                _insert(cur, "private_events (idx, data)", private)
+                _insert(cur, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)])
             _record_checkpoint(conn, new)
             _write_records(conn, writes)
             conn.execute(f"NOTIFY {CHANNEL}")
@@ -384,12 +386,9 @@ def _move_head(conn: psycopg.Connection[Any], expected_version: int, new: Head, 
     return old_size
 
 
-def _insert(cur: psycopg.Cursor[Any], table: str, rows: Sequence[tuple[int, bytes]]) -> None:
-    column = "hash" if table == "hashes" else "data"
+def _insert(cur: psycopg.Cursor[Any], into: str, rows: Sequence[tuple[int, bytes]]) -> None:
     for lo in range(0, len(rows), _BATCH_ROWS):
-        cur.executemany(
-            f"INSERT INTO {table} (idx, {column}) VALUES (%s, %s)", rows[lo : lo + _BATCH_ROWS]
-        )
+        cur.executemany(f"INSERT INTO {into} VALUES (%s, %s)", rows[lo : lo + _BATCH_ROWS])
 
 
 def _record_checkpoint(conn: psycopg.Connection[Any], head: Head) -> None:

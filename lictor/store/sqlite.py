@@ -9,10 +9,10 @@ Every database failure surfaces as `StoreError`.
 
 An *exclusive* store (``exclusive=True``: its caller guarantees no other
 process or store object writes the file, as `lictor.datadir` does with its
-lock) keeps recently read and written records, and the credentials it found
-(stored credentials never change), in memory. The cache changes
+lock) keeps recently read and written records in memory. That cache changes
 only after a commit succeeded, and a read that raced a commit does not fill
-it, so it always holds what the database holds.
+it, so it always holds what the database holds. Every store remembers the
+credentials it found: a stored credential never changes.
 
 A batch's rows go in as a few multi-row ``INSERT`` statements, not one
 statement per row: CPython releases the GIL around every SQLite step, and each
@@ -108,7 +108,6 @@ class SQLiteStore:
     def __init__(self, path: str | Path, exclusive: bool = False) -> None:
         self._path = str(path)
         self._cache = _RecordCache(_CACHED_RECORDS if exclusive else 0)
-        self._exclusive = exclusive
         self._credentials: dict[bytes, Credential] = {}  # never changed once stored
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._write_lock = threading.Lock()
@@ -371,7 +370,7 @@ class SQLiteStore:
         if row is None:
             return None
         found = Credential(row[0], row[1], secret_hash)
-        if self._exclusive and len(self._credentials) < _CACHED_RECORDS:
+        if len(self._credentials) < _CACHED_RECORDS:  # a stored credential never changes
             self._credentials[secret_hash] = found
         return found
 

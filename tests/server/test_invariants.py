@@ -454,10 +454,11 @@ def test_a_failed_attestation_the_sweep_missed_revokes_at_the_next_renewal(
     client: TestClient, runtime: Headers, admin: Headers
 ) -> None:
     """Defence in depth: an attestation recorded without its re-verification (as
-    `Runtimes.heartbeat` alone does) is still caught by the next renewal."""
+    `Runtimes.heartbeat_command` alone does) is still caught by the next renewal."""
     execution_id = _deploy_to_production(client, runtime)
     app: Any = client.app
-    app.state.runtimes.heartbeat("edge-eu", {"state": "failed", "digests": {}})
+    beat = app.state.runtimes.heartbeat_command("edge-eu", {"state": "failed", "digests": {}})
+    app.state.log.sequencer.submit_commands([beat])[0].result()
     renewed = client.post(f"/v1/executions/{execution_id}/renew", json={}, headers=runtime)
     assert renewed.status_code == 200, renewed.text
     execution = renewed.json()["execution"]
@@ -619,10 +620,11 @@ def test_a_revoked_runtime_cannot_renew_what_the_sweep_missed(
     client: TestClient, runtime: Headers, admin: Headers
 ) -> None:
     """Defence in depth: a runtime revoked without the sweep of its executions (as
-    `Runtimes.revoke` alone does) cannot renew them: its work ends, it does not run on."""
+    `Runtimes.revoke_command` alone does) cannot renew them: its work ends, it does not run on."""
     execution_id = started(client, runtime)["execution"]["id"]
     app: Any = client.app
-    app.state.runtimes.revoke("edge-eu", "stolen")  # the mark alone, no sweep
+    mark = app.state.runtimes.revoke_command("edge-eu", "stolen")  # the mark alone, no sweep
+    app.state.log.sequencer.submit_commands([mark])[0].result()
     renewed = client.post(f"/v1/executions/{execution_id}/renew", json={}, headers=runtime)
     assert renewed.status_code in (200, 401, 403, 409), renewed.text
     if renewed.status_code == 200:
