@@ -29,7 +29,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lictor import __version__
 from lictor.core.grant import GrantSigner, jwk_thumbprint
 from lictor.errors import LictorError
-from lictor.server import events, executions_api, log_api, policies_api, runtimes_api
+from lictor.server import (
+    console,
+    events,
+    executions_api,
+    health_api,
+    log_api,
+    policies_api,
+    runtimes_api,
+)
 from lictor.server.events import CommitSignal, EntryTail
 from lictor.service.executions import Executions
 from lictor.service.log import AuditLog
@@ -215,6 +223,9 @@ def create_app(
     app.include_router(log_api.tiles)
     app.include_router(policies_api.router)
     app.include_router(executions_api.principals)
+    app.include_router(console.session)
+    app.include_router(health_api.router)
+    app.include_router(console.router)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(CountRequests, counter=app.state.metrics.requests)
     return app

@@ -54,10 +54,16 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/runtimes/{runtime_id}/revoke"): {"admin"},
     ("POST", "/v1/principals/revoke"): {"admin"},
     ("GET", "/v1/executions/{execution_id}/replay"): {"admin", "auditor"},
+    ("GET", "/v1/session"): {"admin", "auditor", "runtime"},
+    ("GET", "/console"): PUBLIC,
+    ("GET", "/console/"): PUBLIC,
+    ("GET", "/console/{page}"): PUBLIC,
+    ("GET", "/console/static/{path:path}"): PUBLIC,
 }
 STREAMS = {"/v1/events"}
 SAMPLE = {
     "{index}": "0",
+    "{page}": "proof",
     "{path:path}": "0/000",
     "{runtime_id}": "edge-1",
     "{version}": "0" * 64,

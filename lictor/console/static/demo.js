@@ -1,0 +1,4 @@
+// Runtime governance demo.
+import { shell } from "./common.js";
+
+await shell();

@@ -1,0 +1,4 @@
+// Governance console.
+import { shell } from "./common.js";
+
+await shell();

@@ -1,0 +1,4 @@
+// Infrastructure health.
+import { shell } from "./common.js";
+
+await shell();

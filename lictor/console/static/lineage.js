@@ -1,0 +1,4 @@
+// Execution lineage.
+import { shell } from "./common.js";
+
+await shell();

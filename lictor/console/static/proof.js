@@ -1,0 +1,4 @@
+// Proof viewer.
+import { shell } from "./common.js";
+
+await shell();
