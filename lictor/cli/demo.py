@@ -8,16 +8,25 @@ scenario of `lictor.demo.scenario`: three runtimes in three regions, agents
 spawning sub-agents, real subprocess work through `lictor run` and the SDK.
 Prints a table of each step, the promise it shows and whether it held.
 
-With ``--once`` it then exits: 0 only if every promise held and the log
-audit passed, 1 otherwise. Without, it prints where to look (API, log,
-admin credential) and keeps the control plane running until Ctrl-C (or
-SIGTERM). Either way it then stops the server and deletes the temporary
+With ``--once`` it plays the scenario itself, headless, and exits: 0 only if
+every promise held and the log audit passed, 1 otherwise. Without, it first
+prints the console's address and the admin credential, has the server play
+the scenario (so the console's demo page shows it unfolding and can play it
+again), prints the table and keeps the control plane running until Ctrl-C
+(or SIGTERM). Either way it then stops the server and deletes the temporary
 directory.
+
+``--attach PORT`` plays the scenario against a server already running on
+that loopback port, with the admin credential in ``LICTOR_CREDENTIAL``;
+``--json`` prints each step's start and end as a JSON line. That is how the
+server runs it for the console (`lictor.demo.runner`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import tempfile
 import textwrap
@@ -28,10 +37,12 @@ from types import FrameType
 
 from lictor.demo import scenario
 from lictor.demo.plane import ControlPlane
-from lictor.demo.stage import Row
+from lictor.demo.stage import Row, Step
+from lictor.errors import InvalidRequestError
 
 FAILED = 1
 DETAIL_WIDTH = 100
+FOLLOW_SECONDS = 0.5
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,28 +53,90 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--once", action="store_true", help="exit after the scenario and the audit")
     p.add_argument("--port", type=int, default=0, help="listen port (default: any free one)")
+    p.add_argument(
+        "--attach",
+        type=int,
+        metavar="PORT",
+        help="play against the server on this loopback port (credential: LICTOR_CREDENTIAL)",
+    )
+    p.add_argument("--json", action="store_true", help="print each step as a JSON line")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.attach is not None:
+        return _attached(args.attach, args.json)
     with tempfile.TemporaryDirectory(prefix="lictor-demo-") as temp:
         root = Path(temp)
         plane = ControlPlane.start(root, args.port)
         try:
             print(f"lictor demo: control plane at {plane.url}, data in {plane.data_dir}")
-            rows = scenario.play(plane, root, progress=_progress)
+            if args.once:
+                rows = scenario.play(plane, root, progress=_progress)
+            else:
+                _show_where(plane)
+                rows = _played_by_server(plane)
             print(table(rows), flush=True)
             code = 0 if scenario.held(rows) else FAILED
             if not args.once:
-                _show_where(plane)
                 _serve_until_interrupted(plane)
             return code
         finally:
             plane.stop()
 
 
-def _progress(text: str) -> None:
-    print(text, flush=True)
+def _attached(port: int, as_json: bool) -> int:
+    """Play against a running server; with ``as_json``, a JSON line per step start and end."""
+    token = os.environ.get("LICTOR_CREDENTIAL", "")
+    if not token:
+        raise InvalidRequestError("--attach needs the admin credential in LICTOR_CREDENTIAL")
+    plane = ControlPlane.attach(port, token)
+    signal.signal(signal.SIGTERM, _interrupt)  # stopping still ends the governed processes
+
+    def started(step: Step) -> None:
+        _emit({"event": "step", "name": step.name, "status": "running"}, as_json, step)
+
+    def played(row: Row) -> None:
+        status = "ok" if row.ok else "failed"
+        cited = [c.index for c in row.cited]
+        message = {"event": "step", "name": row.step, "status": status, "detail": row.detail}
+        _emit({**message, "cited": cited}, as_json, None)
+
+    with tempfile.TemporaryDirectory(prefix="lictor-demo-") as temp:
+        rows = scenario.play(plane, Path(temp), progress=started, played=played)
+    held = scenario.held(rows)
+    if as_json:
+        print(json.dumps({"event": "done", "held": held}), flush=True)
+    else:
+        print(table(rows), flush=True)
+    return 0 if held else FAILED
+
+
+def _emit(message: dict[str, object], as_json: bool, step: Step | None) -> None:
+    if as_json:
+        print(json.dumps(message), flush=True)
+    elif step is not None:
+        _progress(step)
+
+
+def _played_by_server(plane: ControlPlane) -> list[Row]:
+    """Have the server play the scenario (the console shows it) and follow it to the end."""
+    status = plane.admin("POST", "/v1/demo/start")
+    told: set[tuple[str, str]] = set()
+    while True:
+        for step in status["steps"]:
+            if step["status"] != "pending" and (step["name"], step["status"]) not in told:
+                told.add((step["name"], step["status"]))
+                print(f"  {step['name']}: {step['status']}", flush=True)
+        if status["state"] != "running":
+            break
+        time.sleep(FOLLOW_SECONDS)
+        status = plane.admin("GET", "/v1/demo")
+    return [Row(s["name"], s["promise"], s["status"] == "ok", s["detail"]) for s in status["steps"]]
+
+
+def _progress(step: Step) -> None:
+    print(f"  {step.name} ...", flush=True)
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -88,19 +161,23 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def _show_where(plane: ControlPlane) -> None:
-    print(f"\nconsole: not built yet ({plane.url}/console); the API is at {plane.url}/v1")
+    print(f"\nconsole: {plane.url}/console/   (the demo page: {plane.url}/console/demo)")
+    print(f"API:     {plane.url}/v1")
     print(f"log:     {plane.url}/log/checkpoint   verifier key: {plane.url}/v1/log/key")
     print(f"admin credential: {plane.token}")
     print(f"try:     export LICTOR_URL={plane.url} LICTOR_CREDENTIAL={plane.token}")
     print(
         "         lictor exec list; lictor runtime list; lictor log audit $LICTOR_URL/log --key …"
     )
-    print("Serving until Ctrl-C; the temporary data directory is deleted then.", flush=True)
+    print("Playing the scenario now; then serving until Ctrl-C, when the temporary data")
+    print("directory is deleted.\n", flush=True)
 
 
 def _serve_until_interrupted(plane: ControlPlane) -> None:
     """Wait for Ctrl-C or SIGTERM (either leaves the caller to clean up)."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    print("Serving until Ctrl-C (the console's demo page can play the scenario again).", flush=True)
+    assert plane.process is not None
     try:
         while plane.process.poll() is None:
             time.sleep(0.5)

@@ -7,23 +7,33 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from lictor.datadir import TOKEN_FILE, open_data_dir
+from lictor.demo.runner import DemoRunner
+from lictor.errors import InvalidRequestError
 from lictor.server.app import create_app
 from lictor.service.log import AuditLog
 
 DEFAULT_DATA_DIR = "./lictor-data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7300
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("serve", help="run the control plane")
     add_server_options(p)
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="let admins run the demo scenario against this server from the console"
+        " (lictor demo sets it; needs a loopback --host and a fixed --port)",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,7 +67,12 @@ def running_app(args: argparse.Namespace) -> Iterator[tuple[AuditLog, FastAPI]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.demo and (args.port == 0 or args.host not in LOOPBACK):
+        raise InvalidRequestError("--demo needs a loopback --host and a fixed --port")
     with running_app(args) as (log, app):
+        if args.demo:
+            token = (Path(args.data_dir) / TOKEN_FILE).read_text().strip()
+            app.state.demo = DemoRunner(args.port, token)
         config = uvicorn.Config(
             app, host=args.host, port=args.port, log_level="warning", access_log=False
         )

@@ -11,6 +11,7 @@ error (`lictor.wire.error_for`) when they fail.
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import subprocess
@@ -53,9 +54,18 @@ class Runtime:
 class ControlPlane:
     """A `lictor serve` process of the demo's own, and its admin credential."""
 
-    def __init__(self, process: subprocess.Popen[bytes], data_dir: Path, port: int) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes] | None, data_dir: Path | None, port: int
+    ) -> None:
         self.process, self.data_dir, self.port = process, data_dir, port
         self.token = ""
+
+    @classmethod
+    def attach(cls, port: int, token: str) -> ControlPlane:
+        """A control plane already serving on loopback ``port`` (not ours to stop)."""
+        plane = cls(None, None, port)
+        plane.token = token
+        return plane
 
     @property
     def url(self) -> str:
@@ -67,7 +77,7 @@ class ControlPlane:
         port = port or free_port()
         data_dir = root / "data"
         argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data_dir)]
-        argv += ["--host", HOST, "--port", str(port)]
+        argv += ["--host", HOST, "--port", str(port), "--demo"]
         with (root / "serve.log").open("ab") as out:
             process = subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
         plane = cls(process, data_dir, port)
@@ -82,7 +92,7 @@ class ControlPlane:
     def _wait_healthy(self, log_file: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if self.process is not None and self.process.poll() is not None:
                 raise UnavailableError(f"lictor serve exited: {log_file.read_text()[-1000:]}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
@@ -92,8 +102,8 @@ class ControlPlane:
         raise UnavailableError(f"lictor serve did not become healthy within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """End the server (SIGTERM, then SIGKILL if it lingers)."""
-        if self.process.poll() is None:
+        """End the server (SIGTERM, then SIGKILL if it lingers); not one we attached to."""
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=10)
@@ -156,12 +166,20 @@ class Setup:
 
 
 def govern(plane: ControlPlane, examples: Path = EXAMPLES) -> Setup:
-    """Put the example entities, push and activate the example policies, add the runtimes."""
+    """Put the example entities, push and activate the example policies, add the runtimes
+    (named afresh when an earlier run on this plane took the names)."""
     if not (examples / "policies").is_dir():
         raise InvalidRequestError(f"{examples}: no example policies (run from a source checkout)")
     entities = json.loads((examples / "entities.json").read_text(encoding="utf-8"))
     plane.admin("PUT", "/v1/entities", {"entities": entities})
     version = plane.push(examples / "policies")
     plane.activate(version)
-    runtimes = {region: plane.add_runtime(f"edge-{region}", region) for region in REGIONS}
+    taken = {r["id"] for r in plane.admin("GET", "/v1/runtimes")["runtimes"]}
+    run = next(n for n in itertools.count(1) if not taken & {_name(r, n) for r in REGIONS})
+    runtimes = {region: plane.add_runtime(_name(region, run), region) for region in REGIONS}
     return Setup(version, runtimes)
+
+
+def _name(region: str, run: int) -> str:
+    """A runtime's name: ``edge-<region>``, and ``-<run>`` on later runs of one plane."""
+    return f"edge-{region}" if run == 1 else f"edge-{region}-{run}"

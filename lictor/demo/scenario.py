@@ -83,16 +83,21 @@ AUDIT = Step("log audit", "anyone can verify the log with its URL and key", audi
 
 
 def play(
-    plane: ControlPlane, directory: Path, progress: Callable[[str], object] = print
+    plane: ControlPlane,
+    directory: Path,
+    progress: Callable[[Step], object] = lambda step: print(f"  {step.name} ..."),
+    played: Callable[[Row], object] = lambda row: None,
 ) -> list[Row]:
-    """Set ``plane`` up, play the steps (work files in ``directory``) and audit the log."""
+    """Set ``plane`` up, play the steps (work files in ``directory``) and audit the log;
+    ``progress`` hears of each step as it starts, ``played`` of its row when it ends."""
     works = Works(directory)
     try:
         stage = Stage(plane, govern(plane), works, plane.vkey())
         rows = []
         for step in (*STEPS, AUDIT):
-            progress(f"  {step.name} ...")
+            progress(step)
             rows.append(step.play(stage))
+            played(rows[-1])
         return rows
     finally:
         works.close()

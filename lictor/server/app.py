@@ -31,6 +31,7 @@ from lictor.core.grant import GrantSigner, jwk_thumbprint
 from lictor.errors import LictorError
 from lictor.server import (
     console,
+    demo_api,
     events,
     executions_api,
     health_api,
@@ -199,6 +200,8 @@ def create_app(
         reaper = asyncio.create_task(_reap(sweeps, reap_every))
         yield
         reaper.cancel()
+        if app.state.demo is not None:  # its scenario needs this server: stop it first
+            await run_in_threadpool(app.state.demo.stop)
         stop_watching()
 
     app = FastAPI(
@@ -213,6 +216,7 @@ def create_app(
     app.state.replay = Replay(log.store, policies)
     app.state.sweeps = sweeps
     app.state.metrics = Metrics(log)
+    app.state.demo = None  # a DemoRunner when `lictor serve --demo`
     _install_error_handlers(app)
     _install_health(app)
     # the decision path first: routes are matched in order
@@ -226,6 +230,7 @@ def create_app(
     app.include_router(console.session)
     app.include_router(health_api.router)
     app.include_router(console.router)
+    app.include_router(demo_api.router)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(CountRequests, counter=app.state.metrics.requests)
     return app

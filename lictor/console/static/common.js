@@ -231,7 +231,7 @@ export function watchEvents(filters, after, onEvent, onState = () => {}) {
     const query = new URLSearchParams(
       Object.entries(filters).filter(([, value]) => value !== undefined && value !== ""),
     );
-    query.set("after", String(last));
+    if (last >= 0) query.set("after", String(last)); // -1: from the first entry
     const reply = await fetch(`/v1/events?${query}`, {
       headers: authHeaders(),
       signal: control.signal,

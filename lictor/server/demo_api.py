@@ -1,0 +1,47 @@
+"""Demo routes: the console's demo page starts, follows and stops the built-in scenario.
+
+Only a server started with ``lictor serve --demo`` (as `lictor demo` does)
+has a scenario to run; elsewhere these routes answer 404 ``not_found``.
+Admins start and stop it; auditors may watch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from lictor.demo.runner import DemoRunner
+from lictor.errors import NotFoundError
+from lictor.server.auth import require_role
+from lictor.store.base import Credential
+
+router = APIRouter(prefix="/v1/demo", tags=["demo"])
+Admin = Annotated[Credential, Depends(require_role("admin"))]
+Reader = Annotated[Credential, Depends(require_role("admin", "auditor"))]
+
+
+def _runner(request: Request) -> DemoRunner:
+    runner: DemoRunner | None = getattr(request.app.state, "demo", None)
+    if runner is None:
+        raise NotFoundError("this control plane has no demo scenario (start it with lictor demo)")
+    return runner
+
+
+@router.get("")
+def status(request: Request, who: Reader) -> dict[str, Any]:
+    """The scenario's state: each step with its promise, status and detail."""
+    return _runner(request).status()
+
+
+@router.post("/start", status_code=202)
+def start(request: Request, who: Admin) -> dict[str, Any]:
+    """Start the scenario (409 ``conflict`` while it runs)."""
+    return _runner(request).start()
+
+
+@router.post("/stop")
+async def stop(request: Request, who: Admin) -> dict[str, Any]:
+    """Stop the scenario and its governed processes."""
+    return await run_in_threadpool(_runner(request).stop)
