@@ -92,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
         return _govern(url, secret, principal, action, args, context, argv, watchdog)
     finally:
         watchdog.release()
+        # Python puts default handlers back while it exits: a parent stopping its whole
+        # tree would then kill this process, and its exit code would be lost. Ignored
+        # signals stay ignored through interpreter shutdown.
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _govern(

@@ -85,3 +85,17 @@ def test_sigterm_to_lictor_run_is_forwarded_and_the_execution_cancelled(
         "cancelled",
         143,
     )
+
+
+def test_sigterm_while_lictor_run_exits_never_kills_it(
+    plane: Plane, start_run: Callable[..., Run]
+) -> None:
+    """A parent stopping its whole tree signals a `lictor run` that may be exiting
+    already; it must still exit with a code (its own or the command's), not by SIGTERM."""
+    run = start_run(plane, "sh", "-c", 'echo > "$PIDS/$$"')
+    run.pids(1)  # the command ran and is ending: lictor run reports and exits next
+    while run.process.poll() is None:
+        run.process.send_signal(signal.SIGTERM)
+        time.sleep(0.0005)
+    code, _, err = run.finish()
+    assert code >= 0, f"lictor run was killed by signal {-code}: {err}"
