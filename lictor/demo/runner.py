@@ -48,6 +48,7 @@ class DemoRunner:
     held: bool | None = None
     steps: list[dict[str, Any]] = field(default_factory=_fresh_steps)
     _process: subprocess.Popen[str] | None = None
+    _stopped: subprocess.Popen[str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> dict[str, Any]:
@@ -79,51 +80,55 @@ class DemoRunner:
         """Stop a run (no-op when none runs)."""
         with self._lock:
             process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-            with self._lock:
-                if self.state == "running":
-                    self.state = "stopped"
-                    self.ended_at_ms = _now_ms()
-                for step in self.steps:
-                    if step["status"] in (PENDING, RUNNING):
-                        step["status"] = STOPPED
+            if process is None or process.poll() is not None:
+                return self._status()
+            self._stopped = process
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        with self._lock:
+            self._end(process, "stopped", STOPPED, "")
         return self.status()
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            return {
-                "enabled": True,
-                "state": self.state,
-                "runs": self.runs,
-                "started_at_ms": self.started_at_ms,
-                "ended_at_ms": self.ended_at_ms,
-                "held": self.held,
-                "steps": [dict(step) for step in self.steps],
-            }
+            return self._status()
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "runs": self.runs,
+            "started_at_ms": self.started_at_ms,
+            "ended_at_ms": self.ended_at_ms,
+            "held": self.held,
+            "steps": [dict(step) for step in self.steps],
+        }
 
     def _follow(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
         self._read(process.stdout)
         code = process.wait()
         with self._lock:
-            if self._process is not process or self.state != "running":
-                return
-            self.ended_at_ms = _now_ms()
-            if self.held is None:  # ended without its verdict: it crashed or was killed
-                self.state = "failed"
-                for step in self.steps:
-                    if step["status"] in (PENDING, RUNNING):
-                        step["status"] = FAILED
-                        step["detail"] = f"the scenario process exited {code}"
-                        break
+            if self._stopped is process:
+                self._end(process, "stopped", STOPPED, "")
+            elif self.held is None:  # ended without its verdict: it crashed or was killed
+                self._end(process, "failed", FAILED, f"the scenario process exited {code}")
             else:
-                self.state = "finished"
+                self._end(process, "finished", FAILED, "")
+
+    def _end(self, process: subprocess.Popen[str], state: str, unfinished: str, why: str) -> None:
+        """Record how ``process``'s run ended, once (lock held)."""
+        if self._process is not process or self.state != "running":
+            return
+        self.state, self.ended_at_ms = state, _now_ms()
+        for step in self.steps:
+            if step["status"] in (PENDING, RUNNING):
+                step["status"] = unfinished
+                if why:
+                    step["detail"], why = why, ""
 
     def _read(self, out: IO[str]) -> None:
         for line in out:

@@ -1,7 +1,8 @@
 """Demo routes: the console's demo page starts, follows and stops the built-in scenario.
 
 Only a server started with ``lictor serve --demo`` (as `lictor demo` does)
-has a scenario to run; elsewhere these routes answer 404 ``not_found``.
+has a scenario to run; elsewhere the status says ``"enabled": false`` and
+starting or stopping answers 404 ``not_found``.
 Admins start and stop it; auditors may watch.
 """
 
@@ -31,17 +32,19 @@ def _runner(request: Request) -> DemoRunner:
 
 @router.get("")
 def status(request: Request, who: Reader) -> dict[str, Any]:
-    """The scenario's state: each step with its promise, status and detail."""
-    return _runner(request).status()
+    """The scenario's state: each step with its promise, status and detail
+    (``{"enabled": false}`` on a server without the demo)."""
+    runner: DemoRunner | None = getattr(request.app.state, "demo", None)
+    return {"enabled": False} if runner is None else {"enabled": True, **runner.status()}
 
 
 @router.post("/start", status_code=202)
 def start(request: Request, who: Admin) -> dict[str, Any]:
     """Start the scenario (409 ``conflict`` while it runs)."""
-    return _runner(request).start()
+    return {"enabled": True, **_runner(request).start()}
 
 
 @router.post("/stop")
 async def stop(request: Request, who: Admin) -> dict[str, Any]:
     """Stop the scenario and its governed processes."""
-    return await run_in_threadpool(_runner(request).stop)
+    return {"enabled": True, **await run_in_threadpool(_runner(request).stop)}

@@ -70,9 +70,8 @@ async function command(view, what) {
 
 async function refresh(view) {
   try {
-    show(view, await api("/v1/demo"));
-  } catch (e) {
-    if (e.status === 404) {
+    const status = await api("/v1/demo");
+    if (!status.enabled) {
       view.state.replaceChildren(
         "This control plane has no demo scenario: it was not started by ",
         h("code", {}, "lictor demo"),
@@ -83,6 +82,8 @@ async function refresh(view) {
       view.play.disabled = view.stop.disabled = true;
       return;
     }
+    show(view, status);
+  } catch (e) {
     view.state.textContent = `Could not read the scenario: ${e.message}`;
   }
   schedule(view);
