@@ -198,10 +198,12 @@ def create_app(
         signal.attach(asyncio.get_running_loop())
         stop_watching = log.store.watch(lambda: signal.notify(log.head()))  # other replicas
         reaper = asyncio.create_task(_reap(sweeps, reap_every))
+        beating = health_api.start(app, REPLICA, _engine(log))  # this replica's row and samples
         yield
         reaper.cancel()
         if app.state.demo is not None:  # its scenario needs this server: stop it first
             await run_in_threadpool(app.state.demo.stop)
+        await health_api.stop(beating, app)
         stop_watching()
 
     app = FastAPI(

@@ -31,6 +31,11 @@ and signs nothing; it keeps what it is given.
 Records are versioned JSON documents addressed by ``(kind, key)`` with a few
 string *tags* (state, principal, parent, ...) that `find_records` can filter
 on; the store never looks inside a document.
+
+7. **Replica rows are last-writer-wins, outside the log.** Each control-plane
+   process keeps one `Replica` row under its own id (`put_replica`, an
+   upsert: no one else writes it, so nothing to compare-and-swap); the rows
+   say who is alive and how it is doing, and are not governance state.
 """
 
 from __future__ import annotations
@@ -94,6 +99,17 @@ class RecordWrite:
 
     def record(self) -> Record:
         return Record(self.kind, self.key, self.expected_version + 1, self.doc, self.tags)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A control-plane process as it last reported itself; ``stats`` is its own JSON."""
+
+    id: str
+    version: str
+    started_at_ms: int
+    seen_at_ms: int
+    stats: bytes = b"{}"
 
 
 class Store(Protocol):
@@ -165,6 +181,15 @@ class Store(Protocol):
 
     def find_credential(self, secret_hash: bytes) -> Credential | None:
         """The credential whose secret hashes to ``secret_hash``, if any."""
+
+    def put_replica(self, replica: Replica) -> None:
+        """Insert or replace the row of ``replica.id`` (each process writes only its own)."""
+
+    def list_replicas(self, seen_since_ms: int) -> list[Replica]:
+        """Replica rows with ``seen_at_ms >= seen_since_ms``, by id."""
+
+    def drop_replicas(self, seen_before_ms: int) -> int:
+        """Delete replica rows with ``seen_at_ms < seen_before_ms``; how many went."""
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (from any thread) after other writers commit; returns a stop.

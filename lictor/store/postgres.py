@@ -34,9 +34,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
 from lictor.log.merkle import stored_hash_count
-from lictor.store.base import Credential, Head, Record, RecordWrite, StoredEntry
+from lictor.store.base import Credential, Head, Record, RecordWrite, Replica, StoredEntry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHANNEL = "lictor_log"
 # a record's tags, sorted, in the same statement (one snapshot, one round trip)
 _TAGS = (
@@ -83,8 +83,19 @@ CREATE TABLE IF NOT EXISTS record_tags (
 CREATE INDEX IF NOT EXISTS record_tags_by_value ON record_tags (kind, tag, value, key);
 """
 
+# v2: one row per control-plane process (`put_replica`), for the health dashboard.
+_SCHEMA_V2 = """
+CREATE TABLE IF NOT EXISTS replicas (
+    id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    started_at_ms BIGINT NOT NULL,
+    seen_at_ms BIGINT NOT NULL,
+    stats BYTEA NOT NULL
+);
+"""
+
 # Each entry upgrades the schema from the version before it.
-_MIGRATIONS = (_SCHEMA_V1,)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 
 
 class PostgresStore:
@@ -284,6 +295,36 @@ class PostgresStore:
         if len(self._credentials) < _CACHED_CREDENTIALS:
             self._credentials[secret_hash] = found
         return found
+
+    def put_replica(self, replica: Replica) -> None:
+        with self._read() as conn:
+            conn.execute(
+                "INSERT INTO replicas (id, version, started_at_ms, seen_at_ms, stats)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+                " version = excluded.version, started_at_ms = excluded.started_at_ms,"
+                " seen_at_ms = excluded.seen_at_ms, stats = excluded.stats",
+                (
+                    replica.id,
+                    replica.version,
+                    replica.started_at_ms,
+                    replica.seen_at_ms,
+                    replica.stats,
+                ),
+            )
+
+    def list_replicas(self, seen_since_ms: int) -> list[Replica]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, version, started_at_ms, seen_at_ms, stats FROM replicas"
+                ' WHERE seen_at_ms >= %s ORDER BY id COLLATE "C"',
+                (seen_since_ms,),
+            ).fetchall()
+        return [Replica(r[0], r[1], int(r[2]), int(r[3]), bytes(r[4])) for r in rows]
+
+    def drop_replicas(self, seen_before_ms: int) -> int:
+        with self._read() as conn:
+            cursor = conn.execute("DELETE FROM replicas WHERE seen_at_ms < %s", (seen_before_ms,))
+            return cursor.rowcount
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         stop = threading.Event()

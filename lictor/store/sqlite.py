@@ -35,9 +35,9 @@ from typing import Any
 
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
 from lictor.log.merkle import stored_hash_count
-from lictor.store.base import Credential, Head, Record, RecordWrite, StoredEntry
+from lictor.store.base import Credential, Head, Record, RecordWrite, Replica, StoredEntry
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _MAX_ROWS_PER_INSERT = 4096
 _MAX_IDLE_READERS = 8
 _CACHED_RECORDS = 1 << 16
@@ -96,8 +96,19 @@ ALTER TABLE record_tags_v3 RENAME TO record_tags;
 CREATE INDEX record_tags_by_value ON record_tags (kind, tag, value, key);
 """
 
+# v4: one row per control-plane process (`put_replica`), for the health dashboard.
+_SCHEMA_V4 = """
+CREATE TABLE IF NOT EXISTS replicas (
+    id TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    seen_at_ms INTEGER NOT NULL,
+    stats BLOB NOT NULL
+);
+"""
+
 # Each entry upgrades the schema from the version before it.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 
 
 class SQLiteStore:
@@ -373,6 +384,44 @@ class SQLiteStore:
         if len(self._credentials) < _CACHED_RECORDS:  # a stored credential never changes
             self._credentials[secret_hash] = found
         return found
+
+    def put_replica(self, replica: Replica) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "INSERT INTO replicas (id, version, started_at_ms, seen_at_ms, stats)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                    " version = excluded.version, started_at_ms = excluded.started_at_ms,"
+                    " seen_at_ms = excluded.seen_at_ms, stats = excluded.stats",
+                    (
+                        replica.id,
+                        replica.version,
+                        replica.started_at_ms,
+                        replica.seen_at_ms,
+                        replica.stats,
+                    ),
+                )
+        except sqlite3.Error as e:
+            raise StoreError(f"writing replica {replica.id!r} failed: {e}") from e
+
+    def list_replicas(self, seen_since_ms: int) -> list[Replica]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT id, version, started_at_ms, seen_at_ms, stats FROM replicas"
+                " WHERE seen_at_ms >= ? ORDER BY id",
+                (seen_since_ms,),
+            ).fetchall()
+        return [Replica(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+
+    def drop_replicas(self, seen_before_ms: int) -> int:
+        try:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "DELETE FROM replicas WHERE seen_at_ms < ?", (seen_before_ms,)
+                )
+                return int(cursor.rowcount)
+        except sqlite3.Error as e:
+            raise StoreError(f"dropping replicas failed: {e}") from e
 
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         return lambda: None  # one process writes an SQLite log (the data directory's lock)

@@ -55,6 +55,7 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/principals/revoke"): {"admin"},
     ("GET", "/v1/executions/{execution_id}/replay"): {"admin", "auditor"},
     ("GET", "/v1/session"): {"admin", "auditor", "runtime"},
+    ("GET", "/v1/health"): {"admin", "auditor"},
     ("GET", "/v1/demo"): {"admin", "auditor"},
     ("POST", "/v1/demo/start"): {"admin"},
     ("POST", "/v1/demo/stop"): {"admin"},

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from lictor.errors import ConflictError, StoreError, TreeError
-from lictor.store.base import Credential, Head, RecordWrite, Store, StoredEntry
+from lictor.store.base import Credential, Head, RecordWrite, Replica, Store, StoredEntry
 
 
 def _head(size: int) -> Head:
@@ -307,3 +307,24 @@ def test_writers_of_a_shared_store_take_turns(open_store: Callable[[], Store]) -
         order.append("a")
     waiter.join(timeout=5)
     assert order == ["a", "b"], "the second writer did not wait its turn"
+
+
+def test_replica_rows_are_upserted_listed_and_dropped(open_store: Callable[[], Store]) -> None:
+    first, second = open_store(), open_store()
+    first.put_replica(Replica("host-b/2", "1.0", 1_000, 5_000, b'{"decisions":1}'))
+    second.put_replica(Replica("host-a/1", "1.0", 2_000, 9_000))
+    assert [r.id for r in first.list_replicas(0)] == ["host-a/1", "host-b/2"]
+    assert second.list_replicas(0)[1] == Replica(
+        "host-b/2", "1.0", 1_000, 5_000, b'{"decisions":1}'
+    )
+    first.put_replica(Replica("host-b/2", "1.1", 1_000, 12_000, b'{"decisions":7}'))
+    seen = second.list_replicas(9_000)
+    assert seen == [
+        Replica("host-a/1", "1.0", 2_000, 9_000, b"{}"),
+        Replica("host-b/2", "1.1", 1_000, 12_000, b'{"decisions":7}'),
+    ]
+    assert second.list_replicas(12_001) == []
+    assert first.drop_replicas(10_000) == 1
+    assert [r.id for r in second.list_replicas(0)] == ["host-b/2"]
+    assert first.drop_replicas(10_000) == 0
+    assert first.head() is None  # replica rows are not the log

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lictor.errors import SchemaError, StoreError
-from lictor.store.sqlite import _SCHEMA_V1, _SCHEMA_V2, SCHEMA_VERSION, SQLiteStore
+from lictor.store.base import Replica
+from lictor.store.sqlite import _SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, SCHEMA_VERSION, SQLiteStore
 
 
 def test_durability_settings(tmp_path: Path) -> None:
@@ -33,7 +34,7 @@ def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     assert store.get_record("execution", "x") is None  # the v2 tables exist
     version = store._writer.execute("SELECT value FROM meta").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "3"
+    assert version == str(SCHEMA_VERSION) == "4"
     store.close()
 
 
@@ -53,6 +54,20 @@ def test_upgrades_a_version_2_database_keeping_its_tags(tmp_path: Path) -> None:
         "SELECT sql FROM sqlite_master WHERE name = 'record_tags'"
     ).fetchone()[0]
     assert "WITHOUT ROWID" in table
+    store.close()
+
+
+def test_upgrades_a_version_3_database_with_a_replicas_table(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "s.db")
+    for statement in (_SCHEMA_V1 + _SCHEMA_V2 + _SCHEMA_V3).split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '3')")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "s.db")
+    store.put_replica(Replica("host/1", "1.0", 1, 2))
+    assert [r.id for r in store.list_replicas(0)] == ["host/1"]
     store.close()
 
 
