@@ -19,6 +19,7 @@ from lictor.errors import LictorError
 
 def build_parser() -> argparse.ArgumentParser:
     from lictor.cli import (
+        credential,
         db,
         demo,
         entity,
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         runtime,
         principal,
         log,
+        credential,
         db,
     ):
         group.register(sub)

@@ -31,6 +31,7 @@ from lictor.core.grant import GrantSigner, jwk_thumbprint
 from lictor.errors import LictorError
 from lictor.server import (
     console,
+    credentials_api,
     demo_api,
     events,
     executions_api,
@@ -229,6 +230,7 @@ def create_app(
     app.include_router(log_api.tiles)
     app.include_router(policies_api.router)
     app.include_router(executions_api.principals)
+    app.include_router(credentials_api.router)
     app.include_router(console.session)
     app.include_router(health_api.router)
     app.include_router(console.router)

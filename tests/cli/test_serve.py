@@ -85,3 +85,24 @@ def test_runtime_add_prints_a_credential_that_works(
     monkeypatch.setenv("LICTOR_URL", "http://127.0.0.1:1")
     assert main(["runtime", "list"]) == 1
     assert "lictor: unavailable:" in capsys.readouterr().err
+
+
+def test_credential_add_prints_an_auditor_credential_that_works(
+    serve: Callable[..., Any], capsys: Any, monkeypatch: Any
+) -> None:
+    from lictor.cli.main import main
+
+    server = serve()
+    monkeypatch.setenv("LICTOR_URL", server.url)
+    monkeypatch.setenv("LICTOR_CREDENTIAL", server.token)
+    assert main(["credential", "add", "ada", "--role", "auditor"]) == 0
+    out = capsys.readouterr().out
+    assert "credential ada (auditor) issued by admin" in out
+    secret = out.split("credential (shown once): ")[1].strip()
+    who = httpx.get(server.url + "/v1/session", headers={"Authorization": f"Bearer {secret}"})
+    assert who.json() == {"name": "ada", "role": "auditor"}
+    assert main(["credential", "list"]) == 0
+    assert "ada\tauditor\tissued by admin" in capsys.readouterr().out
+    monkeypatch.setenv("LICTOR_CREDENTIAL", secret)
+    assert main(["credential", "add", "eve", "--role", "admin"]) == 1
+    assert "lictor: permission_denied:" in capsys.readouterr().err

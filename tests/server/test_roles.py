@@ -55,6 +55,8 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/principals/revoke"): {"admin"},
     ("GET", "/v1/executions/{execution_id}/replay"): {"admin", "auditor"},
     ("GET", "/v1/session"): {"admin", "auditor", "runtime"},
+    ("POST", "/v1/credentials"): {"admin"},
+    ("GET", "/v1/credentials"): {"admin"},
     ("GET", "/v1/health"): {"admin", "auditor"},
     ("GET", "/v1/demo"): {"admin", "auditor"},
     ("POST", "/v1/demo/start"): {"admin"},
