@@ -17,8 +17,8 @@ demo: install
 	$(VENV)/bin/lictor demo
 
 lint: install
-	$(VENV)/bin/ruff check lictor tests bench
-	$(VENV)/bin/ruff format --check lictor tests bench
+	$(VENV)/bin/ruff check lictor tests bench tools
+	$(VENV)/bin/ruff format --check lictor tests bench tools
 	$(VENV)/bin/mypy --strict lictor
 
 # The tests start their own throwaway PostgreSQL from Debian's binaries (tests/postgres.py).

@@ -113,3 +113,42 @@ def test_vendored_libraries_are_the_recorded_npm_files() -> None:
             vendored.add(name)
     on_disk = {p.name for p in (STATIC / "vendor").iterdir()}
     assert on_disk - vendored == {"vendor.json"} | {p["license_file"] for p in manifest["packages"]}
+
+
+def test_signed_out_only_the_proof_viewer_and_public_log_reads_answer(
+    console_plane: Plane, open_page: Callable[..., Tab]
+) -> None:
+    tab = open_page(console_plane.url)
+    tab.allow("401")
+    for name in ("governance", "lineage", "health", "demo"):
+        page = tab.open(PATHS[name])
+        page.locator("#need-sign-in").wait_for()
+        assert "Sign in" in page.locator("#need-sign-in").inner_text()
+    page = tab.open("/console/proof")
+    page.wait_for_load_state("load")
+    assert page.locator("#need-sign-in").count() == 0
+    statuses = page.evaluate(
+        """async (paths) => Object.fromEntries(await Promise.all(paths.map(async p => {
+              const r = await fetch(p); await r.body?.cancel(); return [p, r.status]; })))""",
+        [
+            "/v1/executions",
+            "/v1/policies",
+            "/v1/runtimes",
+            "/v1/health",
+            "/v1/demo",
+            "/v1/events",
+            "/v1/session",
+            "/v1/entities",
+            "/v1/credentials",
+            "/v1/log/key",
+            "/v1/log/checkpoint",
+            "/v1/log/entries/0",
+            "/v1/log/proof/inclusion?index=0",
+            "/log/checkpoint",
+        ],
+    )
+    public = {p for p in statuses if "/log/" in p}
+    assert {p: s for p, s in statuses.items() if p in public} == dict.fromkeys(public, 200)
+    assert {p: s for p, s in statuses.items() if p not in public} == {
+        p: 401 for p in statuses if p not in public
+    }
