@@ -1,6 +1,6 @@
 """The console in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-`browser` is one Chromium for the whole run. `console_plane` is a real
+`browser` is one Chromium per test module. `console_plane` is a real
 `lictor serve` with the example policies active, a verified runtime and an
 auditor credential. `open_page` gives a fresh tab (1280 px wide unless told)
 that records every console error and uncaught exception; a test fails at
@@ -32,8 +32,10 @@ DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium per test module: Playwright's sync API keeps an event loop running
+    in this thread while it is open, which would break later tests' ``asyncio.run``."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]

@@ -9,6 +9,7 @@ from hashlib import sha256
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from lictor.server.console import PAGES, STATIC
 
@@ -67,10 +68,10 @@ def test_signing_in_with_a_wrong_credential_says_so(
     page = tab.open("/console/")
     page.get_by_label("Credential").fill("lictor_not-a-credential")
     page.get_by_role("button", name="Sign in").click()
-    assert "not accepted" in page.get_by_role("alert").inner_text()
+    expect(page.locator("#sign-in-error")).to_contain_text("not accepted")
     page.get_by_label("Credential").fill(AUDITOR_SECRET)
     page.get_by_role("button", name="Sign in").click()
-    assert page.locator("#who").inner_text() == "auditor-1 (auditor)"
+    expect(page.locator("#who")).to_have_text("auditor-1 (auditor)")
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("Credential").wait_for()
 
