@@ -9,7 +9,11 @@ batch is durable when `append` returns. Record writes compare-and-swap their
 version inside the same transaction; a unique violation (two writers
 creating the same record, or the same checkpoint size) is a `ConflictError`.
 
-Replicas: every append sends ``NOTIFY lictor_log`` in its transaction (so it
+Replicas take turns: `writing` opens a transaction on the process's writer
+connection that takes the writers' advisory lock and reads the head, the
+batch is planned meanwhile, and
+`append` writes in that transaction and commits it (one lock, no separate
+head read, no unlock). Every append sends ``NOTIFY lictor_log`` in its transaction (so it
 is delivered only if the batch committed); `watch` listens on a connection of
 its own and calls back, reconnecting after a failure. `try_lead` holds a
 session advisory lock on a connection of its own: the role passes to another
@@ -26,6 +30,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -98,6 +103,15 @@ CREATE TABLE IF NOT EXISTS replicas (
 _MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 
 
+@dataclass
+class _Turn:
+    """A writer's turn: its connection, in a transaction holding the head row."""
+
+    conn: psycopg.Connection[Any]
+    head: Head | None
+    done: bool = False
+
+
 class PostgresStore:
     """A `Store` in one PostgreSQL database, shared by any number of processes."""
 
@@ -109,6 +123,7 @@ class PostgresStore:
         self._writer: psycopg.Connection[Any] | None = None
         self._credentials: dict[bytes, Credential] = {}
         self._writer_lock = threading.Lock()
+        self._turn = threading.local()  # the committer's `_Turn` while it holds one
         self._lead_lock = threading.Lock()
         try:
             self._pool = ConnectionPool(
@@ -165,6 +180,9 @@ class PostgresStore:
             )
 
     def head(self) -> Head | None:
+        turn: _Turn | None = getattr(self._turn, "held", None)
+        if turn is not None and turn.head is not None:  # read under the writer's lock
+            return turn.head
         with self._read() as conn:
             row = conn.execute(
                 "SELECT size, root, checkpoint, version FROM head WHERE id = 1"
@@ -180,7 +198,8 @@ class PostgresStore:
         writes: Sequence[RecordWrite] = (),
     ) -> Head:
         new = Head(head.size, head.root, head.checkpoint, expected_version + 1)
-        with self._tx() as conn, conn.pipeline():  # statements go out without waiting
+        turn: _Turn | None = getattr(self._turn, "held", None)
+        with self._in(turn) as conn, conn.pipeline():  # statements go out without waiting
             first = _move_head(conn, expected_version, new, len(entries))
             start = stored_hash_count(first)
             if start + len(hashes) != stored_hash_count(new.size):
@@ -195,7 +214,28 @@ class PostgresStore:
             _record_checkpoint(conn, new)
             _write_records(conn, writes)
             conn.execute(f"NOTIFY {CHANNEL}")
+        if turn is not None:
+            turn.head = new
         return new
+
+    @contextmanager
+    def _in(self, turn: _Turn | None) -> Iterator[psycopg.Connection[Any]]:
+        """The transaction to append in: the writer's turn (committed here, which ends
+        the turn and its lock), or a pooled connection's own."""
+        if turn is None:
+            with self._tx() as conn:
+                yield conn
+            return
+        if turn.done:
+            raise StoreError("one append per writer's turn")
+        turn.done = True
+        try:
+            yield turn.conn
+            turn.conn.commit()
+        except pg_errors.UniqueViolation as e:
+            raise ConflictError(f"conflicts with stored data: {e.diag.message_primary}") from e
+        except psycopg.Error as e:
+            raise StoreError(f"database call failed: {e}") from e
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         found = self._by_index("hashes", "hash", indexes)
@@ -348,20 +388,35 @@ class PostgresStore:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
+        """The writer's turn: a transaction on this process's writer connection that
+        holds the writers' advisory lock until it ends, so replicas take turns. In
+        this thread, `head` answers the locked head and `append` writes in this
+        transaction and commits it, which ends the turn; otherwise it rolls back."""
         with self._writer_lock:  # this process's committer, on its own connection
             if self._writer is None or self._writer.closed:
-                self._writer = psycopg.connect(self._conninfo, autocommit=True)
+                try:
+                    self._writer = psycopg.connect(self._conninfo, autocommit=False)
+                except psycopg.Error as e:
+                    raise StoreError(f"cannot connect to PostgreSQL: {e}") from e
             writer = self._writer
             try:
-                writer.execute("SELECT pg_advisory_lock(%s)", (_WRITER_LOCK,))
+                with writer.pipeline():  # one round trip; the read runs once the lock is held
+                    writer.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITER_LOCK,))
+                    read = writer.execute(
+                        "SELECT size, root, checkpoint, version FROM head WHERE id = 1"
+                    )
+                row = read.fetchone()
             except psycopg.Error as e:
                 writer.close()
                 raise StoreError(f"cannot take the writer's turn: {e}") from e
+            head = None if row is None else Head(row[0], bytes(row[1]), bytes(row[2]), row[3])
+            self._turn.held = _Turn(writer, head)
             try:
                 yield
             finally:
+                self._turn.held = None
                 with contextlib.suppress(psycopg.Error):
-                    writer.execute("SELECT pg_advisory_unlock(%s)", (_WRITER_LOCK,))
+                    writer.rollback()  # a no-op after the append committed
 
     def try_lead(self, role: str) -> bool:
         with self._lead_lock:
