@@ -28,8 +28,10 @@ import argparse
 import json
 import os
 import signal
+import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,11 +62,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="play against the server on this loopback port (credential: LICTOR_CREDENTIAL)",
     )
     p.add_argument("--json", action="store_true", help="print each step as a JSON line")
+    p.add_argument("--until-stdin-closes", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.attach is not None:
+        if args.until_stdin_closes:  # the server that runs us holds the other end
+            threading.Thread(target=_stop_at_end_of_input, daemon=True).start()
         return _attached(args.attach, args.json)
     with tempfile.TemporaryDirectory(prefix="lictor-demo-") as temp:
         root = Path(temp)
@@ -83,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
             return code
         finally:
             plane.stop()
+
+
+def _stop_at_end_of_input() -> None:
+    """Read standard input to its end, then stop as SIGTERM would."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _attached(port: int, as_json: bool) -> int:

@@ -23,6 +23,7 @@ DEFAULT_DATA_DIR = "./lictor-data"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7300
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+SHUTDOWN_GRACE_S = 3
 
 
 def register(sub: Any) -> None:
@@ -74,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
             token = (Path(args.data_dir) / TOKEN_FILE).read_text().strip()
             app.state.demo = DemoRunner(args.port, token)
         config = uvicorn.Config(
-            app, host=args.host, port=args.port, log_level="warning", access_log=False
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # event streams never end by themselves
         )
         print(
             f"lictor: serving log {log.origin} on http://{args.host}:{args.port}"

@@ -6,7 +6,9 @@ child process with the admin credential: it plays `lictor.demo.scenario`
 against this very server and prints one JSON line as each step starts and
 ends. The runner keeps the latest state of every step for ``GET /v1/demo``.
 `stop` sends SIGTERM (the scenario then ends its `lictor run` processes),
-then SIGKILL to the whole process group after a grace period.
+then SIGKILL to the whole process group after a grace period. The child's
+standard input is a pipe from this process: when this process ends, however
+it ends, the child reads end-of-file and stops the same way.
 
 Only one run at a time; a second `start` while one runs is a conflict.
 """
@@ -40,7 +42,7 @@ class DemoRunner:
     """Runs the scenario against the server on ``port`` with the admin ``credential``."""
 
     port: int
-    credential: str
+    credential: str = field(repr=False)
     runs: int = 0
     state: str = "idle"  # idle, running, finished, stopped, failed
     started_at_ms: int | None = None
@@ -60,10 +62,10 @@ class DemoRunner:
             env = {k: v for k, v in os.environ.items() if not k.startswith("LICTOR_")}
             env["LICTOR_CREDENTIAL"] = self.credential
             self._process = subprocess.Popen(
-                [*argv, "--json"],
+                [*argv, "--json", "--until-stdin-closes"],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,  # its end closes with this process: the child then stops
                 env=env,
                 text=True,
                 start_new_session=True,
@@ -109,7 +111,7 @@ class DemoRunner:
 
     def _follow(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
-        self._read(process.stdout)
+        self._read(process, process.stdout)
         code = process.wait()
         with self._lock:
             if self._stopped is process:
@@ -130,13 +132,17 @@ class DemoRunner:
                 if why:
                     step["detail"], why = why, ""
 
-    def _read(self, out: IO[str]) -> None:
+    def _read(self, process: subprocess.Popen[str], out: IO[str]) -> None:
         for line in out:
             try:
                 message = json.loads(line)
             except ValueError:
                 continue
+            if not isinstance(message, dict):
+                continue
             with self._lock:
+                if self._process is not process:  # a stopped run's last words
+                    continue
                 if message.get("event") == "done":
                     self.held = bool(message.get("held"))
                     continue

@@ -62,7 +62,10 @@ def console_root() -> Response:
 @router.get("/console/static/{path:path}")
 def static(path: str) -> Response:
     """A static file of the console; nothing outside its folder is reachable."""
-    target = (STATIC / path).resolve()
+    try:
+        target = (STATIC / path).resolve()
+    except (ValueError, OSError):  # a NUL byte, a path too long: no such file
+        raise NotFoundError(f"no console file {path!r}") from None
     suffix = "." + target.name.rsplit(".", 1)[-1] if "." in target.name else ""
     if not target.is_relative_to(STATIC) or not target.is_file() or suffix not in CONTENT_TYPES:
         raise NotFoundError(f"no console file {path!r}")

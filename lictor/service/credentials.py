@@ -3,8 +3,10 @@
 A credential is a random secret shown once; only its SHA-256 is stored.
 Issuing one is logged (``credential_added``: name, role, and who issued it)
 before the credential exists, so no credential works without an audit
-record. Names are unique among issued credentials (a ``credential`` record
-holds each one's name, role and issue time, never the secret). Runtime
+record. Names are unique, so the log's ``by`` names one credential: an issued
+name is neither ``admin`` (the bootstrap credential) nor a runtime's, and a
+``credential`` record holds each one's name, role and issue time, never the
+secret. Runtime
 credentials are issued with their runtime (`lictor.service.runtimes`).
 """
 
@@ -18,12 +20,14 @@ from lictor.errors import ConflictError, InvalidRequestError
 from lictor.log.entry import canonical_entry
 from lictor.sequencer import Plan
 from lictor.service.log import AuditLog
+from lictor.service.runtimes import KIND as RUNTIME_KIND
 from lictor.service.runtimes import NAME, check_label
 from lictor.store.base import Credential, RecordWrite
 from lictor.store.view import StateView
 
 KIND = "credential"
 ROLES = ("admin", "auditor")
+BOOTSTRAP_ADMIN = "admin"  # the data directory's first credential (admin.token)
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,8 @@ class Credentials:
         write = RecordWrite(KIND, name, doc, 0, (("role", role),))
 
         def plan(view: StateView, first_index: int) -> Plan:
-            if view.get(KIND, name) is not None:
+            taken = name == BOOTSTRAP_ADMIN or view.get(RUNTIME_KIND, name) is not None
+            if taken or view.get(KIND, name) is not None:
                 raise ConflictError(f"a credential named {name!r} already exists")
             return Plan([entry], [write], lambda head: issued)
 

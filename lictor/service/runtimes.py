@@ -83,6 +83,8 @@ class Runtimes:
         def plan(view: StateView, first_index: int) -> Plan:
             if view.get(KIND, runtime.id) is not None:
                 raise ConflictError(f"runtime {runtime.id!r} already exists")
+            if runtime.id == "admin" or view.get("credential", runtime.id) is not None:
+                raise ConflictError(f"a credential named {runtime.id!r} already exists")
             return Plan([entry], [runtime.write(0)], lambda head: runtime)
 
         self.log.sequencer.submit_commands([plan])[0].result()

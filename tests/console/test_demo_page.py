@@ -3,7 +3,9 @@ and watch every promise hold; play it again and stop it; auditors only watch."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -96,3 +98,22 @@ def test_a_server_without_the_demo_says_how_to_get_it(
     page = open_page(console_plane.url).open("/console/demo", console_plane.server.token)
     expect(page.locator("#demo-state")).to_contain_text("not started by lictor demo")
     expect(page.get_by_role("button", name="Play the scenario")).to_be_disabled()
+
+
+def test_the_scenario_stops_when_its_server_dies(tmp_path: Path) -> None:
+    plane = ControlPlane.start(tmp_path)
+    try:
+        plane.admin("POST", "/v1/demo/start")
+        deadline = time.monotonic() + 30
+        while not _attached(plane.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _attached(plane.port), "the scenario did not start"
+        assert plane.process is not None
+        plane.process.send_signal(signal.SIGKILL)  # no shutdown code runs
+        plane.process.wait()
+        deadline = time.monotonic() + 30
+        while _attached(plane.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _attached(plane.port) == [], "the scenario outlived its server"
+    finally:
+        plane.stop()

@@ -94,6 +94,7 @@ def test_console_responses_carry_a_strict_policy(console_plane: Plane) -> None:
         "/console/static/%2e%2e/%2e%2e/datadir.py",
         "/console/static/vendor/missing.js",
         "/console/static/",
+        "/console/static/a%00b.js",
     ],
 )
 def test_nothing_outside_the_console_files_is_served(console_plane: Plane, path: str) -> None:

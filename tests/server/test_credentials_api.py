@@ -76,3 +76,19 @@ def test_bad_requests_are_refused_and_write_nothing(
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "invalid_request"
     assert log.head().size == size
+
+
+def test_a_name_names_one_credential(client: TestClient, admin: dict[str, str]) -> None:
+    runtime = {"name": "edge-1", "region": "eu", "cluster": "c1"}
+    assert client.post("/v1/runtimes", json=runtime, headers=admin).status_code == 201
+    for name in ("admin", "edge-1"):
+        r = client.post("/v1/credentials", json={"name": name, "role": "admin"}, headers=admin)
+        assert r.status_code == 409, name
+    assert (
+        client.post(
+            "/v1/credentials", json={"name": "ada", "role": "auditor"}, headers=admin
+        ).status_code
+        == 201
+    )
+    taken = {"name": "ada", "region": "eu", "cluster": "c1"}
+    assert client.post("/v1/runtimes", json=taken, headers=admin).status_code == 409

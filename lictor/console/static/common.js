@@ -6,6 +6,8 @@
 // console has no powers of its own: the server checks every call's role.
 
 const KEY = "lictor.credential";
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
 const NAV = [
   ["", "Governance"],
   ["lineage", "Lineage"],
@@ -222,7 +224,7 @@ export async function logSize() {
 
 // Follow /v1/events: onEvent({index, kind, entry}) for each entry after
 // `after` (a log index; -1 for all). Reconnects with the last index seen, so
-// nothing is missed. onState("live" | "reconnecting" | "closed", detail).
+// nothing is missed, after 1 s, doubling to 30 s while it keeps failing. onState("live" | "reconnecting" | "closed", detail).
 // Returns a function that stops it.
 export function watchEvents(filters, after, onEvent, onState = () => {}) {
   const control = new AbortController();
@@ -265,14 +267,18 @@ export function watchEvents(filters, after, onEvent, onState = () => {}) {
     }
   };
   (async () => {
+    let pause = RETRY_FIRST_MS;
     while (!control.signal.aborted) {
+      const began = Date.now();
       try {
         if (!(await read())) return;
       } catch (e) {
         if (control.signal.aborted) return;
         onState("reconnecting", e.message);
       }
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      // a stream that stayed up starts over; failing ones back off, with jitter
+      pause = Date.now() - began > RETRY_MAX_MS ? RETRY_FIRST_MS : Math.min(pause * 2, RETRY_MAX_MS);
+      await new Promise((resolve) => setTimeout(resolve, pause / 2 + Math.random() * (pause / 2)));
     }
   })();
   return () => control.abort();

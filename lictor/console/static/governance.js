@@ -101,7 +101,8 @@ function build() {
   );
   content.replaceChildren(h("div", { class: "layout" }, list, detail), policies);
   const table = new ExecutionTable(rows, filters, detail);
-  table.reload().then(() => table.follow(live));
+  const size = logSize().catch(() => null); // before listing: nothing committed meanwhile is missed
+  table.reload().then(() => table.follow(live, size));
   showPolicies(policies);
 }
 
@@ -186,10 +187,10 @@ class ExecutionTable {
   }
 
   // Follow the log: each execution entry marks its execution for a refresh.
-  async follow(live) {
+  async follow(live, size) {
     let after;
     try {
-      after = (await logSize()) - 1;
+      after = ((await size) ?? (await logSize())) - 1;
     } catch (e) {
       live.textContent = `not live: ${e.message}`;
       return;
@@ -242,6 +243,11 @@ class ExecutionTable {
     tr.classList.add("changed");
     if (old) old.replaceWith(tr);
     else this.body.prepend(tr);
+    while (this.rows.size > LIMIT) {
+      const oldest = this.body.lastElementChild;
+      this.rows.delete(oldest.dataset.id);
+      oldest.remove();
+    }
   }
 
   async select(id, focus = true) {

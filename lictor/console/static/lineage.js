@@ -52,7 +52,7 @@ const LEGEND = [
 // ones the search matched, and the one selected.
 const view = { roots: [], nodes: new Map(), matches: new Set(), selected: null };
 // Reloads: one timer, one load at a time, a newer search wins.
-const load = { timer: 0, busy: false, stale: false, generation: 0, following: false };
+const load = { timer: 0, busy: false, stale: false, fresh: false, generation: 0, following: false };
 let ui;
 let cy;
 
@@ -224,6 +224,7 @@ async function show(wanted) {
   clearTimeout(load.timer);
   load.timer = 0;
   load.busy = true;
+  load.fresh = true; // a new search: any entry may concern the tree it draws
   try {
     await follow();
     const found = await roots(wanted);
@@ -325,9 +326,12 @@ async function follow() {
 
 function onEntry({ entry }) {
   if (entry.kind !== "execution") return;
+  const drawn = view.nodes.has(entry.execution) || view.nodes.has(entry.parent);
   if (load.busy) {
-    load.stale = true; // the load in flight may have read before this entry
-  } else if (view.nodes.has(entry.execution) || view.nodes.has(entry.parent)) {
+    // the load in flight may have read before this entry: only one that may
+    // concern its trees sends it back (else a busy log would reload forever)
+    if (load.fresh || drawn) load.stale = true;
+  } else if (drawn) {
     schedule();
   }
 }
@@ -346,6 +350,7 @@ async function reload() {
   }
   const generation = load.generation;
   load.busy = true;
+  load.fresh = false;
   try {
     const nodes = await trees(view.roots);
     if (generation === load.generation) draw(nodes, false);
