@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,6 +73,29 @@ class Server:
         if self.process and self.process.poll() is None:
             os.kill(self.process.pid, sig)
             self.process.wait(timeout=30)
+
+
+SHARED_FILES = ("log.key", "grant.key", "admin.token")
+
+
+def start_replicas(database: str, root: Path, count: int, origin: str) -> list[Server]:
+    """``count`` `lictor serve` replicas on one database: the first makes the log's keys
+    and admin credential, the others start with copies. On failure, none is left running."""
+    servers: list[Server] = []
+    try:
+        for n in range(count):
+            data = root / f"replica{n}"
+            if n:
+                data.mkdir(mode=0o700)
+                for name in SHARED_FILES:
+                    shutil.copy2(servers[0].data_dir / name, data / name)
+            options = ("--database", database) + (("--origin", origin) if n == 0 else ())
+            servers.append(Server(data, free_port(), options=options).start())
+    except BaseException:
+        for server in servers:
+            server.kill()
+        raise
+    return servers
 
 
 @pytest.fixture

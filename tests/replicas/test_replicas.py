@@ -19,34 +19,20 @@ from lictor.log.checkpoint import open_checkpoint
 from lictor.log.merkle import verify_consistency
 from lictor.log.note import parse_verifier_key
 
-from ..conftest import REPO, Server, free_port
+from ..conftest import REPO, Server, start_replicas
 from ..postgres import PostgresServer
 
 ORIGIN = "test.example/replicas"
-SHARED = ("log.key", "grant.key", "admin.token")
 LICTOR = (sys.executable, "-m", "lictor.cli.main")
 
 
 @pytest.fixture
 def replicas(postgres: PostgresServer, tmp_path: Path) -> Iterator[list[Server]]:
     """Three replicas on one fresh database; the first made the keys the others copy."""
-    database = postgres.database()
-    servers: list[Server] = []
-    try:
-        for n in range(3):
-            data = tmp_path / f"replica{n}"
-            if n:
-                data.mkdir(mode=0o700)
-                for name in SHARED:
-                    shutil.copy2(servers[0].data_dir / name, data / name)
-            options = (
-                ("--database", database, "--origin", ORIGIN) if n == 0 else ("--database", database)
-            )
-            servers.append(Server(data, free_port(), options=options).start())
-        yield servers
-    finally:
-        for server in servers:
-            server.kill()
+    servers = start_replicas(postgres.database(), tmp_path, 3, ORIGIN)
+    yield servers
+    for server in servers:
+        server.kill()
 
 
 def _admin(server: Server) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ from lictor.service.log import AuditLog
 from lictor.service.policies import source_json
 from lictor.store.base import Credential, Replica
 
-from ..conftest import Server, free_port
+from ..conftest import Server, start_replicas
 from ..postgres import PostgresServer
 from ..sdk.conftest import DEPLOY, PLANNER, PRODUCTION, STAGING, govern
 
@@ -228,21 +227,10 @@ def test_the_log_tail_reads_each_entry_once_and_says_when_it_skipped(
 
 @pytest.fixture
 def two_replicas(postgres: PostgresServer, tmp_path: Path) -> Iterator[list[Server]]:
-    database = postgres.database()
-    servers: list[Server] = []
-    try:
-        for n in range(2):
-            data = tmp_path / f"replica{n}"
-            if n:
-                data.mkdir(mode=0o700)
-                for name in ("log.key", "grant.key", "admin.token"):
-                    shutil.copy2(servers[0].data_dir / name, data / name)
-            options = ("--database", database, "--origin", "health.test/replicas")
-            servers.append(Server(data, free_port(), options=options[: 4 if n == 0 else 2]).start())
-        yield servers
-    finally:
-        for server in servers:
-            server.kill()
+    servers = start_replicas(postgres.database(), tmp_path, 2, "health.test/replicas")
+    yield servers
+    for server in servers:
+        server.kill()
 
 
 def _until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
