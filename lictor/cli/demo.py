@@ -106,29 +106,28 @@ def _attached(port: int, as_json: bool) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stopping still ends the governed processes
 
     def started(step: Step) -> None:
-        _emit({"event": "step", "name": step.name, "status": "running"}, as_json, step)
+        _json_line({"event": "step", "name": step.name, "status": "running"})
 
     def played(row: Row) -> None:
         status = "ok" if row.ok else "failed"
-        cited = [c.index for c in row.cited]
         message = {"event": "step", "name": row.step, "status": status, "detail": row.detail}
-        _emit({**message, "cited": cited}, as_json, None)
+        _json_line({**message, "cited": [c.index for c in row.cited]})
 
     with tempfile.TemporaryDirectory(prefix="lictor-demo-") as temp:
-        rows = scenario.play(plane, Path(temp), progress=started, played=played)
+        if as_json:
+            rows = scenario.play(plane, Path(temp), progress=started, played=played)
+        else:
+            rows = scenario.play(plane, Path(temp), progress=_progress)
     held = scenario.held(rows)
     if as_json:
-        print(json.dumps({"event": "done", "held": held}), flush=True)
+        _json_line({"event": "done", "held": held})
     else:
         print(table(rows), flush=True)
     return 0 if held else FAILED
 
 
-def _emit(message: dict[str, object], as_json: bool, step: Step | None) -> None:
-    if as_json:
-        print(json.dumps(message), flush=True)
-    elif step is not None:
-        _progress(step)
+def _json_line(message: dict[str, object]) -> None:
+    print(json.dumps(message), flush=True)
 
 
 def _played_by_server(plane: ControlPlane) -> list[Row]:
