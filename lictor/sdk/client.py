@@ -15,7 +15,7 @@ its events while the block runs, and completes it after.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -42,6 +42,7 @@ def request_body(
     context: Mapping[str, Any] | None,
     parent_grant: str | None,
     ttl: int | None,
+    definition: str | None = None,
 ) -> dict[str, Any]:
     """The body of ``POST /v1/executions``; entity refs as ``Type::"id"`` or ``{type, id}``."""
     body: dict[str, Any] = {
@@ -54,6 +55,8 @@ def request_body(
         body["parent_grant"] = parent_grant
     if ttl is not None:
         body["ttl"] = ttl
+    if definition is not None:
+        body["definition"] = definition
     return body
 
 
@@ -65,13 +68,34 @@ def _ttl_body(ttl: int | None) -> dict[str, Any]:
     return {} if ttl is None else {"ttl": ttl}
 
 
-def complete_body(outcome: str, exit_code: int | None, summary: str | None) -> dict[str, Any]:
+def complete_body(
+    outcome: str, exit_code: int | None, summary: str | None, result_hash: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"outcome": outcome}
+    if result_hash is not None:
+        body["result_hash"] = result_hash
     if exit_code is not None:
         body["exit_code"] = exit_code
     if summary is not None:
         body["summary"] = summary
     return body
+
+
+def observe_body(server: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    keys = ("name", "description", "inputSchema")
+    return {"server": server, "tools": [{k: t[k] for k in keys if k in t} for t in tools]}
+
+
+def preview_body(principal: Ref, action: Ref, resources: Sequence[Ref]) -> dict[str, Any]:
+    return {
+        "principal": _ref(principal),
+        "action": _ref(action),
+        "resources": [_ref(r) for r in resources],
+    }
+
+
+def possible(reply: dict[str, Any]) -> list[bool]:
+    return [bool(r["possible"]) for r in reply["results"]]
 
 
 def _json(response: httpx.Response) -> Any:
@@ -150,9 +174,15 @@ class Client:
         context: Mapping[str, Any] | None = None,
         parent_grant: str | None = None,
         ttl: int | None = None,
+        *,
+        definition: str | None = None,
     ) -> dict[str, Any]:
-        """Ask for a new execution: the 201 reply (execution, grant, lease, receipt)."""
-        body = request_body(principal, action, resource, context, parent_grant, ttl)
+        """Ask for a new execution: the 201 reply (execution, grant, lease, receipt).
+
+        ``definition`` is the hash (`lictor.core.tools.definition_hash`) of the
+        resource's definition as this runtime sees it; the control plane denies
+        it (``definition_changed``) unless it is the approved pin."""
+        body = request_body(principal, action, resource, context, parent_grant, ttl, definition)
         try:
             response = self._http.post("/v1/executions", json=body)
         except httpx.TransportError as e:
@@ -172,14 +202,28 @@ class Client:
         outcome: str,
         exit_code: int | None = None,
         summary: str | None = None,
+        *,
+        result_hash: str | None = None,
     ) -> dict[str, Any]:
-        """End an execution with ``outcome``: succeeded, failed or cancelled."""
-        body = complete_body(outcome, exit_code, summary)
+        """End an execution with ``outcome``: succeeded, failed or cancelled; ``result_hash``
+        (``sha256:<hex>``) commits to what the work returned."""
+        body = complete_body(outcome, exit_code, summary, result_hash)
         return self._call("POST", f"/v1/executions/{execution_id}/complete", body)
 
     def get(self, execution_id: str) -> dict[str, Any]:
         """An execution with its decision and every transition."""
         return self._call("GET", f"/v1/executions/{execution_id}")
+
+    def observe_tools(self, server: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Report the tools ``server`` offers (each ``name``, ``description``,
+        ``inputSchema``): the control plane pins new ones and flags changed ones."""
+        return self._call("POST", "/v1/tools/observe", observe_body(server, tools))
+
+    def preview(self, principal: Ref, action: Ref, resources: Sequence[Ref]) -> list[bool]:
+        """For each resource, whether the active policy could allow ``action`` on it for
+        ``principal`` under some context: a hint for what to show, never a permission."""
+        body = preview_body(principal, action, resources)
+        return possible(self._call("POST", "/v1/executions/preview", body))
 
     def watch(self, handle: ExecutionHandle, after: int) -> EventWatcher | NoWatcher:
         """A watcher losing ``handle`` when the log shows it ended (not yet started);
@@ -247,9 +291,11 @@ class AsyncClient:
         context: Mapping[str, Any] | None = None,
         parent_grant: str | None = None,
         ttl: int | None = None,
+        *,
+        definition: str | None = None,
     ) -> dict[str, Any]:
         """`Client.request`."""
-        body = request_body(principal, action, resource, context, parent_grant, ttl)
+        body = request_body(principal, action, resource, context, parent_grant, ttl, definition)
         try:
             response = await self._http.post("/v1/executions", json=body)
         except httpx.TransportError as e:
@@ -269,14 +315,27 @@ class AsyncClient:
         outcome: str,
         exit_code: int | None = None,
         summary: str | None = None,
+        *,
+        result_hash: str | None = None,
     ) -> dict[str, Any]:
         """`Client.complete`."""
-        body = complete_body(outcome, exit_code, summary)
+        body = complete_body(outcome, exit_code, summary, result_hash)
         return await self._call("POST", f"/v1/executions/{execution_id}/complete", body)
 
     async def get(self, execution_id: str) -> dict[str, Any]:
         """`Client.get`."""
         return await self._call("GET", f"/v1/executions/{execution_id}")
+
+    async def observe_tools(
+        self, server: str, tools: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """`Client.observe_tools`."""
+        return await self._call("POST", "/v1/tools/observe", observe_body(server, tools))
+
+    async def preview(self, principal: Ref, action: Ref, resources: Sequence[Ref]) -> list[bool]:
+        """`Client.preview`."""
+        body = preview_body(principal, action, resources)
+        return possible(await self._call("POST", "/v1/executions/preview", body))
 
     def watch(self, handle: ExecutionHandle, after: int) -> AsyncEventWatcher | NoAsyncWatcher:
         """`Client.watch`, as a task."""
