@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         entity,
         executions,
         log,
+        mcp,
         policy,
         principal,
         replay,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         log,
         credential,
         db,
+        mcp,
     ):
         group.register(sub)
     return parser

@@ -1,0 +1,173 @@
+"""The MCP server the gateway fronts: one client session to it, shared by every
+client of the gateway.
+
+The gateway speaks to its upstream in the handshake era (``initialize``,
+protocol 2025-11-25 or older), whatever era its own clients speak, and
+forwards only what a request means (a tool's name and arguments, a cursor, a
+URI, a prompt's name and arguments): never a client's ``_meta``, which in the
+2026 era carries envelope keys a handshake-era session rejects, and which is
+not the client's to pass through a policy enforcement point. Requests are
+sent with ``send_request``, so a result reaches the client exactly as the
+upstream wrote it (no client-side validation, no hidden ``tools/list``).
+
+Cancelling the task awaiting a request sends MCP's
+``notifications/cancelled`` for it upstream; that is how a revocation stops a
+call in flight.
+
+A wrapped stdio server gets the gateway's environment without Lictor's own
+credentials (``LICTOR_CREDENTIAL``, ``LICTOR_GRANT``, ``LICTOR_EXECUTION_ID``):
+the server is what the gateway governs, not a party to it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import mcp_types as types
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.session import IncomingMessage
+from mcp.client.streamable_http import streamable_http_client
+from pydantic import BaseModel
+
+WITHHELD = ("LICTOR_CREDENTIAL", "LICTOR_GRANT", "LICTOR_EXECUTION_ID")
+ResultT = TypeVar("ResultT", bound=BaseModel)
+Listener = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the upstream is: a command to run (stdio) or a Streamable HTTP URL."""
+
+    command: tuple[str, ...] = ()
+    url: str | None = None
+
+    def describe(self) -> str:
+        return self.url or " ".join(self.command)
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a wrapped stdio server: the gateway's, minus Lictor's secrets."""
+    return {k: v for k, v in environ.items() if k not in WITHHELD}
+
+
+def page(cursor: str | None) -> types.PaginatedRequestParams | None:
+    return types.PaginatedRequestParams(cursor=cursor) if cursor else None
+
+
+class Upstream:
+    """An initialized client session to the upstream, and what it said about itself."""
+
+    def __init__(self) -> None:
+        self._session: ClientSession | None = None
+        self.init: types.InitializeResult | None = None
+        self._tools_changed: list[Listener] = []
+
+    @property
+    def session(self) -> ClientSession:
+        if self._session is None:
+            raise RuntimeError("the upstream is not connected")
+        return self._session
+
+    @property
+    def info(self) -> types.Implementation:
+        return self._initialized().server_info
+
+    @property
+    def capabilities(self) -> types.ServerCapabilities:
+        return self._initialized().capabilities
+
+    @property
+    def instructions(self) -> str | None:
+        return self._initialized().instructions
+
+    def _initialized(self) -> types.InitializeResult:
+        if self.init is None:
+            raise RuntimeError("the upstream is not initialized")
+        return self.init
+
+    def on_tools_changed(self, listener: Listener) -> None:
+        """Call ``listener`` when the upstream says its tool list changed."""
+        self._tools_changed.append(listener)
+
+    async def notified(self, message: IncomingMessage) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            for listener in self._tools_changed:
+                await listener()
+
+    async def send(self, request: Any, result: type[ResultT]) -> ResultT:
+        reply: ResultT = await self.session.send_request(request, result)
+        return reply
+
+    async def list_tools(self, cursor: str | None) -> types.ListToolsResult:
+        request = types.ListToolsRequest(params=page(cursor))
+        return await self.send(request, types.ListToolsResult)
+
+    async def all_tools(self) -> list[types.Tool]:
+        """Every tool, following the cursor to the last page."""
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        while True:
+            listed = await self.list_tools(cursor)
+            tools += listed.tools
+            cursor = listed.next_cursor
+            if not cursor:
+                return tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
+        params = types.CallToolRequestParams(name=name, arguments=arguments)
+        return await self.send(types.CallToolRequest(params=params), types.CallToolResult)
+
+    async def list_resources(self, cursor: str | None) -> types.ListResourcesResult:
+        request = types.ListResourcesRequest(params=page(cursor))
+        return await self.send(request, types.ListResourcesResult)
+
+    async def list_resource_templates(
+        self, cursor: str | None
+    ) -> types.ListResourceTemplatesResult:
+        request = types.ListResourceTemplatesRequest(params=page(cursor))
+        return await self.send(request, types.ListResourceTemplatesResult)
+
+    async def read_resource(self, uri: str) -> types.ReadResourceResult:
+        params = types.ReadResourceRequestParams(uri=uri)
+        return await self.send(types.ReadResourceRequest(params=params), types.ReadResourceResult)
+
+    async def list_prompts(self, cursor: str | None) -> types.ListPromptsResult:
+        request = types.ListPromptsRequest(params=page(cursor))
+        return await self.send(request, types.ListPromptsResult)
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None
+    ) -> types.GetPromptResult:
+        params = types.GetPromptRequestParams(name=name, arguments=arguments)
+        return await self.send(types.GetPromptRequest(params=params), types.GetPromptResult)
+
+
+def _transport(
+    target: Target,
+) -> AbstractAsyncContextManager[tuple[Any, Any]]:
+    if target.url is not None:
+        return streamable_http_client(target.url)
+    command: Sequence[str] = target.command
+    params = StdioServerParameters(
+        command=command[0], args=list(command[1:]), env=child_environment(os.environ)
+    )
+    return stdio_client(params)
+
+
+@asynccontextmanager
+async def connect(target: Target) -> AsyncIterator[Upstream]:
+    """Start or reach the upstream, initialize a session with it; close it on exit.
+
+    Enter and exit in the same task: the transports hold task groups."""
+    upstream = Upstream()
+    async with (
+        _transport(target) as (read, write),
+        ClientSession(read, write, message_handler=upstream.notified) as session,
+    ):
+        upstream.init = await session.initialize()
+        upstream._session = session
+        yield upstream
