@@ -22,6 +22,10 @@ Guarantees of `decide`:
   ``reasons`` (the determining policy ids) and ``errors`` are sorted.
 - Only the slice of policies about the request's action is evaluated; the
   result is the same as evaluating the whole set (see `lictor.core.slicing`).
+- ``context.arguments`` (a tool's or a job's arguments) is open: attributes the
+  action's schema does not declare in it are dropped before evaluation, since
+  no policy that validates against the schema can read them; declared ones
+  are type-checked as usual. An action that declares no ``arguments`` sees none.
 
 Reason codes (``Decision.reason_code``, None when allowed):
 
@@ -39,7 +43,9 @@ Reason codes (``Decision.reason_code``, None when allowed):
 
 Set by the service before any policy runs: ``no_active_policy``,
 ``invalid_parent_grant``, ``parent_not_active``, ``depth_exceeded``,
-``runtime_revoked``, ``principal_revoked``.
+``runtime_revoked``, ``principal_revoked``, ``definition_changed`` (the
+resource's definition is not the one pinned and approved, see
+`lictor.service.tools`).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from lictor.core.policy_entities import (
     entities_version,
 )
 from lictor.core.policy_schema import (
+    ARGUMENTS,
     CONTEXT_KEY,
     LICTOR_CONTEXT_SCHEMA,
     LICTOR_CONTEXT_SCHEMA_JSON,
@@ -97,6 +104,7 @@ __all__ = [
     "canonical_entities",
     "compile_entities",
     "compile_policies",
+    "could_allow",
     "decide",
     "entities_version",
     "lictor_context",
@@ -122,6 +130,7 @@ class ReasonCode(StrEnum):
     DEPTH_EXCEEDED = "depth_exceeded"
     RUNTIME_REVOKED = "runtime_revoked"
     PRINCIPAL_REVOKED = "principal_revoked"
+    DEFINITION_CHANGED = "definition_changed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,7 +203,7 @@ def _decide(
     if entities.schema_version != policy.schema_version:
         message = "the entity set was compiled for another schema"
         return _deny(policy, entities, ReasonCode.INVALID_ENTITIES, message)
-    cedar_request = _cedar_request(request)
+    cedar_request = _cedar_request(request, policy.arguments)
     if extra:
         try:
             entities = entities.with_added(extra, policy)
@@ -208,7 +217,9 @@ def _decide(
     return _from_result(result, policy, entities)
 
 
-def _cedar_request(request: DecisionRequest) -> dict[str, object]:
+def _cedar_request(
+    request: DecisionRequest, arguments: Mapping[tuple[str, str], frozenset[str] | None]
+) -> dict[str, object]:
     refs = (request.principal, request.action, request.resource)
     if not all(isinstance(ref, EntityRef) for ref in refs):
         raise InvalidRequestError("principal, action and resource must be EntityRefs")
@@ -216,22 +227,66 @@ def _cedar_request(request: DecisionRequest) -> dict[str, object]:
         "principal": request.principal.to_json(),
         "action": request.action.to_json(),
         "resource": request.resource.to_json(),
-        "context": _context_json(request),
+        "context": _context_json(request, arguments),
     }
 
 
-def _context_json(request: DecisionRequest) -> str:
+def _context_json(
+    request: DecisionRequest, arguments: Mapping[tuple[str, str], frozenset[str] | None]
+) -> str:
     context = request.context
     if not isinstance(context, Mapping) or not all(isinstance(k, str) for k in context):
         raise InvalidRequestError("context must be a JSON object")
     if CONTEXT_KEY in context:
         raise InvalidRequestError(f"context.{CONTEXT_KEY} is reserved for Lictor")
+    context = declared_arguments(context, (request.action.type, request.action.id), arguments)
     lineage = request.lineage or LineageFacts.root(request.principal)
     record = lictor_context(request.runtime, lineage, request.now_ms)
     try:
         return json.dumps({**context, CONTEXT_KEY: record}, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidRequestError(f"context is not JSON: {e}") from None
+
+
+def could_allow(
+    policy: CompiledPolicy,
+    entities: CompiledEntities,
+    principal: EntityRef,
+    action: EntityRef,
+    resource: EntityRef,
+) -> bool:
+    """Whether some context could make the policy allow this request: Cedar's partial
+    evaluation with the context unknown is not a deny. A hint for what to offer
+    (which tools to list), never a decision; any error is False."""
+    if (principal.type, principal.id) not in entities.uids:
+        return False
+    request = {"principal": str(principal), "action": str(action), "resource": str(resource)}
+    try:
+        result = cedarpy.is_authorized_partial(
+            request, policy.slice_for(action), entities.handle, policy.schema
+        )
+    except Exception:  # fail closed: a hint that cannot be computed offers nothing
+        return False
+    return result.decision is not cedarpy.Decision.Deny and not result.diagnostics.errors
+
+
+def declared_arguments(
+    context: Mapping[str, Any],
+    action: tuple[str, str],
+    arguments: Mapping[tuple[str, str], frozenset[str] | None],
+) -> Mapping[str, Any]:
+    """``context`` with only the ``arguments`` attributes ``action``'s schema declares:
+    none (no ``arguments`` at all) if it declares no ``arguments``; every one if it
+    declares ``arguments`` as something other than a record."""
+    given = context.get(ARGUMENTS)
+    if not isinstance(given, Mapping):
+        return context
+    if action not in arguments:
+        return {k: v for k, v in context.items() if k != ARGUMENTS}
+    declared = arguments[action]
+    if declared is None:
+        return context
+    return {**context, ARGUMENTS: {k: v for k, v in given.items() if k in declared}}
 
 
 def _from_result(

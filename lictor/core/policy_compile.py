@@ -22,6 +22,11 @@ Guarantees:
 - `compile_policies` returns pre-parsed cedarpy handles (the merged schema,
   the whole set and one slice per action, see `lictor.core.slicing`); keep one
   per version. It raises `InvalidRequestError` if `validate` finds anything.
+- A compiled policy also knows, per action, which attributes of
+  ``context.arguments`` its schema declares (the rest are dropped before
+  evaluation: no valid policy can read them), and which policies carry
+  ``@log_arguments("raw")`` (a decision they determine logs the arguments
+  themselves instead of their keyed hash, see `lictor.service.arguments`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import rfc8785
 from cedarpy import pst
 
 from lictor.core import policy_text
-from lictor.core.policy_schema import merge_schema, probe_errors
+from lictor.core.policy_schema import argument_names, merge_schema, probe_errors
 from lictor.core.slicing import ActionKey, Slices, action_ancestors, build_policy_set, build_slices
 from lictor.core.types import EntityRef
 from lictor.errors import InvalidRequestError
@@ -47,6 +52,7 @@ from lictor.errors import InvalidRequestError
 POLICY_SUFFIX = ".cedar"
 SCHEMA_SUFFIXES = (".cedarschema", ".cedarschema.json")
 MAX_NAME_LENGTH = 255
+LOG_ARGUMENTS = "log_arguments"
 _JSON_POSITION = re.compile(r"at line (\d+) column (\d+)")
 
 
@@ -137,6 +143,8 @@ class CompiledPolicy:
     policies: tuple[PolicyInfo, ...]
     policy_set: cedarpy.PolicySet
     slices: Slices
+    arguments: Mapping[ActionKey, frozenset[str] | None] = dataclasses.field(default_factory=dict)
+    raw_arguments: frozenset[str] = frozenset()
 
     def slice_for(self, action: EntityRef | ActionKey) -> cedarpy.PolicySet:
         key = (action.type, action.id) if isinstance(action, EntityRef) else action
@@ -181,6 +189,10 @@ def compile_policies(source: PolicySource) -> CompiledPolicy:
         policies=tuple(p.info for p in analysis.parsed),
         policy_set=build_policy_set(templates),
         slices=build_slices(templates, action_ancestors(analysis.schema)),
+        arguments=argument_names(analysis.schema),
+        raw_arguments=frozenset(
+            pid for pid, t in templates.items() if t.annotations.get(LOG_ARGUMENTS) == "raw"
+        ),
     )
 
 

@@ -239,6 +239,82 @@ def probe_errors(schema: cedarpy.Schema) -> list[str]:
     return sorted({e.error.removeprefix("for policy `policy0`, ") for e in errors})
 
 
+# --- the declared attributes of context.arguments -------------------------------------
+
+_ACTION_NAME = re.compile(r'( *)action "((?:[^"\\]|\\.)*)"(?: in \[.*\])? appliesTo \{$')
+_MEMBER = re.compile(r'(?:"((?:[^"\\]|\\.)*)"|([A-Za-z_][A-Za-z0-9_]*))\??: (.*?),?$')
+ARGUMENTS = "arguments"
+
+
+def argument_names(schema: cedarpy.Schema) -> dict[tuple[str, str], frozenset[str] | None]:
+    """For each action whose context declares ``arguments``, the attributes it declares.
+
+    None when ``arguments`` is not a record (it is then passed on whole, for
+    Cedar to type-check); an action missing here declares no ``arguments``.
+    Keys are ``(action type, action id)``, e.g. ``("Action", "call_tool")``.
+    """
+    lines = str(schema).splitlines()
+    declared = _type_declarations(lines)
+    found: dict[tuple[str, str], frozenset[str] | None] = {}
+    namespace = ""
+    for i, line in enumerate(lines):
+        if match := _NAMESPACE.match(line):
+            namespace = match.group(1)
+        elif line == "}":
+            namespace = ""
+        elif match := _ACTION_NAME.match(line):
+            key = (f"{namespace}::Action" if namespace else "Action", _unquote(match.group(2)))
+            context = _members(lines, i + 1, match.group(1) + "  ").get("context")
+            record = _record(lines, context, namespace, declared)
+            value = None if record is None else _members(lines, *record).get(ARGUMENTS)
+            arguments = _record(lines, value, namespace, declared) if value else None
+            if value is not None:
+                found[key] = None if arguments is None else frozenset(_members(lines, *arguments))
+    return found
+
+
+Member = tuple[int, str]  # the line a member is declared on, and its type text
+
+
+def _members(lines: list[str], start: int, indent: str) -> dict[str, Member]:
+    """The members of the record whose first member line is ``start``, at ``indent``."""
+    members: dict[str, Member] = {}
+    i = start
+    while i < len(lines) and lines[i].startswith(indent):
+        line = lines[i][len(indent) :]
+        if not line.startswith(" ") and (match := _MEMBER.match(line)):
+            name = _unquote(match.group(1)) if match.group(1) is not None else match.group(2)
+            members[name] = (i, match.group(3))
+        i += 1
+    return members
+
+
+def _record(
+    lines: list[str], member: Member | None, namespace: str, declared: dict[TypeKey, int]
+) -> tuple[int, str] | None:
+    """Where the record a member's type names starts (first member line, indent)."""
+    if member is None:
+        return None
+    i, text = member
+    indent = " " * (len(lines[i]) - len(lines[i].lstrip(" "))) + "  "
+    if text == "{":
+        return i + 1, indent
+    if _EMPTY_RECORD.fullmatch(text):
+        return len(lines), indent
+    try:
+        j = declared[_resolve(namespace, text, declared)]
+    except ValueError:
+        return None  # not a declared type: a primitive, a set, an entity
+    found = _TYPE.match(lines[j])
+    if found is None or found.group(3) != "{":
+        return (len(lines), indent) if found and _EMPTY_RECORD.match(found.group(3)) else None
+    return j + 1, found.group(1) + "  "
+
+
+def _unquote(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 def _lictor_namespace(lines: list[str]) -> tuple[str, ...] | None:
     """The normalized ``namespace Lictor`` block of a rendered schema, if it has one."""
     if "namespace Lictor {" not in lines:

@@ -39,8 +39,10 @@ from lictor.server import (
     log_api,
     policies_api,
     runtimes_api,
+    tools_api,
 )
 from lictor.server.events import CommitSignal, EntryTail
+from lictor.service.arguments import ArgumentSeal
 from lictor.service.executions import Executions
 from lictor.service.log import AuditLog
 from lictor.service.policies import Policies
@@ -191,7 +193,7 @@ def create_app(
     seed = grant_seed or os.urandom(32)
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
     grants = GrantSigner(seed, jwk_thumbprint(public), log.origin)
-    executions = Executions(log, runtimes, policies, grants)
+    executions = Executions(log, runtimes, policies, grants, seal=ArgumentSeal.derived(seed))
     sweeps = Sweeps(executions)
 
     @asynccontextmanager
@@ -231,6 +233,7 @@ def create_app(
     app.include_router(policies_api.router)
     app.include_router(executions_api.principals)
     app.include_router(credentials_api.router)
+    app.include_router(tools_api.router)
     app.include_router(console.session)
     app.include_router(health_api.router)
     app.include_router(console.router)

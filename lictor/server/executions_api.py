@@ -28,6 +28,7 @@ Runtime = Annotated[Credential, Depends(require_role("runtime"))]
 Reader = Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))]
 Admin = Annotated[Credential, Depends(require_role("admin"))]
 Ttl = Annotated[int, Field(ge=leases.MIN_TTL_MS // 1000, le=leases.MAX_TTL_MS // 1000)]
+Hash = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 
 
 class Ref(BaseModel):
@@ -44,6 +45,14 @@ class ExecutionRequest(BaseModel):
     context: dict[str, Any] = {}
     parent_grant: Annotated[str | None, Field(max_length=8192)] = None
     ttl: Ttl | None = None
+    definition: Hash | None = None
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    principal: Ref | str
+    action: Ref | str
+    resources: Annotated[list[Ref | str], Field(max_length=1000)]
 
 
 class RenewRequest(BaseModel):
@@ -56,6 +65,7 @@ class CompleteRequest(BaseModel):
     outcome: Literal["succeeded", "failed", "cancelled"]
     exit_code: Annotated[int, Field(ge=leases.MIN_EXIT_CODE, le=leases.MAX_EXIT_CODE)] | None = None
     summary: Annotated[str, Field(max_length=1024)] | None = None
+    result_hash: Hash | None = None
 
 
 class RevokeRequest(BaseModel):
@@ -81,7 +91,8 @@ def _depth(value: Any, level: int = 0) -> int:
     return max((_depth(c, level + 1) for c in children), default=level)
 
 
-def _view(stored: StoredExecution) -> dict[str, Any]:
+def _view(stored: StoredExecution, executions: Executions) -> dict[str, Any]:
+    stored = executions.shown(stored)
     return {
         "execution": execution_json(stored.execution),
         "decision": stored.decision,
@@ -89,10 +100,10 @@ def _view(stored: StoredExecution) -> dict[str, Any]:
     }
 
 
-def _body(outcome: Outcome) -> dict[str, Any]:
+def _body(outcome: Outcome, executions: Executions) -> dict[str, Any]:
     """`_view` plus what a caller of a transition gets: lease, grant, receipt, cascade."""
     e = outcome.execution
-    body = _view(outcome.stored)
+    body = _view(outcome.stored, executions)
     if e.lease is not None and e.state is ExecutionState.ACTIVE:
         body["lease"] = {
             "ttl": e.lease.ttl_ms / 1000,
@@ -121,6 +132,7 @@ async def request_execution(body: ExecutionRequest, request: Request, who: Runti
         body.context,
         body.parent_grant,
         ttl,
+        body.definition,
     )
     metrics = request.app.state.metrics
     with metrics.decision_seconds.time():
@@ -128,9 +140,13 @@ async def request_execution(body: ExecutionRequest, request: Request, who: Runti
     allowed = outcome.execution.state is ExecutionState.ACTIVE
     reason = str((outcome.stored.decision or {}).get("reason_code") or "")
     metrics.decisions.labels("allow" if allowed else "deny", reason).inc()
+    executions = _executions(request)
     if allowed:  # a ready response: the body is plain JSON, no encoder pass needed
-        return JSONResponse(_body(outcome), status_code=201)
-    denied = {"error": {"code": "denied", "message": _denial(outcome)}, **_body(outcome)}
+        return JSONResponse(_body(outcome, executions), status_code=201)
+    denied = {
+        "error": {"code": "denied", "message": _denial(outcome)},
+        **_body(outcome, executions),
+    }
     return JSONResponse(denied, status_code=403)
 
 
@@ -139,29 +155,45 @@ def _denial(outcome: Outcome) -> str:
     return f"denied: {decision.get('reason_code')} {decision.get('reasons') or ''}".strip()
 
 
+@router.post("/preview")
+def preview(body: PreviewRequest, request: Request, who: Reader) -> dict[str, Any]:
+    """For each resource, whether the active policy could allow the action under some
+    context: a hint for what to offer (a gateway's tool list), never a permission."""
+    executions = _executions(request)
+    principal, action = _ref(body.principal), _ref(body.action)
+    resources = [_ref(r) for r in body.resources]
+    version, possible = executions.could_allow(principal, action, resources)
+    results = [
+        {"resource": r.to_json(), "possible": p} for r, p in zip(resources, possible, strict=True)
+    ]
+    return {"policy_version": version, "results": results}
+
+
 @router.post("/{execution_id}/renew")
 async def renew(execution_id: str, body: RenewRequest, request: Request, who: Runtime) -> Any:
     """Re-run the authorization with fresh context: a new lease, or revoked (with why)."""
     ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
-    outcome = await _executions(request).renew_async(execution_id, who.name, ttl)
-    return JSONResponse(_body(outcome))
+    executions = _executions(request)
+    outcome = await executions.renew_async(execution_id, who.name, ttl)
+    return JSONResponse(_body(outcome, executions))
 
 
 @router.post("/{execution_id}/complete")
 def complete(execution_id: str, body: CompleteRequest, request: Request, who: Runtime) -> Any:
     executions = _executions(request)
     outcome = executions.complete(
-        execution_id, who.name, body.outcome, body.exit_code, body.summary
+        execution_id, who.name, body.outcome, body.exit_code, body.summary, body.result_hash
     )
-    return _body(outcome)
+    return _body(outcome, executions)
 
 
 @router.post("/{execution_id}/revoke")
 def revoke(execution_id: str, body: RevokeRequest, request: Request, who: Admin) -> Any:
     """Revoke an execution and every live descendant, in one transaction."""
-    outcome = _executions(request).revoke(execution_id, body.reason)
+    executions = _executions(request)
+    outcome = executions.revoke(execution_id, body.reason)
     request.app.state.metrics.revocations.labels("execution").inc(len(outcome.revoked))
-    return _body(outcome)
+    return _body(outcome, executions)
 
 
 @router.get("")
@@ -190,9 +222,10 @@ def list_executions(
     }
     if who.role == "runtime":
         filters["runtime"] = who.name
-    found = _executions(request).find(filters, after, limit)
+    executions = _executions(request)
+    found = executions.find(filters, after, limit)
     last = found[-1].execution.id if len(found) == limit else None
-    return {"executions": [_view(s) for s in found], "next": last}
+    return {"executions": [_view(s, executions) for s in found], "next": last}
 
 
 @router.get("/{execution_id}")
@@ -201,7 +234,7 @@ def get_execution(execution_id: str, request: Request, who: Reader) -> dict[str,
     executions = _executions(request)
     stored = executions.get(execution_id)
     executions.check_owner(stored, who.name if who.role == "runtime" else None)
-    view = _view(stored)
+    view = _view(stored, executions)
     now = executions.log.now_ms()
     view["effective_state"] = str(leases.effective_state(stored.execution, now))
     return view
@@ -216,8 +249,8 @@ def lineage(execution_id: str, request: Request, who: Reader) -> dict[str, Any]:
     )
     ancestors, descendants = executions.lineage(execution_id)
     return {
-        "ancestors": [_view(s) for s in ancestors],
-        "descendants": [_view(s) for s in descendants],
+        "ancestors": [_view(s, executions) for s in ancestors],
+        "descendants": [_view(s, executions) for s in descendants],
     }
 
 

@@ -41,11 +41,13 @@ from lictor.errors import (
     PermissionDeniedError,
 )
 from lictor.sequencer import Appended, Command, Plan
+from lictor.service.arguments import ArgumentSeal
 from lictor.service.log import AuditLog, Receipt
 from lictor.service.policies import Policies
 from lictor.service.records import KIND, StoredExecution
 from lictor.service.runtimes import KIND as RUNTIME_KIND
 from lictor.service.runtimes import Runtime, Runtimes
+from lictor.service.tools import pin_denial
 from lictor.store.base import StoredEntry
 from lictor.store.view import StateView
 
@@ -84,6 +86,7 @@ class Ask:
     context: Mapping[str, Any]
     parent_grant: str | None = None
     ttl_ms: int = leases.DEFAULT_TTL_MS
+    definition: str | None = None  # the resource's definition hash, checked against its pin
 
 
 def runtime_facts(runtime: Runtime) -> RuntimeFacts:
@@ -103,12 +106,14 @@ class Executions:
         policies: Policies,
         grants: GrantSigner,
         max_depth: int = MAX_DEPTH,
+        seal: ArgumentSeal | None = None,
     ) -> None:
         self.log = log
         self.runtimes = runtimes
         self.policies = policies
         self.grants = grants
         self.max_depth = max_depth
+        self.seal = seal or ArgumentSeal(os.urandom(32))
 
     # -- deciding ---------------------------------------------------------------
 
@@ -122,6 +127,14 @@ class Executions:
         except LictorError as e:  # fail closed
             return _deny_without_policy(e.message, version)
         return decide(policy, request, entities)
+
+    def could_allow(
+        self, principal: EntityRef, action: EntityRef, resources: Sequence[EntityRef]
+    ) -> tuple[str | None, list[bool]]:
+        """`Policies.could_allow`, and nothing for a revoked principal."""
+        if self.log.store.get_record(PRINCIPAL_REVOCATION, str(principal)) is not None:
+            return self.policies.active_version(), [False] * len(resources)
+        return self.policies.could_allow(principal, action, resources)
 
     # -- requesting -------------------------------------------------------------
 
@@ -193,7 +206,7 @@ class Executions:
             now_ms=now,
         )
         stored = StoredExecution(execution, request.runtime, facts)
-        return self._record_command(stored, decision, ask.ttl_ms, now), now
+        return self._record_command(stored, decision, ask.ttl_ms, now, ask.definition), now
 
     def _parent(self, ask: Ask, now: int) -> tuple[Execution | None, Decision | None]:
         if ask.parent_grant is None:
@@ -218,7 +231,12 @@ class Executions:
         return None
 
     def _record_command(
-        self, stored: StoredExecution, decision: Decision, ttl_ms: int, now: int
+        self,
+        stored: StoredExecution,
+        decision: Decision,
+        ttl_ms: int,
+        now: int,
+        definition: str | None = None,
     ) -> Command:
         def plan(view: StateView, first_index: int) -> Plan:
             current = decision
@@ -228,6 +246,9 @@ class Executions:
                 current = self._check_runtime(view, runtime_id, stored.runtime) or current
             if current.allowed:
                 current = self._principal_denial(view, stored.execution.principal) or current
+            if current.allowed:
+                resource = stored.execution.resource
+                current = pin_denial(view, resource, definition, current.policy_version) or current
             parent = self._view_parent(view, stored.execution)
             if current.allowed and parent is not None:
                 current = self._check_parent(parent, now) or current
@@ -239,7 +260,7 @@ class Executions:
                     e, now, current.reason_code or "denied", current.policy_version or None
                 )
             new = stored.with_transition(e, now, first_index, current.to_json())
-            entry = self.entry(new, current)
+            entry = self.entry(new, current, definition=definition)
             return Plan(
                 [entry], [new.write()], lambda head: self._outcome(new, entry, first_index, head)
             )
@@ -290,9 +311,16 @@ class Executions:
     # -- log entries and results -------------------------------------------------
 
     def entry(
-        self, stored: StoredExecution, decision: Decision | None = None, summary: str | None = None
+        self,
+        stored: StoredExecution,
+        decision: Decision | None = None,
+        summary: str | None = None,
+        *,
+        definition: str | None = None,
+        result_hash: str | None = None,
     ) -> StoredEntry:
         e = stored.execution
+        decided = decision.to_json() if decision else stored.decision
         public = {
             "execution": e.id,
             "parent": e.parent_id,
@@ -305,13 +333,30 @@ class Executions:
             "principal": e.principal.to_json(),
             "action": e.action.to_json(),
             "resource": e.resource.to_json(),
-            "context": dict(e.context),
+            "context": self.seal.shown(e.context, self.raw_arguments(decided)),
             "reason": e.reason,
             "decision": decision.to_json() if decision else None,
         }
-        if summary is not None:
-            event["summary"] = summary
+        extra = {"summary": summary, "definition": definition, "result_hash": result_hash}
+        event.update({k: v for k, v in extra.items() if v is not None})
         return self.log.prepare_event("execution", event, public)
+
+    def raw_arguments(self, decision: Mapping[str, Any] | None) -> bool:
+        """Whether ``decision`` (as stored) was determined by a policy annotated
+        ``@log_arguments("raw")``, so its execution's arguments are shown as they are."""
+        if not decision or not decision.get("reasons") or not decision.get("policy_version"):
+            return False
+        try:
+            raw = self.policies.compiled(str(decision["policy_version"])).raw_arguments
+        except LictorError:
+            return False
+        return not raw.isdisjoint(decision["reasons"])
+
+    def shown(self, stored: StoredExecution) -> StoredExecution:
+        """``stored`` as readers see it: its arguments sealed (`lictor.service.arguments`)."""
+        e = stored.execution
+        context = self.seal.shown(e.context, self.raw_arguments(stored.decision))
+        return replace(stored, execution=replace(e, context=context))
 
     def _outcome(
         self, stored: StoredExecution, entry: StoredEntry, index: int, head: Any
@@ -420,9 +465,10 @@ class Executions:
         outcome: str,
         exit_code: int | None,
         summary: str | None = None,
+        result_hash: str | None = None,
     ) -> Outcome:
-        """End an execution as its enforcement point reports; ``summary`` is kept in its
-        transition and its (private) log event."""
+        """End an execution as its enforcement point reports; ``summary`` and
+        ``result_hash`` are kept in its transition and its (private) log event."""
         now = self.log.now_ms()
         self.check_owner(self.get(execution_id), runtime_id)
 
@@ -430,10 +476,11 @@ class Executions:
             current = reload(view, execution_id)
             e = leases.complete(current.execution, now, outcome, exit_code)
             new = current.with_transition(e, now, first_index, None)
-            if summary is not None:
-                last = {**new.transitions[-1], "summary": summary}
+            said = {"summary": summary, "result_hash": result_hash}
+            if any(v is not None for v in said.values()):
+                last = {**new.transitions[-1], **{k: v for k, v in said.items() if v is not None}}
                 new = replace(new, transitions=(*new.transitions[:-1], last))
-            entry = self.entry(new, summary=summary)
+            entry = self.entry(new, summary=summary, result_hash=result_hash)
             view.apply([new.write()])
             # no child outlives its parent: live descendants end with it
             ended = self.revoke_plan(view, e, f"ancestor_{e.state}:{e.id}", now, first_index + 1)

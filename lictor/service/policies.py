@@ -23,13 +23,15 @@ from typing import Any
 from lictor.core.policy import (
     CompiledEntities,
     CompiledPolicy,
+    EntityRef,
     PolicySource,
     compile_entities,
     compile_policies,
+    could_allow,
     entities_version,
     validate,
 )
-from lictor.errors import InvalidRequestError, NotFoundError
+from lictor.errors import InvalidRequestError, LictorError, NotFoundError
 from lictor.log.entry import canonical_entry
 from lictor.sequencer import Plan
 from lictor.service.log import AuditLog
@@ -196,6 +198,21 @@ class Policies:
             return entities_version([]), []
         value = json.loads(record.doc)
         return value["version"], value["entities"]
+
+    def could_allow(
+        self, principal: EntityRef, action: EntityRef, resources: Sequence[EntityRef]
+    ) -> tuple[str | None, list[bool]]:
+        """The active version, and for each resource whether it could allow ``action``
+        to ``principal`` under some context (`lictor.core.policy.could_allow`)."""
+        version = self.active_version()
+        if version is None:
+            return None, [False] * len(resources)
+        try:
+            policy = self.compiled(version)
+            entities = self.compiled_entities(policy, version)
+        except LictorError:
+            return version, [False] * len(resources)
+        return version, [could_allow(policy, entities, principal, action, r) for r in resources]
 
     def compiled_entities(
         self, policy: CompiledPolicy, policy_version: str, version: str | None = None

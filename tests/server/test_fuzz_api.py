@@ -111,6 +111,7 @@ execution_fields: dict[str, st.SearchStrategy[Any]] = {
     "context": contexts,
     "ttl": st.integers(min_value=-5, max_value=4000) | st.sampled_from(["5", True, 1.5]),
     "parent_grant": st.text(max_size=100) | huge_strings,
+    "definition": st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True) | st.text(max_size=80),
 }
 valid_executions = st.fixed_dictionaries(
     {
@@ -118,7 +119,10 @@ valid_executions = st.fixed_dictionaries(
         "action": st.sampled_from([DEPLOY, 'Action::"deploy"', 'Action::"read"']),
         "resource": st.sampled_from([STAGING, {"type": "Service", "id": "payments-api"}]),
     },
-    optional={"context": contexts, "ttl": st.integers(min_value=1, max_value=3600)},
+    optional={
+        "context": contexts | st.fixed_dictionaries({"arguments": json_values | deep_values}),
+        "ttl": st.integers(min_value=1, max_value=3600),
+    },
 )
 path_ids = (
     st.text(max_size=40).map(lambda t: quote(t, safe=""))
@@ -470,3 +474,66 @@ def test_runtime_registration_and_heartbeats(
         assert _size(quiet) == before
     other = quiet.post(f"/v1/runtimes/{who}/heartbeat", json={}, headers=governed)
     assert _is_clean(other, {200, 400, 403, 404, 405}), (who, other.text)
+
+
+# -- tools ---------------------------------------------------------------------------------
+
+tool_definitions = st.fixed_dictionaries(
+    {"name": st.text(min_size=1, max_size=12)},
+    optional={
+        "description": st.text(max_size=40) | st.none(),
+        "inputSchema": st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+    },
+)
+valid_reports = st.fixed_dictionaries(
+    {
+        "server": st.from_regex(r"[a-z][a-z0-9._-]{0,10}", fullmatch=True),
+        "tools": st.lists(tool_definitions, max_size=4, unique_by=lambda t: t["name"]),
+    }
+)
+
+
+@FUZZ
+@given(body=valid_reports | broken(valid_reports) | json_values)
+def test_tool_reports(quiet: TestClient, governed: Headers, body: Any) -> None:
+    before = _size(quiet)
+    r = quiet.post("/v1/tools/observe", json=body, headers=governed)
+    assert _is_clean(r, {200, 400, 413}), (body, r.text)
+    if r.status_code != 200:
+        assert _size(quiet) == before
+        return
+    seen = r.json()["tools"]
+    assert len(seen) == len(body["tools"])
+    after = _size(quiet)
+    assert after <= before + len(seen)  # at most one entry per tool
+    again = quiet.post("/v1/tools/observe", json=body, headers=governed)
+    assert again.json() == r.json() and _size(quiet) == after  # a repeat changes nothing
+
+
+@FUZZ
+@given(
+    body=near_valid(
+        {
+            "tool": st.text(max_size=30),
+            "hash": st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True),
+        }
+    )
+)
+def test_tool_approvals(quiet: TestClient, admin: Headers, body: Any) -> None:
+    before = _size(quiet)
+    r = quiet.post("/v1/tools/approve", json=body, headers=admin)
+    assert _is_clean(r, {400, 404, 409, 413}), (body, r.text)
+    assert _size(quiet) == before
+
+
+@FUZZ
+@given(
+    body=near_valid({"principal": refs, "action": refs, "resources": st.lists(refs, max_size=5)})
+)
+def test_previews_write_nothing(quiet: TestClient, governed: Headers, body: Any) -> None:
+    before = _size(quiet)
+    r = quiet.post("/v1/executions/preview", json=body, headers=governed)
+    assert _is_clean(r, {200, 400, 413}), (body, r.text)
+    if r.status_code == 200:
+        assert len(r.json()["results"]) == len(body["resources"])
+    assert _size(quiet) == before

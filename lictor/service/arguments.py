@@ -1,0 +1,57 @@
+"""What readers see of an execution's arguments: a keyed hash, unless policy says otherwise.
+
+``context.arguments`` is where an enforcement point puts what the work was
+called with: a tool call's arguments, a job's parameters. Those may hold
+what not every reader should see (file contents, queries, tokens). Policies
+evaluate them in full; the log event, receipts and API views show instead
+``"hmac-sha256:<hex>"``: HMAC-SHA256 of the RFC 8785 canonical JSON of the
+arguments, under a key derived (HKDF-SHA256) from the deployment's grant
+key. Whoever holds that key, the control plane, can check a guessed value
+(`ArgumentSeal.hash`); a reader without it cannot test guesses, which a
+plain hash of a short path or query would allow.
+
+A decision whose determining policies include one annotated
+``@log_arguments("raw")`` shows the arguments as they are, in every entry and
+view of that execution. The raw arguments stay in the execution's record,
+which only the control plane reads, since each renewal re-verifies with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+import rfc8785
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from lictor.core.policy_schema import ARGUMENTS
+
+PREFIX = "hmac-sha256:"
+_INFO = b"lictor/arguments-hmac/v1"
+
+
+class ArgumentSeal:
+    """Replaces ``context.arguments`` by its keyed hash for everything a reader sees."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    @classmethod
+    def derived(cls, seed: bytes) -> ArgumentSeal:
+        """The seal keyed from a secret seed (the grant key's), so replicas agree."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO)
+        return cls(hkdf.derive(seed))
+
+    def hash(self, arguments: Any) -> str:
+        """``hmac-sha256:<hex>`` of ``arguments`` (any JSON value)."""
+        data = rfc8785.dumps(arguments)
+        return PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    def shown(self, context: Mapping[str, Any], raw: bool) -> dict[str, Any]:
+        """``context`` as a reader sees it: arguments hashed unless ``raw``."""
+        if raw or ARGUMENTS not in context:
+            return dict(context)
+        return {**context, ARGUMENTS: self.hash(context[ARGUMENTS])}
