@@ -68,7 +68,9 @@ def log_index(error: DeniedError) -> int | None:
 
 
 def execution_id(error: DeniedError) -> str | None:
-    value = (error.execution or {}).get("id")
+    value = (error.execution or {}).get("id") or ((error.receipt or {}).get("entry") or {}).get(
+        "execution"
+    )
     return str(value) if value is not None else None
 
 

@@ -36,6 +36,7 @@ from lictor.mcp.upstream import Upstream
 from lictor.sdk import AsyncClient
 
 CALL_TOOL = 'Action::"call_tool"'
+OBSERVE_BATCH = 500
 log = logging.getLogger("lictor.mcp")
 
 
@@ -93,13 +94,15 @@ class Catalog:
         self.stale = True
 
     async def _observe(self, definitions: list[dict[str, Any]]) -> None:
-        try:
-            reply = await self._client.observe_tools(self.server, definitions)
-        except LictorError as e:
-            log.warning("could not report the tools of %s: %s", self.server, e.message)
-            return
-        for pin in reply.get("tools") or ():
-            self.pins[str(pin.get("name"))] = pin
+        for start in range(0, len(definitions), OBSERVE_BATCH):
+            batch = definitions[start : start + OBSERVE_BATCH]
+            try:
+                reply = await self._client.observe_tools(self.server, batch)
+            except LictorError as e:
+                log.warning("could not report the tools of %s: %s", self.server, e.message)
+                return
+            for pin in reply.get("tools") or ():
+                self.pins[str(pin.get("name"))] = pin
 
     async def _preview(self, tools: list[types.Tool]) -> list[bool]:
         refs = [tool_ref(self.server, tool.name) for tool in tools]

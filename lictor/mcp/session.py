@@ -23,6 +23,7 @@ import contextlib
 from collections.abc import Callable
 
 from lictor.errors import DeniedError, ExecutionRevokedError, LictorError
+from lictor.mcp.answers import execution_id, log_index
 from lictor.mcp.follower import EventFollower
 from lictor.sdk import AsyncClient, ExecutionHandle
 
@@ -119,9 +120,14 @@ class Session:
         self._tried.set()
 
     def _denied(self, error: DeniedError) -> DeniedError:
-        what = "could not be reached" if error.receipt is None else "denied the session"
-        message = f"the control plane {what}: {error.message}"
-        return DeniedError(message, error.reason_code, error.reasons, error.receipt)
+        """Why there is no session, as every refused request will say it."""
+        if error.receipt is None:
+            message = f"the control plane could not be reached: {error.message}"
+            return DeniedError(message, error.reason_code)
+        why = "".join(f"; {reason}" for reason in error.reasons)
+        where = f"log index {log_index(error)}, execution {execution_id(error)}"
+        message = f"the control plane denied the session: {error.reason_code}{why} ({where})"
+        return DeniedError(message, NO_SESSION)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

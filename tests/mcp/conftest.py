@@ -1,0 +1,182 @@
+"""The MCP gateway end to end: a real control plane, real MCP servers, real
+`lictor mcp` processes, driven by the official ``mcp`` client.
+
+Peers: ``mcp-server-time`` (from PyPI) over stdio, and `peer.py` (built
+here with the ``mcp`` SDK) over Streamable HTTP, each a process of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from lictor.cli.main import main
+
+from ..conftest import REPO, Server, free_port
+from ..sdk.conftest import Plane
+
+HERE = Path(__file__).parent
+PLANNER = 'Agent::"planner-7"'
+STRANGER = 'Agent::"stranger"'
+
+
+def cli(*argv: str) -> str:
+    """Run a `lictor` command in-process (exit 0 asserted): what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(list(argv)) == 0, argv
+    return out.getvalue()
+
+
+def govern(server: Server) -> Plane:
+    """The gateway's test policies active, entities loaded, a verified runtime."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LICTOR_URL", server.url)
+        env.setenv("LICTOR_CREDENTIAL", server.token)
+        env.delenv("LICTOR_GRANT", raising=False)
+        version = cli("policy", "push", str(HERE / "policies")).split()[1]
+        cli("entity", "put", str(HERE / "entities.json"))
+        cli("policy", "activate", version)
+        out = cli("runtime", "add", "gateway-1", "--region", "eu", "--cluster", "c1")
+    secret = out.split("credential (shown once): ")[1].strip()
+    r = httpx.post(
+        server.url + "/v1/runtimes/gateway-1/heartbeat",
+        json={"attestation": {"state": "verified"}},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert r.status_code == 200, r.text
+    return Plane(server, secret)
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    server = Server(tmp_path_factory.mktemp("mcp") / "data", free_port()).start()
+    try:
+        yield govern(server)
+    finally:
+        server.kill()
+
+
+def wait_port(port: int, process: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """Return once ``port`` accepts connections (raise if ``process`` ends first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@dataclass
+class Peer:
+    """The HTTP test peer: its URL and its root (files, ``calls.log``, ``lookup.txt``)."""
+
+    url: str
+    root: Path
+
+    def calls(self) -> list[str]:
+        log = self.root / "calls.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+    root = tmp_path_factory.mktemp("peer")
+    port = free_port()
+    cmd = [sys.executable, str(HERE / "peer.py"), "--port", str(port), "--root", str(root)]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, process)
+        yield Peer(f"http://127.0.0.1:{port}/mcp", root)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def gateway_env(plane: Plane, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "LICTOR_URL": plane.url, "LICTOR_CREDENTIAL": plane.runtime_secret}
+    env.pop("LICTOR_GRANT", None)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class HttpGateway:
+    """A `lictor mcp --upstream ... --listen ...` process."""
+
+    process: subprocess.Popen[str]
+    url: str
+
+    def stop(self, timeout: float = 20.0) -> tuple[int, str]:
+        """SIGTERM, then its exit code and stderr."""
+        self.process.terminate()
+        _, err = self.process.communicate(timeout=timeout)
+        return self.process.returncode, err
+
+
+@pytest.fixture
+def http_gateway() -> Iterator[Callable[..., HttpGateway]]:
+    """Start HTTP gateways (each waits until it serves); all stopped at teardown."""
+    started: list[HttpGateway] = []
+
+    def start(plane: Plane, upstream: str, *options: str, url: str | None = None) -> HttpGateway:
+        port = free_port()
+        argv = [sys.executable, "-m", "lictor.cli.main", "mcp", "--upstream", upstream]
+        argv += ["--listen", f"127.0.0.1:{port}", "--principal", PLANNER, *options]
+        env = gateway_env(plane, **({"LICTOR_URL": url} if url else {}))
+        process = subprocess.Popen(
+            argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        assert process.stdout is not None
+        line = process.stdout.readline()  # printed once it listens
+        assert "serving" in line, (line, process.poll())
+        gateway = HttpGateway(process, f"http://127.0.0.1:{port}/mcp")
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        if gateway.process.poll() is None:
+            gateway.process.kill()
+            gateway.process.communicate()
+
+
+@contextlib.asynccontextmanager
+async def http_client(url: str) -> AsyncIterator[ClientSession]:
+    """An initialized MCP client session over Streamable HTTP."""
+    async with streamable_http_client(url) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        yield s
+
+
+def time_gateway(plane: Plane, *options: str, principal: str = PLANNER) -> StdioServerParameters:
+    """How an MCP client launches `lictor mcp` wrapping mcp-server-time."""
+    argv = ["-m", "lictor.cli.main", "mcp", "--principal", principal, *options]
+    argv += ["--", sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
+    return StdioServerParameters(
+        command=sys.executable, args=argv, env=gateway_env(plane), cwd=str(REPO)
+    )
+
+
+@contextlib.asynccontextmanager
+async def stdio_session(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    """An initialized MCP client session to a gateway launched over stdio."""
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        yield s
