@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     ROOT = Path(args.root)
     server: Server[Any] = Server(
-        "Test Peer",
+        "peer",
         version="1.0",
         on_list_tools=list_tools,
         on_call_tool=call_tool,

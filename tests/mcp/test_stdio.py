@@ -10,6 +10,7 @@ from typing import Any
 import mcp_types as types
 import rfc8785
 
+from lictor.mcp.lifecycle import server_name
 from lictor.sdk import verify_receipt
 
 from ..conftest import Server
@@ -119,3 +120,10 @@ def test_calls_fail_closed_when_the_control_plane_goes_away(
     assert not before.is_error, before
     assert after.is_error, after
     assert "Lictor did not allow tool mcp-time/get_current_time: unreachable" in text(after)
+
+
+def test_the_server_name_is_the_upstream_name_made_valid() -> None:
+    assert server_name("mcp-time") == "mcp-time"
+    assert server_name("Secure MCP Filesystem Server") == "Secure-MCP-Filesystem-Server"
+    assert server_name("@scope/server: v2") == "scope-server-v2"
+    assert server_name("  ") == "mcp"
