@@ -50,7 +50,6 @@ _TAGS = (
 )
 _MIGRATION_LOCK = 0x6C6963746F72  # "lictor"
 _WRITER_LOCK = _MIGRATION_LOCK + 1
-_BATCH_ROWS = 1000
 _CACHED_CREDENTIALS = 1 << 16
 
 _SCHEMA_V1 = """
@@ -204,13 +203,10 @@ class PostgresStore:
             start = stored_hash_count(first)
             if start + len(hashes) != stored_hash_count(new.size):
                 raise StoreError(f"{len(hashes)} hashes do not fit a batch of {len(entries)}")
-            with conn.cursor() as cur:
-                _insert(
-                    cur, "entries (idx, data)", [(first + i, e.data) for i, e in enumerate(entries)]
-                )
-                private = [(first + i, e.private) for i, e in enumerate(entries) if e.private]
-                _insert(cur, "private_events (idx, data)", private)
-                _insert(cur, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)])
+            _insert(conn, "entries", [(first + i, e.data) for i, e in enumerate(entries)])
+            private = [(first + i, e.private) for i, e in enumerate(entries) if e.private]
+            _insert(conn, "private_events", private)
+            _insert(conn, "hashes", [(start + i, h) for i, h in enumerate(hashes)])
             _record_checkpoint(conn, new)
             _write_records(conn, writes)
             conn.execute(f"NOTIFY {CHANNEL}")
@@ -482,9 +478,13 @@ def _move_head(conn: psycopg.Connection[Any], expected_version: int, new: Head, 
     return old_size
 
 
-def _insert(cur: psycopg.Cursor[Any], into: str, rows: Sequence[tuple[int, bytes]]) -> None:
-    for lo in range(0, len(rows), _BATCH_ROWS):
-        cur.executemany(f"INSERT INTO {into} VALUES (%s, %s)", rows[lo : lo + _BATCH_ROWS])
+def _insert(conn: psycopg.Connection[Any], into: str, rows: Sequence[tuple[int, bytes]]) -> None:
+    """Insert ``(idx, bytes)`` rows in one statement (two arrays unnested by the server)."""
+    if rows:
+        conn.execute(
+            f"INSERT INTO {into} SELECT * FROM unnest(%s::bigint[], %s::bytea[])",
+            ([idx for idx, _ in rows], [data for _, data in rows]),
+        )
 
 
 def _record_checkpoint(conn: psycopg.Connection[Any], head: Head) -> None:
@@ -501,10 +501,9 @@ def _record_checkpoint(conn: psycopg.Connection[Any], head: Head) -> None:
 def _write_records(conn: psycopg.Connection[Any], writes: Sequence[RecordWrite]) -> None:
     """Compare-and-swap records and replace their tags (inside a transaction).
 
-    A handful of statements whatever the number of writes (arrays unnested by
-    the server): new records in one insert (an existing key is a unique
-    violation, so a conflict), updates in one statement that must return
-    every key, then the tags.
+    New records in one insert of unnested arrays (an existing key is a unique
+    violation, so a conflict), updates that must each change their record
+    (`_update_records`), then the tags (`_write_tags`).
     """
     if not writes:
         return
@@ -517,39 +516,72 @@ def _write_records(conn: psycopg.Connection[Any], writes: Sequence[RecordWrite])
             ([w.kind for w in new], [w.key for w in new], [w.doc for w in new]),
         )
     if old:
-        moved = conn.execute(
-            "UPDATE records AS r SET version = v.e + 1, doc = v.d"
-            " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::bytea[]) AS v(k, y, e, d)"
-            " WHERE r.kind = v.k AND r.key = v.y AND r.version = v.e RETURNING r.key",
-            (
-                [w.kind for w in old],
-                [w.key for w in old],
-                [w.expected_version for w in old],
-                [w.doc for w in old],
-            ),
-        ).fetchall()
+        moved = _update_records(conn, old)
         if len(moved) != len(old):
-            stale = sorted({w.key for w in old} - {row[0] for row in moved})[:3]
+            stale = sorted({(w.kind, w.key) for w in old} - moved)[:3]
             raise ConflictError(f"records {stale} moved past their versions")
-    tags = [(w.kind, w.key, tag, value) for w in writes for tag, value in w.tags]
-    kinds, keys, names, values = (
-        (list(column) for column in zip(*tags, strict=True)) if tags else ([], [], [], [])
-    )
-    conn.execute(
-        "DELETE FROM record_tags t"
-        " WHERE (t.kind, t.key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
-        " AND (t.kind, t.key, t.tag) NOT IN"
-        " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))",
-        ([w.kind for w in writes], [w.key for w in writes], kinds, keys, names),
-    )
-    if tags:
+    _write_tags(conn, new, old)
+
+
+def _update_records(
+    conn: psycopg.Connection[Any], old: Sequence[RecordWrite]
+) -> set[tuple[str, str]]:
+    """Compare-and-swap each record by its primary key; the ``(kind, key)`` that moved.
+
+    One statement per record (pipelined): a join with unnested arrays could be
+    planned as a scan of every record when the plan was cached on a small table.
+    """
+    moved: set[tuple[str, str]] = set()
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE records SET version = %s, doc = %s"
+            " WHERE kind = %s AND key = %s AND version = %s RETURNING kind, key",
+            [(w.expected_version + 1, w.doc, w.kind, w.key, w.expected_version) for w in old],
+            returning=True,
+        )
+        while True:
+            moved.update((row[0], row[1]) for row in cur.fetchall())
+            if not cur.nextset():
+                return moved
+
+
+def _write_tags(
+    conn: psycopg.Connection[Any], new: Sequence[RecordWrite], old: Sequence[RecordWrite]
+) -> None:
+    """Store the tags of new records and bring those of updated ones up to date.
+
+    A new record has no tags yet (records are never deleted and its insert
+    would have failed if it existed): a plain insert. An updated record loses
+    the tags it no longer carries (one statement per record, so every plan is
+    a primary-key lookup whatever the table's statistics were when a cached
+    plan was made) and upserts the rest, touching only values that changed.
+    """
+    if new:
         conn.execute(
             "INSERT INTO record_tags (kind, key, tag, value)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-            " ON CONFLICT (kind, key, tag) DO UPDATE SET value = excluded.value"
-            " WHERE record_tags.value <> excluded.value",
-            (kinds, keys, names, values),
+            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
+            _tag_columns(new),
         )
+    if not old:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "DELETE FROM record_tags WHERE kind = %s AND key = %s AND tag <> ALL(%s::text[])",
+            [(w.kind, w.key, [tag for tag, _ in w.tags]) for w in old],
+        )
+    conn.execute(
+        "INSERT INTO record_tags (kind, key, tag, value)"
+        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+        " ON CONFLICT (kind, key, tag) DO UPDATE SET value = excluded.value"
+        " WHERE record_tags.value <> excluded.value",
+        _tag_columns(old),
+    )
+
+
+def _tag_columns(writes: Sequence[RecordWrite]) -> tuple[list[str], ...]:
+    """The writes' tags as four columns: kinds, keys, tag names, values."""
+    rows = [(w.kind, w.key, tag, value) for w in writes for tag, value in w.tags]
+    return tuple([row[n] for row in rows] for n in range(4))
 
 
 def _find_query(

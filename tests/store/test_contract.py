@@ -208,6 +208,36 @@ def test_a_conflicting_record_write_rolls_back_the_whole_batch(store: Store) -> 
     assert record is not None and record.version == 2 and record.tag("state") == "revoked"
 
 
+def test_a_batch_updates_many_records_and_their_tags(store: Store) -> None:
+    """Each record of a batch is compare-and-swapped alone (one key may exist in two
+    kinds); an update drops the tags a record no longer carries and changes the rest."""
+    store.append(0, [], [], _head(0))
+    store.put_record(_write("ex_1", 0, state="active", principal="p", expires="0100"))
+    store.put_record(_write("ex_2", 0, state="active", principal="q"))
+    store.put_record(RecordWrite("runtime", "ex_1", b"{}", 0, (("state", "active"),)))
+    writes = [
+        _write("ex_1", 1, state="expired", principal="p"),
+        _write("ex_2", 1, state="active", principal="r", expires="0200"),
+        RecordWrite("runtime", "ex_1", b'{"r":2}', 1, ()),
+        _write("ex_3", 0, state="active", principal="p"),
+    ]
+    store.append(1, _entries(0, 1), _hashes(0, 1), _head(1), writes)
+    one, two = store.get_record("execution", "ex_1"), store.get_record("execution", "ex_2")
+    assert one is not None and one.tags == (("principal", "p"), ("state", "expired"))
+    assert two is not None and two.version == 2
+    assert two.tags == (("expires", "0200"), ("principal", "r"), ("state", "active"))
+    runtime = store.get_record("runtime", "ex_1")
+    assert runtime is not None and runtime.version == 2 and runtime.tags == ()
+    assert [r.key for r in store.find_records("execution", {"principal": "p"})] == ["ex_1", "ex_3"]
+    assert store.find_records("runtime", {"state": "active"}) == []
+    assert [r.key for r in store.find_records_below("execution", "expires", "9")] == ["ex_2"]
+    stale = [_write("ex_2", 2, state="x"), RecordWrite("runtime", "ex_1", b"{}", 1, ())]
+    with pytest.raises(ConflictError):
+        store.append(2, _entries(1, 1), _hashes(1, 2), _head(2), stale)
+    again = store.get_record("execution", "ex_2")
+    assert again is not None and again.version == 2 and again.tag("state") == "active"
+
+
 def test_records_below_a_tag_value_come_in_value_order(store: Store) -> None:
     for key, expires in (("ex_a", "0300"), ("ex_b", "0100"), ("ex_c", "0200"), ("ex_d", "0100")):
         store.put_record(_write(key, 0, state="active", expires=expires))
