@@ -52,7 +52,6 @@ class Catalog:
         self._client, self._upstream = client, upstream
         self._hashes: dict[str, str] = {}
         self._schemas: dict[str, dict[str, Any]] = {}
-        self.pins: dict[str, dict[str, Any]] = {}
         self.stale = False
 
     def schema(self, name: str) -> Mapping[str, Any] | None:
@@ -102,7 +101,13 @@ class Catalog:
                 log.warning("could not report the tools of %s: %s", self.server, e.message)
                 return
             for pin in reply.get("tools") or ():
-                self.pins[str(pin.get("name"))] = pin
+                if pin.get("status") == "changed":
+                    log.warning(
+                        "tool %s changed since it was approved: its calls are denied until "
+                        "an admin runs `lictor mcp approve %s`",
+                        pin.get("tool"),
+                        pin.get("tool"),
+                    )
 
     async def _preview(self, tools: list[types.Tool]) -> list[bool]:
         refs = [tool_ref(self.server, tool.name) for tool in tools]

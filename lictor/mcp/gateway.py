@@ -114,6 +114,7 @@ class Gateway:
             **handlers,
         )
         server.tools_changed = bool(caps.tools and caps.tools.list_changed)
+        server.middleware = []  # no OpenTelemetry span per message: Lictor's log is the record
         return server
 
     async def list_tools(

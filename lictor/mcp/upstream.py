@@ -89,6 +89,10 @@ class Upstream:
             raise RuntimeError("the upstream is not initialized")
         return self.init
 
+    def attach(self, session: ClientSession, init: types.InitializeResult) -> None:
+        """Use ``session``, initialized with ``init``, for every request."""
+        self._session, self.init = session, init
+
     def on_tools_changed(self, listener: Listener) -> None:
         """Call ``listener`` when the upstream says its tool list changed."""
         self._tools_changed.append(listener)
@@ -168,6 +172,5 @@ async def connect(target: Target) -> AsyncIterator[Upstream]:
         _transport(target) as (read, write),
         ClientSession(read, write, message_handler=upstream.notified) as session,
     ):
-        upstream.init = await session.initialize()
-        upstream._session = session
+        upstream.attach(session, await session.initialize())
         yield upstream

@@ -1,0 +1,310 @@
+"""MCP gateway benchmark: what governing a tool call adds; prints figures, asserts nothing.
+
+For each upstream, ``--calls`` sequential ``tools/call`` requests (after
+``--warmup``) from the official ``mcp`` client, first straight to the
+server, then through `lictor mcp` governing it against a real
+``lictor serve`` (SQLite, in a temporary directory, on loopback):
+
+- stdio: ``mcp-server-time`` (``get_current_time`` in UTC), launched
+  directly, and wrapped by ``lictor mcp -- python -m mcp_server_time``;
+- http: the tests' Streamable HTTP peer (``tests/mcp/peer.py``, tool
+  ``echo``), directly, and fronted by ``lictor mcp --upstream ... --listen ...``.
+
+Per path: median, p99 and throughput; then the added latency (median and
+p99 of gateway minus direct; the target is <= 2 ms at the median). To tell
+the gateway's own work from the control plane's, it also times the
+control-plane round trip a governed call waits for (``POST /v1/executions``
+as a child of a session, through `lictor.sdk.AsyncClient`, and the
+completion the gateway sends after answering).
+
+Run: ``.venv/bin/python bench/mcp_bench.py [--calls 500] [--warmup 50]
+[--only stdio|http]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import mcp_types as types
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from lictor.cli.main import main as lictor
+from lictor.core.tools import definition_hash
+from lictor.sdk import AsyncClient
+
+REPO = Path(__file__).resolve().parents[1]
+PEER = REPO / "tests" / "mcp" / "peer.py"
+PRINCIPAL = 'Agent::"planner-7"'
+TARGET_MS = 2.0
+SCHEMA = """
+entity Team;
+entity Agent in [Team];
+entity McpServer;
+entity Tool;
+action mcp_session appliesTo { principal: Agent, resource: McpServer };
+action call_tool appliesTo {
+  principal: Agent, resource: Tool,
+  context: { arguments: { timezone?: String, text?: String } },
+};
+"""
+POLICY = """
+permit (principal in Team::"agents", action == Action::"mcp_session", resource);
+permit (
+  principal in Team::"agents",
+  action == Action::"call_tool",
+  resource == Tool::"mcp-time/get_current_time"
+) when { context.arguments has timezone && context.arguments.timezone == "UTC" };
+permit (principal in Team::"agents", action == Action::"call_tool", resource)
+when { [Tool::"peer/echo", Tool::"bench/noop"].contains(resource) };
+"""
+ENTITIES = """[
+  {"uid": {"type": "Team", "id": "agents"}, "attrs": {}, "parents": []},
+  {"uid": {"type": "Agent", "id": "planner-7"}, "attrs": {},
+   "parents": [{"type": "Team", "id": "agents"}]}
+]"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        with contextlib.suppress(OSError, httpx.HTTPError):
+            if ready():
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{process.args} did not start")
+
+
+def listening(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), 0.5):
+        return True
+
+
+def cli(*argv: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        if lictor(list(argv)) != 0:
+            raise RuntimeError(f"lictor {' '.join(argv)} failed")
+    return out.getvalue()
+
+
+class Plane:
+    """A `lictor serve` on SQLite in ``root``, the bench policy active, a runtime."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        data = root / "data"
+        argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
+        self.process = subprocess.Popen(
+            [*argv, "--port", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: httpx.get(self.url + "/healthz").status_code == 200, self.process)
+        self.secret = self._govern(root, (data / "admin.token").read_text().strip())
+
+    def _govern(self, root: Path, admin: str) -> str:
+        policies = root / "policies"
+        policies.mkdir()
+        (policies / "bench.cedarschema").write_text(SCHEMA)
+        (policies / "bench.cedar").write_text(POLICY)
+        (root / "entities.json").write_text(ENTITIES)
+        os.environ.update(LICTOR_URL=self.url, LICTOR_CREDENTIAL=admin)
+        version = cli("policy", "push", str(policies)).split()[1]
+        cli("entity", "put", str(root / "entities.json"))
+        cli("policy", "activate", version)
+        out = cli("runtime", "add", "bench-1", "--region", "eu", "--cluster", "c1")
+        secret = out.split("credential (shown once): ")[1].strip()
+        httpx.post(
+            f"{self.url}/v1/runtimes/bench-1/heartbeat",
+            json={"attestation": {"state": "verified"}},
+            headers={"Authorization": f"Bearer {secret}"},
+        ).raise_for_status()
+        os.environ["LICTOR_CREDENTIAL"] = secret
+        os.environ.pop("LICTOR_GRANT", None)
+        return secret
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+@contextlib.asynccontextmanager
+async def over_stdio(argv: list[str]) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
+    async with stdio_client(params, errlog=sys.stderr) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        yield s
+
+
+@contextlib.asynccontextmanager
+async def over_http(url: str) -> AsyncIterator[ClientSession]:
+    async with streamable_http_client(url) as (r, w), ClientSession(r, w) as s:
+        await s.initialize()
+        yield s
+
+
+async def timed(
+    session: ClientSession, name: str, arguments: dict[str, str], calls: int, warmup: int
+) -> tuple[list[float], float]:
+    """Latencies (ms) of ``calls`` sequential calls after ``warmup``, and the wall time (s)."""
+    request = types.CallToolRequest(
+        params=types.CallToolRequestParams(name=name, arguments=arguments)
+    )
+    for _ in range(warmup):
+        await session.send_request(request, types.CallToolResult)
+    latencies: list[float] = []
+    started = time.perf_counter()
+    for _ in range(calls):
+        sent = time.perf_counter()
+        result = await session.send_request(request, types.CallToolResult)
+        latencies.append((time.perf_counter() - sent) * 1000)
+        if result.is_error:
+            raise RuntimeError(f"{name} failed: {result.content}")
+    return latencies, time.perf_counter() - started
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def report(label: str, latencies: list[float], wall: float) -> None:
+    median, p99 = statistics.median(latencies), percentile(latencies, 99)
+    rate = len(latencies) / wall
+    print(f"  {label:28} median {median:7.3f} ms   p99 {p99:7.3f} ms   {rate:8.1f} calls/s")
+
+
+def added(direct: list[float], gateway: list[float]) -> None:
+    median = statistics.median(gateway) - statistics.median(direct)
+    p99 = percentile(gateway, 99) - percentile(direct, 99)
+    verdict = "PASS" if median <= TARGET_MS else "MISS"
+    print(f"  {'added by the gateway':28} median {median:7.3f} ms   p99 {p99:7.3f} ms", end="")
+    print(f"   (target <= {TARGET_MS} ms at the median: {verdict})")
+
+
+async def control_plane(plane: Plane, calls: int, warmup: int) -> None:
+    """What a governed call waits for at the control plane, and what it sends after."""
+    async with AsyncClient(plane.url, plane.secret, events=False) as client:
+        session = await client.request(
+            PRINCIPAL, 'Action::"mcp_session"', {"type": "McpServer", "id": "bench"}, ttl=3600
+        )
+        grant = session["grant"]
+        noop = {"name": "noop", "description": "Nothing.", "inputSchema": {"type": "object"}}
+        await client.observe_tools("bench", [noop])
+        ask: list[float] = []
+        done: list[float] = []
+        for n in range(warmup + calls):
+            sent = time.perf_counter()
+            reply = await client.request(
+                PRINCIPAL,
+                'Action::"call_tool"',
+                {"type": "Tool", "id": "bench/noop"},
+                {"arguments": {"text": "x"}},
+                grant,
+                definition=definition_hash(noop),
+            )
+            asked = time.perf_counter()
+            await client.complete(reply["execution"]["id"], "succeeded")
+            if n >= warmup:
+                ask.append((asked - sent) * 1000)
+                done.append((time.perf_counter() - asked) * 1000)
+    print("control plane, from the gateway's side (sequential, loopback):")
+    report("request (on the call's path)", ask, sum(ask) / 1000)
+    report("complete (after the answer)", done, sum(done) / 1000)
+
+
+async def bench_stdio(calls: int, warmup: int) -> None:
+    direct_argv = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
+    gateway_argv = [sys.executable, "-m", "lictor.cli.main", "mcp", "--principal", PRINCIPAL]
+    gateway_argv += ["--", *direct_argv]
+    arguments = {"timezone": "UTC"}
+    async with over_stdio(direct_argv) as s:
+        direct = await timed(s, "get_current_time", arguments, calls, warmup)
+    async with over_stdio(gateway_argv) as s:
+        gateway = await timed(s, "get_current_time", arguments, calls, warmup)
+    print(f"stdio: mcp-server-time get_current_time, {calls} calls after {warmup}:")
+    report("direct", *direct)
+    report("through lictor mcp", *gateway)
+    added(direct[0], gateway[0])
+
+
+async def bench_http(root: Path, calls: int, warmup: int) -> None:
+    peer_port, gateway_port = free_port(), free_port()
+    peer_argv = [sys.executable, str(PEER), "--port", str(peer_port), "--root", str(root)]
+    upstream = f"http://127.0.0.1:{peer_port}/mcp"
+    gateway_argv = [sys.executable, "-m", "lictor.cli.main", "mcp", "--principal", PRINCIPAL]
+    gateway_argv += ["--upstream", upstream, "--listen", f"127.0.0.1:{gateway_port}"]
+    peer = subprocess.Popen(peer_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = subprocess.Popen(gateway_argv, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: listening(peer_port), peer)
+        wait_until(lambda: listening(gateway_port), gateway)
+        async with over_http(upstream) as s:
+            direct = await timed(s, "echo", {"text": "x"}, calls, warmup)
+        async with over_http(f"http://127.0.0.1:{gateway_port}/mcp") as s:
+            through = await timed(s, "echo", {"text": "x"}, calls, warmup)
+    finally:
+        for process in (gateway, peer):
+            process.terminate()
+            process.wait(30)
+    print(f"Streamable HTTP: test peer echo, {calls} calls after {warmup}:")
+    report("direct", *direct)
+    report("through lictor mcp", *through)
+    added(direct[0], through[0])
+
+
+async def run(args: argparse.Namespace, root: Path, plane: Plane) -> None:
+    steps: list[Callable[[], Awaitable[None]]] = []
+    if args.only in (None, "stdio"):
+        steps.append(lambda: bench_stdio(args.calls, args.warmup))
+    if args.only in (None, "http"):
+        steps.append(lambda: bench_http(root, args.calls, args.warmup))
+    for step in steps:
+        await step()
+        print()
+    await control_plane(plane, args.calls, args.warmup)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--only", choices=("stdio", "http"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mcp-bench-") as tmp:
+        root = Path(tmp)
+        plane = Plane(root)
+        try:
+            print(f"control plane: lictor serve on SQLite in {root}, {os.cpu_count()} CPUs\n")
+            asyncio.run(run(args, root, plane))
+        finally:
+            plane.stop()
+
+
+if __name__ == "__main__":
+    main()
