@@ -32,7 +32,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from lictor.cli.client import DEFAULT_URL, add_client_options, call, credential
-from lictor.cli.run import _parent_principal
+from lictor.cli.run import parent_principal
 from lictor.core.tools import check_hash
 from lictor.errors import InvalidRequestError
 
@@ -104,7 +104,7 @@ def _config(args: argparse.Namespace, target: Target) -> Config:
     if not secret:
         raise InvalidRequestError("a runtime credential is needed (LICTOR_CREDENTIAL)")
     url = args.url or os.environ.get("LICTOR_URL") or DEFAULT_URL
-    principal = args.principal or _parent_principal()
+    principal = args.principal or parent_principal()
     return Config(url, secret, principal, target, args.name, args.ttl)
 
 

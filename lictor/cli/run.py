@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if not argv:
         raise InvalidRequestError("say which command to run, after --")
     context = _context(args.context)
-    principal = args.principal or _parent_principal()
+    principal = args.principal or parent_principal()
     action = args.action if "::" in args.action else f'Action::"{args.action}"'
     secret = credential(args)
     if not secret:
@@ -200,7 +200,7 @@ def _context(text: str) -> dict[str, Any]:
     return value
 
 
-def _parent_principal() -> str:
+def parent_principal() -> str:
     """The principal of the enclosing execution's grant (its ``sub``), if there is one."""
     grant = os.environ.get(GRANT_ENV, "")
     try:
