@@ -197,19 +197,25 @@ class PostgresStore:
         writes: Sequence[RecordWrite] = (),
     ) -> Head:
         new = Head(head.size, head.root, head.checkpoint, expected_version + 1)
+        first = new.size - len(entries)  # the compare-and-swap checks the old size is this
+        start = stored_hash_count(max(first, 0))
         turn: _Turn | None = getattr(self._turn, "held", None)
-        with self._in(turn) as conn, conn.pipeline():  # statements go out without waiting
-            first = _move_head(conn, expected_version, new, len(entries))
-            start = stored_hash_count(first)
-            if start + len(hashes) != stored_hash_count(new.size):
-                raise StoreError(f"{len(hashes)} hashes do not fit a batch of {len(entries)}")
-            _insert(conn, "entries", [(first + i, e.data) for i, e in enumerate(entries)])
-            private = [(first + i, e.private) for i, e in enumerate(entries) if e.private]
-            _insert(conn, "private_events", private)
-            _insert(conn, "hashes", [(start + i, h) for i, h in enumerate(hashes)])
-            _record_checkpoint(conn, new)
-            _write_records(conn, writes)
-            conn.execute(f"NOTIFY {CHANNEL}")
+        with self._in(turn) as conn:
+            with conn.pipeline() as pipeline:  # statements go out at once; one sync at the end
+                checks = [_move_head(conn, expected_version, new, first)]
+                if first < 0 or start + len(hashes) != stored_hash_count(new.size):
+                    pipeline.sync()
+                    checks[0]()  # a moved head is a conflict first, as before any write
+                    raise StoreError(f"{len(hashes)} hashes do not fit a batch of {len(entries)}")
+                _insert(conn, "entries", [(first + i, e.data) for i, e in enumerate(entries)])
+                private = [(first + i, e.private) for i, e in enumerate(entries) if e.private]
+                _insert(conn, "private_events", private)
+                _insert(conn, "hashes", [(start + i, h) for i, h in enumerate(hashes)])
+                checks.append(_record_checkpoint(conn, new))
+                checks.append(_write_records(conn, writes))
+                conn.execute(f"NOTIFY {CHANNEL}")
+            for check in checks:  # before the commit: a failed check rolls it all back
+                check()
         if turn is not None:
             turn.head = new
         return new
@@ -302,12 +308,12 @@ class PostgresStore:
     def count_records(self, kind: str, tags: dict[str, str]) -> int:
         sql, args = _find_query(kind, tags, "", None)
         with self._read() as conn:
-            row = conn.execute(f"SELECT COUNT(*) FROM ({sql}) AS matched", args).fetchone()
+            row = conn.execute(sql, args).fetchone()
         return int(row[0]) if row else 0
 
     def put_record(self, write: RecordWrite) -> Record:
         with self._tx() as conn:
-            _write_records(conn, [write])
+            _write_records(conn, [write])()
         return write.record()
 
     def add_credential(self, credential: Credential) -> None:
@@ -458,24 +464,34 @@ def _meta_version(conn: psycopg.Connection[Any]) -> int:
     return 0 if row is None else int(row[0])
 
 
-def _move_head(conn: psycopg.Connection[Any], expected_version: int, new: Head, count: int) -> int:
-    """Compare-and-swap the head under its row lock; the old size (the batch's first index)."""
-    old = conn.execute("SELECT size, version FROM head WHERE id = 1 FOR UPDATE").fetchone()
-    old_size, old_version = (0, 0) if old is None else (int(old[0]), int(old[1]))
-    if old_version != expected_version or new.size != old_size + count:
-        raise ConflictError(f"head moved: version {old_version}, expected {expected_version}")
+def _move_head(
+    conn: psycopg.Connection[Any], expected_version: int, new: Head, first: int
+) -> Callable[[], None]:
+    """Compare-and-swap the head from (``expected_version``, size ``first``) to ``new``.
+
+    The update locks the row, and a concurrent writer's update waits for it and
+    then finds the version moved. Returns the check to run once the pipeline
+    synced: `ConflictError` unless the head moved.
+    """
     values = (new.size, new.root, new.checkpoint, new.version)
-    if old is None:
-        conn.execute(
-            "INSERT INTO head (id, size, root, checkpoint, version) VALUES (1, %s, %s, %s, %s)",
+    if expected_version == 0:
+        cur = conn.execute(
+            "INSERT INTO head (id, size, root, checkpoint, version) VALUES (1, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO NOTHING",
             values,
         )
     else:
-        conn.execute(
-            "UPDATE head SET size = %s, root = %s, checkpoint = %s, version = %s WHERE id = 1",
-            values,
+        cur = conn.execute(
+            "UPDATE head SET size = %s, root = %s, checkpoint = %s, version = %s"
+            " WHERE id = 1 AND version = %s AND size = %s",
+            (*values, expected_version, first),
         )
-    return old_size
+
+    def check() -> None:
+        if cur.rowcount != 1 or (expected_version == 0 and first != 0):
+            raise ConflictError(f"head moved past version {expected_version} and size {first}")
+
+    return check
 
 
 def _insert(conn: psycopg.Connection[Any], into: str, rows: Sequence[tuple[int, bytes]]) -> None:
@@ -487,26 +503,32 @@ def _insert(conn: psycopg.Connection[Any], into: str, rows: Sequence[tuple[int, 
         )
 
 
-def _record_checkpoint(conn: psycopg.Connection[Any], head: Head) -> None:
-    """Keep the head's checkpoint; a different one for the same size is a conflict."""
+def _record_checkpoint(conn: psycopg.Connection[Any], head: Head) -> Callable[[], None]:
+    """Keep the head's checkpoint; the check: a different one for the same size conflicts."""
     conn.execute(
         "INSERT INTO checkpoints (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING",
         (head.size, head.checkpoint),
     )
-    row = conn.execute("SELECT note FROM checkpoints WHERE size = %s", (head.size,)).fetchone()
-    if row is None or bytes(row[0]) != head.checkpoint:
-        raise ConflictError(f"a different checkpoint is already signed for size {head.size}")
+    cur = conn.execute("SELECT note FROM checkpoints WHERE size = %s", (head.size,))
+
+    def check() -> None:
+        row = cur.fetchone()
+        if row is None or bytes(row[0]) != head.checkpoint:
+            raise ConflictError(f"a different checkpoint is already signed for size {head.size}")
+
+    return check
 
 
-def _write_records(conn: psycopg.Connection[Any], writes: Sequence[RecordWrite]) -> None:
-    """Compare-and-swap records and replace their tags (inside a transaction).
+def _write_records(
+    conn: psycopg.Connection[Any], writes: Sequence[RecordWrite]
+) -> Callable[[], None]:
+    """Compare-and-swap records and replace their tags (inside a transaction); the check
+    to run once the statements' results are in (`ConflictError` if a record moved).
 
     New records in one insert of unnested arrays (an existing key is a unique
     violation, so a conflict), updates that must each change their record
     (`_update_records`), then the tags (`_write_tags`).
     """
-    if not writes:
-        return
     new = [w for w in writes if w.expected_version == 0]
     old = [w for w in writes if w.expected_version != 0]
     if new:
@@ -515,34 +537,43 @@ def _write_records(conn: psycopg.Connection[Any], writes: Sequence[RecordWrite])
             " SELECT k, y, 1, d FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS v(k, y, d)",
             ([w.kind for w in new], [w.key for w in new], [w.doc for w in new]),
         )
-    if old:
-        moved = _update_records(conn, old)
-        if len(moved) != len(old):
-            stale = sorted({(w.kind, w.key) for w in old} - moved)[:3]
-            raise ConflictError(f"records {stale} moved past their versions")
+    moved = _update_records(conn, old) if old else None
     _write_tags(conn, new, old)
+
+    def check() -> None:
+        found = moved() if moved is not None else set()
+        if len(found) != len(old):
+            stale = sorted({(w.kind, w.key) for w in old} - found)[:3]
+            raise ConflictError(f"records {stale} moved past their versions")
+
+    return check
 
 
 def _update_records(
     conn: psycopg.Connection[Any], old: Sequence[RecordWrite]
-) -> set[tuple[str, str]]:
-    """Compare-and-swap each record by its primary key; the ``(kind, key)`` that moved.
+) -> Callable[[], set[tuple[str, str]]]:
+    """Compare-and-swap each record by its primary key; reads the ``(kind, key)`` that moved.
 
     One statement per record (pipelined): a join with unnested arrays could be
     planned as a scan of every record when the plan was cached on a small table.
     """
-    moved: set[tuple[str, str]] = set()
-    with conn.cursor() as cur:
-        cur.executemany(
-            "UPDATE records SET version = %s, doc = %s"
-            " WHERE kind = %s AND key = %s AND version = %s RETURNING kind, key",
-            [(w.expected_version + 1, w.doc, w.kind, w.key, w.expected_version) for w in old],
-            returning=True,
-        )
-        while True:
-            moved.update((row[0], row[1]) for row in cur.fetchall())
-            if not cur.nextset():
-                return moved
+    cur = conn.cursor()
+    cur.executemany(
+        "UPDATE records SET version = %s, doc = %s"
+        " WHERE kind = %s AND key = %s AND version = %s RETURNING kind, key",
+        [(w.expected_version + 1, w.doc, w.kind, w.key, w.expected_version) for w in old],
+        returning=True,
+    )
+
+    def moved() -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        with cur:
+            while True:
+                found.update((row[0], row[1]) for row in cur.fetchall())
+                if not cur.nextset():
+                    return found
+
+    return moved
 
 
 def _write_tags(
@@ -587,16 +618,18 @@ def _tag_columns(writes: Sequence[RecordWrite]) -> tuple[list[str], ...]:
 def _find_query(
     kind: str, tags: dict[str, str], after: str, limit: int | None
 ) -> tuple[str, list[Any]]:
-    """SQL for `find_records`: keys in byte order (``COLLATE "C"``), as SQLite sorts them."""
-    tail = ' ORDER BY {key} COLLATE "C"' + (" LIMIT %s" if limit is not None else "")
+    """SQL for `find_records`: keys in byte order (``COLLATE "C"``), as SQLite sorts them;
+    without a limit, the query counts them instead (no documents, no tags, no order)."""
+    columns = f"r.key, r.version, r.doc, {_TAGS}" if limit is not None else "COUNT(*)"
+    tail = ' ORDER BY {key} COLLATE "C" LIMIT %s' if limit is not None else ""
     if not tags:
-        sql = f"SELECT r.key, r.version, r.doc, {_TAGS} FROM records r"
+        sql = f"SELECT {columns} FROM records r"
         sql += ' WHERE r.kind = %s AND r.key > %s COLLATE "C"'
         args: list[Any] = [kind, after]
         sql += tail.format(key="r.key")
     else:
         (first_tag, first_value), *rest = sorted(tags.items())
-        sql = f"SELECT r.key, r.version, r.doc, {_TAGS} FROM record_tags t0"
+        sql = f"SELECT {columns} FROM record_tags t0"
         args = []
         for n, (tag, value) in enumerate(rest, start=1):
             sql += (
