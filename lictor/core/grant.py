@@ -39,6 +39,8 @@ import base64
 import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -259,6 +261,37 @@ def verify_grant(
         raise GrantError(f"grant claims are invalid: {e.message}") from e
     _check_claims(claims, verifier, now_ms, leeway_ms)
     return claims
+
+
+class VerifiedGrants:
+    """`verify_grant` that checks each token's signature once: a token that verified
+    is remembered (the newest ``size``), and a later use runs only the claim and
+    time checks. Safe to share between threads."""
+
+    def __init__(self, verifier: GrantVerifier, size: int = 4096) -> None:
+        self.verifier = verifier
+        self._size = size
+        self._seen: OrderedDict[str, GrantClaims] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(self, token: object, now_ms: int) -> GrantClaims:
+        """`verify_grant` at ``now_ms`` with no leeway."""
+        if not isinstance(token, str):
+            return verify_grant(token, self.verifier, now_ms)
+        with self._lock:
+            claims = self._seen.get(token)
+            if claims is not None:
+                self._seen.move_to_end(token)
+        if claims is None:
+            claims = verify_grant(token, self.verifier, now_ms)
+            with self._lock:
+                self._seen[token] = claims
+                if len(self._seen) > self._size:
+                    self._seen.popitem(last=False)
+            return claims
+        check_time_ms(now_ms, "now_ms")
+        _check_claims(claims, self.verifier, now_ms, 0)
+        return claims
 
 
 def _check_token_shape(token: object) -> None:

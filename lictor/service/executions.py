@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from lictor.core import lease as leases
-from lictor.core.grant import GrantSigner, verify_grant
+from lictor.core.grant import GrantSigner, VerifiedGrants
 from lictor.core.lineage import MAX_DEPTH, check_child, child_fields, plan_revoke, root_lineage
 from lictor.core.policy import (
     Decision,
@@ -114,6 +114,7 @@ class Executions:
         self.grants = grants
         self.max_depth = max_depth
         self.seal = seal or ArgumentSeal(os.urandom(32))
+        self.parent_grants = VerifiedGrants(grants.verifier)
 
     # -- deciding ---------------------------------------------------------------
 
@@ -212,7 +213,7 @@ class Executions:
         if ask.parent_grant is None:
             return None, None
         try:
-            claims = verify_grant(ask.parent_grant, self.grants.verifier, now)
+            claims = self.parent_grants.verify(ask.parent_grant, now)
         except GrantError as e:
             message = f"parent grant: {e.message}"
             return None, _deny_without_policy(message, code=ReasonCode.INVALID_PARENT_GRANT)

@@ -21,6 +21,7 @@ from lictor.core.grant import (
     GrantClaims,
     GrantSigner,
     GrantVerifier,
+    VerifiedGrants,
     grant_claims,
     jwk_thumbprint,
     verify_grant,
@@ -397,3 +398,24 @@ def test_a_grant_over_the_size_limit_is_never_signed() -> None:
     with pytest.raises(GrantError, match="exceed"):
         SIGNER.sign(parent, T0)
     assert len(SIGNER.sign(active(200, PLANNER), T0)) < MAX_GRANT_BYTES
+
+
+def test_verified_grants_check_the_signature_once_and_the_time_every_time() -> None:
+    grants = VerifiedGrants(VERIFIER, size=2)
+    token = SIGNER.sign(ROOT, T0)
+    claims = grants.verify(token, T0)
+    assert claims == verify_grant(token, VERIFIER, T0)
+    assert grants.verify(token, T0 + 1) == claims  # remembered
+    with pytest.raises(UnauthenticatedError):
+        grants.verify(token, claims.expires_at_ms)  # expiry is still checked on a hit
+    other = VerifiedGrants(GrantSigner(bytes(32), KID, ISSUER).verifier)
+    with pytest.raises(UnauthenticatedError):
+        other.verify(token, T0)  # another key: the signature is checked on a miss
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(UnauthenticatedError):
+        grants.verify(forged, T0)
+    with pytest.raises(UnauthenticatedError):
+        grants.verify(123, T0)
+    for n in (4, 5, 6):  # the oldest is forgotten beyond `size`
+        grants.verify(SIGNER.sign(active(n, PLANNER), T0), T0)
+    assert len(grants._seen) == 2
