@@ -275,4 +275,6 @@ def run_backtest(args: argparse.Namespace) -> int:
         before = "allow" if c["recorded"]["allowed"] else "deny"
         after = "allow" if c["replayed"]["allowed"] else "deny"
         print(f"  {c['execution']} #{c['log_index']} {_time(c['at_ms'])}: {before} -> {after}")
+    if reply.get("withheld"):
+        print(f"({reply['withheld']} execution(s) with sealed arguments left out: admins see them)")
     return 0

@@ -165,6 +165,7 @@ class _Analysis:
     issues: list[PolicyIssue] = dataclasses.field(default_factory=list)
     parsed: list[_Parsed] = dataclasses.field(default_factory=list)
     schema: cedarpy.Schema | None = None
+    arguments: dict[ActionKey, frozenset[str] | None] = dataclasses.field(default_factory=dict)
 
 
 def validate(source: PolicySource) -> list[PolicyIssue]:
@@ -189,7 +190,7 @@ def compile_policies(source: PolicySource) -> CompiledPolicy:
         policies=tuple(p.info for p in analysis.parsed),
         policy_set=build_policy_set(templates),
         slices=build_slices(templates, action_ancestors(analysis.schema)),
-        arguments=argument_names(analysis.schema),
+        arguments=analysis.arguments,
         raw_arguments=frozenset(
             pid for pid, t in templates.items() if t.annotations.get(LOG_ARGUMENTS) == "raw"
         ),
@@ -210,6 +211,12 @@ def _analyze(source: PolicySource) -> _Analysis:
     _check_unique_ids(analysis)
     if analysis.schema is not None and analysis.parsed:
         analysis.issues.extend(_type_issues(analysis.parsed, analysis.schema))
+    if analysis.schema is not None:
+        try:
+            analysis.arguments = argument_names(analysis.schema)
+        except ValueError as e:
+            message = f"cannot read the attributes of context.arguments: {e}"
+            analysis.issues.append(PolicyIssue(source.schema_name, None, None, None, message))
     return analysis
 
 

@@ -244,6 +244,7 @@ def probe_errors(schema: cedarpy.Schema) -> list[str]:
 _ACTION_NAME = re.compile(r'( *)action "((?:[^"\\]|\\.)*)"(?: in \[.*\])? appliesTo \{$')
 _MEMBER = re.compile(r'(?:"((?:[^"\\]|\\.)*)"|([A-Za-z_][A-Za-z0-9_]*))\??: (.*?),?$')
 ARGUMENTS = "arguments"
+_MAX_ALIASES = 16
 
 
 def argument_names(schema: cedarpy.Schema) -> dict[tuple[str, str], frozenset[str] | None]:
@@ -282,37 +283,57 @@ def _members(lines: list[str], start: int, indent: str) -> dict[str, Member]:
     i = start
     while i < len(lines) and lines[i].startswith(indent):
         line = lines[i][len(indent) :]
-        if not line.startswith(" ") and (match := _MEMBER.match(line)):
-            name = _unquote(match.group(1)) if match.group(1) is not None else match.group(2)
-            members[name] = (i, match.group(3))
         i += 1
+        if line.startswith((" ", "@", "}")):  # inside a member, an annotation, a closing
+            continue
+        if (match := _MEMBER.match(line)) is None:
+            raise ValueError(f"cannot read the record member {line.strip()!r}")
+        name = _unquote(match.group(1)) if match.group(1) is not None else match.group(2)
+        members[name] = (i - 1, match.group(3))
     return members
 
 
 def _record(
     lines: list[str], member: Member | None, namespace: str, declared: dict[TypeKey, int]
 ) -> tuple[int, str] | None:
-    """Where the record a member's type names starts (first member line, indent)."""
+    """Where the record a member's type names starts (first member line, indent),
+    following type aliases; None if it is not a record."""
     if member is None:
         return None
     i, text = member
     indent = " " * (len(lines[i]) - len(lines[i].lstrip(" "))) + "  "
-    if text == "{":
-        return i + 1, indent
-    if _EMPTY_RECORD.fullmatch(text):
-        return len(lines), indent
-    try:
-        j = declared[_resolve(namespace, text, declared)]
-    except ValueError:
-        return None  # not a declared type: a primitive, a set, an entity
-    found = _TYPE.match(lines[j])
-    if found is None or found.group(3) != "{":
-        return (len(lines), indent) if found and _EMPTY_RECORD.match(found.group(3)) else None
-    return j + 1, found.group(1) + "  "
+    for _ in range(_MAX_ALIASES):
+        text = text.rstrip(";,")
+        if text == "{":
+            return i + 1, indent
+        if _EMPTY_RECORD.fullmatch(text):
+            return len(lines), indent
+        try:
+            key = _resolve(namespace, text, declared)
+        except ValueError:
+            return None  # not a declared type: a primitive, a set, an entity
+        i, namespace = declared[key], key[0]
+        found = _TYPE.match(lines[i])
+        if found is None:
+            raise ValueError(f"cannot read the declaration of type {text}")
+        indent, text = found.group(1) + "  ", found.group(3)
+    raise ValueError(f"type {text} is an alias of an alias ... {_MAX_ALIASES} deep")
+
+
+_ESCAPE = re.compile(r"\\(u\{[0-9a-fA-F]{1,6}\}|.)")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
 
 
 def _unquote(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text)
+    """A quoted name as Cedar renders it, decoded (``\\n``, ``\\u{200b}``, ``\\"``...)."""
+
+    def one(escape: re.Match[str]) -> str:
+        code = escape.group(1)
+        if code.startswith("u{"):
+            return chr(int(code[2:-1], 16))
+        return _ESCAPES.get(code, code)
+
+    return _ESCAPE.sub(one, text)
 
 
 def _lictor_namespace(lines: list[str]) -> tuple[str, ...] | None:

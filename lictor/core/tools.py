@@ -3,10 +3,12 @@
 Pure: no I/O. A tool is named ``<server>/<name>`` (the resource
 ``Tool::"<server>/<name>"``), where ``server`` is the name the gateway gives
 the MCP server it fronts. A tool's *definition* is what a client is told about
-it and decides on: its name, description and input schema. Its hash is
-``sha256:<hex>`` of the RFC 8785 canonical JSON of exactly those three
-members, so two gateways (or a gateway and an auditor) that see the same
-definition compute the same hash whatever order the server wrote its keys in.
+it and decides on: its name, title, description, input and output schemas
+and annotations (``readOnlyHint`` and the like, which clients use to decide
+what to run without asking). Its hash is ``sha256:<hex>`` of the RFC 8785
+canonical JSON of exactly those members, so two gateways (or a gateway and
+an auditor) that see the same definition compute the same hash whatever
+order the server wrote its keys in.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ MAX_SERVER_LENGTH = 128
 MAX_NAME_LENGTH = 256
 SERVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 HASH = re.compile(r"sha256:[0-9a-f]{64}")
+OPTIONAL = ("title", "outputSchema", "annotations")
+MEMBERS = ("name", "description", "inputSchema", *OPTIONAL)
 
 
 def check_server(server: str) -> str:
@@ -44,10 +48,13 @@ def tool_id(server: str, name: str) -> str:
 
 
 def definition(tool: Mapping[str, Any]) -> dict[str, Any]:
-    """The members of a tool (as MCP's ``tools/list`` spells it) that its hash covers;
-    a missing description is ``""``, a missing input schema ``{}``."""
+    """The members of a tool (as MCP's ``tools/list`` spells it) that its hash covers:
+    `MEMBERS`. A missing description is ``""``, a missing input schema ``{}``; the
+    other optional members are left out when absent, so adding one changes the hash."""
+    covered = {k: tool[k] for k in OPTIONAL if tool.get(k) is not None}
     schema = tool.get("inputSchema")
     return {
+        **covered,
         "name": tool.get("name"),
         "description": tool.get("description") or "",
         "inputSchema": schema if schema is not None else {},

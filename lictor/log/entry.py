@@ -23,17 +23,27 @@ from lictor.errors import EntryError
 from lictor.log.tiles import MAX_ENTRY_SIZE
 
 
-def canonical_entry(entry: dict[str, Any]) -> bytes:
-    """The canonical bytes of an entry, or `EntryError`."""
+MAX_DOCUMENT_SIZE = 1 << 20
+
+
+def canonical_entry(entry: dict[str, Any], limit: int = MAX_ENTRY_SIZE) -> bytes:
+    """The canonical bytes of an entry, or `EntryError`. ``limit`` is the log's entry
+    size unless the bytes are stored beside the log (`canonical_document`)."""
     if not isinstance(entry, dict):
         raise EntryError("an entry must be a JSON object")
     try:
         data = _fast_dumps(entry) if _plain(entry) else rfc8785.dumps(entry)
     except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as e:
         raise EntryError(f"entry cannot be canonicalized: {e}") from e
-    if len(data) > MAX_ENTRY_SIZE:
-        raise EntryError(f"entry is {len(data)} bytes; the limit is {MAX_ENTRY_SIZE}")
+    if len(data) > limit:
+        raise EntryError(f"entry is {len(data)} bytes; the limit is {limit}")
     return data
+
+
+def canonical_document(document: dict[str, Any]) -> bytes:
+    """`canonical_entry` for a record stored beside the log (never a leaf), which may
+    be larger: up to `MAX_DOCUMENT_SIZE` bytes (an execution's full context)."""
+    return canonical_entry(document, MAX_DOCUMENT_SIZE)
 
 
 _MAX_SAFE_INTEGER = 2**53 - 1

@@ -82,7 +82,7 @@ def complete_body(
 
 
 def observe_body(server: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    keys = ("name", "description", "inputSchema")
+    keys = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
     return {"server": server, "tools": [{k: t[k] for k in keys if k in t} for t in tools]}
 
 
@@ -215,8 +215,9 @@ class Client:
         return self._call("GET", f"/v1/executions/{execution_id}")
 
     def observe_tools(self, server: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """Report the tools ``server`` offers (each ``name``, ``description``,
-        ``inputSchema``): the control plane pins new ones and flags changed ones."""
+        """Report the tools ``server`` offers (their members `lictor.core.tools.MEMBERS`):
+        the control plane pins new ones and flags changed ones; each answer carries
+        the approved ``definition``."""
         return self._call("POST", "/v1/tools/observe", observe_body(server, tools))
 
     def preview(self, principal: Ref, action: Ref, resources: Sequence[Ref]) -> list[bool]:

@@ -7,6 +7,10 @@ when its execution is lost or when it is told to; stopping ends a renewal in
 flight (the thread waits for it, the task cancels it), so no renewal races the
 completion that follows.
 
+Whatever a renewal raises is handed to the `Keeper` as a failure (retried
+until the deadline), so the local deadline is kept even if the control
+plane answers something malformed.
+
 A push source of revocations (the events stream) would call
 ``handle.lose(...)`` from its own loop; the keeper notices on its next wake.
 """
@@ -19,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from lictor.errors import LictorError
+from lictor.errors import LictorError, UnavailableError
 from lictor.sdk.enforce import Keeper
 
 Renew = Callable[[float], dict[str, Any]]
@@ -55,11 +59,9 @@ class ThreadKeeper:
 
     def _renew_once(self, sent: float) -> None:
         try:
-            reply = self._renew(self._keeper.deadline - sent)
-        except LictorError as e:
-            self._keeper.failed(e, time.monotonic())
-        else:
-            self._keeper.renewed(reply, sent)
+            self._keeper.renewed(self._renew(self._keeper.deadline - sent), sent)
+        except Exception as e:
+            self._keeper.failed(_as_failure(e), time.monotonic())
 
 
 class TaskKeeper:
@@ -91,8 +93,14 @@ class TaskKeeper:
 
     async def _renew_once(self, sent: float) -> None:
         try:
-            reply = await self._renew(self._keeper.deadline - sent)
-        except LictorError as e:
-            self._keeper.failed(e, time.monotonic())
-        else:
-            self._keeper.renewed(reply, sent)
+            self._keeper.renewed(await self._renew(self._keeper.deadline - sent), sent)
+        except Exception as e:
+            self._keeper.failed(_as_failure(e), time.monotonic())
+
+
+def _as_failure(error: Exception) -> LictorError:
+    """A renewal's failure as the `Keeper` judges it: anything unexpected (a malformed
+    reply, a bug) is a failure to retry until the deadline, never the driver's end."""
+    if isinstance(error, LictorError):
+        return error
+    return UnavailableError(f"renewal failed: {type(error).__name__}: {error}")

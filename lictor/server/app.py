@@ -51,7 +51,7 @@ from lictor.service.runtimes import Runtimes
 from lictor.service.sweeps import Sweeps
 from lictor.wire import error_body, status_for
 
-DEFAULT_MAX_BODY = 64 * 1024
+DEFAULT_MAX_BODY = 1024 * 1024
 REAP_SECONDS = 1.0
 HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 logger = logging.getLogger("lictor.server")
@@ -218,7 +218,7 @@ def create_app(
     app.state.runtimes = runtimes
     app.state.policies = policies
     app.state.executions = executions
-    app.state.replay = Replay(log.store, policies)
+    app.state.replay = Replay(log.store, policies, executions)
     app.state.sweeps = sweeps
     app.state.metrics = Metrics(log)
     app.state.demo = None  # a DemoRunner when `lictor serve --demo`

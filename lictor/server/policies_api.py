@@ -84,11 +84,17 @@ class BacktestRequest(BaseModel):
 
 @router.post("/v1/policies/backtest")
 def backtest(body: BacktestRequest, request: Request, who: Reader) -> dict[str, Any]:
-    """Recorded decisions (since ``since_ms``) that the candidate set would decide otherwise."""
+    """Recorded decisions (since ``since_ms``) that the candidate set would decide otherwise.
+    An auditor's backtest leaves out executions whose arguments are sealed (``withheld``
+    counts them): comparing candidates would otherwise reveal the arguments."""
     source = source_from_json(body.source.model_dump(by_alias=True))
     replay: Replay = request.app.state.replay
-    changed = replay.backtest(source, body.since_ms)
-    return {"candidate": source.version, "changed": [c.to_json() for c in changed]}
+    changed, withheld = replay.backtest(source, body.since_ms, sealed=who.role == "admin")
+    return {
+        "candidate": source.version,
+        "changed": [c.to_json() for c in changed],
+        "withheld": withheld,
+    }
 
 
 @router.get("/v1/executions/{execution_id}/replay")

@@ -28,8 +28,11 @@ Admin = Annotated[Credential, Depends(require_role("admin"))]
 class ToolDefinition(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
     name: Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+    title: Annotated[str, Field(max_length=1024)] | None = None
     description: Annotated[str, Field(max_length=65_536)] | None = None
     input_schema: dict[str, Any] | None = Field(default=None, alias="inputSchema")
+    output_schema: dict[str, Any] | None = Field(default=None, alias="outputSchema")
+    annotations: dict[str, Any] | None = None
 
 
 class ObserveRequest(BaseModel):

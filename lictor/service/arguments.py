@@ -10,6 +10,10 @@ key. Whoever holds that key, the control plane, can check a guessed value
 (`ArgumentSeal.hash`); a reader without it cannot test guesses, which a
 plain hash of a short path or query would allow.
 
+Error messages that Cedar writes into a decision (a request the schema
+rejects, an evaluation error) may quote the context, so when the arguments
+are sealed those errors are shown as keyed hashes too.
+
 A decision whose determining policies include one annotated
 ``@log_arguments("raw")`` shows the arguments as they are, in every entry and
 view of that execution. The raw arguments stay in the execution's record,
@@ -31,6 +35,8 @@ from lictor.core.policy_schema import ARGUMENTS
 
 PREFIX = "hmac-sha256:"
 _INFO = b"lictor/arguments-hmac/v1"
+# decisions whose error messages come from Cedar (or an exception) and may quote the context
+QUOTING = frozenset({"invalid_request", "policy_error", "internal_error"})
 
 
 class ArgumentSeal:
@@ -55,3 +61,12 @@ class ArgumentSeal:
         if raw or ARGUMENTS not in context:
             return dict(context)
         return {**context, ARGUMENTS: self.hash(context[ARGUMENTS])}
+
+    def decision(self, decision: Mapping[str, Any] | None, sealed: bool) -> Any:
+        """A stored decision as a reader sees it: when the arguments are sealed, the
+        errors of a decision whose messages may quote them (Cedar's request and
+        evaluation errors) are replaced by their keyed hashes."""
+        if not sealed or not decision or decision.get("reason_code") not in QUOTING:
+            return decision
+        errors = [f"sealed: {self.hash(e)}" for e in decision.get("errors") or ()]
+        return {**decision, "errors": errors}

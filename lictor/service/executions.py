@@ -30,6 +30,7 @@ from lictor.core.policy import (
     RuntimeFacts,
     decide,
 )
+from lictor.core.policy_schema import ARGUMENTS
 from lictor.core.types import EntityRef, Execution, ExecutionState, execution_id_from
 from lictor.errors import (
     ConflictError,
@@ -322,6 +323,8 @@ class Executions:
     ) -> StoredEntry:
         e = stored.execution
         decided = decision.to_json() if decision else stored.decision
+        raw = self.raw_arguments(decided)
+        sealed = ARGUMENTS in e.context and not raw
         public = {
             "execution": e.id,
             "parent": e.parent_id,
@@ -334,9 +337,9 @@ class Executions:
             "principal": e.principal.to_json(),
             "action": e.action.to_json(),
             "resource": e.resource.to_json(),
-            "context": self.seal.shown(e.context, self.raw_arguments(decided)),
+            "context": self.seal.shown(e.context, raw),
             "reason": e.reason,
-            "decision": decision.to_json() if decision else None,
+            "decision": self.seal.decision(decision.to_json(), sealed) if decision else None,
         }
         extra = {"summary": summary, "definition": definition, "result_hash": result_hash}
         event.update({k: v for k, v in extra.items() if v is not None})
@@ -353,11 +356,27 @@ class Executions:
             return False
         return not raw.isdisjoint(decision["reasons"])
 
+    def sealed(self, stored: StoredExecution) -> bool:
+        """Whether readers see ``stored``'s arguments only as a keyed hash."""
+        has = ARGUMENTS in stored.execution.context
+        return has and not self.raw_arguments(stored.decision)
+
     def shown(self, stored: StoredExecution) -> StoredExecution:
-        """``stored`` as readers see it: its arguments sealed (`lictor.service.arguments`)."""
-        e = stored.execution
-        context = self.seal.shown(e.context, self.raw_arguments(stored.decision))
-        return replace(stored, execution=replace(e, context=context))
+        """``stored`` as readers see it: its arguments sealed (`lictor.service.arguments`),
+        with the decision errors that could quote them."""
+        e, sealed = stored.execution, self.sealed(stored)
+        if not sealed:
+            return stored
+        steps = tuple(
+            {**t, "decision": self.seal.decision(t["decision"], True)} if "decision" in t else t
+            for t in stored.transitions
+        )
+        return replace(
+            stored,
+            execution=replace(e, context=self.seal.shown(e.context, False)),
+            decision=self.seal.decision(stored.decision, True),
+            transitions=steps,
+        )
 
     def _outcome(
         self, stored: StoredExecution, entry: StoredEntry, index: int, head: Any

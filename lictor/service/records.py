@@ -15,7 +15,7 @@ from typing import Any
 
 from lictor.core.policy import LineageFacts, RuntimeFacts
 from lictor.core.types import EntityRef, Execution, ExecutionState, Lease, Outcome
-from lictor.log.entry import canonical_entry
+from lictor.log.entry import canonical_document
 from lictor.store.base import Record, RecordWrite
 
 KIND = "execution"
@@ -74,7 +74,7 @@ class StoredExecution:
         if e.state is ExecutionState.ACTIVE and e.lease is not None:
             tags["expires"] = expiry_tag(e.lease.expires_at_ms)
         return RecordWrite(
-            KIND, e.id, canonical_entry(self.to_json()), self.record_version, tuple(tags.items())
+            KIND, e.id, canonical_document(self.to_json()), self.record_version, tuple(tags.items())
         )
 
     def to_json(self) -> dict[str, Any]:

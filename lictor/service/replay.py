@@ -22,6 +22,7 @@ from lictor.core.policy import (
     decide,
 )
 from lictor.errors import NotFoundError
+from lictor.service.executions import Executions
 from lictor.service.policies import Policies
 from lictor.service.records import KIND, StoredExecution, runtime_from_json
 from lictor.store.base import Store
@@ -59,11 +60,17 @@ class Replayed:
 
 
 class Replay:
-    """Replays and backtests over the stored executions."""
+    """Replays and backtests over the stored executions.
 
-    def __init__(self, store: Store, policies: Policies) -> None:
+    Results show decisions as readers see them (`Executions.shown`: errors that
+    could quote sealed arguments are sealed). A backtest can leave out the
+    executions whose arguments are sealed: a reader who may not see them could
+    otherwise learn them one candidate policy at a time."""
+
+    def __init__(self, store: Store, policies: Policies, executions: Executions) -> None:
         self.store = store
         self.policies = policies
+        self.executions = executions
 
     def replay(self, execution_id: str) -> list[Replayed]:
         """Every decision of an execution, evaluated again with its recorded inputs."""
@@ -73,17 +80,23 @@ class Replay:
         stored = StoredExecution.from_record(record)
         return [self._evaluate(stored, step, None) for step in _decided(stored)]
 
-    def backtest(self, source: PolicySource, since_ms: int = 0) -> list[Replayed]:
-        """Recorded decisions since ``since_ms`` whose answer ``source`` would change."""
+    def backtest(
+        self, source: PolicySource, since_ms: int = 0, sealed: bool = True
+    ) -> tuple[list[Replayed], int]:
+        """Recorded decisions since ``since_ms`` whose answer ``source`` would change, and
+        how many executions were left out (those with sealed arguments, unless ``sealed``)."""
         candidate = compile_policies(source)
-        changed = []
+        changed, withheld = [], 0
         for stored in self._executions():
+            if not sealed and self.executions.sealed(stored):
+                withheld += 1
+                continue
             for step in _decided(stored):
                 if step["at_ms"] >= since_ms:
                     result = self._evaluate(stored, step, candidate)
                     if result.changed:
                         changed.append(result)
-        return changed
+        return changed, withheld
 
     def _executions(self) -> Iterator[StoredExecution]:
         after = ""
@@ -114,7 +127,11 @@ class Replay:
             lineage=stored.lineage,
         )
         now = decide(policy, request, entities).to_json()
-        return Replayed(e.id, step["log_index"], step["at_ms"], recorded, now)
+        hidden = self.executions.sealed(stored)
+        shown = self.executions.seal.decision
+        return Replayed(
+            e.id, step["log_index"], step["at_ms"], shown(recorded, hidden), shown(now, hidden)
+        )
 
 
 def _decided(stored: StoredExecution) -> list[dict[str, Any]]:

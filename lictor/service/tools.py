@@ -26,7 +26,7 @@ from lictor.core.policy import Decision, ReasonCode
 from lictor.core.tools import check_hash, check_server, definition, definition_hash, tool_id
 from lictor.core.types import EntityRef
 from lictor.errors import ConflictError, InvalidRequestError, NotFoundError
-from lictor.log.entry import canonical_entry
+from lictor.log.entry import canonical_document
 from lictor.sequencer import Plan
 from lictor.service.log import AuditLog
 from lictor.store.base import RecordWrite
@@ -60,7 +60,7 @@ class Pin:
         return {**body, "status": self.status}
 
     def write(self) -> RecordWrite:
-        doc = canonical_entry({k: v for k, v in self.to_json().items() if k != "status"})
+        doc = canonical_document({k: v for k, v in self.to_json().items() if k != "status"})
         server = self.tool.split("/", 1)[0]
         tags = (("status", self.status), ("server", server))
         return RecordWrite(KIND, self.tool, doc, self.record_version, tags)
@@ -80,6 +80,7 @@ class Seen:
     status: str  # "approved" (the pinned hash) or "changed"
     approved: str
     pending: str | None
+    definition: dict[str, Any]  # the approved one: what a client may be shown
 
 
 class Tools:
@@ -176,9 +177,9 @@ def _change(pin: Pin | None, tid: str, seen: dict[str, Any], now: int) -> tuple[
 def _seen(tid: str, seen: dict[str, Any], pin: Pin | None) -> Seen:
     digest = definition_hash(seen)
     if pin is None:  # not reachable after a commit; fail closed all the same
-        return Seen(tid, str(seen["name"]), digest, "changed", "", digest)
+        return Seen(tid, str(seen["name"]), digest, "changed", "", digest, {})
     status = "approved" if digest == pin.approved else "changed"
-    return Seen(tid, str(seen["name"]), digest, status, pin.approved, pin.pending)
+    return Seen(tid, str(seen["name"]), digest, status, pin.approved, pin.pending, pin.definition)
 
 
 def pin_denial(

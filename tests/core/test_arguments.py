@@ -72,6 +72,41 @@ def test_argument_names_reads_records_types_and_namespaces() -> None:
     assert ("Action", "plain") not in names  # declares no arguments
 
 
+def test_argument_names_decodes_escapes_and_follows_aliases() -> None:
+    schema = cedarpy.Schema.from_str(
+        r"""entity Agent; entity Tool;
+        type Inner = { "a\tb"?: String, "z\u{200b}"?: String, "q\"x"?: Long, "n\0l"?: Bool };
+        type Args = Inner;
+        type Twice = Args;
+        action c appliesTo { principal: Agent, resource: Tool, context: { arguments: Twice } };
+        """
+    )
+    names = argument_names(schema)[("Action", "c")]
+    assert names == {"a\tb", "z\u200b", 'q"x', "n\0l"}
+
+
+def test_an_escaped_argument_name_is_seen_by_policy() -> None:
+    schema = (
+        "entity Agent; entity Tool;\n"
+        "action c appliesTo { principal: Agent, resource: Tool,"
+        ' context: { arguments: { "a\\tb"?: String } } };'
+    )
+    policies = (
+        "permit (principal, action, resource);\n"
+        'forbid (principal, action, resource) when { context.arguments has "a\\tb" };'
+    )
+    policy = compile_policies(PolicySource.of({"p.cedar": policies}, "s.cedarschema", schema))
+    entities = compile_entities([{"uid": AGENT.to_json(), "attrs": {}, "parents": []}], policy)
+    request = DecisionRequest(
+        principal=AGENT,
+        action=EntityRef("Action", "c"),
+        resource=EntityRef("Tool", "t"),
+        now_ms=1_700_000_000_000,
+        context={"arguments": {"a\tb": "x", "other": 1}},
+    )
+    assert decide(policy, request, entities).reasons == ("p.cedar:2",)  # the forbid fired
+
+
 def _decide(compiled: Any, action: str, tool: str, context: dict[str, Any]) -> Any:
     policy, entities = compiled
     request = DecisionRequest(

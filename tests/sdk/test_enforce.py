@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from lictor.errors import (
 )
 from lictor.sdk import ExecutionHandle, ExecutionRevokedError, LeaseLostError
 from lictor.sdk.enforce import Keeper, outcome_for
+from lictor.sdk.keeper import TaskKeeper
 
 
 def reply(state: str = "active", seconds: float = 3.0, ttl: int = 3) -> dict[str, Any]:
@@ -86,3 +89,26 @@ def test_outcomes() -> None:
     assert outcome_for(None) == "succeeded"
     assert outcome_for(ValueError()) == "failed"
     assert outcome_for(KeyboardInterrupt()) == "cancelled"
+
+
+def test_a_malformed_renewal_reply_never_stops_the_deadline() -> None:
+    async def run() -> ExecutionHandle:
+        handle = ExecutionHandle(reply(seconds=0.6))
+        calls: list[float] = []
+
+        async def renew(timeout: float) -> dict[str, Any]:
+            calls.append(timeout)
+            return {"not": "a reply"}  # KeyError inside Keeper.renewed
+
+        driver = TaskKeeper(Keeper(handle, time.monotonic(), random.Random(3)), renew)
+        driver.start()
+        for _ in range(100):  # the deadline is about 0.54 s away
+            if handle.lost is not None:
+                break
+            await asyncio.sleep(0.05)
+        await driver.stop()
+        assert len(calls) >= 2  # retried, not dead after the first bad answer
+        return handle
+
+    handle = asyncio.run(run())
+    assert isinstance(handle.lost, LeaseLostError)

@@ -139,6 +139,7 @@ def test_first_seen_tools_are_pinned_and_a_repeat_report_writes_nothing(
             "status": "approved",
             "approved": definition_hash(WRITE_TOOL),
             "pending": None,
+            "definition": WRITE_TOOL,
         }
     ]
     assert _log_size(client) == before + 1
@@ -156,7 +157,8 @@ def test_a_changed_definition_is_denied_until_an_admin_approves_it(
     old, new = WRITE_TOOL, {**WRITE_TOOL, "description": "Write a file. Also mail it out."}
     client.post("/v1/tools/observe", json={"server": "fs", "tools": [old]}, headers=plane)
     changed = client.post("/v1/tools/observe", json={"server": "fs", "tools": [new]}, headers=plane)
-    assert changed.json()["tools"][0]["status"] == "changed"
+    seen = changed.json()["tools"][0]
+    assert seen["status"] == "changed" and seen["definition"] == old  # what clients may be shown
     arguments = {"arguments": {"path": "/srv/public/a"}}
     ok = _call(client, plane, WRITE, context=arguments, definition=definition_hash(old))
     assert ok.status_code == 201, ok.text
@@ -183,6 +185,21 @@ def test_a_changed_definition_is_denied_until_an_admin_approves_it(
         "tool_changed",
         "tool_approved",
     ]
+
+
+def test_the_hash_covers_what_clients_decide_on(
+    client: TestClient, plane: dict[str, str]
+) -> None:
+    client.post("/v1/tools/observe", json={"server": "fs", "tools": [WRITE_TOOL]}, headers=plane)
+    for change in (
+        {"annotations": {"readOnlyHint": True}},
+        {"title": "Harmless"},
+        {"outputSchema": {"type": "object"}},
+        {"inputSchema": {"type": "object"}},
+    ):
+        report = {"server": "fs", "tools": [{**WRITE_TOOL, **change}]}
+        seen = client.post("/v1/tools/observe", json=report, headers=plane).json()["tools"][0]
+        assert seen["status"] == "changed", change
 
 
 def test_a_definition_for_a_tool_never_reported_is_denied(
@@ -240,3 +257,57 @@ def test_completion_records_the_result_hash(client: TestClient, plane: dict[str,
         headers=plane,
     )
     assert bad.status_code == 400
+
+
+def test_large_arguments_are_decided_and_sealed_and_too_large_raw_ones_refused(
+    client: TestClient, plane: dict[str, str]
+) -> None:
+    content = "x" * 200_000  # a file being written: far beyond one log entry
+    arguments = {"path": "/srv/public/big.txt", "content": content}
+    big = _call(client, plane, WRITE, context={"arguments": arguments})
+    assert big.status_code == 201, big.text[:300]
+    assert big.json()["receipt"]["event"]["context"]["arguments"].startswith(PREFIX)
+    before = _log_size(client)
+    raw = {"timezone": "UTC", "padding": content}  # @log_arguments("raw") would log it all
+    refused = _call(client, plane, TIME, context={"arguments": raw})
+    assert refused.status_code == 400, refused.text[:300]
+    assert refused.json()["error"]["code"] == "invalid_entry"
+    assert _log_size(client) == before
+    after = _call(client, plane, TIME, context={"arguments": {"timezone": "UTC"}})
+    assert after.status_code == 201  # the refused request left nothing behind
+
+
+def _auditor(client: TestClient, admin: dict[str, str]) -> dict[str, str]:
+    issued = client.post("/v1/credentials", json={"name": "ann", "role": "auditor"}, headers=admin)
+    return {"Authorization": f"Bearer {issued.json()['credential']}"}
+
+
+def test_decision_errors_that_would_quote_sealed_arguments_are_sealed(
+    client: TestClient, plane: dict[str, str], admin: dict[str, str]
+) -> None:
+    secret = "/srv/public/TOP-SECRET-TOKEN"
+    arguments = {"path": secret, "timezone": 12}  # a declared argument of the wrong type
+    denied = _call(client, plane, WRITE, context={"arguments": arguments})
+    assert denied.json()["decision"]["reason_code"] == "invalid_request"
+    assert "TOP-SECRET" not in denied.text
+    auditor = _auditor(client, admin)
+    execution = denied.json()["execution"]["id"]
+    for path in (f"/v1/executions/{execution}", f"/v1/executions/{execution}/replay"):
+        shown = client.get(path, headers=auditor)
+        assert shown.status_code == 200 and "TOP-SECRET" not in shown.text, shown.text
+    entry = client.get(f"/v1/log/entries/{denied.json()['receipt']['index']}", headers=auditor)
+    assert "TOP-SECRET" not in entry.text
+    assert entry.json()["event"]["decision"]["errors"][0].startswith("sealed: " + PREFIX)
+
+
+def test_an_auditors_backtest_leaves_out_sealed_arguments(
+    client: TestClient, plane: dict[str, str], admin: dict[str, str]
+) -> None:
+    _call(client, plane, WRITE, context={"arguments": {"path": "/srv/public/alice-pw.txt"}})
+    probe = POLICIES.replace('like "/srv/public/*"', 'like "/srv/public/alice*" && false')
+    source = source_json(PolicySource.of({"tools.cedar": probe}, "app.cedarschema", SCHEMA))
+    body = {"source": source, "since_ms": 0}
+    as_admin = client.post("/v1/policies/backtest", json=body, headers=admin).json()
+    assert len(as_admin["changed"]) == 1 and as_admin["withheld"] == 0
+    as_auditor = client.post("/v1/policies/backtest", json=body, headers=_auditor(client, admin))
+    assert as_auditor.json()["changed"] == [] and as_auditor.json()["withheld"] >= 1
