@@ -179,12 +179,13 @@ async def renew(execution_id: str, body: RenewRequest, request: Request, who: Ru
 
 
 @router.post("/{execution_id}/complete")
-def complete(execution_id: str, body: CompleteRequest, request: Request, who: Runtime) -> Any:
+async def complete(execution_id: str, body: CompleteRequest, request: Request, who: Runtime) -> Any:
+    """End an execution with its outcome; live descendants end with it."""
     executions = _executions(request)
-    outcome = executions.complete(
+    outcome = await executions.complete_async(
         execution_id, who.name, body.outcome, body.exit_code, body.summary, body.result_hash
     )
-    return _body(outcome, executions)
+    return JSONResponse(_body(outcome, executions))
 
 
 @router.post("/{execution_id}/revoke")

@@ -489,6 +489,37 @@ class Executions:
     ) -> Outcome:
         """End an execution as its enforcement point reports; ``summary`` and
         ``result_hash`` are kept in its transition and its (private) log event."""
+        plan = self._complete_command(
+            execution_id, runtime_id, outcome, exit_code, summary, result_hash
+        )
+        result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
+        return result
+
+    async def complete_async(
+        self,
+        execution_id: str,
+        runtime_id: str | None,
+        outcome: str,
+        exit_code: int | None,
+        summary: str | None = None,
+        result_hash: str | None = None,
+    ) -> Outcome:
+        """`complete` for an event loop: awaits the commit instead of blocking on it."""
+        plan = self._complete_command(
+            execution_id, runtime_id, outcome, exit_code, summary, result_hash
+        )
+        result: Outcome = await asyncio.wrap_future(self.log.sequencer.submit_commands([plan])[0])
+        return result
+
+    def _complete_command(
+        self,
+        execution_id: str,
+        runtime_id: str | None,
+        outcome: str,
+        exit_code: int | None,
+        summary: str | None,
+        result_hash: str | None,
+    ) -> Command:
         now = self.log.now_ms()
         self.check_owner(self.get(execution_id), runtime_id)
 
@@ -511,8 +542,7 @@ class Executions:
                 lambda h: replace(self._outcome(new, entry, first_index, h), revoked=ids),
             )
 
-        result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
-        return result
+        return plan
 
     # -- revoking -------------------------------------------------------------------
 
