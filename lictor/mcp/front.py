@@ -9,14 +9,24 @@ of local servers. The HTTP front has no authentication of its own: every
 client of it acts as the gateway's principal, so bind it to loopback, or
 put it behind something that authenticates.
 
-Either way SIGINT and SIGTERM stop serving and then let the gateway close
-in order (`lictor.mcp.lifecycle`): no completion is lost to a signal.
+Either way the first SIGINT or SIGTERM stops serving and then lets the
+gateway close in order (`lictor.mcp.lifecycle`): no completion is lost to a
+signal. Over HTTP the streams clients hold open are ended within a second
+(a client holding one would otherwise keep the server up for ever; uvicorn
+waits at most `GRACE_S` for connections), a request still running then has
+no one to answer and is cancelled (at the upstream too) and completed as
+``cancelled``, and the process exits 0. A second signal exits at once
+(`FORCED_EXIT`): what was still pending is not completed, and those
+executions expire, which the log shows too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -24,19 +34,32 @@ import uvicorn
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from lictor.mcp.gateway import Gateway, GatewayServer
 from lictor.mcp.lifecycle import Config, open_gateway
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 PATH = "/mcp"
+GRACE_S = 5
+FORCED_EXIT = 1
+log = logging.getLogger("lictor.mcp")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is only reachable from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def security(host: str, port: int) -> TransportSecuritySettings | None:
     """DNS-rebinding protection for a loopback address; None elsewhere."""
-    if host not in LOOPBACK:
+    if not is_loopback(host):
         return None
     names = ["127.0.0.1", "localhost", "[::1]"]
     return TransportSecuritySettings(
@@ -46,10 +69,26 @@ def security(host: str, port: int) -> TransportSecuritySettings | None:
     )
 
 
+class Stopper:
+    """What SIGINT and SIGTERM do: the first calls ``graceful``, a second exits now."""
+
+    def __init__(self, graceful: Callable[[], object]) -> None:
+        self._graceful = graceful
+        self.signalled = False
+
+    def __call__(self) -> None:
+        if self.signalled:
+            log.warning("a second signal: exiting without sending what is pending")
+            os._exit(FORCED_EXIT)
+        self.signalled = True
+        self._graceful()
+
+
 def _on_signals(stop: Callable[[], object]) -> None:
     loop = asyncio.get_running_loop()
+    stopper = Stopper(stop)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, stopper)
 
 
 async def serve_stdio(config: Config) -> None:
@@ -75,6 +114,13 @@ class _Uvicorn(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    def stop(self) -> None:
+        """Stop serving: no new connections, open streams ended (sse-starlette's
+        streams end only on this flag, which uvicorn sets only from its own
+        signal handlers), requests given `GRACE_S`."""
+        AppStatus.should_exit = True
+        self.should_exit = True
+
 
 def http_app(gateway: Gateway, host: str, port: int) -> Starlette:
     """The Starlette app serving ``gateway`` at `PATH`."""
@@ -95,9 +141,16 @@ async def serve_http(config: Config, host: str, port: int, started: Callable[[],
     """Serve the gateway at ``http://host:port/mcp``; ``started()`` once it listens."""
     async with open_gateway(config) as gateway:
         app = http_app(gateway, host, port)
-        settings = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        settings = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=GRACE_S,
+        )
         server = _Uvicorn(settings)
-        _on_signals(lambda: setattr(server, "should_exit", True))
+        _on_signals(server.stop)
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.02)
