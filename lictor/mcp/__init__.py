@@ -21,9 +21,11 @@ through the official ``mcp`` SDK. What it guarantees:
   its result, after the client has its answer but before the gateway exits.
 - Tools are pinned: the control plane records each tool's definition hash
   the first time the gateway reports it, logs a change, and denies calls to
-  a changed tool (``definition_changed``) until an admin approves it.
+  a changed tool (``definition_changed``) until an admin approves it;
+  meanwhile clients are shown the approved definition, never the new one.
 - Lists are filtered by what the principal could be allowed (a hint,
-  never a permission), and only the capabilities the server has are served.
+  never a permission), refused with why when the control plane cannot
+  filter them, and only the capabilities the server has are served.
 
 Modules, from the wire inwards: `front` (stdio and HTTP serving),
 `lifecycle` (start and stop in order), `gateway` (the MCP handlers),

@@ -15,6 +15,9 @@ JSON-RPC codes, in the range JSON-RPC leaves to servers and unused by MCP:
 - `REVOKED` (-32004): the grant was lost while the request ran (revoked,
   or its lease could not be renewed), or the control plane refused the
   request for another reason (e.g. the session no longer active).
+- `UNAVAILABLE` (-32005): a list (``tools/list``, ``resources/list``,
+  ``prompts/list``) could not be filtered (the control plane could not be
+  reached, or did not answer), and a list is never shown unfiltered.
 
 Their ``data`` is ``{"lictor": {"reason_code", "reasons", "log_index",
 "execution", "receipt"}}``. A refused tool call carries the deny's execution
@@ -37,10 +40,12 @@ import rfc8785
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
-from lictor.errors import DeniedError, LictorError
+from lictor.errors import DeniedError, LictorError, UnavailableError
 
 DENIED = -32003
 REVOKED = -32004
+UNAVAILABLE = -32005
+DEFINITION_CHANGED = "definition_changed"
 EXECUTION_KEY = "lictor/execution"
 RECEIPT_KEY = "lictor/receipt"
 
@@ -74,12 +79,23 @@ def execution_id(error: DeniedError) -> str | None:
     return str(value) if value is not None else None
 
 
+def pin_errors(error: DeniedError) -> tuple[str, ...]:
+    """What the control plane said of a ``definition_changed`` denial (e.g. that the tool
+    was never reported), from the decision its receipt carries; () for other denials,
+    whose decision errors may quote arguments."""
+    if error.reason_code != DEFINITION_CHANGED:
+        return ()
+    decision = ((error.receipt or {}).get("event") or {}).get("decision") or {}
+    errors = decision.get("errors") if isinstance(decision, dict) else None
+    return tuple(str(e) for e in errors) if isinstance(errors, list) else ()
+
+
 def denial_text(subject: str, error: DeniedError) -> str:
     """Why ``subject`` (e.g. ``tool time/get_current_time``) was not allowed."""
     index = log_index(error)
     if index is None:
         return f"Lictor did not allow {subject}: {error.reason_code}: {error.message}"
-    reasons = "".join(f"; {reason}" for reason in error.reasons)
+    reasons = "".join(f"; {reason}" for reason in (*error.reasons, *pin_errors(error)))
     where = f"log index {index}, execution {execution_id(error)}"
     return f"Lictor denied {subject}: {error.reason_code}{reasons} ({where})"
 
@@ -119,3 +135,14 @@ def refusal_error(subject: str, error: LictorError) -> MCPError:
         return MCPError(DENIED, denial_text(subject, error), denial_data(error))
     data = {"lictor": {"reason_code": error.code, "reasons": [error.message]}}
     return MCPError(REVOKED, refusal_text(subject, error), data)
+
+
+def unavailable_error(what: str, error: LictorError) -> MCPError:
+    """The JSON-RPC error for a list that could not be filtered."""
+    if isinstance(error, UnavailableError):
+        why = f"the control plane cannot be reached: {error.message}"
+    else:
+        why = f"the control plane could not say which are allowed: {error.code}: {error.message}"
+    message = f"Lictor cannot list {what} (it never lists them unfiltered): {why}"
+    data = {"lictor": {"reason_code": error.code, "reasons": [error.message]}}
+    return MCPError(UNAVAILABLE, message, data)

@@ -13,11 +13,15 @@ connects to the gateway as it would to the server. Per request:
   ``Action::"get_prompt"`` on ``Prompt::"<server>/<name>"``, context
   ``{"arguments": {...}}``. Refused: a JSON-RPC error (`lictor.mcp.answers`).
 - ``tools/list``, ``resources/list``, ``prompts/list``: forwarded page by
-  page and filtered by ``preview`` (a hint, never a permission);
-  ``resources/templates/list`` is forwarded as is.
+  page and filtered by ``preview`` (a hint, never a permission), tools as
+  an admin approved them (`lictor.mcp.catalog`); when the control plane
+  cannot filter them they are refused (`UNAVAILABLE`), never shown whole.
+  Lists need no session. ``resources/templates/list`` is forwarded as is.
 
-An upstream ``notifications/tools/list_changed`` makes the next call read
-the tool list again, and is passed on to the clients connected in the
+A tool the upstream does not list, or whose definition Lictor cannot pin,
+is refused without asking the control plane. An upstream
+``notifications/tools/list_changed`` makes the gateway read and report the
+tool list again, and is passed on to the clients connected in the
 handshake era.
 """
 
@@ -34,8 +38,14 @@ from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 
-from lictor.errors import LictorError
-from lictor.mcp.answers import error_result, refusal_error, refusal_text
+from lictor.errors import DeniedError, LictorError
+from lictor.mcp.answers import (
+    DEFINITION_CHANGED,
+    error_result,
+    refusal_error,
+    refusal_text,
+    unavailable_error,
+)
 from lictor.mcp.calls import Ask, Governor
 from lictor.mcp.catalog import CALL_TOOL, Catalog, tool_ref, visible
 from lictor.mcp.upstream import Upstream
@@ -122,7 +132,10 @@ class Gateway:
     ) -> types.ListToolsResult:
         self._sessions.add(ctx.session)
         listed = await self._upstream.list_tools(_cursor(params))
-        tools = await self.catalog.shown(listed.tools)
+        try:
+            tools = await self.catalog.shown(listed.tools)
+        except LictorError as e:
+            raise unavailable_error("tools", e) from None
         return listed.model_copy(update={"tools": tools})
 
     async def call_tool(
@@ -131,10 +144,10 @@ class Gateway:
         self._sessions.add(ctx.session)
         name, arguments = params.name, params.arguments
         subject = f"tool {self.name}/{name}"
-        definition = await self.catalog.definition(name)
-        if definition is None:
-            text = f"Lictor refused {subject}: {self.name} lists no tool named {name!r}"
-            return error_result(text)
+        try:
+            definition = await self.catalog.definition(name)
+        except LictorError as e:
+            return error_result(f"Lictor refused {subject}: {e.message}")
         context = {"arguments": arguments or {}}
         ask = Ask(subject, CALL_TOOL, tool_ref(self.name, name), context, definition)
         try:
@@ -142,14 +155,24 @@ class Gateway:
                 ask, lambda: self._upstream.call_tool(name, arguments)
             )
         except LictorError as e:
-            return error_result(refusal_text(subject, e), e)
+            return error_result(self._tool_refusal(name, subject, e), e)
+
+    def _tool_refusal(self, name: str, subject: str, error: LictorError) -> str:
+        text = refusal_text(subject, error)
+        changed = isinstance(error, DeniedError) and error.reason_code == DEFINITION_CHANGED
+        if changed and not self.catalog.reported(name):
+            text += (
+                ". The gateway could not yet report this tool's definition to the control "
+                "plane; it tries again on the next list or call"
+            )
+        return text
 
     async def list_resources(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
         listed = await self._upstream.list_resources(_cursor(params))
         refs = [resource_ref(self.name, str(r.uri)) for r in listed.resources]
-        shown = await self._visible(READ_RESOURCE, refs)
+        shown = await self._visible("resources", READ_RESOURCE, refs)
         kept = [r for r, ok in zip(listed.resources, shown, strict=True) if ok]
         return listed.model_copy(update={"resources": kept})
 
@@ -174,7 +197,7 @@ class Gateway:
     ) -> types.ListPromptsResult:
         listed = await self._upstream.list_prompts(_cursor(params))
         refs = [prompt_ref(self.name, p.name) for p in listed.prompts]
-        shown = await self._visible(GET_PROMPT, refs)
+        shown = await self._visible("prompts", GET_PROMPT, refs)
         kept = [p for p, ok in zip(listed.prompts, shown, strict=True) if ok]
         return listed.model_copy(update={"prompts": kept})
 
@@ -192,11 +215,14 @@ class Gateway:
         except LictorError as e:
             raise refusal_error(subject, e) from None
 
-    async def _visible(self, action: str, refs: Sequence[dict[str, str]]) -> list[bool]:
-        return await visible(self._client, self._principal, action, refs)
+    async def _visible(self, what: str, action: str, refs: Sequence[dict[str, str]]) -> list[bool]:
+        try:
+            return await visible(self._client, self._principal, action, refs)
+        except LictorError as e:
+            raise unavailable_error(what, e) from None
 
     async def _tools_changed(self) -> None:
-        await self.catalog.tools_changed()
+        self.catalog.tools_changed()
         for session in list(self._sessions):
             try:
                 await session.send_tool_list_changed()

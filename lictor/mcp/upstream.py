@@ -21,6 +21,7 @@ the server is what the gateway governs, not a party to it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -34,6 +35,9 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel
 
 WITHHELD = ("LICTOR_CREDENTIAL", "LICTOR_GRANT", "LICTOR_EXECUTION_ID")
+MAX_PAGES = 100
+MAX_TOOLS = 10_000
+log = logging.getLogger("lictor.mcp")
 ResultT = TypeVar("ResultT", bound=BaseModel)
 Listener = Callable[[], Awaitable[None]]
 
@@ -111,15 +115,21 @@ class Upstream:
         return await self.send(request, types.ListToolsResult)
 
     async def all_tools(self) -> list[types.Tool]:
-        """Every tool, following the cursor to the last page."""
+        """Every tool, following the cursor to the last page; at most `MAX_PAGES` pages
+        and `MAX_TOOLS` tools, and no cursor twice (a server looping is cut short)."""
         tools: list[types.Tool] = []
         cursor: str | None = None
-        while True:
+        cursors: set[str] = set()
+        for _ in range(MAX_PAGES):
             listed = await self.list_tools(cursor)
             tools += listed.tools
             cursor = listed.next_cursor
-            if not cursor:
-                return tools
+            if not cursor or len(tools) >= MAX_TOOLS or cursor in cursors:
+                break
+            cursors.add(cursor)
+        if cursor:
+            log.warning("the upstream's tool list goes on: stopped after %d tools", len(tools))
+        return tools[:MAX_TOOLS]
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None) -> types.CallToolResult:
         params = types.CallToolRequestParams(name=name, arguments=arguments)
