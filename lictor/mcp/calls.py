@@ -13,11 +13,15 @@ is a child execution of the gateway's session:
    which sends the upstream MCP's ``notifications/cancelled``, and the
    loss is raised (`ExecutionRevokedError`, `LeaseLostError`) naming the
    revocation's reason when the control plane can say it. A lost execution
-   is not completed: it has already ended.
+   is not completed: it has already ended. That holds too when the
+   upstream's answer arrives just as the execution is lost: the client is
+   told of the loss, never handed the answer.
 4. Otherwise the execution is completed with ``succeeded``, ``failed`` (a
    tool result with ``isError``, a JSON-RPC error from the upstream, a
-   broken upstream) or ``cancelled`` (the client cancelled), and the hash
-   of what the upstream answered. The completion is sent after the answer,
+   broken upstream) or ``cancelled`` (the client cancelled, even while the
+   request was still being decided: a grant that arrives for a request no
+   one waits for is completed at once), and the hash of what the upstream
+   answered. The completion is sent after the answer,
    off its path (`Completions`), with the lease kept until it goes. The
    answer is the upstream's with the execution's id and receipt added to its
    ``_meta`` (``lictor/execution``, ``lictor/receipt``), so the client can
@@ -72,6 +76,12 @@ def with_receipt(result: ResultT, execution: str, receipt: dict[str, Any] | None
     return result.model_copy(update={"meta": meta})
 
 
+async def _settled(task: asyncio.Future[Any], then: Awaitable[None]) -> None:
+    """Wait until ``task`` has ended (whatever its end), then for ``then``."""
+    await asyncio.wait({task})
+    await then
+
+
 def _cancelling() -> bool:
     """Whether the current task is being cancelled (by its caller, not by us)."""
     task = asyncio.current_task()
@@ -88,9 +98,11 @@ class Governor:
         session: Session,
         follower: EventFollower,
         completions: Completions,
+        ttl: int | None = None,
     ) -> None:
         self._client, self._principal = client, principal
         self._session, self._follower, self._completions = session, follower, completions
+        self._ttl = ttl
         self._rng = random.Random()
 
     async def govern(self, ask: Ask, forward: Callable[[], Awaitable[ResultT]]) -> ResultT:
@@ -98,15 +110,7 @@ class Governor:
         see the module docstring for what is raised otherwise."""
         grant = await self._session.grant()
         sent = time.monotonic()
-        reply = await self._client.request(
-            self._principal,
-            ask.action,
-            ask.resource,
-            ask.context,
-            grant,
-            definition=ask.definition,
-        )
-        handle = ExecutionHandle(reply)
+        handle = ExecutionHandle(await self._decided(ask, grant))
         keeper = TaskKeeper(Keeper(handle, sent, self._rng), self._renewer(handle))
         keeper.start()
         self._follower.track(handle)
@@ -114,6 +118,33 @@ class Governor:
             return await self._forward(handle, keeper, forward)
         finally:
             self._follower.untrack(handle)
+
+    async def _decided(self, ask: Ask, grant: str) -> dict[str, Any]:
+        """The control plane's reply to ``ask``. If the caller is cancelled meanwhile, the
+        request still runs to its answer, and a grant is completed as ``cancelled``."""
+        request = asyncio.ensure_future(
+            self._client.request(
+                self._principal,
+                ask.action,
+                ask.resource,
+                ask.context,
+                grant,
+                self._ttl,
+                definition=ask.definition,
+            )
+        )
+        try:
+            return await asyncio.shield(request)
+        except asyncio.CancelledError:
+            self._completions.later(self._abandoned(request))
+            raise
+
+    async def _abandoned(self, request: Awaitable[dict[str, Any]]) -> None:
+        try:
+            reply = await request
+        except LictorError:
+            return  # denied, or never decided: nothing to complete
+        self._completions.submit(ExecutionHandle(reply).id, "cancelled", None)
 
     def lose_all(self, error: LictorError) -> None:
         """End every request in flight (the session is gone: no child outlives it)."""
@@ -125,13 +156,16 @@ class Governor:
     ) -> ResultT:
         task = asyncio.ensure_future(forward())
         handle.on_cancel(task.cancel)
-        try:
-            result = await task
+        try:  # shielded: a cancelled caller's task group would cancel the request's task
+            # again and again, and the notifications/cancelled it writes as it ends would
+            # never reach the upstream; it is cancelled once, below
+            result = await asyncio.shield(task)
         except asyncio.CancelledError:
             if handle.lost is not None and not _cancelling():
                 self._completions.later(keeper.stop())
                 raise await self._explain(handle) from None
-            self._finish(handle, keeper, "cancelled", None)
+            task.cancel()  # the caller was cancelled: so is the upstream's request
+            self._completions.submit(handle.id, "cancelled", None, _settled(task, keeper.stop()))
             raise
         except MCPError as e:
             self._finish(handle, keeper, "failed", error_hash(e))
@@ -139,6 +173,9 @@ class Governor:
         except Exception:
             self._finish(handle, keeper, "failed", None)
             raise
+        if handle.lost is not None:  # lost as the answer came back: it must not be used
+            self._completions.later(keeper.stop())
+            raise await self._explain(handle)
         self._finish(handle, keeper, outcome_of(result), result_hash(result))
         return with_receipt(result, handle.id, handle.receipt)
 

@@ -12,14 +12,17 @@ for a while, and tracking it then loses it at once.
 
 A cut stream is reopened with ``Last-Event-ID`` after a short pause, so no
 entry is missed; while it is down, renewals still end lost executions, only
-later. Push is an accelerator, never the only path.
+later. Push is an accelerator, never the only path. Whatever stops the
+stream (a refusal, a malformed entry, a bug) is logged and the stream is
+reopened, after pauses growing up to `MAX_PAUSE_S` while it keeps failing:
+the follower ends only when the gateway stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import logging
 from collections import OrderedDict
 from typing import Any
 
@@ -30,6 +33,12 @@ from lictor.sdk.enforce import ExecutionHandle
 from lictor.sdk.events import ENDED, READ_TIMEOUT_S, RETRY_S, EventReader
 
 REMEMBERED = 1024
+MAX_PAUSE_S = 30.0
+log = logging.getLogger("lictor.mcp")
+
+
+class StreamRefusedError(Exception):
+    """The control plane answered the events stream with something other than 200."""
 
 
 def ended_entry(data: str) -> tuple[str, str] | None:
@@ -64,6 +73,7 @@ class EventFollower:
         if self._task is None:
             self._last = after
             self._task = asyncio.create_task(self._run(), name="lictor-mcp-events")
+            self._task.add_done_callback(_ended)
 
     def track(self, handle: ExecutionHandle) -> None:
         """Lose ``handle`` when the log shows its execution ended."""
@@ -99,17 +109,27 @@ class EventFollower:
             _lose(handle, state, index)
 
     async def _run(self) -> None:
+        failures = 0
         while True:
-            with contextlib.suppress(httpx.HTTPError):
+            try:
                 await self._follow()
-            await asyncio.sleep(RETRY_S)
+                failures = 0
+            except httpx.HTTPError:
+                failures = 0  # a cut connection: reopen soon
+            except StreamRefusedError as e:
+                failures += 1
+                log.warning("the events stream was refused (%s); trying again", e)
+            except Exception:
+                failures += 1
+                log.exception("the events stream failed; reopening it")
+            await asyncio.sleep(min(RETRY_S * 2**failures, MAX_PAUSE_S))
 
     async def _follow(self) -> None:
         headers = {"Last-Event-ID": str(self._last), "Accept": "text/event-stream"}
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT_S)
         async with self._http.stream("GET", "/v1/events", headers=headers, timeout=timeout) as r:
             if r.status_code != 200:
-                return
+                raise StreamRefusedError(f"HTTP {r.status_code}")
             reader = EventReader()
             async for line in r.aiter_lines():
                 event = reader.feed(line)
@@ -126,3 +146,9 @@ class EventFollower:
 def _lose(handle: ExecutionHandle, state: str, index: int | None) -> None:
     where = f" at log index {index}" if index is not None else ""
     handle.lose(ExecutionRevokedError(f"execution {handle.id} is {state}{where}"))
+
+
+def _ended(task: asyncio.Task[None]) -> None:
+    """`EventFollower._run` returns only when cancelled; say so if it ever does not."""
+    if not task.cancelled():
+        log.error("the events stream stopped: %r; revocations now arrive by renewal", task)

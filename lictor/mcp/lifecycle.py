@@ -59,7 +59,7 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         follower = EventFollower(config.url, config.credential)
         session = Session(client, config.principal, name, follower, config.ttl)
         completions = Completions(client)
-        governor = Governor(client, config.principal, session, follower, completions)
+        governor = Governor(client, config.principal, session, follower, completions, config.ttl)
         ended = ExecutionRevokedError(f"the session of {name} ended")
         session.on_lost.append(lambda: governor.lose_all(ended))
         catalog = Catalog(name, config.principal, client, upstream)
