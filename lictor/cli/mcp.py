@@ -1,13 +1,15 @@
 """`lictor mcp`: govern an MCP server's tools, resources and prompts.
 
     lictor mcp [--principal P] [--name SERVER] -- CMD ARGS...
-    lictor mcp [--principal P] [--name SERVER] --upstream URL --listen HOST:PORT
+    lictor mcp [--principal P] [--name SERVER] --upstream URL --listen HOST:PORT [--allow-remote]
     lictor mcp tools [--json]
     lictor mcp approve SERVER/TOOL [--hash sha256:...]
 
 The first form wraps a stdio MCP server: an MCP client launches `lictor mcp`
 in its place and speaks to it over stdio. The second fronts a Streamable
-HTTP MCP server and serves Streamable HTTP at ``http://HOST:PORT/mcp``.
+HTTP MCP server and serves Streamable HTTP at ``http://HOST:PORT/mcp``,
+on a loopback address only unless ``--allow-remote`` says otherwise (that
+front has no authentication: whoever reaches it acts as the principal).
 Either way every ``tools/call``, ``resources/read`` and ``prompts/get`` is a
 governed execution, a child of the gateway's session execution
 (`lictor.mcp`). The runtime's credential and the control plane are found as
@@ -16,8 +18,10 @@ governed execution, a child of the gateway's session execution
 execution's (``LICTOR_GRANT``), and the server's name to the upstream's own
 name, reduced to letters, digits and ``._-``.
 
-``tools`` lists the pinned tool definitions, ``approve`` approves a tool's
-pending definition (by default the one pending now): both take an admin
+``tools`` lists the pinned tool definitions (``--json``: with full hashes
+and definitions). ``approve`` approves a tool's pending definition named by
+its full hash; without ``--hash`` it approves nothing, shows the pending
+definition, what changed and its hash, and exits 1. Both take an admin
 credential.
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import json
 import logging
 import os
@@ -58,7 +63,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--name", help="the server's name in Lictor (default: the upstream's name)")
     p.add_argument("--upstream", metavar="URL", help="a Streamable HTTP MCP server to front")
     p.add_argument("--listen", metavar="HOST:PORT", help="where to serve Streamable HTTP")
-    p.add_argument("--ttl", type=int, help="the session's lease in seconds (default: the server's)")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="serve on a non-loopback address (no authentication: anyone reaching it acts "
+        "as the principal)",
+    )
+    p.add_argument(
+        "--ttl",
+        type=int,
+        help="the leases of the session and of each call, in seconds (default: the server's)",
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER, metavar="-- CMD ARGS | tools | approve")
     p.set_defaults(func=run)
 
@@ -86,11 +101,14 @@ def _wrap(args: argparse.Namespace, command: list[str]) -> int:
     from lictor.mcp.front import serve_http, serve_stdio  # the MCP SDK: only when serving
     from lictor.mcp.upstream import Target
 
+    if args.allow_remote and not args.listen:
+        raise InvalidRequestError("--allow-remote is about --listen, which is not given")
+    address = _address(args.listen, args.allow_remote) if args.listen else None
     target = Target(tuple(command), args.upstream)
     config = _config(args, target)
     _log_to_stderr()
-    if args.upstream:
-        host, port = _address(args.listen)
+    if address is not None:
+        host, port = address
         asyncio.run(serve_http(config, host, port, lambda: _announce(host, port, target)))
     else:
         asyncio.run(serve_stdio(config))
@@ -108,11 +126,27 @@ def _config(args: argparse.Namespace, target: Target) -> Config:
     return Config(url, secret, principal, target, args.name, args.ttl)
 
 
-def _address(listen: str) -> tuple[str, int]:
+def _address(listen: str, allow_remote: bool) -> tuple[str, int]:
+    """``--listen``'s host and port; a non-loopback host only with ``--allow-remote``."""
+    from lictor.mcp.front import is_loopback
+
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvalidRequestError("--listen is HOST:PORT, e.g. 127.0.0.1:7400")
-    return host.strip("[]"), int(port)
+    host = host.strip("[]")
+    if not is_loopback(host):
+        if not allow_remote:
+            raise InvalidRequestError(
+                f"--listen {listen} is not a loopback address, and the HTTP front has no "
+                "authentication: anyone who reaches it acts as the principal. Serve on "
+                "127.0.0.1 (behind something that authenticates), or pass --allow-remote"
+            )
+        print(
+            f"lictor mcp: warning: serving on {host}, which is not loopback, without "
+            "authentication: anyone who reaches it acts as the principal",
+            file=sys.stderr,
+        )
+    return host, int(port)
 
 
 def _announce(host: str, port: int, target: Target) -> None:
@@ -134,7 +168,9 @@ def _admin_args(command: str, outer: argparse.Namespace, argv: list[str]) -> arg
     add_client_options(p)
     if command == "approve":
         p.add_argument("tool", metavar="SERVER/TOOL", help="the tool, e.g. time/get_current_time")
-        p.add_argument("--hash", help="the definition to approve (default: the pending one)")
+        p.add_argument(
+            "--hash", help="the definition to approve (without it: show the pending one)"
+        )
     args = p.parse_args(argv)
     args.url = args.url or outer.url
     args.credential_file = args.credential_file or outer.credential_file
@@ -158,7 +194,9 @@ def _short(digest: Any) -> str:
 
 
 def _approve(args: argparse.Namespace) -> int:
-    digest = check_hash(args.hash) if args.hash else _pending(args, args.tool)
+    if not args.hash:
+        return _review(args, _pin(args, args.tool))
+    digest = check_hash(args.hash)
     reply = call(args, "POST", "/v1/tools/approve", {"tool": args.tool, "hash": digest})
     if args.json:
         print(json.dumps(reply, indent=2))
@@ -167,10 +205,46 @@ def _approve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pending(args: argparse.Namespace, tool: str) -> str:
+def _review(args: argparse.Namespace, pin: dict[str, Any]) -> int:
+    """Show ``pin``'s pending definition and approve nothing: an admin approves a
+    definition they have read, named by its full hash (exit 1)."""
+    tool, pending = pin["tool"], pin.get("pending")
+    if not pending:
+        raise InvalidRequestError(f"{tool} has no pending definition to approve")
+    if args.json:
+        print(json.dumps(pin, indent=2))
+    else:
+        print(review_text(pin))
+    print(
+        f"lictor mcp: nothing approved. Once you have read it, approve it with: "
+        f"lictor mcp approve {tool} --hash {pending}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def review_text(pin: dict[str, Any]) -> str:
+    """A pin's pending definition, its hash and the approved one's, and what changed."""
+    approved = _pretty(pin.get("definition")).splitlines(keepends=True)
+    pending = _pretty(pin.get("pending_definition"))
+    changes = difflib.unified_diff(
+        approved, pending.splitlines(keepends=True), "approved", "pending"
+    )
+    return (
+        f"{pin['tool']} changed; calls to it are denied until a definition is approved.\n"
+        f"approved: {pin.get('approved')}\n"
+        f"pending:  {pin.get('pending')}\n\n"
+        f"pending definition:\n{pending}\n\n"
+        f"changes from the approved definition:\n{''.join(changes)}"
+    ).rstrip()
+
+
+def _pretty(definition: Any) -> str:
+    return json.dumps(definition, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _pin(args: argparse.Namespace, tool: str) -> dict[str, Any]:
     for pin in call(args, "GET", "/v1/tools").get("tools") or ():
         if pin.get("tool") == tool:
-            if not pin.get("pending"):
-                raise InvalidRequestError(f"{tool} has no pending definition to approve")
-            return str(pin["pending"])
+            return dict(pin)
     raise InvalidRequestError(f"no tool {tool} has been seen")
