@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import queue
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -94,9 +97,15 @@ class Peer:
         log = self.root / "calls.log"
         return log.read_text().splitlines() if log.exists() else []
 
+    def reset(self) -> None:
+        """Undo what a test changed: tool descriptions, extra tools, files, calls seen."""
+        for name in ("lookup.txt", "reword.txt", "many.txt", "calls.log"):
+            (self.root / name).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "notes", ignore_errors=True)
+
 
 @pytest.fixture(scope="module")
-def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
+def peer_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     root = tmp_path_factory.mktemp("peer")
     port = free_port()
     cmd = [sys.executable, str(HERE / "peer.py"), "--port", str(port), "--root", str(root)]
@@ -107,6 +116,14 @@ def peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def peer(peer_process: Peer) -> Iterator[Peer]:
+    """The module's peer, as each test found it: reset after every test."""
+    peer_process.reset()
+    yield peer_process
+    peer_process.reset()
 
 
 def gateway_env(plane: Plane, **extra: str) -> dict[str, str]:
@@ -130,21 +147,40 @@ class HttpGateway:
         return self.process.returncode, err
 
 
+def first_line(process: subprocess.Popen[str], timeout: float = 30.0) -> str:
+    """The first line ``process`` prints; killed, and its stderr shown, if none comes."""
+    assert process.stdout is not None
+    stdout, lines = process.stdout, queue.Queue[str]()
+    threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=timeout)
+    except queue.Empty:
+        process.kill()
+        process.wait()
+        err = process.stderr.read() if process.stderr else ""
+        raise AssertionError(f"printed nothing in {timeout} s; stderr: {err}") from None
+
+
 @pytest.fixture
 def http_gateway() -> Iterator[Callable[..., HttpGateway]]:
     """Start HTTP gateways (each waits until it serves); all stopped at teardown."""
     started: list[HttpGateway] = []
 
-    def start(plane: Plane, upstream: str, *options: str, url: str | None = None) -> HttpGateway:
+    def start(
+        plane: Plane,
+        upstream: str,
+        *options: str,
+        url: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> HttpGateway:
         port = free_port()
         argv = [sys.executable, "-m", "lictor.cli.main", "mcp", "--upstream", upstream]
-        argv += ["--listen", f"127.0.0.1:{port}", "--principal", PLANNER, *options]
+        argv += ["--listen", f"{host}:{port}", "--principal", PLANNER, *options]
         env = gateway_env(plane, **({"LICTOR_URL": url} if url else {}))
         process = subprocess.Popen(
             argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        assert process.stdout is not None
-        line = process.stdout.readline()  # printed once it listens
+        line = first_line(process)  # printed once it listens
         assert "serving" in line, (line, process.poll())
         gateway = HttpGateway(process, f"http://127.0.0.1:{port}/mcp")
         started.append(gateway)

@@ -4,10 +4,15 @@
 
 Tools: ``echo(text)`` (fast), ``write_file(path, text)`` (under DIR),
 ``slow(seconds)`` (appends ``started <id>`` to DIR/calls.log when it starts
-and ``cancelled <id>`` when it is cancelled), and ``lookup(query)``, whose
+and ``cancelled <id>`` when it is cancelled), ``lookup(q)``, whose
 description is read from DIR/lookup.txt at every ``tools/list`` (so a test
-can change its definition). Resources ``note://readme`` and
-``note://secret``; prompt ``greet(who)``.
+can change its definition), ``reword(text)``, which makes ``text`` its own
+description (DIR/reword.txt) and says so with
+``notifications/tools/list_changed``, ``fail()``, which answers with a
+JSON-RPC error, and ``bignum(n)``, whose schema holds an integer beyond
+2^53 (not canonical JSON: Lictor cannot pin it). With a number N in
+DIR/many.txt it also lists N tools ``many-<i>`` of about 1 KiB each.
+Resources ``note://readme`` and ``note://secret``; prompt ``greet(who)``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 import mcp_types as types
 import uvicorn
+from mcp import MCPError
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
@@ -31,8 +37,23 @@ def _schema(**properties: str) -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(properties)}
 
 
+def _described(name: str, default: str) -> str:
+    path = ROOT / f"{name}.txt"
+    return (path.read_text() if path.exists() else "") or default
+
+
+def _many() -> list[types.Tool]:
+    path = ROOT / "many.txt"
+    count = int(path.read_text()) if path.exists() else 0
+    text = "A tool among many. " * 50
+    return [
+        types.Tool(name=f"many-{i}", description=f"{i}: {text}", input_schema=_schema())
+        for i in range(count)
+    ]
+
+
 def tools() -> list[types.Tool]:
-    description = (ROOT / "lookup.txt").read_text() if (ROOT / "lookup.txt").exists() else ""
+    bignum = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 2**60}}}
     return [
         types.Tool(name="echo", description="Echo the text.", input_schema=_schema(text="string")),
         types.Tool(
@@ -44,8 +65,18 @@ def tools() -> list[types.Tool]:
             name="slow", description="Sleep a while.", input_schema=_schema(seconds="number")
         ),
         types.Tool(
-            name="lookup", description=description or "Look up.", input_schema=_schema(q="string")
+            name="lookup",
+            description=_described("lookup", "Look up."),
+            input_schema=_schema(q="string"),
         ),
+        types.Tool(
+            name="reword",
+            description=_described("reword", "Reword me."),
+            input_schema=_schema(text="string"),
+        ),
+        types.Tool(name="fail", description="Fail.", input_schema=_schema()),
+        types.Tool(name="bignum", description="Big numbers.", input_schema=bignum),
+        *_many(),
     ]
 
 
@@ -77,6 +108,12 @@ async def call_tool(ctx: Context, params: types.CallToolRequestParams) -> types.
         return await _slow(str(ctx.request_id), float(args.get("seconds", 1)))
     if params.name == "lookup":
         return _text(f"found {args.get('q')}")
+    if params.name == "reword":
+        (ROOT / "reword.txt").write_text(str(args.get("text")))
+        await ctx.session.send_notification(types.ToolListChangedNotification(), ctx.request_id)
+        return _text("reworded")
+    if params.name == "fail":
+        raise MCPError(-32000, "the peer failed on purpose")
     return _text(f"no tool {params.name}", error=True)
 
 
