@@ -22,7 +22,6 @@ import rfc8785
 from lictor.errors import EntryError
 from lictor.log.tiles import MAX_ENTRY_SIZE
 
-
 MAX_DOCUMENT_SIZE = 1 << 20
 
 
