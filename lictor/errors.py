@@ -205,12 +205,14 @@ class DeniedError(PermissionDeniedError):
         reasons: tuple[str, ...] = (),
         receipt: dict[str, Any] | None = None,
         execution: dict[str, Any] | None = None,
+        errors: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         self.reason_code = reason_code
         self.reasons = reasons
         self.receipt = receipt
         self.execution = execution
+        self.errors = errors
 
     @classmethod
     def from_reply(cls, reply: dict[str, Any]) -> DeniedError:
@@ -223,6 +225,7 @@ class DeniedError(PermissionDeniedError):
             tuple(str(r) for r in decision.get("reasons") or ()),
             reply.get("receipt"),
             reply.get("execution"),
+            tuple(str(e) for e in decision.get("errors") or ()),
         )
 
 

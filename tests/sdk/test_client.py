@@ -53,6 +53,11 @@ def test_a_deny_raises_with_reasons_and_a_receipt_that_verifies(
     proved = verify_receipt(json.dumps(error.receipt), plane.vkey())
     assert proved.entry["execution"] == error.execution["id"]
     assert proved.entry["state"] == "denied"
+    stranger = {"type": "Agent", "id": "nobody"}
+    with pytest.raises(DeniedError) as unknown, client.execution(stranger, DEPLOY, PRODUCTION):
+        pass
+    assert unknown.value.reason_code == "unknown_principal"
+    assert any("nobody" in e for e in unknown.value.errors)  # the decision's messages
 
 
 def test_an_unreachable_control_plane_is_a_deny() -> None:

@@ -187,9 +187,7 @@ def test_a_changed_definition_is_denied_until_an_admin_approves_it(
     ]
 
 
-def test_the_hash_covers_what_clients_decide_on(
-    client: TestClient, plane: dict[str, str]
-) -> None:
+def test_the_hash_covers_what_clients_decide_on(client: TestClient, plane: dict[str, str]) -> None:
     client.post("/v1/tools/observe", json={"server": "fs", "tools": [WRITE_TOOL]}, headers=plane)
     for change in (
         {"annotations": {"readOnlyHint": True}},
