@@ -24,6 +24,7 @@ from lictor.errors import DeniedError, LictorError, UnavailableError
 from lictor.sdk.enforce import ExecutionHandle
 from lictor.sdk.events import AsyncEventWatcher, EventWatcher, NoAsyncWatcher, NoWatcher
 from lictor.sdk.scope import AsyncExecutionScope, ExecutionScope, Spec
+from lictor.sdk.transport import AsyncHTTPTransport
 from lictor.wire import error_for
 
 DEFAULT_TIMEOUT = 10.0
@@ -272,7 +273,10 @@ class AsyncClient:
         self.url, self._timeout, self.events = url.rstrip("/"), timeout, events
         self._headers = _headers(credential)
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
+            base_url=self.url,
+            headers=self._headers,
+            timeout=timeout,
+            transport=transport or AsyncHTTPTransport(),
         )
 
     async def __aenter__(self) -> AsyncClient:
