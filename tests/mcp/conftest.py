@@ -8,7 +8,6 @@ here with the ``mcp`` SDK) over Streamable HTTP, each a process of its own.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import queue
 import shutil
@@ -22,47 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from lictor.cli.main import main
-
 from ..conftest import REPO, Server, free_port
 from ..sdk.conftest import Plane
+from ..sdk.conftest import govern as sdk_govern
 
 HERE = Path(__file__).parent
 PLANNER = 'Agent::"planner-7"'
 STRANGER = 'Agent::"stranger"'
 
 
-def cli(*argv: str) -> str:
-    """Run a `lictor` command in-process (exit 0 asserted): what it printed."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(list(argv)) == 0, argv
-    return out.getvalue()
-
-
 def govern(server: Server) -> Plane:
     """The gateway's test policies active, entities loaded, a verified runtime."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("LICTOR_URL", server.url)
-        env.setenv("LICTOR_CREDENTIAL", server.token)
-        env.delenv("LICTOR_GRANT", raising=False)
-        version = cli("policy", "push", str(HERE / "policies")).split()[1]
-        cli("entity", "put", str(HERE / "entities.json"))
-        cli("policy", "activate", version)
-        out = cli("runtime", "add", "gateway-1", "--region", "eu", "--cluster", "c1")
-    secret = out.split("credential (shown once): ")[1].strip()
-    r = httpx.post(
-        server.url + "/v1/runtimes/gateway-1/heartbeat",
-        json={"attestation": {"state": "verified"}},
-        headers={"Authorization": f"Bearer {secret}"},
-    )
-    assert r.status_code == 200, r.text
-    return Plane(server, secret)
+    return sdk_govern(server, HERE / "policies", HERE / "entities.json", "gateway-1")
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from lictor.core.tools import definition_hash
 from lictor.mcp.answers import DENIED, UNAVAILABLE
 
 from ..conftest import Server
-from ..sdk.conftest import Plane
-from .conftest import PLANNER, HttpGateway, Peer, cli, govern, http_client
+from ..sdk.conftest import Plane, cli
+from .conftest import PLANNER, HttpGateway, Peer, govern, http_client
 from .test_stdio import lictor_meta, text
 
 GENEROUS_S = 15.0

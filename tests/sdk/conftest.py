@@ -59,26 +59,33 @@ class Plane:
         return view
 
 
-def _cli(*argv: str) -> str:
+def cli(*argv: str) -> str:
+    """Run a `lictor` command in-process (exit 0 asserted): what it printed."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(list(argv)) == 0, argv
     return out.getvalue()
 
 
-def govern(server: Server) -> Plane:
-    """Activate the example policies and add a verified runtime, as an admin would."""
+def govern(
+    server: Server,
+    policies: Path = POLICIES,
+    entities: Path = ENTITIES,
+    runtime: str = "edge-1",
+) -> Plane:
+    """Activate ``policies`` (the examples by default) with ``entities`` and add a
+    verified runtime, as an admin would."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("LICTOR_URL", server.url)
         env.setenv("LICTOR_CREDENTIAL", server.token)
         env.delenv("LICTOR_GRANT", raising=False)
-        version = _cli("policy", "push", str(POLICIES)).split()[1]
-        _cli("entity", "put", str(ENTITIES))
-        _cli("policy", "activate", version)
-        out = _cli("runtime", "add", "edge-1", "--region", "eu", "--cluster", "c1")
+        version = cli("policy", "push", str(policies)).split()[1]
+        cli("entity", "put", str(entities))
+        cli("policy", "activate", version)
+        out = cli("runtime", "add", runtime, "--region", "eu", "--cluster", "c1")
     secret = out.split("credential (shown once): ")[1].strip()
     r = httpx.post(
-        server.url + "/v1/runtimes/edge-1/heartbeat",
+        server.url + f"/v1/runtimes/{runtime}/heartbeat",
         json={"attestation": {"state": "verified"}},
         headers={"Authorization": f"Bearer {secret}"},
     )
