@@ -17,6 +17,7 @@ from mcp import MCPError
 from lictor.cli.main import main
 from lictor.core.tools import definition_hash
 from lictor.mcp.answers import DENIED, UNAVAILABLE
+from lictor.sdk import verify_receipt
 
 from ..conftest import Server
 from ..sdk.conftest import Plane, cli
@@ -68,12 +69,21 @@ def test_writes_are_allowed_only_under_the_path_the_policy_names(
         async with http_client(gateway.url) as s:
             return await s.call_tool("write_file", {"path": path, "text": "hello"})
 
-    assert not asyncio.run(run("notes/a.txt")).is_error
+    written = asyncio.run(run("notes/a.txt"))
+    assert not written.is_error
     assert (peer.root / "notes" / "a.txt").read_text() == "hello"
+    refusals = []
     for path in ("b.txt", "notes/../c.txt"):
         refused = asyncio.run(run(path))
         assert refused.is_error and "Lictor denied tool peer/write_file" in text(refused)
+        refusals.append(refused)
     assert not (peer.root / "b.txt").exists() and not (peer.root / "c.txt").exists()
+    for result, state in [(written, "active"), *((r, "denied") for r in refusals)]:
+        execution, receipt = lictor_meta(result)
+        proved = verify_receipt(receipt, plane.vkey())  # every call's receipt verifies
+        assert (proved.entry["execution"], proved.entry["state"]) == (execution, state)
+        assert proved.event is not None and proved.event["principal"]["id"] == "planner-7"
+        assert str(proved.event["context"]["arguments"]).startswith("hmac-sha256:")
 
 
 def test_reads_and_prompts_are_governed_and_lists_filtered(
