@@ -1,4 +1,4 @@
-"""The web console under /console: five pages, their static files, and who is signed in.
+"""The web console under /console: six pages, their static files, and who is signed in.
 
 Pages are plain HTML files of `lictor.console`, their scripts ES modules and
 their libraries vendored files (``static/vendor/vendor.json`` names each
@@ -32,6 +32,7 @@ PAGES = {
     "proof": "proof.html",
     "health": "health.html",
     "lineage": "lineage.html",
+    "tools": "tools.html",
 }
 CONTENT_TYPES = {
     ".js": "text/javascript; charset=utf-8",

@@ -48,10 +48,10 @@ def test_keyboard_reaches_the_navigation(
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     seen = []
-    for _ in range(6):
+    for _ in range(7):
         page.keyboard.press("Tab")
         seen.append(page.evaluate("document.activeElement.textContent"))
-    assert seen == ["Lictor", "Governance", "Lineage", "Proof viewer", "Health", "Demo"]
+    assert seen == ["Lictor", "Governance", "Tools", "Lineage", "Proof viewer", "Health", "Demo"]
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Enter")  # follows the Health link
     page.wait_for_url("**/console/health")
@@ -122,7 +122,7 @@ def test_signed_out_only_the_proof_viewer_and_public_log_reads_answer(
 ) -> None:
     tab = open_page(console_plane.url)
     tab.allow("401")
-    for name in ("governance", "lineage", "health", "demo"):
+    for name in ("governance", "tools", "lineage", "health", "demo"):
         page = tab.open(PATHS[name])
         page.locator("#need-sign-in").wait_for()
         assert "Sign in" in page.locator("#need-sign-in").inner_text()
@@ -142,6 +142,7 @@ def test_signed_out_only_the_proof_viewer_and_public_log_reads_answer(
             "/v1/session",
             "/v1/entities",
             "/v1/credentials",
+            "/v1/tools",
             "/v1/log/key",
             "/v1/log/checkpoint",
             "/v1/log/entries/0",

@@ -10,6 +10,7 @@ const RETRY_FIRST_MS = 1000;
 const RETRY_MAX_MS = 30000;
 const NAV = [
   ["", "Governance"],
+  ["tools", "Tools"],
   ["lineage", "Lineage"],
   ["proof", "Proof viewer"],
   ["health", "Health"],
