@@ -223,6 +223,23 @@ export async function logSize() {
   return checkpoint.size;
 }
 
+// Follow every log entry after the log size a page read before listing
+// (`size`, a promise of it or null: read it now), showing the stream's state
+// in the element `live`. onEvent as for watchEvents.
+export async function followLog(live, size, onEvent) {
+  let after;
+  try {
+    after = ((await size) ?? (await logSize())) - 1;
+  } catch (e) {
+    live.textContent = `not live: ${e.message}`;
+    return;
+  }
+  watchEvents({}, after, onEvent, (state, detail) => {
+    live.className = `live ${state === "live" ? "on" : "off"}`;
+    live.textContent = state === "live" ? "live" : `${state}${detail ? `: ${detail}` : ""}`;
+  });
+}
+
 // Follow /v1/events: onEvent({index, kind, entry}) for each entry after
 // `after` (a log index; -1 for all). Reconnects with the last index seen, so
 // nothing is missed, after 1 s, doubling to 30 s while it keeps failing. onState("live" | "reconnecting" | "closed", detail).

@@ -5,6 +5,7 @@ import {
   ApiError,
   announce,
   api,
+  followLog,
   formatTime,
   h,
   logSize,
@@ -12,7 +13,6 @@ import {
   ref,
   shell,
   stateBadge,
-  watchEvents,
 } from "./common.js";
 
 const STATES = ["", "active", "completed", "denied", "revoked", "expired"];
@@ -187,27 +187,12 @@ class ExecutionTable {
   }
 
   // Follow the log: each execution entry marks its execution for a refresh.
-  async follow(live, size) {
-    let after;
-    try {
-      after = ((await size) ?? (await logSize())) - 1;
-    } catch (e) {
-      live.textContent = `not live: ${e.message}`;
-      return;
-    }
-    watchEvents(
-      {},
-      after,
-      ({ entry }) => {
-        if (entry.kind !== "execution" || !entry.execution) return;
-        this.pending.add(entry.execution);
-        this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
-      },
-      (state, detail) => {
-        live.className = `live ${state === "live" ? "on" : "off"}`;
-        live.textContent = state === "live" ? "live" : `${state}${detail ? `: ${detail}` : ""}`;
-      },
-    );
+  follow(live, size) {
+    return followLog(live, size, ({ entry }) => {
+      if (entry.kind !== "execution" || !entry.execution) return;
+      this.pending.add(entry.execution);
+      this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
+    });
   }
 
   async flush() {

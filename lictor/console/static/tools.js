@@ -5,7 +5,7 @@
 // A tool's description is text the model reads, so the page shows it as it
 // is: characters a reader cannot see (zero-width, bidirectional controls,
 // unusual spaces) are drawn as their code points.
-import { ApiError, announce, api, formatTime, h, logSize, needSignIn, shell, watchEvents } from "./common.js";
+import { ApiError, announce, api, followLog, formatTime, h, logSize, needSignIn, shell } from "./common.js";
 
 const KINDS = new Set(["tool_pinned", "tool_changed", "tool_approved"]);
 const MEMBERS = ["name", "title", "description", "inputSchema", "outputSchema", "annotations"];
@@ -215,29 +215,14 @@ class PinTable {
   }
 
   // Follow the log: any tool entry reloads the list (a few hundred rows at most).
-  async follow(live, size) {
-    let after;
-    try {
-      after = ((await size) ?? (await logSize())) - 1;
-    } catch (e) {
-      live.textContent = `not live: ${e.message}`;
-      return;
-    }
-    watchEvents(
-      {},
-      after,
-      ({ entry }) => {
-        if (!KINDS.has(entry.kind)) return;
-        this.timer ??= setTimeout(() => {
-          this.timer = null;
-          this.reload();
-        }, FLUSH_MS);
-      },
-      (state, detail) => {
-        live.className = `live ${state === "live" ? "on" : "off"}`;
-        live.textContent = state === "live" ? "live" : `${state}${detail ? `: ${detail}` : ""}`;
-      },
-    );
+  follow(live, size) {
+    return followLog(live, size, ({ entry }) => {
+      if (!KINDS.has(entry.kind)) return;
+      this.timer ??= setTimeout(() => {
+        this.timer = null;
+        this.reload();
+      }, FLUSH_MS);
+    });
   }
 }
 
