@@ -176,6 +176,23 @@ class Metrics:
         active.set_function(lambda: log.store.count_records("execution", {"state": "active"}))
 
 
+ROUTERS = (
+    executions_api.router,
+    runtimes_api.router,
+    events.router,
+    log_api.router,
+    log_api.tiles,
+    policies_api.router,
+    executions_api.principals,
+    credentials_api.router,
+    tools_api.router,
+    console.session,
+    health_api.router,
+    console.router,
+    demo_api.router,
+)
+
+
 def create_app(
     log: AuditLog,
     grant_seed: bytes | None = None,
@@ -224,20 +241,8 @@ def create_app(
     app.state.demo = None  # a DemoRunner when `lictor serve --demo`
     _install_error_handlers(app)
     _install_health(app)
-    # the decision path first: routes are matched in order
-    app.include_router(executions_api.router)
-    app.include_router(runtimes_api.router)
-    app.include_router(events.router)
-    app.include_router(log_api.router)
-    app.include_router(log_api.tiles)
-    app.include_router(policies_api.router)
-    app.include_router(executions_api.principals)
-    app.include_router(credentials_api.router)
-    app.include_router(tools_api.router)
-    app.include_router(console.session)
-    app.include_router(health_api.router)
-    app.include_router(console.router)
-    app.include_router(demo_api.router)
+    for router in ROUTERS:  # the decision path first: routes are matched in order
+        app.include_router(router)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(CountRequests, counter=app.state.metrics.requests)
     return app

@@ -56,9 +56,9 @@ class ArgumentSeal:
         data = rfc8785.dumps(arguments)
         return PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
-    def shown(self, context: Mapping[str, Any], raw: bool) -> dict[str, Any]:
-        """``context`` as a reader sees it: arguments hashed unless ``raw``."""
-        if raw or ARGUMENTS not in context:
+    def shown(self, context: Mapping[str, Any], sealed: bool) -> dict[str, Any]:
+        """``context`` as a reader sees it: its arguments hashed if ``sealed``."""
+        if not sealed or ARGUMENTS not in context:
             return dict(context)
         return {**context, ARGUMENTS: self.hash(context[ARGUMENTS])}
 

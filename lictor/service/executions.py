@@ -323,8 +323,7 @@ class Executions:
     ) -> StoredEntry:
         e = stored.execution
         decided = decision.to_json() if decision else stored.decision
-        raw = self.raw_arguments(decided)
-        sealed = ARGUMENTS in e.context and not raw
+        sealed = ARGUMENTS in e.context and not self.raw_arguments(decided)
         public = {
             "execution": e.id,
             "parent": e.parent_id,
@@ -337,9 +336,9 @@ class Executions:
             "principal": e.principal.to_json(),
             "action": e.action.to_json(),
             "resource": e.resource.to_json(),
-            "context": self.seal.shown(e.context, raw),
+            "context": self.seal.shown(e.context, sealed),
             "reason": e.reason,
-            "decision": self.seal.decision(decision.to_json(), sealed) if decision else None,
+            "decision": self.seal.decision(decided, sealed) if decision else None,
         }
         extra = {"summary": summary, "definition": definition, "result_hash": result_hash}
         event.update({k: v for k, v in extra.items() if v is not None})
@@ -373,7 +372,7 @@ class Executions:
         )
         return replace(
             stored,
-            execution=replace(e, context=self.seal.shown(e.context, False)),
+            execution=replace(e, context=self.seal.shown(e.context, True)),
             decision=self.seal.decision(stored.decision, True),
             transitions=steps,
         )
@@ -478,23 +477,6 @@ class Executions:
 
         return plan, now
 
-    def complete(
-        self,
-        execution_id: str,
-        runtime_id: str | None,
-        outcome: str,
-        exit_code: int | None,
-        summary: str | None = None,
-        result_hash: str | None = None,
-    ) -> Outcome:
-        """End an execution as its enforcement point reports; ``summary`` and
-        ``result_hash`` are kept in its transition and its (private) log event."""
-        plan = self._complete_command(
-            execution_id, runtime_id, outcome, exit_code, summary, result_hash
-        )
-        result: Outcome = self.log.sequencer.submit_commands([plan])[0].result()
-        return result
-
     async def complete_async(
         self,
         execution_id: str,
@@ -504,7 +486,9 @@ class Executions:
         summary: str | None = None,
         result_hash: str | None = None,
     ) -> Outcome:
-        """`complete` for an event loop: awaits the commit instead of blocking on it."""
+        """End an execution as its enforcement point reports; ``summary`` and
+        ``result_hash`` are kept in its transition and its (private) log event.
+        Awaits the commit on the caller's event loop."""
         plan = self._complete_command(
             execution_id, runtime_id, outcome, exit_code, summary, result_hash
         )

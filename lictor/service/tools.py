@@ -71,6 +71,18 @@ class Pin:
 
 
 @dataclass(frozen=True)
+class Reported:
+    """A reported tool's definition and its hash, computed once per report."""
+
+    definition: dict[str, Any]
+    hash: str
+
+    @classmethod
+    def of(cls, tool: Mapping[str, Any]) -> Reported:
+        return cls(definition(tool), definition_hash(tool))
+
+
+@dataclass(frozen=True)
 class Seen:
     """One reported tool as the control plane judged it."""
 
@@ -94,7 +106,7 @@ class Tools:
         check_server(server)
         if len(tools) > MAX_TOOLS:
             raise InvalidRequestError(f"at most {MAX_TOOLS} tools per report")
-        reported = {tool_id(server, str(t.get("name") or "")): definition(t) for t in tools}
+        reported = {tool_id(server, str(t.get("name") or "")): Reported.of(t) for t in tools}
         if len(reported) != len(tools):
             raise InvalidRequestError("a tool name is reported twice")
         now = self.log.now_ms()
@@ -104,7 +116,7 @@ class Tools:
             pins = {tid: self.get(tid) for tid in reported}
         return [_seen(tid, d, pins[tid]) for tid, d in reported.items()]
 
-    def _record(self, reported: Mapping[str, dict[str, Any]], now: int, by: str) -> None:
+    def _record(self, reported: Mapping[str, Reported], now: int, by: str) -> None:
         def plan(view: StateView, first_index: int) -> Plan:
             entries, writes = [], []
             for tid, d in reported.items():
@@ -164,22 +176,23 @@ class Tools:
         return self.log.prepare_event(kind, event, public)
 
 
-def _change(pin: Pin | None, tid: str, seen: dict[str, Any], now: int) -> tuple[str, Pin] | None:
+def _change(pin: Pin | None, tid: str, seen: Reported, now: int) -> tuple[str, Pin] | None:
     """What a report of ``seen`` changes: ``(entry kind, new pin)``, or None."""
-    digest = definition_hash(seen)
     if pin is None:
-        return "tool_pinned", Pin(tid, digest, seen, now)
-    if digest in (pin.approved, pin.pending):
+        return "tool_pinned", Pin(tid, seen.hash, seen.definition, now)
+    if seen.hash in (pin.approved, pin.pending):
         return None
-    return "tool_changed", replace(pin, pending=digest, pending_definition=seen, changed_at_ms=now)
+    return "tool_changed", replace(
+        pin, pending=seen.hash, pending_definition=seen.definition, changed_at_ms=now
+    )
 
 
-def _seen(tid: str, seen: dict[str, Any], pin: Pin | None) -> Seen:
-    digest = definition_hash(seen)
+def _seen(tid: str, seen: Reported, pin: Pin | None) -> Seen:
+    name = str(seen.definition["name"])
     if pin is None:  # not reachable after a commit; fail closed all the same
-        return Seen(tid, str(seen["name"]), digest, "changed", "", digest, {})
-    status = "approved" if digest == pin.approved else "changed"
-    return Seen(tid, str(seen["name"]), digest, status, pin.approved, pin.pending, pin.definition)
+        return Seen(tid, name, seen.hash, "changed", "", seen.hash, {})
+    status = "approved" if seen.hash == pin.approved else "changed"
+    return Seen(tid, name, seen.hash, status, pin.approved, pin.pending, pin.definition)
 
 
 def pin_denial(
