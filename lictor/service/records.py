@@ -10,7 +10,7 @@ so the reaper finds what is due without reading every active execution.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lictor.core.policy import LineageFacts, RuntimeFacts
@@ -105,7 +105,13 @@ def expiry_tag(at_ms: int) -> str:
 
 
 def runtime_json(facts: RuntimeFacts) -> dict[str, Any]:
-    return asdict(facts) | {"digests": list(facts.digests)}
+    return {  # `dataclasses.asdict` order, without its deep copy
+        "id": facts.id,
+        "region": facts.region,
+        "cluster": facts.cluster,
+        "attestation_state": facts.attestation_state,
+        "digests": list(facts.digests),
+    }
 
 
 def runtime_from_json(value: dict[str, Any]) -> RuntimeFacts:
@@ -127,7 +133,7 @@ def execution_json(e: Execution) -> dict[str, Any]:
         "delegation": [p.to_json() for p in e.delegation],
         "state": str(e.state),
         "policy_version": e.policy_version,
-        "lease": asdict(e.lease) if e.lease else None,
+        "lease": _lease_json(e.lease) if e.lease else None,
         "created_at_ms": e.created_at_ms,
         "ended_at_ms": e.ended_at_ms,
         "outcome": str(e.outcome) if e.outcome else None,
@@ -159,6 +165,15 @@ def execution_from_json(v: dict[str, Any]) -> Execution:
         reason=v["reason"],
         version=v["version"],
     )
+
+
+def _lease_json(lease: Lease) -> dict[str, Any]:
+    return {
+        "ttl_ms": lease.ttl_ms,
+        "issued_at_ms": lease.issued_at_ms,
+        "expires_at_ms": lease.expires_at_ms,
+        "renew_by_ms": lease.renew_by_ms,
+    }
 
 
 def _lineage_json(facts: LineageFacts) -> dict[str, Any]:

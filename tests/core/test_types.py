@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -193,3 +194,15 @@ def test_bad_times(value: object) -> None:
 def test_time_bounds() -> None:
     assert check_time_ms(0) == 0
     assert check_time_ms(253_402_300_799_999) == 253_402_300_799_999
+
+
+def test_ids_refuse_exactly_the_control_characters_and_lone_surrogates() -> None:
+    every = "".join(map(chr, [*range(0x10000), 0x10000, 0x1F980, 0xE0001, 0x10FFFF]))
+    refused = {c for c in every if unicodedata.category(c) in ("Cc", "Cs")}
+    for c in every:
+        try:
+            EntityRef("User", f"a{c}b")
+        except InvalidRequestError:
+            assert c in refused
+        else:
+            assert c not in refused
