@@ -31,7 +31,6 @@ import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import uvicorn
-from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from sse_starlette.sse import AppStatus
@@ -40,6 +39,7 @@ from starlette.routing import Route
 
 from lictor.mcp.gateway import Gateway, GatewayServer
 from lictor.mcp.lifecycle import Config, open_gateway
+from lictor.mcp.stdio import stdio_streams
 
 PATH = "/mcp"
 GRACE_S = 5
@@ -102,7 +102,7 @@ async def serve_stdio(config: Config) -> None:
 
 
 async def _stdio(server: GatewayServer) -> None:
-    async with stdio_server() as (read, write):
+    async with stdio_streams() as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
 
