@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from lictor.core import lease as leases
 from lictor.core.grant import GrantSigner, VerifiedGrants
@@ -49,7 +49,7 @@ from lictor.service.records import KIND, StoredExecution
 from lictor.service.runtimes import KIND as RUNTIME_KIND
 from lictor.service.runtimes import Runtime, Runtimes
 from lictor.service.tools import pin_denial
-from lictor.store.base import StoredEntry
+from lictor.store.base import Record, StoredEntry
 from lictor.store.view import StateView
 
 STALE_RETRIES = 3
@@ -88,6 +88,13 @@ class Ask:
     parent_grant: str | None = None
     ttl_ms: int = leases.DEFAULT_TTL_MS
     definition: str | None = None  # the resource's definition hash, checked against its pin
+
+
+class Read(NamedTuple):
+    """An execution record as read before planning, and what it parses to."""
+
+    record: Record
+    stored: StoredExecution
 
 
 def runtime_facts(runtime: Runtime) -> RuntimeFacts:
@@ -179,7 +186,8 @@ class Executions:
         """Decide ``ask`` now; the command that records it, and the decision time."""
         now = self.log.now_ms()
         runtime = self.runtimes.for_decision(ask.runtime_id)
-        parent, denial = self._parent(ask, now)
+        read, denial = self._parent(ask, now)
+        parent = read.stored.execution if read else None
         execution_id = execution_id_from(os.urandom(16))
         lineage = (
             child_fields(parent, ask.principal)
@@ -208,9 +216,10 @@ class Executions:
             now_ms=now,
         )
         stored = StoredExecution(execution, request.runtime, facts)
-        return self._record_command(stored, decision, ask.ttl_ms, now, ask.definition), now
+        command = self._record_command(stored, decision, ask.ttl_ms, now, ask.definition, read)
+        return command, now
 
-    def _parent(self, ask: Ask, now: int) -> tuple[Execution | None, Decision | None]:
+    def _parent(self, ask: Ask, now: int) -> tuple[Read | None, Decision | None]:
         if ask.parent_grant is None:
             return None, None
         try:
@@ -218,7 +227,7 @@ class Executions:
         except GrantError as e:
             message = f"parent grant: {e.message}"
             return None, _deny_without_policy(message, code=ReasonCode.INVALID_PARENT_GRANT)
-        return self.get(claims.execution_id).execution, None
+        return self._read(claims.execution_id), None
 
     def _principal_denial(self, view: StateView, principal: EntityRef) -> Decision | None:
         if view.get(PRINCIPAL_REVOCATION, str(principal)) is None:
@@ -239,6 +248,7 @@ class Executions:
         ttl_ms: int,
         now: int,
         definition: str | None = None,
+        parent_read: Read | None = None,
     ) -> Command:
         def plan(view: StateView, first_index: int) -> Plan:
             current = decision
@@ -251,7 +261,7 @@ class Executions:
             if current.allowed:
                 resource = stored.execution.resource
                 current = pin_denial(view, resource, definition, current.policy_version) or current
-            parent = self._view_parent(view, stored.execution)
+            parent = self._view_parent(view, stored.execution, parent_read)
             if current.allowed and parent is not None:
                 current = self._check_parent(parent, now) or current
             e = stored.execution
@@ -302,13 +312,15 @@ class Executions:
             return _deny_without_policy(e.message, code=ReasonCode.PARENT_NOT_ACTIVE)
         return None
 
-    def _view_parent(self, view: StateView, execution: Execution) -> Execution | None:
+    def _view_parent(
+        self, view: StateView, execution: Execution, known: Read | None = None
+    ) -> Execution | None:
         if execution.parent_id is None:
             return None
         record = view.get(KIND, execution.parent_id)
         if record is None:
             raise NotFoundError(f"no execution {execution.parent_id}")
-        return StoredExecution.from_record(record).execution
+        return _parsed(record, known).execution
 
     # -- log entries and results -------------------------------------------------
 
@@ -394,10 +406,13 @@ class Executions:
     # -- reading ------------------------------------------------------------------
 
     def get(self, execution_id: str) -> StoredExecution:
+        return self._read(execution_id).stored
+
+    def _read(self, execution_id: str) -> Read:
         record = self.log.store.get_record(KIND, execution_id)
         if record is None:
             raise NotFoundError(f"no execution {execution_id!r}")
-        return StoredExecution.from_record(record)
+        return Read(record, StoredExecution.from_record(record))
 
     def find(
         self, filters: Mapping[str, str], after: str = "", limit: int = 100
@@ -447,7 +462,8 @@ class Executions:
         self, execution_id: str, runtime_id: str, ttl_ms: int
     ) -> tuple[Command, int]:
         now = self.log.now_ms()
-        stored = self.get(execution_id)
+        read = self._read(execution_id)
+        stored = read.stored
         self.check_owner(stored, runtime_id)
         if leases.effective_state(stored.execution, now) is not ExecutionState.ACTIVE:
             leases.renew(stored.execution, now, ttl_ms)  # raises the precise error
@@ -462,7 +478,7 @@ class Executions:
             self._check_fresh(view, decision)
             if decision.allowed:
                 decision = self._check_runtime(view, runtime_id, facts) or decision
-            current = reload(view, execution_id)
+            current = reload(view, execution_id, read)
             if not decision.allowed:
                 reason = f"reverify_denied:{decision.reason_code}"
                 return self.revoke_plan(view, current.execution, reason, now, first_index)
@@ -505,10 +521,11 @@ class Executions:
         result_hash: str | None,
     ) -> Command:
         now = self.log.now_ms()
-        self.check_owner(self.get(execution_id), runtime_id)
+        read = self._read(execution_id)
+        self.check_owner(read.stored, runtime_id)
 
         def plan(view: StateView, first_index: int) -> Plan:
-            current = reload(view, execution_id)
+            current = reload(view, execution_id, read)
             e = leases.complete(current.execution, now, outcome, exit_code)
             new = current.with_transition(e, now, first_index, None)
             said = {"summary": summary, "result_hash": result_hash}
@@ -516,13 +533,14 @@ class Executions:
                 last = {**new.transitions[-1], **{k: v for k, v in said.items() if v is not None}}
                 new = replace(new, transitions=(*new.transitions[:-1], last))
             entry = self.entry(new, summary=summary, result_hash=result_hash)
-            view.apply([new.write()])
+            write = new.write()
+            view.apply([write])
             # no child outlives its parent: live descendants end with it
             ended = self.revoke_plan(view, e, f"ancestor_{e.state}:{e.id}", now, first_index + 1)
             ids = tuple(w.key for w in ended.writes)
             return Plan(
                 [entry, *ended.entries],
-                [new.write(), *ended.writes],
+                [write, *ended.writes],
                 lambda h: replace(self._outcome(new, entry, first_index, h), revoked=ids),
             )
 
@@ -561,8 +579,8 @@ class Executions:
             writes.append(new.write())
             first = first or new
         if first is None:  # nothing live to revoke: report the target as it is
-            same = reload(view, target.id)
-            return Plan([], [], lambda head: Outcome(same, None))
+            record = _record(view, target.id)  # parsed only if the result is wanted
+            return Plan([], [], lambda head: Outcome(StoredExecution.from_record(record), None))
         head_entry, revoked_ids = entries[0], tuple(w.key for w in writes)
         return Plan(
             entries,
@@ -573,11 +591,27 @@ class Executions:
         )
 
 
-def reload(view: StateView, execution_id: str) -> StoredExecution:
+def reload(view: StateView, execution_id: str, known: Read | None = None) -> StoredExecution:
+    """The execution as ``view`` has it; ``known`` (read before planning) is reused
+    when the view holds the very same record, so it is not parsed twice."""
+    return _parsed(_record(view, execution_id), known)
+
+
+def _parsed(record: Record, known: Read | None) -> StoredExecution:
+    if known is not None and _same(known.record, record):
+        return known.stored
+    return StoredExecution.from_record(record)
+
+
+def _same(a: Record, b: Record) -> bool:
+    return a.key == b.key and a.version == b.version and a.doc == b.doc
+
+
+def _record(view: StateView, execution_id: str) -> Record:
     record = view.get(KIND, execution_id)
     if record is None:
         raise NotFoundError(f"no execution {execution_id!r}")
-    return StoredExecution.from_record(record)
+    return record
 
 
 def _decided_version(stored: StoredExecution) -> str | None:
