@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -53,6 +54,7 @@ from lictor.store.base import Record, StoredEntry
 from lictor.store.view import StateView
 
 STALE_RETRIES = 3
+PARSED_RECORDS = 1024  # executions whose last-read record is kept parsed (`Executions.get`)
 PRINCIPAL_REVOCATION = "principal_revocation"
 
 
@@ -123,6 +125,8 @@ class Executions:
         self.max_depth = max_depth
         self.seal = seal or ArgumentSeal(os.urandom(32))
         self.parent_grants = VerifiedGrants(grants.verifier)
+        self._parsed: dict[str, Read] = {}  # by key; reused only for the very same record
+        self._parsed_lock = threading.Lock()
 
     # -- deciding ---------------------------------------------------------------
 
@@ -409,10 +413,21 @@ class Executions:
         return self._read(execution_id).stored
 
     def _read(self, execution_id: str) -> Read:
+        """The stored record and what it parses to; a record read before (a parent
+        asked for by each of its children) is not parsed again while it is unchanged."""
         record = self.log.store.get_record(KIND, execution_id)
         if record is None:
             raise NotFoundError(f"no execution {execution_id!r}")
-        return Read(record, StoredExecution.from_record(record))
+        with self._parsed_lock:
+            known = self._parsed.get(execution_id)
+        if known is not None and _same(known.record, record):
+            return known
+        read = Read(record, StoredExecution.from_record(record))
+        with self._parsed_lock:
+            if len(self._parsed) >= PARSED_RECORDS:
+                self._parsed.pop(next(iter(self._parsed)))
+            self._parsed[execution_id] = read
+        return read
 
     def find(
         self, filters: Mapping[str, str], after: str = "", limit: int = 100

@@ -343,3 +343,19 @@ def test_a_completion_summary_is_kept_in_its_transition_and_its_receipt(
     shown = client.get(f"/v1/executions/{execution_id}", headers=runtime).json()
     assert shown["transitions"][-1]["summary"] == "deployed 3 services"
     assert "summary" not in r.json()["receipt"]["entry"]  # private: only its commitment is public
+
+
+def test_a_read_execution_is_parsed_again_only_once_its_record_changed(
+    client: TestClient, governed: dict[str, Any]
+) -> None:
+    runtime, executions = governed["runtime"], client.app.state.executions  # type: ignore[attr-defined]
+    execution_id = _ask(client, runtime).json()["execution"]["id"]
+    first = executions.get(execution_id)
+    assert executions.get(execution_id) is first  # the same record: parsed once
+    done = client.post(
+        f"/v1/executions/{execution_id}/complete", json={"outcome": "succeeded"}, headers=runtime
+    )
+    assert done.status_code == 200, done.text
+    after = executions.get(execution_id)
+    assert after is not first and str(after.execution.state) == "completed"
+    assert after.record_version == first.record_version + 1
