@@ -28,7 +28,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -486,8 +485,9 @@ class _RecordCache:
             for write in writes:
                 if len(self._records) >= self._limit:
                     del self._records[next(iter(self._records))]
-                record = write.record()
-                record = replace(record, tags=tuple(sorted(record.tags)))  # as a read gives them
+                version, tags = write.expected_version + 1, tuple(sorted(write.tags))
+                # as `write.record()` would be, with its tags in the order a read gives them
+                record = Record(write.kind, write.key, version, write.doc, tags)
                 self._records[(write.kind, write.key)] = record
 
 
