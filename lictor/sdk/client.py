@@ -15,8 +15,10 @@ its events while the block runs, and completes it after.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -24,11 +26,12 @@ from lictor.errors import DeniedError, LictorError, UnavailableError
 from lictor.sdk.enforce import ExecutionHandle
 from lictor.sdk.events import AsyncEventWatcher, EventWatcher, NoAsyncWatcher, NoWatcher
 from lictor.sdk.scope import AsyncExecutionScope, ExecutionScope, Spec
-from lictor.sdk.transport import AsyncHTTPTransport
+from lictor.sdk.transport import Pool
 from lictor.wire import error_for
 
 DEFAULT_TIMEOUT = 10.0
 UNREACHABLE = "unreachable"
+URL_SAFE = "/?&=:@!$'()*+,;-._~%"  # what a path and query may hold as they are
 Ref = str | Mapping[str, str]
 
 
@@ -99,6 +102,11 @@ def possible(reply: dict[str, Any]) -> list[bool]:
     return [bool(r["possible"]) for r in reply["results"]]
 
 
+def json_bytes(body: Any) -> bytes:
+    """``body`` as httpx sends ``json=``: compact, UTF-8, no NaN."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 def _json(response: httpx.Response) -> Any:
     try:
         return response.json()
@@ -111,25 +119,23 @@ def _code(reply: Any) -> str | None:
     return str(detail.get("code")) if isinstance(detail, dict) else None
 
 
-def read_reply(response: httpx.Response) -> dict[str, Any]:
-    """The JSON object of a successful reply, or the server's error raised."""
-    reply = _json(response)
-    if response.status_code >= 400:
-        raise error_for(reply, response.status_code)
+def read_reply(status: int, reply: Any) -> dict[str, Any]:
+    """The JSON object of a successful reply (``reply``, parsed), or the server's error raised."""
+    if status >= 400:
+        raise error_for(reply, status)
     if not isinstance(reply, dict):
-        raise LictorError(f"HTTP {response.status_code} without a JSON object")
+        raise LictorError(f"HTTP {status} without a JSON object")
     return reply
 
 
-def read_grant(response: httpx.Response) -> dict[str, Any]:
+def read_grant(status: int, reply: Any) -> dict[str, Any]:
     """`read_reply` for a request: a deny, or no decision (5xx), is a `DeniedError`."""
-    reply = _json(response)
-    if response.status_code == 403 and _code(reply) == DeniedError.code:
+    if status == 403 and _code(reply) == DeniedError.code:
         raise DeniedError.from_reply(reply)
-    if response.status_code >= 500:
-        error = error_for(reply, response.status_code)
+    if status >= 500:
+        error = error_for(reply, status)
         raise DeniedError(f"no decision: {error.message}", error.code) from error
-    return read_reply(response)
+    return read_reply(status, reply)
 
 
 def unreachable(url: str, error: httpx.TransportError) -> DeniedError:
@@ -188,7 +194,7 @@ class Client:
             response = self._http.post("/v1/executions", json=body)
         except httpx.TransportError as e:
             raise unreachable(self.url, e) from e
-        return read_grant(response)
+        return read_grant(response.status_code, _json(response))
 
     def renew(
         self, execution_id: str, ttl: int | None = None, *, timeout: float | None = None
@@ -255,7 +261,7 @@ class Client:
             response = self._http.request(method, path, json=body, timeout=timeout or self._timeout)
         except httpx.TransportError as e:
             raise unavailable(self.url, e) from e
-        return read_reply(response)
+        return read_reply(response.status_code, _json(response))
 
 
 class AsyncClient:
@@ -273,11 +279,19 @@ class AsyncClient:
         self.url, self._timeout, self.events = url.rstrip("/"), timeout, events
         self._headers = _headers(credential)
         self._http = httpx.AsyncClient(
-            base_url=self.url,
-            headers=self._headers,
-            timeout=timeout,
-            transport=transport or AsyncHTTPTransport(),
+            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
         )
+        self._pool: Pool | None = None
+        where = httpx.URL(self.url)
+        if transport is None and where.scheme == "http":
+            self._pool = Pool(where.host, where.port or 80)
+            self._prefix = where.raw_path.rstrip(b"/")
+            self._wire_headers = [
+                (b"Host", where.netloc),
+                (b"Accept", b"application/json"),
+                (b"Content-Type", b"application/json"),
+                *((k.encode(), v.encode()) for k, v in self._headers.items()),
+            ]
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -286,6 +300,8 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         await self._http.aclose()
 
     async def request(
@@ -302,10 +318,10 @@ class AsyncClient:
         """`Client.request`."""
         body = request_body(principal, action, resource, context, parent_grant, ttl, definition)
         try:
-            response = await self._http.post("/v1/executions", json=body)
+            status, reply = await self._send("POST", "/v1/executions", body, self._timeout)
         except httpx.TransportError as e:
             raise unreachable(self.url, e) from e
-        return read_grant(response)
+        return read_grant(status, reply)
 
     async def renew(
         self, execution_id: str, ttl: int | None = None, *, timeout: float | None = None
@@ -366,9 +382,23 @@ class AsyncClient:
         self, method: str, path: str, body: Any = None, timeout: float | None = None
     ) -> dict[str, Any]:
         try:
-            response = await self._http.request(
-                method, path, json=body, timeout=timeout or self._timeout
-            )
+            status, reply = await self._send(method, path, body, timeout or self._timeout)
         except httpx.TransportError as e:
             raise unavailable(self.url, e) from e
-        return read_reply(response)
+        return read_reply(status, reply)
+
+    async def _send(self, method: str, path: str, body: Any, timeout: float) -> tuple[int, Any]:
+        """The status and parsed JSON (None if none) of one call, through the lean pool
+        for plain HTTP (`lictor.sdk.transport`), else through httpx."""
+        if self._pool is None:
+            response = await self._http.request(method, path, json=body, timeout=timeout)
+            return response.status_code, _json(response)
+        content = b"" if body is None else json_bytes(body)
+        target = self._prefix + quote(path, safe=URL_SAFE).encode()
+        status, _, data = await self._pool.exchange(
+            method.encode(), target, list(self._wire_headers), content, timeout, timeout
+        )
+        try:
+            return status, json.loads(data)
+        except ValueError:
+            return status, None

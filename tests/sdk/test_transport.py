@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
+from lictor.errors import DeniedError, UnavailableError
+from lictor.sdk import AsyncClient
 from lictor.sdk.transport import AsyncHTTPTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -99,3 +101,45 @@ def test_chunked_responses_and_timeouts_and_refused_connections() -> None:
                 await client.get("http://127.0.0.1:9/")  # nothing listens on discard
 
     asyncio.run(_serve(slow_or_chunked, run))
+
+
+def test_the_async_client_speaks_through_the_pool_with_its_headers_and_prefix() -> None:
+    heads: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head, body = await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            heads.append(head + body)
+            if b"/slow" in head:
+                await asyncio.sleep(1)  # past the client's timeout
+                return
+            elif b"/v1/executions " in head:  # no decision, and no JSON either
+                writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy")
+            else:
+                writer.write(_response(b'{"ok": true}'))
+
+    async def run(url: str) -> None:
+        async with AsyncClient(url + "/base/", "s3cret", timeout=0.3) as client:
+            assert await client.get("a b/é") == {"ok": True}
+            with pytest.raises(DeniedError) as denied:
+                await client.request('Agent::"a"', 'Action::"b"', 'Thing::"c"')
+            assert "no decision" in denied.value.message
+            with pytest.raises(UnavailableError):
+                await client.get("slow")
+        async with AsyncClient("http://127.0.0.1:9", "s3cret") as client:
+            with pytest.raises(DeniedError) as denied:
+                await client.request('Agent::"a"', 'Action::"b"', 'Thing::"c"')
+            assert denied.value.reason_code == "unreachable"
+            with pytest.raises(UnavailableError):
+                await client.get("x")
+
+    asyncio.run(_serve(answer, run))
+    first = heads[0].decode()
+    assert first.startswith("GET /base/v1/executions/a%20b/%C3%A9 HTTP/1.1\r\n")
+    assert "\r\nAuthorization: Bearer s3cret\r\n" in first
+    request = heads[1].decode()
+    assert request.startswith("POST /base/v1/executions HTTP/1.1\r\n")
+    assert request.endswith('"resource":"Thing::\\"c\\"","context":{}}')
