@@ -85,6 +85,24 @@ def complete_body(
     return body
 
 
+def completions_body(completions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    items = []
+    for c in completions:
+        body = complete_body(
+            c["outcome"], c.get("exit_code"), c.get("summary"), c.get("result_hash")
+        )
+        items.append({"execution": c["execution"], **body})
+    return {"completions": items}
+
+
+def completed(reply: dict[str, Any]) -> list[dict[str, Any] | LictorError]:
+    """Each completion's answer, or its error rebuilt."""
+    results: list[dict[str, Any] | LictorError] = []
+    for item in reply["results"]:
+        results.append(error_for(item, 200) if "error" in item else item)
+    return results
+
+
 def observe_body(server: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     keys = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
     return {"server": server, "tools": [{k: t[k] for k in keys if k in t} for t in tools]}
@@ -217,6 +235,15 @@ class Client:
         body = complete_body(outcome, exit_code, summary, result_hash)
         return self._call("POST", f"/v1/executions/{execution_id}/complete", body)
 
+    def complete_many(
+        self, completions: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | LictorError]:
+        """End several executions in one call and one commit (at most 256). Each item
+        holds ``execution`` and ``outcome``, and may hold ``exit_code``, ``summary`` and
+        ``result_hash``; each is answered alone: `complete`'s reply, or its error."""
+        reply = self._call("POST", "/v1/executions/completions", completions_body(completions))
+        return completed(reply)
+
     def get(self, execution_id: str) -> dict[str, Any]:
         """An execution with its decision and every transition."""
         return self._call("GET", f"/v1/executions/{execution_id}")
@@ -342,6 +369,13 @@ class AsyncClient:
         """`Client.complete`."""
         body = complete_body(outcome, exit_code, summary, result_hash)
         return await self._call("POST", f"/v1/executions/{execution_id}/complete", body)
+
+    async def complete_many(
+        self, completions: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | LictorError]:
+        """`Client.complete_many`."""
+        body = completions_body(completions)
+        return completed(await self._call("POST", "/v1/executions/completions", body))
 
     async def get(self, execution_id: str) -> dict[str, Any]:
         """`Client.get`."""

@@ -15,15 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lictor.core import lease as leases
 from lictor.core.types import EntityRef, ExecutionState
-from lictor.errors import InvalidRequestError
+from lictor.errors import InvalidRequestError, LictorError
 from lictor.server.auth import require_role
-from lictor.service.executions import Ask, Executions, Outcome
+from lictor.service.executions import Ask, Completion, Executions, Outcome
 from lictor.service.records import StoredExecution, execution_json
 from lictor.service.sweeps import Sweeps
 from lictor.store.base import Credential
+from lictor.wire import error_body
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
 MAX_CONTEXT_DEPTH = 8
+MAX_COMPLETIONS = 256
 Runtime = Annotated[Credential, Depends(require_role("runtime"))]
 Reader = Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))]
 Admin = Annotated[Credential, Depends(require_role("admin"))]
@@ -66,6 +68,15 @@ class CompleteRequest(BaseModel):
     exit_code: Annotated[int, Field(ge=leases.MIN_EXIT_CODE, le=leases.MAX_EXIT_CODE)] | None = None
     summary: Annotated[str, Field(max_length=1024)] | None = None
     result_hash: Hash | None = None
+
+
+class CompletionItem(CompleteRequest):
+    execution: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class CompletionsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    completions: Annotated[list[CompletionItem], Field(min_length=1, max_length=MAX_COMPLETIONS)]
 
 
 class RevokeRequest(BaseModel):
@@ -186,6 +197,28 @@ async def complete(execution_id: str, body: CompleteRequest, request: Request, w
         execution_id, who.name, body.outcome, body.exit_code, body.summary, body.result_hash
     )
     return JSONResponse(_body(outcome, executions))
+
+
+@router.post("/completions")
+async def complete_many(body: CompletionsRequest, request: Request, who: Runtime) -> Any:
+    """End several executions in one transaction; each succeeds or fails alone, its
+    answer (`complete`'s body, or ``error``) in its place in ``results``."""
+    ids = [c.execution for c in body.completions]
+    if len(set(ids)) != len(ids):
+        raise InvalidRequestError("each execution may be completed once per call")
+    executions = _executions(request)
+    completions = [
+        Completion(c.execution, c.outcome, c.exit_code, c.summary, c.result_hash)
+        for c in body.completions
+    ]
+    outcomes = await executions.complete_many_async(who.name, completions)
+    results = [
+        {"execution": execution, **error_body(o.code, o.message)}
+        if isinstance(o, LictorError)
+        else _body(o, executions)
+        for execution, o in zip(ids, outcomes, strict=True)
+    ]
+    return JSONResponse({"results": results})
 
 
 @router.post("/{execution_id}/revoke")

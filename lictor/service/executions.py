@@ -92,6 +92,17 @@ class Ask:
     definition: str | None = None  # the resource's definition hash, checked against its pin
 
 
+@dataclass(frozen=True)
+class Completion:
+    """An execution's end as its enforcement point reports it."""
+
+    execution_id: str
+    outcome: str
+    exit_code: int | None = None
+    summary: str | None = None
+    result_hash: str | None = None
+
+
 class Read(NamedTuple):
     """An execution record as read before planning, and what it parses to."""
 
@@ -525,6 +536,37 @@ class Executions:
         )
         result: Outcome = await asyncio.wrap_future(self.log.sequencer.submit_commands([plan])[0])
         return result
+
+    async def complete_many_async(
+        self, runtime_id: str | None, completions: Sequence[Completion]
+    ) -> list[Outcome | LictorError]:
+        """Several completions, planned together and committed in one transaction;
+        each succeeds or fails alone (its error in its place in the list)."""
+        results: list[Outcome | LictorError | None] = []
+        commands: list[Command] = []
+        for c in completions:
+            try:
+                commands.append(
+                    self._complete_command(
+                        c.execution_id, runtime_id, c.outcome, c.exit_code, c.summary, c.result_hash
+                    )
+                )
+                results.append(None)
+            except LictorError as e:
+                results.append(e)
+        futures = self.log.sequencer.submit_commands(commands) if commands else []
+        settled = iter(
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
+        )
+        done: list[Outcome | LictorError] = []
+        for result in results:
+            if result is None:
+                answer = next(settled)
+                if isinstance(answer, BaseException) and not isinstance(answer, LictorError):
+                    raise answer  # not an answer for one completion: a fault of the whole
+                result = answer
+            done.append(result)
+        return done
 
     def _complete_command(
         self,

@@ -115,6 +115,78 @@ def test_renew_complete_and_terminal_states_never_change(
     assert states == ["active", "completed"]
 
 
+def test_completions_are_answered_each_alone_and_committed_together(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    runtime = governed["runtime"]
+    ids = [_ask(client, runtime).json()["execution"]["id"] for _ in range(4)]
+    body = {"name": "edge-us", "region": "us-east-1", "cluster": "prod-b"}
+    other = client.post("/v1/runtimes", json=body, headers=admin).json()["credential"]
+    theirs = _ask(client, {"Authorization": f"Bearer {other}"})
+    assert client.post(
+        f"/v1/executions/{ids[3]}/complete", json={"outcome": "failed"}, headers=runtime
+    ).is_success
+    digest = "sha256:" + "ab" * 32
+    items = [
+        {"execution": ids[0], "outcome": "succeeded", "result_hash": digest},
+        {"execution": "ex_" + "z" * 26, "outcome": "succeeded"},
+        {"execution": ids[1], "outcome": "cancelled"},
+        {"execution": ids[3], "outcome": "succeeded"},
+        {"execution": ids[2], "outcome": "failed", "exit_code": 3, "summary": "broke"},
+    ]
+    size = client.get("/v1/log/checkpoint").json()["size"]
+    r = client.post("/v1/executions/completions", json={"completions": items}, headers=runtime)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x.get("error", {}).get("code") for x in results] == [
+        None,
+        "not_found",
+        None,
+        "invalid_transition",
+        None,
+    ]
+    assert results[1]["execution"] == items[1]["execution"]
+    done = [results[i] for i in (0, 2, 4)]
+    assert [x["execution"]["state"] for x in done] == ["completed"] * 3
+    assert [x["execution"]["id"] for x in done] == [ids[0], ids[1], ids[2]]
+    assert done[0]["transitions"][-1]["result_hash"] == digest
+    assert done[2]["transitions"][-1]["summary"] == "broke"
+    for x in done:
+        _verify_receipt(client, x["receipt"])
+    # one transaction: three entries, every receipt proved against the same checkpoint
+    assert len({x["receipt"]["checkpoint"] for x in done}) == 1
+    grown = client.get("/v1/log/checkpoint").json()["size"]
+    assert grown == size + 3
+    # another runtime's execution is refused in its place, the rest goes on
+    mixed = [
+        {"execution": theirs.json()["execution"]["id"], "outcome": "succeeded"},
+        {"execution": ids[0], "outcome": "succeeded"},
+    ]
+    r = client.post("/v1/executions/completions", json={"completions": mixed}, headers=runtime)
+    codes = [x["error"]["code"] for x in r.json()["results"]]
+    assert codes == ["permission_denied", "invalid_transition"]
+
+
+@pytest.mark.parametrize(
+    "completions",
+    [
+        [],
+        [{"execution": "ex_1", "outcome": "succeeded"}] * 2,
+        [{"execution": f"ex_{n}", "outcome": "succeeded"} for n in range(257)],
+        [{"execution": "ex_1", "outcome": "finished"}],
+        [{"execution": "ex_1", "outcome": "succeeded", "extra": 1}],
+    ],
+)
+def test_malformed_completions_are_refused_whole(
+    client: TestClient, governed: dict[str, Any], completions: list[dict[str, Any]]
+) -> None:
+    size = client.get("/v1/log/checkpoint").json()["size"]
+    body = {"completions": completions}
+    r = client.post("/v1/executions/completions", json=body, headers=governed["runtime"])
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+    assert client.get("/v1/log/checkpoint").json()["size"] == size
+
+
 def test_revoking_a_parent_revokes_every_descendant_in_one_transaction(
     client: TestClient, governed: dict[str, Any], admin: dict[str, str]
 ) -> None:

@@ -270,6 +270,44 @@ def test_execution_transitions(
         assert after == before + len(r.json()["revoked"])
 
 
+completion_items = st.lists(
+    st.tuples(st.sampled_from(["live", "ended", "missing"]), transition_bodies["complete"]),
+    min_size=1,
+    max_size=5,
+)
+
+
+@FUZZ
+@given(items=completion_items, mangled=st.none() | json_values)
+def test_completions(
+    quiet: TestClient, governed: Headers, admin: Headers, items: Any, mangled: Any
+) -> None:
+    """A batch of completions: each live one ends with one entry, each other one is
+    answered with its error, and a malformed batch changes nothing."""
+    asked = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING}
+    completions = []
+    for n, (kind, body) in enumerate(items):
+        execution_id = f"ex_{n:026d}"
+        if kind != "missing":
+            created = quiet.post("/v1/executions", json=asked, headers=governed).json()
+            execution_id = created["execution"]["id"]
+        if kind == "ended":
+            path = f"/v1/executions/{execution_id}/revoke"
+            assert quiet.post(path, json={"reason": "x"}, headers=admin).status_code == 200
+        completions.append({"execution": execution_id, **body})
+    before = _size(quiet)
+    payload = {"completions": completions} if mangled is None else mangled
+    r = quiet.post("/v1/executions/completions", json=payload, headers=governed)
+    assert _is_clean(r, {200, 400, 413}), (payload, r.text)
+    if r.status_code != 200:
+        assert _size(quiet) == before and mangled is not None, r.text
+        return
+    codes = [x.get("error", {}).get("code") for x in r.json()["results"]]
+    expected = {"live": None, "ended": "invalid_transition", "missing": "not_found"}
+    assert codes == [expected[kind] for kind, _ in items]
+    assert _size(quiet) == before + codes.count(None)
+
+
 @FUZZ
 @given(
     target=path_ids,
