@@ -84,6 +84,9 @@ class Plan:
 Command = Callable[[StateView, int], Plan]
 """Plans one command given the batch's view and the index of its first entry."""
 
+CommitListener = Callable[[Head, Sequence[StoredEntry]], None]
+"""Told of each commit: the new head and the entries written, which end at its size."""
+
 
 def append_entry(entry: StoredEntry) -> Command:
     """The command that logs one entry and nothing else; its result is `Appended`."""
@@ -135,7 +138,7 @@ class Sequencer:
         self._pending: list[tuple[Command, Future[Any]]] = []
         self._cond = threading.Condition()
         self._closed = False
-        self._listeners: list[Callable[[Head], None]] = []
+        self._listeners: list[CommitListener] = []
         self._recent = _RecentHashes()
         self._head, self._frontier = self._initialize()
         self._thread = threading.Thread(target=self._run, name="lictor-sequencer", daemon=True)
@@ -173,6 +176,12 @@ class Sequencer:
 
     def add_listener(self, listener: Callable[[Head], None]) -> None:
         """Call ``listener(head)`` from the committer after every commit (keep it quick)."""
+        self._listeners.append(lambda head, entries: listener(head))
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call ``listener(head, entries)`` from the committer after every commit, with
+        the entries it wrote (indexes ``head.size - len(entries)`` on); keep it quick:
+        callers hear of their commit only after every listener returned."""
         self._listeners.append(listener)
 
     def submit(self, entry: StoredEntry) -> Future[Appended]:
@@ -237,7 +246,7 @@ class Sequencer:
 
     def _commit_batch(self, batch: list[tuple[Command, Future[Any]]]) -> None:
         try:
-            head, plans = self._commit_with_retries([command for command, _ in batch])
+            head, plans, entries = self._commit_with_retries([command for command, _ in batch])
         except Exception as e:  # fail every waiter; nothing was acknowledged
             error = e if isinstance(e, LictorError) else StoreError(f"append failed: {e}")
             for _, future in batch:
@@ -245,7 +254,7 @@ class Sequencer:
             return
         for listener in self._listeners:
             try:
-                listener(head)
+                listener(head, entries)
             except Exception:  # a listener must not break the write path
                 logger.exception("commit listener failed")
         for (_, future), plan in zip(batch, plans, strict=True):
@@ -259,7 +268,7 @@ class Sequencer:
 
     def _commit_with_retries(
         self, commands: list[Command]
-    ) -> tuple[Head, list[Plan | LictorError]]:
+    ) -> tuple[Head, list[Plan | LictorError], list[StoredEntry]]:
         for attempt in range(CONFLICT_RETRIES):
             try:
                 with self._store.writing():  # replicas take turns
@@ -269,7 +278,7 @@ class Sequencer:
                     self._head, self._frontier = self._commit(
                         self._head, self._frontier, entries, writes
                     )
-                return self._head, plans
+                return self._head, plans, entries
             except ConflictError:
                 if not self._catch_up():
                     raise

@@ -82,6 +82,26 @@ def test_a_batch_shares_one_checkpoint(store: SQLiteStore, signer: Ed25519Signer
     assert sizes[0] == 0 and sizes[-1] == 500 and len(sizes) <= 3
 
 
+def test_commit_listeners_get_each_commits_entries_at_their_indexes(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer, max_batch=16)
+    seen: dict[int, bytes] = {}
+    sizes: list[int] = []
+
+    def listener(head: Head, entries: Sequence[StoredEntry]) -> None:
+        for offset, entry in enumerate(entries):
+            seen[head.size - len(entries) + offset] = entry.data
+
+    sequencer.add_commit_listener(listener)
+    sequencer.add_listener(lambda head: sizes.append(head.size))
+    for future in sequencer.submit_many([_entry(i) for i in range(100)]):
+        future.result(timeout=30)
+    sequencer.close()
+    assert seen == dict(enumerate(store.read_entries(0, 100)))
+    assert sizes[-1] == 100
+
+
 def test_every_signed_checkpoint_is_consistent_with_the_final_tree(
     store: SQLiteStore, signer: Ed25519Signer
 ) -> None:

@@ -204,8 +204,9 @@ def create_app(
     ``grant_seed`` signs execution grants (a fresh one when None, for tests);
     expired leases are written as ``expired`` every ``reap_every`` seconds.
     """
-    signal = CommitSignal(log.head().size)
-    log.sequencer.add_listener(signal.notify)
+    tail = EntryTail(log)
+    signal = CommitSignal(log.head().size, tail)
+    log.sequencer.add_commit_listener(signal.committed)  # hands the tail our new entries
     runtimes, policies = Runtimes(log), Policies(log)
     seed = grant_seed or os.urandom(32)
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
@@ -231,7 +232,7 @@ def create_app(
     )
     app.state.log = log
     app.state.commits = signal
-    app.state.tail = EntryTail(log)
+    app.state.tail = tail
     app.state.runtimes = runtimes
     app.state.policies = policies
     app.state.executions = executions

@@ -3,13 +3,16 @@
 ``GET /v1/events`` streams ``id: <log index>`` / ``event: <kind>`` / ``data:
 <public entry JSON>``. ``Last-Event-ID`` (or ``?after=``) resumes after an
 index, so a subscriber that reconnects misses nothing: the database is the
-source of truth and the in-process commit listener only wakes streams up.
+source of truth; the in-process commit listener wakes streams up and hands
+over what this process committed, a copy of what the database holds.
 Filters: ``runtime`` and ``execution`` match the entry's public fields. A
 runtime credential sees only its own runtime's events.
 
-Every stream reads through one `EntryTail`: the newest entries, decoded
-once, shared by all streams. A thousand subscribers to one execution each
-cost a dictionary lookup per new entry, not a database read and a decode.
+Every stream reads through one `EntryTail`: the newest entries, decoded and
+formatted once, shared by all streams. The committer hands this process's new
+entries straight to the tail, so following the log costs no database read; a
+thousand subscribers to one execution each cost a dictionary lookup per new
+entry, not a read, a decode and an encode.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -28,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from lictor.errors import InvalidRequestError
 from lictor.server.auth import require_role
 from lictor.service.log import AuditLog
-from lictor.store.base import Credential, Head
+from lictor.store.base import Credential, Head, StoredEntry
 
 router = APIRouter(tags=["events"])
 KEEPALIVE_SECONDS = 15.0
@@ -38,10 +42,18 @@ _UINT = re.compile(r"0|[1-9][0-9]{0,18}")
 
 
 class CommitSignal:
-    """Wakes event streams when the log grows; set from the committer thread."""
+    """Wakes event streams when the log grows; told of commits from any thread.
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    This process's committer hands over the entries it just wrote, which go
+    into the tail on the event loop before any stream learns the new size, so
+    a stream following the log reads nothing from the store. A commit heard of
+    without its entries (another replica's, through `Store.watch`) only moves
+    the size; streams then read those entries from the store.
+    """
+
+    def __init__(self, size: int, tail: EntryTail) -> None:
+        self.size = size  # what streams may read up to; moved on the event loop once attached
+        self._tail = tail
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
 
@@ -50,43 +62,81 @@ class CommitSignal:
         self._changed = asyncio.Event()
 
     def notify(self, head: Head) -> None:
-        """Called after each commit, ours or another replica's (any thread)."""
-        self.size = max(self.size, head.size)
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake)
+        """A commit, ours or another replica's, whose entries this process lacks."""
+        self.committed(head, ())
 
-    def _wake(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = asyncio.Event()
+    def committed(self, head: Head, entries: Sequence[StoredEntry]) -> None:
+        """A commit and the entries it wrote, which end at ``head.size`` (any thread)."""
+        first, data = head.size - len(entries), [entry.data for entry in entries]
+        loop = self._loop
+        if loop is None:  # no stream can be waiting yet
+            self.size = max(self.size, head.size)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._grow, head.size, first, data)
 
-    async def wait_beyond(self, size: int, timeout: float) -> None:
-        """Return once the log is larger than ``size``, or after ``timeout``."""
+    def _grow(self, size: int, first: int, data: list[bytes]) -> None:
+        self._tail.offer(first, data)  # before any stream can ask for them
+        if size > self.size:
+            self.size = size
+            if self._changed is not None:
+                self._changed.set()
+                self._changed = asyncio.Event()
+
+    async def wait_beyond(self, size: int, timeout: float) -> bool:
+        """Whether the log grew beyond ``size`` within ``timeout`` (at once if unattached)."""
         if self.size > size or self._changed is None:
-            return
+            return self.size > size
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
+        return self.size > size
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One entry as streams use it: decoded (for filters) and as its event's bytes."""
+
+    entry: dict[str, Any]
+    text: bytes
 
 
 class EntryTail:
-    """The newest log entries, decoded, shared by every stream (event loop only)."""
+    """The newest log entries, shared by every stream (event loop only).
+
+    An entry is kept as its stored bytes (handed over by the committer, or read
+    from the store) until a stream first wants it; it is then decoded and
+    formatted once, and every stream sends the same bytes.
+    """
 
     def __init__(self, log: AuditLog, keep: int = TAIL_SIZE) -> None:
         self._log = log
         self._keep = keep
-        self._entries: dict[int, dict[str, Any]] = {}
+        self._entries: dict[int, LogEvent | bytes] = {}
         self._lock = asyncio.Lock()
 
-    async def read(self, start: int, end: int) -> list[dict[str, Any]]:
-        """Entries ``start`` to ``end - 1`` (all in the log), decoded."""
-        if not all(i in self._entries for i in (start, end - 1)):
+    def offer(self, first: int, data: Sequence[bytes]) -> None:
+        """Entries ``first`` on, as stored, just committed."""
+        for offset, raw in enumerate(data):
+            self._entries.setdefault(first + offset, raw)
+        if data:
+            self._evict(first)
+
+    async def read(self, start: int, end: int) -> list[LogEvent]:
+        """Entries ``start`` to ``end - 1`` (all in the log)."""
+        if any(i not in self._entries for i in range(start, end)):
             async with self._lock:  # one reader fetches; the others find it here
                 await self._fetch(start, end)
-        found = [self._entries.get(i) for i in range(start, end)]
-        if any(entry is None for entry in found):  # evicted meanwhile: read it directly
-            data = await run_in_threadpool(self._log.store.read_entries, start, end)
-            return [json.loads(d) for d in data]
-        return [entry for entry in found if entry is not None]
+        # nothing awaits from the fetch to here, so no entry was evicted meanwhile
+        return [self._event(i) for i in range(start, end)]
+
+    def _event(self, index: int) -> LogEvent:
+        found = self._entries[index]
+        if isinstance(found, LogEvent):
+            return found
+        entry = json.loads(found)
+        event = LogEvent(entry, _format(index, entry).encode())
+        self._entries[index] = event
+        return event
 
     async def _fetch(self, start: int, end: int) -> None:
         missing = [i for i in range(start, end) if i not in self._entries]
@@ -95,9 +145,13 @@ class EntryTail:
         lo, hi = missing[0], missing[-1] + 1
         data = await run_in_threadpool(self._log.store.read_entries, lo, hi)
         for offset, raw in enumerate(data):
-            self._entries[lo + offset] = json.loads(raw)
-        if len(self._entries) > 2 * self._keep:  # keep the newest, and what was just read
-            oldest = min(lo, max(self._entries) - self._keep)
+            self._entries.setdefault(lo + offset, raw)
+        self._evict(start)
+
+    def _evict(self, wanted: int) -> None:
+        """Keep the newest ``keep`` entries, and those from ``wanted`` on."""
+        if len(self._entries) > 2 * self._keep:
+            oldest = min(wanted, max(self._entries) - self._keep)
             self._entries = {i: e for i, e in self._entries.items() if i >= oldest}
 
 
@@ -121,19 +175,23 @@ def _format(index: int, entry: dict[str, Any]) -> str:
 
 async def _stream(
     log: AuditLog, tail: EntryTail, signal: CommitSignal, last: int, filters: dict[str, str]
-) -> AsyncIterator[str]:
-    yield "retry: 1000\n\n"
+) -> AsyncIterator[bytes]:
+    yield b"retry: 1000\n\n"
+    size = signal.size
     while True:
-        size = log.head().size
         while last + 1 < size:
             end = min(size, last + 1 + CHUNK)
-            for offset, entry in enumerate(await tail.read(last + 1, end)):
-                if _matches(entry, filters):
-                    yield _format(last + 1 + offset, entry)
+            events = await tail.read(last + 1, end)
+            chunk = b"".join(e.text for e in events if _matches(e.entry, filters))
+            if chunk:
+                yield chunk
             last = end - 1
-        await signal.wait_beyond(last + 1, KEEPALIVE_SECONDS)
-        if log.head().size <= last + 1:
-            yield ": keepalive\n\n"
+        if await signal.wait_beyond(last + 1, KEEPALIVE_SECONDS):
+            size = signal.size
+            continue
+        yield b": keepalive\n\n"
+        # a commit whose notice was lost (another replica's) is found here at the latest
+        size = max(signal.size, (await run_in_threadpool(log.head)).size)
 
 
 @router.get("/v1/events")

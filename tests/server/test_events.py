@@ -82,14 +82,14 @@ def test_event_access_and_filters(serve: Callable[..., Any]) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
 
 
-def test_streams_share_one_decoded_tail(log: Any, monkeypatch: Any) -> None:
-    """Many streams wanting the same new entries cost one store read, not one each."""
-    import asyncio
+def _wire(index: int, data: bytes) -> bytes:
+    """An entry's event as the stream has always written it."""
+    entry = json.loads(data)
+    text = json.dumps(entry, separators=(",", ":"), sort_keys=True)
+    return f"id: {index}\nevent: {entry['kind']}\ndata: {text}\n\n".encode()
 
-    from lictor.server.events import EntryTail
 
-    for n in range(10):
-        log.append_event("note", {"n": n})
+def _count_reads(log: Any, monkeypatch: Any) -> list[tuple[int, int]]:
     reads: list[tuple[int, int]] = []
     original = log.store.read_entries
 
@@ -98,18 +98,68 @@ def test_streams_share_one_decoded_tail(log: Any, monkeypatch: Any) -> None:
         return original(start, end)
 
     monkeypatch.setattr(log.store, "read_entries", counted)
+    return reads
+
+
+def test_streams_share_one_decoded_tail(log: Any, monkeypatch: Any) -> None:
+    """Many streams wanting the same new entries cost one store read, not one each."""
+    import asyncio
+
+    from lictor.server.events import EntryTail
+
+    for n in range(10):
+        log.append_event("note", {"n": n})
+    stored = log.store.read_entries(0, 10)
+    reads = _count_reads(log, monkeypatch)
     tail = EntryTail(log, keep=4)
 
-    async def subscribers() -> list[list[dict[str, Any]]]:
+    async def subscribers() -> list[list[Any]]:
         return await asyncio.gather(*(tail.read(0, 10) for _ in range(50)))
 
     results = asyncio.run(subscribers())
     assert reads == [(0, 10)]
     assert all(r == results[0] for r in results)
-    assert [e["kind"] for e in results[0]] == ["note"] * 10
-    assert [json.loads(d) for d in original(0, 10)] == results[0]
+    assert all(a is b for r in results for a, b in zip(r, results[0], strict=True))
+    assert [e.entry for e in results[0]] == [json.loads(d) for d in stored]
+    assert [e.text for e in results[0]] == [_wire(i, d) for i, d in enumerate(stored)]
     for n in range(10, 20):
         log.append_event("note", {"n": n})
     newest = asyncio.run(asyncio.wait_for(tail.read(10, 20), 5))
-    assert [e["kind"] for e in newest] == ["note"] * 10
-    assert asyncio.run(asyncio.wait_for(tail.read(0, 10), 5)) == results[0]  # evicted: reread
+    assert [e.entry["kind"] for e in newest] == ["note"] * 10
+    reread = asyncio.run(asyncio.wait_for(tail.read(0, 10), 5))  # evicted: read again
+    assert [e.text for e in reread] == [e.text for e in results[0]]
+
+
+def test_committed_entries_reach_streams_without_a_store_read(log: Any, monkeypatch: Any) -> None:
+    """The committer hands its entries over; only entries committed elsewhere are read."""
+    import asyncio
+
+    from lictor.server.events import CommitSignal, EntryTail, _stream
+
+    log.append_event("note", {"n": "before"})
+    tail = EntryTail(log)
+    signal = CommitSignal(log.head().size, tail)
+    reads = _count_reads(log, monkeypatch)
+
+    async def follow() -> list[bytes]:
+        signal.attach(asyncio.get_running_loop())
+        stream = _stream(log, tail, signal, log.head().size - 1, {})
+        assert await anext(stream) == b"retry: 1000\n\n"
+        chunks = []
+        for n in range(3):
+            await asyncio.to_thread(log.append_event, "note", {"n": n})
+            chunks.append(await asyncio.wait_for(anext(stream), 5))
+        assert reads == []
+        handing.clear()  # as if another replica committed: only the size is heard of
+        await asyncio.to_thread(log.append_event, "note", {"n": "elsewhere"})
+        chunks.append(await asyncio.wait_for(anext(stream), 5))
+        await stream.aclose()
+        return chunks
+
+    handing = [True]
+    log.sequencer.add_commit_listener(lambda head, e: signal.committed(head, e if handing else ()))
+    chunks = asyncio.run(follow())
+    size = log.head().size
+    assert reads == [(size - 1, size)]
+    stored = log.store.read_entries(1, size)
+    assert chunks == [_wire(1 + i, d) for i, d in enumerate(stored)]
