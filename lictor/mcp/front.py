@@ -7,7 +7,10 @@ SIGINT or SIGTERM. On a loopback address the Host and Origin headers must
 name that address (DNS-rebinding protection), as the MCP specification asks
 of local servers. The HTTP front has no authentication of its own: every
 client of it acts as the gateway's principal, so bind it to loopback, or
-put it behind something that authenticates.
+put it behind something that authenticates. Each request is answered with a
+JSON body, not an event stream (the specification lets a server choose): the
+gateway sends nothing else on a request's behalf before its answer, and a
+body read whole lets the client keep its connection for the next request.
 
 Either way the first SIGINT or SIGTERM stops serving and then lets the
 gateway close in order (`lictor.mcp.lifecycle`): no completion is lost to a
@@ -125,7 +128,7 @@ class _Uvicorn(uvicorn.Server):
 def http_app(gateway: Gateway, host: str, port: int) -> Starlette:
     """The Starlette app serving ``gateway`` at `PATH`."""
     manager = StreamableHTTPSessionManager(
-        app=gateway.server(), security_settings=security(host, port)
+        app=gateway.server(), security_settings=security(host, port), json_response=True
     )
 
     @contextlib.asynccontextmanager

@@ -285,6 +285,33 @@ def test_loopback_front_refuses_other_host_names(
     assert httpx.post(gateway.url, json=body, headers=headers).status_code == 421
 
 
+def test_requests_are_answered_with_json_on_a_kept_connection(
+    plane: Plane, peer: Peer, http_gateway: Callable[..., HttpGateway]
+) -> None:
+    gateway = http_gateway(plane, peer.url)
+    accept = {"Accept": "application/json, text/event-stream"}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    with httpx.Client(headers=accept) as client:
+        r = client.post(gateway.url, json=hello)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+        assert r.json()["result"]["serverInfo"]["name"]
+        session = {"mcp-session-id": r.headers["mcp-session-id"]}
+        ping = client.post(
+            gateway.url, json={"jsonrpc": "2.0", "id": 2, "method": "ping"}, headers=session
+        )
+        assert ping.json() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+        assert r.extensions["network_stream"] is ping.extensions["network_stream"]
+
+
 def test_a_non_loopback_front_needs_allow_remote_and_is_warned_about(
     plane: Plane, peer: Peer, http_gateway: Callable[..., HttpGateway]
 ) -> None:
