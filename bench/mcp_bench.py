@@ -15,7 +15,10 @@ p99 of gateway minus direct; the target is <= 2 ms at the median). To tell
 the gateway's own work from the control plane's, it also times the
 control-plane round trip a governed call waits for (``POST /v1/executions``
 as a child of a session, through `lictor.sdk.AsyncClient`, and the
-completion the gateway sends after answering).
+completion the gateway sends after answering), and prints the CPU time each
+process spent per call through the gateway (gateway, control plane,
+upstream, this client; from ``/proc/<pid>/stat``): on a machine where they
+share the cores, that CPU is what the added latency is made of.
 
 Run: ``.venv/bin/python bench/mcp_bench.py [--calls 500] [--warmup 50]
 [--only stdio|http]``.
@@ -188,6 +191,49 @@ async def timed(
     return latencies, time.perf_counter() - started
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def processes(**prefixes: str) -> dict[str, int]:
+    """The pid of a process whose command line starts with each prefix."""
+    found: dict[str, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for name, prefix in prefixes.items():
+            if command.startswith(prefix):
+                found[name] = int(entry)
+    return found
+
+
+class CpuMeter:
+    """CPU time per call of named processes over a measured run."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def per_call(self, calls: int) -> str:
+        spent = {n: cpu_seconds(p) - self.start[n] for n, p in self.pids.items()}
+        parts = "   ".join(f"{n} {1000 * t / calls:.2f}" for n, t in spent.items())
+        return f"  {'CPU ms per call, through':28} {parts}"
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
@@ -238,7 +284,7 @@ async def control_plane(plane: Plane, calls: int, warmup: int) -> None:
     report("complete (after the answer)", done, sum(done) / 1000)
 
 
-async def bench_stdio(calls: int, warmup: int) -> None:
+async def bench_stdio(plane: Plane, calls: int, warmup: int) -> None:
     direct_argv = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
     gateway_argv = [sys.executable, "-m", "lictor.cli.main", "mcp", "--principal", PRINCIPAL]
     gateway_argv += ["--", *direct_argv]
@@ -246,14 +292,19 @@ async def bench_stdio(calls: int, warmup: int) -> None:
     async with over_stdio(direct_argv) as s:
         direct = await timed(s, "get_current_time", arguments, calls, warmup)
     async with over_stdio(gateway_argv) as s:
-        gateway = await timed(s, "get_current_time", arguments, calls, warmup)
+        await timed(s, "get_current_time", arguments, warmup, 0)
+        found = processes(gateway=" ".join(gateway_argv[:4]), upstream=" ".join(direct_argv[:3]))
+        meter = CpuMeter({**found, "control plane": plane.process.pid, "client": os.getpid()})
+        gateway = await timed(s, "get_current_time", arguments, calls, 0)
+        cpu = meter.per_call(calls)
     print(f"stdio: mcp-server-time get_current_time, {calls} calls after {warmup}:")
     report("direct", *direct)
     report("through lictor mcp", *gateway)
     added(direct[0], gateway[0])
+    print(cpu)
 
 
-async def bench_http(root: Path, calls: int, warmup: int) -> None:
+async def bench_http(plane: Plane, root: Path, calls: int, warmup: int) -> None:
     peer_port, gateway_port = free_port(), free_port()
     peer_argv = [sys.executable, str(PEER), "--port", str(peer_port), "--root", str(root)]
     upstream = f"http://127.0.0.1:{peer_port}/mcp"
@@ -267,7 +318,11 @@ async def bench_http(root: Path, calls: int, warmup: int) -> None:
         async with over_http(upstream) as s:
             direct = await timed(s, "echo", {"text": "x"}, calls, warmup)
         async with over_http(f"http://127.0.0.1:{gateway_port}/mcp") as s:
-            through = await timed(s, "echo", {"text": "x"}, calls, warmup)
+            await timed(s, "echo", {"text": "x"}, warmup, 0)
+            pids = {"gateway": gateway.pid, "upstream": peer.pid}
+            meter = CpuMeter({**pids, "control plane": plane.process.pid, "client": os.getpid()})
+            through = await timed(s, "echo", {"text": "x"}, calls, 0)
+            cpu = meter.per_call(calls)
     finally:
         for process in (gateway, peer):
             process.terminate()
@@ -276,14 +331,15 @@ async def bench_http(root: Path, calls: int, warmup: int) -> None:
     report("direct", *direct)
     report("through lictor mcp", *through)
     added(direct[0], through[0])
+    print(cpu)
 
 
 async def run(args: argparse.Namespace, root: Path, plane: Plane) -> None:
     steps: list[Callable[[], Awaitable[None]]] = []
     if args.only in (None, "stdio"):
-        steps.append(lambda: bench_stdio(args.calls, args.warmup))
+        steps.append(lambda: bench_stdio(plane, args.calls, args.warmup))
     if args.only in (None, "http"):
-        steps.append(lambda: bench_http(root, args.calls, args.warmup))
+        steps.append(lambda: bench_http(plane, root, args.calls, args.warmup))
     for step in steps:
         await step()
         print()
