@@ -123,30 +123,36 @@ class EntryTail:
 
     async def read(self, start: int, end: int) -> list[LogEvent]:
         """Entries ``start`` to ``end - 1`` (all in the log)."""
-        if any(i not in self._entries for i in range(start, end)):
+        found = {i: self._entries[i] for i in range(start, end) if i in self._entries}
+        if len(found) < end - start:
             async with self._lock:  # one reader fetches; the others find it here
-                await self._fetch(start, end)
-        # nothing awaits from the fetch to here, so no entry was evicted meanwhile
-        return [self._event(i) for i in range(start, end)]
+                found.update(await self._fetch(start, end))
+        # from ``found``, not the tail: commits handed over while the store was read
+        # may have evicted from the tail some of what this read wants
+        return [self._event(i, found[i]) for i in range(start, end)]
 
-    def _event(self, index: int) -> LogEvent:
-        found = self._entries[index]
+    def _event(self, index: int, found: LogEvent | bytes) -> LogEvent:
         if isinstance(found, LogEvent):
             return found
         entry = json.loads(found)
         event = LogEvent(entry, _format(index, entry).encode())
-        self._entries[index] = event
+        if index in self._entries:
+            self._entries[index] = event
         return event
 
-    async def _fetch(self, start: int, end: int) -> None:
+    async def _fetch(self, start: int, end: int) -> dict[int, LogEvent | bytes]:
+        """Entries ``start`` to ``end - 1``, those the tail lacks read from the store."""
         missing = [i for i in range(start, end) if i not in self._entries]
-        if not missing:
-            return
-        lo, hi = missing[0], missing[-1] + 1
-        data = await run_in_threadpool(self._log.store.read_entries, lo, hi)
-        for offset, raw in enumerate(data):
-            self._entries.setdefault(lo + offset, raw)
-        self._evict(start)
+        fetched: dict[int, LogEvent | bytes] = {}
+        if missing:
+            lo, hi = missing[0], missing[-1] + 1
+            data = await run_in_threadpool(self._log.store.read_entries, lo, hi)
+            fetched = {lo + offset: raw for offset, raw in enumerate(data)}
+            for index, raw in fetched.items():
+                self._entries.setdefault(index, raw)
+            self._evict(start)
+        present = {i: self._entries[i] for i in range(start, end) if i in self._entries}
+        return {**fetched, **present}
 
     def _evict(self, wanted: int) -> None:
         """Keep the newest ``keep`` entries, and those from ``wanted`` on."""

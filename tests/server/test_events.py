@@ -163,3 +163,26 @@ def test_committed_entries_reach_streams_without_a_store_read(log: Any, monkeypa
     assert reads == [(size - 1, size)]
     stored = log.store.read_entries(1, size)
     assert chunks == [_wire(1 + i, d) for i, d in enumerate(stored)]
+
+
+def test_commits_evicting_the_tail_during_a_read_do_not_lose_it(log: Any, monkeypatch: Any) -> None:
+    """A slow reader of old entries gets all of them, even when commits handed over
+    while it reads the store push them out of the tail."""
+    import asyncio
+
+    from lictor.server.events import EntryTail
+
+    for n in range(12):
+        log.append_event("note", {"n": n})
+    stored = log.store.read_entries(0, 12)
+    tail = EntryTail(log, keep=2)
+    tail.offer(0, stored[:3])  # 0-2 in the tail, 3-11 to be read from the store
+    read = log.store.read_entries
+
+    def slow_read(lo: int, hi: int) -> list[bytes]:
+        tail.offer(100, [b'{"kind":"note"}'] * 10)  # a burst committed meanwhile
+        return read(lo, hi)
+
+    monkeypatch.setattr(log.store, "read_entries", slow_read)
+    got = asyncio.run(asyncio.wait_for(tail.read(0, 12), 5))
+    assert [e.text for e in got] == [_wire(i, d) for i, d in enumerate(stored)]
