@@ -95,10 +95,15 @@ def completions_body(completions: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     return {"completions": items}
 
 
-def completed(reply: dict[str, Any]) -> list[dict[str, Any] | LictorError]:
-    """Each completion's answer, or its error rebuilt."""
+def completed(reply: dict[str, Any], count: int) -> list[dict[str, Any] | LictorError]:
+    """Each of ``count`` completions' answer, or its error rebuilt."""
+    items = reply.get("results")
+    if not isinstance(items, list) or len(items) != count:
+        raise LictorError(f"the reply does not answer each of {count} completions")
     results: list[dict[str, Any] | LictorError] = []
-    for item in reply["results"]:
+    for item in items:
+        if not isinstance(item, dict):
+            raise LictorError("a completion's answer is not a JSON object")
         results.append(error_for(item, 200) if "error" in item else item)
     return results
 
@@ -242,7 +247,7 @@ class Client:
         holds ``execution`` and ``outcome``, and may hold ``exit_code``, ``summary`` and
         ``result_hash``; each is answered alone: `complete`'s reply, or its error."""
         reply = self._call("POST", "/v1/executions/completions", completions_body(completions))
-        return completed(reply)
+        return completed(reply, len(completions))
 
     def get(self, execution_id: str) -> dict[str, Any]:
         """An execution with its decision and every transition."""
@@ -375,7 +380,8 @@ class AsyncClient:
     ) -> list[dict[str, Any] | LictorError]:
         """`Client.complete_many`."""
         body = completions_body(completions)
-        return completed(await self._call("POST", "/v1/executions/completions", body))
+        reply = await self._call("POST", "/v1/executions/completions", body)
+        return completed(reply, len(completions))
 
     async def get(self, execution_id: str) -> dict[str, Any]:
         """`Client.get`."""

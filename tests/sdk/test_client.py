@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lictor.errors import LogError, UnavailableError
+from lictor.errors import InvalidTransitionError, LogError, UnavailableError
 from lictor.sdk import Client, DeniedError, current_execution, governed, verify_receipt
 
 from ..conftest import free_port
@@ -150,3 +150,21 @@ def test_a_root_execution_ignores_the_enclosing_one(client: Client) -> None:
     ):
         assert inner.execution["parent_id"] is None
         assert inner.execution["root_id"] == inner.id != outer.id
+
+
+def test_complete_many_answers_each_completion_in_its_place(plane: Plane, client: Client) -> None:
+    ids = [client.request(PLANNER, DEPLOY, STAGING)["execution"]["id"] for _ in range(2)]
+    plane.revoke(ids[1])
+    digest = "sha256:" + "0f" * 32
+    answers = client.complete_many(
+        [
+            {"execution": ids[0], "outcome": "succeeded", "result_hash": digest},
+            {"execution": ids[1], "outcome": "succeeded"},
+        ]
+    )
+    first, second = answers
+    assert isinstance(first, dict) and first["execution"]["state"] == "completed"
+    assert first["transitions"][-1]["result_hash"] == digest
+    verify_receipt(first["receipt"], plane.vkey())
+    assert isinstance(second, InvalidTransitionError)
+    assert plane.execution(ids[1])["execution"]["state"] == "revoked"
