@@ -22,7 +22,7 @@ from lictor.service.log import AuditLog
 from .postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
-VECTORS = REPO.parent / "shared" / "vectors"
+VECTORS = REPO / "tests" / "vectors"
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from lictor.log.merkle import CompactRange, leaf_hash
 from lictor.log.note import Ed25519Signer, parse_signer_key, sign_note
 from lictor.log.tiles import TILE_HEIGHT, TILE_WIDTH, Tile, encode_bundle
 
-VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 TESSERA = VECTORS / "tessera-testdata-log"
 
 

@@ -1,8 +1,8 @@
-"""Fixtures for the `lictor.log` suite: where the shared external vectors live.
+"""Fixtures for the `lictor.log` suite: where the external vectors live.
 
-The vectors are read in place from ``../shared/vectors`` (a sibling of the repo
-root), never copied into the repo. A missing folder or an empty vector set is a
-collection error, not a skip.
+The vectors are kept in ``tests/vectors`` (their sources and licenses are in its
+README). A missing folder or an empty vector set is a collection error, not a
+skip.
 
 The test modules share `naive_rfc6962` (the in-memory tree and the naive
 RFC 6962 reference); pyproject.toml puts this folder on pytest's path.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-VECTORS = Path(__file__).resolve().parents[2] / ".." / "shared" / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 MERKLE_PROBES = VECTORS / "transparency-dev-merkle" / "testdata"
 
 
@@ -44,6 +44,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def vectors() -> Path:
-    """The shared vectors folder; fails (never skips) when it is missing."""
+    """The vectors folder; fails (never skips) when it is missing."""
     assert VECTORS.is_dir(), f"external vectors not found at {VECTORS}"
     return VECTORS
