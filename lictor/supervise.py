@@ -20,8 +20,11 @@ What `lictor run` needs from the operating system, and nothing about Lictor:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import threading
@@ -29,8 +32,36 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+PR_SET_DUMPABLE = 4
 _JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
 _names = itertools.count()
+
+
+def not_dumpable() -> None:
+    """Keep other processes of the same user (a command this one started) out of this
+    process's memory and ``/proc/<pid>/environ``, where a credential may be (Linux's
+    ``PR_SET_DUMPABLE``; children get it back when they execute a program)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: nothing to do there
+        pass
+
+
+def as_user(user: str) -> list[str]:
+    """The ``setpriv`` prefix that runs a command as ``user``; `PermissionError` unless
+    this process may change its user, `FileNotFoundError` for an unknown user."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise FileNotFoundError(f"no user {user!r}") from None
+    if os.geteuid() != 0:
+        raise PermissionError(f"only root may run a command as {user!r}")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise FileNotFoundError("setpriv (util-linux) is needed to run a command as a user")
+    ids = [f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}"]
+    return [setpriv, *ids, "--init-groups", "--"]
 
 
 def cgroup_home() -> Path | None:
@@ -64,8 +95,19 @@ class Supervised:
         self.cgroup = cgroup
 
     @classmethod
-    def start(cls, argv: Sequence[str], env: Mapping[str, str], home: Path | None) -> Supervised:
-        """Start ``argv``; `FileNotFoundError` and `PermissionError` as `subprocess` raises."""
+    def start(
+        cls,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        home: Path | None,
+        user: str | None = None,
+    ) -> Supervised:
+        """Start ``argv`` (as ``user`` if given: its uid, gid and groups, set by
+        util-linux's ``setpriv`` once the command is in its cgroup); `FileNotFoundError`
+        and `PermissionError` as `subprocess` raises. It inherits no descriptor but
+        standard input, output and error."""
+        if user is not None:
+            argv = [*as_user(user), *argv]
         cgroup = None
         if home is not None:
             cgroup = home / f"lictor-run-{os.getpid()}-{next(_names)}"

@@ -29,6 +29,11 @@ def add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def explicit_credential(args: argparse.Namespace) -> bool:
+    """Whether a credential was given (flag or environment), not only found on disk."""
+    return bool(getattr(args, "credential_file", None) or os.environ.get("LICTOR_CREDENTIAL"))
+
+
 def credential(args: argparse.Namespace) -> str | None:
     if args.credential_file:
         try:

@@ -40,6 +40,7 @@ from lictor.cli.client import DEFAULT_URL, add_client_options, call, credential
 from lictor.cli.run import parent_principal
 from lictor.core.tools import check_hash
 from lictor.errors import InvalidRequestError
+from lictor.supervise import not_dumpable
 
 if TYPE_CHECKING:
     from lictor.mcp.lifecycle import Config
@@ -106,6 +107,7 @@ def _wrap(args: argparse.Namespace, command: list[str]) -> int:
     address = _address(args.listen, args.allow_remote) if args.listen else None
     target = Target(tuple(command), args.upstream)
     config = _config(args, target)
+    not_dumpable()  # the wrapped server runs as this user: keep it out of the credential
     _log_to_stderr()
     if address is not None:
         host, port = address

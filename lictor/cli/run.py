@@ -1,20 +1,30 @@
 """`lictor run`: run any command as a governed execution, and stop it when trust ends.
 
     lictor run [--url U] [--principal P] --action A --resource R [--context JSON]
-               [--ttl S] [--grace S] -- CMD ARGS...
+               [--ttl S] [--grace S] [--user NAME] -- CMD ARGS...
 
 The runtime's credential comes from ``--credential-file`` or
 ``LICTOR_CREDENTIAL`` (see `lictor.cli.client`). The command starts only if
 the execution is allowed. It runs in its own process group, and in its own
 cgroup where the machine allows it (`lictor.supervise`), with
-``LICTOR_EXECUTION_ID``, ``LICTOR_GRANT`` and a W3C ``TRACEPARENT`` in its
-environment, so a `lictor run` or SDK call inside it becomes a child
-execution (whose principal defaults to this one's).
+``LICTOR_EXECUTION_ID``, ``LICTOR_GRANT``, ``LICTOR_URL`` and a W3C
+``TRACEPARENT`` in its environment and no other ``LICTOR_*`` variable: never
+the credential. A `lictor run` or SDK call inside it finds no credential and
+acts through the grant, so it can only start children of this execution
+(whose principal defaults to this one's), and nothing once the lease is over.
+This process is made non-dumpable, so a command running as the same user
+cannot read the credential out of ``/proc/<pid>/environ`` or its memory;
+``--user`` (as root) runs the command as another user, who cannot read a
+credential file kept 0600 either.
 
 While it runs, the lease is renewed and the execution's events followed
 (`lictor.sdk`). SIGINT and SIGTERM are forwarded to the command. On
-revocation, or a lease that could not be renewed before the local deadline,
-the whole command gets SIGTERM, then SIGKILL after ``--grace`` seconds; the
+revocation, or a lease that could not be renewed in time, the whole command
+gets SIGTERM, then SIGKILL after ``--grace`` seconds, and never later than
+the local deadline, which comes before the lease ends: a command that ignores
+SIGTERM is still dead before its lease is over. (A lease that cannot be
+renewed is given up ``--grace`` seconds before the deadline, at most a
+quarter of the lease, so the SIGTERM comes with that much notice.) The
 reason goes to stderr. If `lictor run` itself is killed, its watchdog kills
 the command. The execution is completed with the command's exit code.
 
@@ -32,11 +42,12 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-from lictor.cli.client import DEFAULT_URL, credential
+from lictor.cli.client import DEFAULT_URL, credential, explicit_credential
 from lictor.errors import (
     DeniedError,
     ExecutionRevokedError,
@@ -45,7 +56,7 @@ from lictor.errors import (
 )
 from lictor.sdk import Client, ExecutionHandle
 from lictor.sdk.scope import GRANT_ENV
-from lictor.supervise import Supervised, Watchdog, cgroup_home
+from lictor.supervise import Supervised, Watchdog, cgroup_home, not_dumpable
 
 DENIED = 77
 UNREACHABLE = 69
@@ -72,6 +83,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--context", default="{}", help="request context, a JSON object")
     p.add_argument("--ttl", type=int, help="lease in seconds (default: the server's)")
     p.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, help="SIGTERM to SIGKILL, s")
+    p.add_argument("--user", help="run the command as this user (lictor run must be root)")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
     p.set_defaults(func=run)
 
@@ -83,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
     context = _context(args.context)
     principal = args.principal or parent_principal()
     action = args.action if "::" in args.action else f'Action::"{args.action}"'
-    secret = credential(args)
-    if not secret:
-        raise InvalidRequestError("a runtime credential is needed (LICTOR_CREDENTIAL)")
+    secret = runtime_credential(args)
     url = args.url or os.environ.get("LICTOR_URL") or DEFAULT_URL
+    if args.grace < 0:
+        raise InvalidRequestError("--grace must not be negative")
+    not_dumpable()  # before the watchdog forks: it holds the same memory
     watchdog = Watchdog()  # forked first: no thread may exist yet
     try:
         return _govern(url, secret, principal, action, args, context, argv, watchdog)
@@ -99,9 +112,20 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, signal.SIG_IGN)
 
 
+def runtime_credential(args: argparse.Namespace) -> str | None:
+    """The runtime's credential; None inside a governed command, which acts through
+    its grant (``LICTOR_GRANT``) unless a credential is given explicitly."""
+    if explicit_credential(args) or not os.environ.get(GRANT_ENV):
+        secret = credential(args)
+        if not secret:
+            raise InvalidRequestError("a runtime credential is needed (LICTOR_CREDENTIAL)")
+        return secret
+    return None
+
+
 def _govern(
     url: str,
-    secret: str,
+    secret: str | None,
     principal: str,
     action: str,
     args: argparse.Namespace,
@@ -111,9 +135,11 @@ def _govern(
 ) -> int:
     with Client(url, secret) as client:
         try:
-            scope = client.execution(principal, action, args.resource, context, args.ttl)
+            scope = client.execution(
+                principal, action, args.resource, context, args.ttl, stop_ahead=args.grace
+            )
             with scope as handle:
-                return _supervise(handle, argv, args.grace, watchdog)
+                return _supervise(handle, argv, args, url, watchdog)
         except DeniedError as e:
             if e.receipt is None:
                 print(f"lictor run: no decision: {e.reason_code}: {e.message}", file=sys.stderr)
@@ -129,7 +155,13 @@ def _govern(
             return LEASE_LOST
 
 
-def _supervise(handle: ExecutionHandle, argv: list[str], grace: float, watchdog: Watchdog) -> int:
+def _supervise(
+    handle: ExecutionHandle,
+    argv: list[str],
+    args: argparse.Namespace,
+    url: str,
+    watchdog: Watchdog,
+) -> int:
     """Run the command under ``handle``; its exit code (the scope raises if it was lost).
 
     SIGINT and SIGTERM are caught from before the command starts until this
@@ -141,14 +173,14 @@ def _supervise(handle: ExecutionHandle, argv: list[str], grace: float, watchdog:
     interrupted: list[int] = []
     _forward_signals(started, interrupted)
     try:
-        supervised = Supervised.start(argv, _environment(handle), cgroup_home())
+        supervised = Supervised.start(argv, environment(handle, url), cgroup_home(), args.user)
     except OSError as e:
         print(f"lictor run: cannot start {argv[0]}: {e}", file=sys.stderr)
         handle.report("failed", NOT_STARTED, f"not started: {e}")
         return NOT_STARTED
     started.append(supervised)
     watchdog.guard(supervised)
-    handle.on_cancel(lambda: supervised.terminate(grace))
+    handle.on_cancel(lambda: supervised.terminate(_grace(handle, args.grace)))
     if interrupted:
         supervised.signal(interrupted[0])
     try:
@@ -172,10 +204,18 @@ def _forward_signals(started: list[Supervised], seen: list[int]) -> None:
         signal.signal(sig, forward)
 
 
-def _environment(handle: ExecutionHandle) -> dict[str, str]:
-    env = dict(os.environ)
+def _grace(handle: ExecutionHandle, grace: float) -> float:
+    """SIGTERM to SIGKILL: ``grace``, cut short so the command is dead by the deadline."""
+    return max(0.0, min(grace, handle.stop_by - time.monotonic()))
+
+
+def environment(handle: ExecutionHandle, url: str) -> dict[str, str]:
+    """The command's environment: this one's, less every ``LICTOR_*`` variable (a
+    credential among them), plus what identifies its execution."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LICTOR_")}
     env["LICTOR_EXECUTION_ID"] = handle.id
     env[GRANT_ENV] = handle.grant or ""
+    env["LICTOR_URL"] = url
     env["TRACEPARENT"] = traceparent(str(handle.execution["root_id"]), handle.id, env)
     return env
 

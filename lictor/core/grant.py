@@ -276,21 +276,41 @@ class VerifiedGrants:
 
     def verify(self, token: object, now_ms: int) -> GrantClaims:
         """`verify_grant` at ``now_ms`` with no leeway."""
+        claims = self._signed(token, now_ms)
+        _check_claims(claims, self.verifier, now_ms, 0)
+        return claims
+
+    def identify(self, token: object, now_ms: int) -> GrantClaims:
+        """The execution a grant names, checked as `verify` does but for ``exp``.
+
+        For the control plane that issued it, a grant identifies its execution;
+        what the execution may still do is decided by its stored lease, which
+        renewals move past the ``exp`` written into the grant when it was issued.
+        The caller must therefore check that the execution is live."""
+        claims = self._signed(token, now_ms)
+        _check_claims(claims, self.verifier, now_ms, 0, expiry=False)
+        return claims
+
+    def _signed(self, token: object, now_ms: int) -> GrantClaims:
+        """The claims of a token whose signature verifies (checked once per token)."""
+        check_time_ms(now_ms, "now_ms")
         if not isinstance(token, str):
-            return verify_grant(token, self.verifier, now_ms)
+            _check_token_shape(token)  # raises
+            raise GrantError("a grant is a string")
         with self._lock:
             claims = self._seen.get(token)
             if claims is not None:
                 self._seen.move_to_end(token)
-        if claims is None:
-            claims = verify_grant(token, self.verifier, now_ms)
-            with self._lock:
-                self._seen[token] = claims
-                if len(self._seen) > self._size:
-                    self._seen.popitem(last=False)
-            return claims
-        check_time_ms(now_ms, "now_ms")
-        _check_claims(claims, self.verifier, now_ms, 0)
+                return claims
+        _check_token_shape(token)
+        try:
+            claims = _parse_claims(_verified_payload(token, self.verifier))
+        except InvalidRequestError as e:
+            raise GrantError(f"grant claims are invalid: {e.message}") from e
+        with self._lock:
+            self._seen[token] = claims
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
         return claims
 
 
@@ -392,7 +412,9 @@ def _ancestors(act: object, depth: int) -> tuple[EntityRef, ...]:
     return tuple(reversed(nearest_first))
 
 
-def _check_claims(claims: GrantClaims, verifier: GrantVerifier, now_ms: int, leeway: int) -> None:
+def _check_claims(
+    claims: GrantClaims, verifier: GrantVerifier, now_ms: int, leeway: int, *, expiry: bool = True
+) -> None:
     if claims.issuer != verifier.issuer:
         raise GrantError("grant is from another issuer")
     is_root = claims.parent_id is None
@@ -404,5 +426,5 @@ def _check_claims(claims: GrantClaims, verifier: GrantVerifier, now_ms: int, lee
         raise GrantError("grant times must satisfy iat <= nbf < exp")
     if now_ms + leeway < claims.not_before_ms:
         raise GrantError("grant is not valid yet")
-    if now_ms - leeway >= claims.expires_at_ms:
+    if expiry and now_ms - leeway >= claims.expires_at_ms:
         raise GrantError("grant has expired")

@@ -34,7 +34,7 @@ from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel
 
-WITHHELD = ("LICTOR_CREDENTIAL", "LICTOR_GRANT", "LICTOR_EXECUTION_ID")
+WITHHELD = "LICTOR_"
 MAX_PAGES = 100
 MAX_TOOLS = 10_000
 log = logging.getLogger("lictor.mcp")
@@ -54,8 +54,10 @@ class Target:
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a wrapped stdio server: the gateway's, minus Lictor's secrets."""
-    return {k: v for k, v in environ.items() if k not in WITHHELD}
+    """The environment of a wrapped stdio server: the gateway's, less every ``LICTOR_*``
+    variable (the credential, the session's grant): the server acts only through the
+    gateway."""
+    return {k: v for k, v in environ.items() if not k.startswith(WITHHELD)}
 
 
 def page(cursor: str | None) -> types.PaginatedRequestParams | None:

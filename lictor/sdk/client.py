@@ -11,6 +11,15 @@ when the control plane cannot be reached.
 ``client.execution(...)`` governs a block (`lictor.sdk.scope`): it requests
 the execution, keeps its lease renewed and (unless ``events=False``) follows
 its events while the block runs, and completes it after.
+
+A client made without a credential acts through grants, the way a command
+started by ``lictor run`` must (it is given its execution's grant, never the
+runtime's credential): each call about an execution is authenticated by that
+execution's grant, and a request by its parent's, so such a client can create
+children of the executions whose grants it holds, renew, complete and follow
+those, and nothing else: ``Client(os.environ["LICTOR_URL"])`` inside such a
+command, then ``with client.execution(...)``, starts a child of the command's
+execution.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
-from lictor.errors import DeniedError, LictorError, UnavailableError
+from lictor.errors import DeniedError, InvalidRequestError, LictorError, UnavailableError
 from lictor.sdk.enforce import ExecutionHandle
 from lictor.sdk.events import AsyncEventWatcher, EventWatcher, NoAsyncWatcher, NoWatcher
 from lictor.sdk.scope import AsyncExecutionScope, ExecutionScope, Spec
@@ -35,8 +44,21 @@ URL_SAFE = "/?&=:@!$'()*+,;-._~%"  # what a path and query may hold as they are
 Ref = str | Mapping[str, str]
 
 
-def _headers(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
+def _headers(credential: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {credential}"} if credential else {}
+
+
+def grant_headers(credential: str | None, grant: str | None) -> dict[str, str] | None:
+    """Headers for a call about the execution holding ``grant``: None when the client's
+    own credential authenticates it, else the grant as the bearer."""
+    if credential:
+        return None
+    if not grant:
+        raise InvalidRequestError(
+            "no credential, and no grant for this call: a client without a credential"
+            " acts only through the grants of its executions (LICTOR_GRANT)"
+        )
+    return _headers(grant)
 
 
 def request_body(
@@ -170,18 +192,21 @@ def unavailable(url: str, error: httpx.TransportError) -> UnavailableError:
 
 
 class Client:
-    """A runtime's synchronous client; one per process, safe to share between threads."""
+    """A runtime's synchronous client; one per process, safe to share between threads.
+
+    Without a ``credential`` it acts through grants (see the module's docstring)."""
 
     def __init__(
         self,
         url: str,
-        credential: str,
+        credential: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         events: bool = True,
     ) -> None:
         self.url, self._timeout, self.events = url.rstrip("/"), timeout, events
+        self._credential = credential
         self._headers = _headers(credential)
         self._http = httpx.Client(
             base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
@@ -213,18 +238,24 @@ class Client:
         resource's definition as this runtime sees it; the control plane denies
         it (``definition_changed``) unless it is the approved pin."""
         body = request_body(principal, action, resource, context, parent_grant, ttl, definition)
+        headers = grant_headers(self._credential, parent_grant)
         try:
-            response = self._http.post("/v1/executions", json=body)
+            response = self._http.post("/v1/executions", json=body, headers=headers)
         except httpx.TransportError as e:
             raise unreachable(self.url, e) from e
         return read_grant(response.status_code, _json(response))
 
     def renew(
-        self, execution_id: str, ttl: int | None = None, *, timeout: float | None = None
+        self,
+        execution_id: str,
+        ttl: int | None = None,
+        *,
+        timeout: float | None = None,
+        grant: str | None = None,
     ) -> dict[str, Any]:
         """Re-verify an execution: a new lease and grant, or the execution revoked."""
         path = f"/v1/executions/{execution_id}/renew"
-        return self._call("POST", path, _ttl_body(ttl), timeout)
+        return self._call("POST", path, _ttl_body(ttl), timeout, grant)
 
     def complete(
         self,
@@ -234,11 +265,13 @@ class Client:
         summary: str | None = None,
         *,
         result_hash: str | None = None,
+        grant: str | None = None,
     ) -> dict[str, Any]:
         """End an execution with ``outcome``: succeeded, failed or cancelled; ``result_hash``
         (``sha256:<hex>``) commits to what the work returned."""
         body = complete_body(outcome, exit_code, summary, result_hash)
-        return self._call("POST", f"/v1/executions/{execution_id}/complete", body)
+        path = f"/v1/executions/{execution_id}/complete"
+        return self._call("POST", path, body, grant=grant)
 
     def complete_many(
         self, completions: Sequence[Mapping[str, Any]]
@@ -249,9 +282,9 @@ class Client:
         reply = self._call("POST", "/v1/executions/completions", completions_body(completions))
         return completed(reply, len(completions))
 
-    def get(self, execution_id: str) -> dict[str, Any]:
+    def get(self, execution_id: str, *, grant: str | None = None) -> dict[str, Any]:
         """An execution with its decision and every transition."""
-        return self._call("GET", f"/v1/executions/{execution_id}")
+        return self._call("GET", f"/v1/executions/{execution_id}", grant=grant)
 
     def observe_tools(self, server: str, tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Report the tools ``server`` offers (their members `lictor.core.tools.MEMBERS`):
@@ -270,7 +303,8 @@ class Client:
         one that does nothing if this client follows no events."""
         if not self.events:
             return NoWatcher()
-        return EventWatcher(self.url, self._headers, handle, after)
+        headers = grant_headers(self._credential, handle.grant) or self._headers
+        return EventWatcher(self.url, headers, handle, after)
 
     def execution(
         self,
@@ -281,16 +315,26 @@ class Client:
         ttl: int | None = None,
         parent_grant: str | None = None,
         root: bool = False,
+        stop_ahead: float = 0.0,
     ) -> ExecutionScope:
-        """Govern a ``with`` block: see `lictor.sdk.scope.ExecutionScope`."""
-        spec = Spec(principal, action, resource, context, ttl, parent_grant, root)
+        """Govern a ``with`` block: see `lictor.sdk.scope.ExecutionScope`; ``stop_ahead``
+        seconds is the notice the block needs to stop (`lictor.sdk.enforce`)."""
+        spec = Spec(principal, action, resource, context, ttl, parent_grant, root, stop_ahead)
         return ExecutionScope(self, spec)
 
     def _call(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        grant: str | None = None,
     ) -> dict[str, Any]:
+        headers = grant_headers(self._credential, grant)
         try:
-            response = self._http.request(method, path, json=body, timeout=timeout or self._timeout)
+            response = self._http.request(
+                method, path, json=body, timeout=timeout or self._timeout, headers=headers
+            )
         except httpx.TransportError as e:
             raise unavailable(self.url, e) from e
         return read_reply(response.status_code, _json(response))
@@ -302,13 +346,14 @@ class AsyncClient:
     def __init__(
         self,
         url: str,
-        credential: str,
+        credential: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
         events: bool = True,
     ) -> None:
         self.url, self._timeout, self.events = url.rstrip("/"), timeout, events
+        self._credential = credential
         self._headers = _headers(credential)
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
@@ -322,7 +367,6 @@ class AsyncClient:
                 (b"Host", where.netloc),
                 (b"Accept", b"application/json"),
                 (b"Content-Type", b"application/json"),
-                *((k.encode(), v.encode()) for k, v in self._headers.items()),
             ]
 
     async def __aenter__(self) -> AsyncClient:
@@ -349,18 +393,24 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """`Client.request`."""
         body = request_body(principal, action, resource, context, parent_grant, ttl, definition)
+        headers = grant_headers(self._credential, parent_grant)
         try:
-            status, reply = await self._send("POST", "/v1/executions", body, self._timeout)
+            status, reply = await self._send("POST", "/v1/executions", body, self._timeout, headers)
         except httpx.TransportError as e:
             raise unreachable(self.url, e) from e
         return read_grant(status, reply)
 
     async def renew(
-        self, execution_id: str, ttl: int | None = None, *, timeout: float | None = None
+        self,
+        execution_id: str,
+        ttl: int | None = None,
+        *,
+        timeout: float | None = None,
+        grant: str | None = None,
     ) -> dict[str, Any]:
         """`Client.renew`."""
         path = f"/v1/executions/{execution_id}/renew"
-        return await self._call("POST", path, _ttl_body(ttl), timeout)
+        return await self._call("POST", path, _ttl_body(ttl), timeout, grant)
 
     async def complete(
         self,
@@ -370,10 +420,12 @@ class AsyncClient:
         summary: str | None = None,
         *,
         result_hash: str | None = None,
+        grant: str | None = None,
     ) -> dict[str, Any]:
         """`Client.complete`."""
         body = complete_body(outcome, exit_code, summary, result_hash)
-        return await self._call("POST", f"/v1/executions/{execution_id}/complete", body)
+        path = f"/v1/executions/{execution_id}/complete"
+        return await self._call("POST", path, body, grant=grant)
 
     async def complete_many(
         self, completions: Sequence[Mapping[str, Any]]
@@ -383,9 +435,9 @@ class AsyncClient:
         reply = await self._call("POST", "/v1/executions/completions", body)
         return completed(reply, len(completions))
 
-    async def get(self, execution_id: str) -> dict[str, Any]:
+    async def get(self, execution_id: str, *, grant: str | None = None) -> dict[str, Any]:
         """`Client.get`."""
-        return await self._call("GET", f"/v1/executions/{execution_id}")
+        return await self._call("GET", f"/v1/executions/{execution_id}", grant=grant)
 
     async def observe_tools(
         self, server: str, tools: Sequence[Mapping[str, Any]]
@@ -402,7 +454,8 @@ class AsyncClient:
         """`Client.watch`, as a task."""
         if not self.events:
             return NoAsyncWatcher()
-        return AsyncEventWatcher(self.url, self._headers, handle, after)
+        headers = grant_headers(self._credential, handle.grant) or self._headers
+        return AsyncEventWatcher(self.url, headers, handle, after)
 
     def execution(
         self,
@@ -413,30 +466,49 @@ class AsyncClient:
         ttl: int | None = None,
         parent_grant: str | None = None,
         root: bool = False,
+        stop_ahead: float = 0.0,
     ) -> AsyncExecutionScope:
         """Govern an ``async with`` block: see `lictor.sdk.scope.AsyncExecutionScope`."""
-        spec = Spec(principal, action, resource, context, ttl, parent_grant, root)
+        spec = Spec(principal, action, resource, context, ttl, parent_grant, root, stop_ahead)
         return AsyncExecutionScope(self, spec)
 
     async def _call(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        timeout: float | None = None,
+        grant: str | None = None,
     ) -> dict[str, Any]:
+        headers = grant_headers(self._credential, grant)
         try:
-            status, reply = await self._send(method, path, body, timeout or self._timeout)
+            status, reply = await self._send(method, path, body, timeout or self._timeout, headers)
         except httpx.TransportError as e:
             raise unavailable(self.url, e) from e
         return read_reply(status, reply)
 
-    async def _send(self, method: str, path: str, body: Any, timeout: float) -> tuple[int, Any]:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         """The status and parsed JSON (None if none) of one call, through the lean pool
-        for plain HTTP (`lictor.sdk.transport`), else through httpx."""
+        for plain HTTP (`lictor.sdk.transport`), else through httpx; ``headers`` stand
+        for the client's own authorization."""
         if self._pool is None:
-            response = await self._http.request(method, path, json=body, timeout=timeout)
+            response = await self._http.request(
+                method, path, json=body, timeout=timeout, headers=headers
+            )
             return response.status_code, _json(response)
         content = b"" if body is None else json_bytes(body)
         target = self._prefix + quote(path, safe=URL_SAFE).encode()
+        auth = (headers if headers is not None else self._headers).items()
+        wire = [*self._wire_headers, *((k.encode(), v.encode()) for k, v in auth)]
         status, _, data = await self._pool.exchange(
-            method.encode(), target, list(self._wire_headers), content, timeout, timeout
+            method.encode(), target, wire, content, timeout, timeout
         )
         try:
             return status, json.loads(data)

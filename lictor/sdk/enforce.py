@@ -12,6 +12,11 @@ Guarantees:
   or renewal) plus the lease the control plane granted, minus a safety margin.
   The server started that lease no earlier than the send, so the deadline
   always comes before the server's expiry; wall-clock jumps do not move it.
+  `ExecutionHandle.stop_by` holds it: work that must be over when its
+  authority ends is dead by then.
+- With ``stop_ahead`` seconds, the execution is lost that long before the
+  deadline (at most a quarter of the lease), so the work gets its notice in
+  time to stop by the deadline; without, it is lost at the deadline.
 - Renewals are due about a third of the granted lease after the last
   successful send, with jitter; a renewal that fails without an answer is
   retried sooner, until the deadline.
@@ -47,6 +52,7 @@ MARGIN_FRACTION = 0.1
 MIN_MARGIN_S = 0.05
 RETRY_FRACTION = 0.1
 MIN_RETRY_S = 0.05
+MAX_STOP_AHEAD_FRACTION = 0.25
 
 log = logging.getLogger("lictor.sdk")
 
@@ -80,6 +86,7 @@ class ExecutionHandle:
         self._callbacks: list[Callable[[], object]] = []
         self._lock = threading.Lock()
         self.reported: tuple[str, int | None, str | None] | None = None
+        self.stop_by = float("inf")  # the local deadline (monotonic), set by the keeper
 
     @property
     def id(self) -> str:
@@ -135,14 +142,23 @@ def _run(callback: Callable[[], object]) -> None:
 class Keeper:
     """The renewal schedule of one handle; every method takes the monotonic time."""
 
-    def __init__(self, handle: ExecutionHandle, sent_at: float, rng: random.Random) -> None:
+    def __init__(
+        self,
+        handle: ExecutionHandle,
+        sent_at: float,
+        rng: random.Random,
+        stop_ahead: float = 0.0,
+    ) -> None:
         self.handle = handle
         self._rng = rng
+        self._stop_ahead = max(0.0, stop_ahead)
         self._schedule(sent_at)
 
     def _schedule(self, sent_at: float) -> None:
         seconds = self.handle.lease.seconds
-        self.deadline = sent_at + seconds - max(MIN_MARGIN_S, seconds * MARGIN_FRACTION)
+        stop_by = sent_at + seconds - max(MIN_MARGIN_S, seconds * MARGIN_FRACTION)
+        self.handle.stop_by = stop_by
+        self.deadline = stop_by - min(self._stop_ahead, seconds * MAX_STOP_AHEAD_FRACTION)
         jitter = self._rng.uniform(1 - JITTER, 1 + JITTER)
         self.due_at = sent_at + seconds * RENEW_FRACTION * jitter
 

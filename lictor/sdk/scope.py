@@ -19,7 +19,9 @@ so the caller learns its work ran past its authorization.
 Lineage: the parent grant is the one given, else the grant of the execution
 whose block encloses this one (a `ContextVar`, so it follows tasks), else the
 environment's ``LICTOR_GRANT`` (set by a launching Lictor process); ``root=True``
-starts a new lineage whatever encloses the block.
+starts a new lineage whatever encloses the block. A client made without a
+credential acts through these grants: the parent's authenticates the request
+for a child, and the child's own its renewals, completion and events.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class Spec:
     ttl: int | None = None
     parent_grant: str | None = None
     root: bool = False
+    stop_ahead: float = 0.0
 
     def parent(self) -> str | None:
         """The given parent grant, else the enclosing execution's, else ``LICTOR_GRANT``
@@ -87,7 +90,7 @@ class ExecutionScope:
             spec.principal, spec.action, spec.resource, spec.context, spec.parent(), spec.ttl
         )
         self.handle = handle = ExecutionHandle(reply)
-        keeper = Keeper(handle, sent, random.Random())
+        keeper = Keeper(handle, sent, random.Random(), spec.stop_ahead)
         self._keeper = ThreadKeeper(keeper, self._renew)
         self._keeper.start()
         self._watcher = self._client.watch(handle, _log_index(handle))
@@ -96,7 +99,8 @@ class ExecutionScope:
         return handle
 
     def _renew(self, timeout: float) -> dict[str, Any]:
-        return self._client.renew(self.handle.id, self._spec.ttl, timeout=timeout)
+        handle = self.handle
+        return self._client.renew(handle.id, self._spec.ttl, timeout=timeout, grant=handle.grant)
 
     def __exit__(
         self,
@@ -113,7 +117,9 @@ class ExecutionScope:
                 raise lost
             return
         try:
-            self._client.complete(self.handle.id, *_outcome(self.handle, exc))
+            self._client.complete(
+                self.handle.id, *_outcome(self.handle, exc), grant=self.handle.grant
+            )
         except LictorError as e:
             error = _ended_meanwhile(self.handle, e)
             if exc is None:
@@ -136,7 +142,8 @@ class AsyncExecutionScope:
         self.handle = handle = ExecutionHandle(reply)
         self._task = asyncio.current_task()
         handle.on_cancel(self._cancel_block)
-        self._keeper = TaskKeeper(Keeper(handle, sent, random.Random()), self._renew)
+        keeper = Keeper(handle, sent, random.Random(), spec.stop_ahead)
+        self._keeper = TaskKeeper(keeper, self._renew)
         self._keeper.start()
         self._watcher = self._client.watch(handle, _log_index(handle))
         self._watcher.start()
@@ -149,7 +156,10 @@ class AsyncExecutionScope:
             self._task.cancel()
 
     async def _renew(self, timeout: float) -> dict[str, Any]:
-        return await self._client.renew(self.handle.id, self._spec.ttl, timeout=timeout)
+        handle = self.handle
+        return await self._client.renew(
+            handle.id, self._spec.ttl, timeout=timeout, grant=handle.grant
+        )
 
     async def __aexit__(
         self,
@@ -167,7 +177,9 @@ class AsyncExecutionScope:
             return
         await self._keeper.stop()
         try:
-            await self._client.complete(self.handle.id, *_outcome(self.handle, exc))
+            await self._client.complete(
+                self.handle.id, *_outcome(self.handle, exc), grant=self.handle.grant
+            )
         except LictorError as e:
             error = _ended_meanwhile(self.handle, e)
             if exc is None:

@@ -3,20 +3,47 @@
 Credentials travel as ``Authorization: Bearer <secret>``; only SHA-256 of
 the secret is stored, so a database leak does not leak credentials. Roles are
 checked per route with `require_role`.
+
+A grant may stand in for a credential: a governed command holds its
+execution's grant (``LICTOR_GRANT``) and no credential. It authenticates as a
+`GrantCaller` (role ``grant``), which names its execution and its runtime,
+and which the routes that admit it confine to that one execution: create a
+child of it, renew or complete it, read it and follow its events
+(`own_execution`). Its signature, issuer and lineage are checked here; what
+the execution may still do is decided by its stored state, so the grant dies
+with the lease.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi import Request
 
+from lictor.core.grant import MAX_GRANT_BYTES
 from lictor.datadir import hash_secret
-from lictor.errors import PermissionDeniedError, UnauthenticatedError
+from lictor.errors import GrantError, PermissionDeniedError, UnauthenticatedError
 from lictor.service.log import AuditLog
 from lictor.store.base import Credential
 
 MAX_CREDENTIAL_LENGTH = 512
+GRANT_ROLE = "grant"
+_JWS_START = "eyJ"  # base64url of '{"': what a JWS header starts with, never a credential
+
+
+@dataclass(frozen=True)
+class GrantCaller(Credential):
+    """A caller holding a grant: ``name`` is its execution's runtime."""
+
+    execution_id: str
+    grant: str
+
+
+def own_execution(who: Credential, execution_id: str) -> None:
+    """A grant caller acts on its own execution only (other callers pass)."""
+    if isinstance(who, GrantCaller) and execution_id != who.execution_id:
+        raise PermissionDeniedError("a grant acts only on its own execution")
 
 
 def caller(request: Request) -> Credential | None:
@@ -26,7 +53,11 @@ def caller(request: Request) -> Credential | None:
         return None
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
-    if scheme.lower() != "bearer" or not secret or len(secret) > MAX_CREDENTIAL_LENGTH:
+    if scheme.lower() != "bearer" or not secret or len(secret) > MAX_GRANT_BYTES:
+        raise UnauthenticatedError("expected 'Authorization: Bearer <credential>'")
+    if secret.startswith(_JWS_START):
+        return _grant_caller(request, secret)
+    if len(secret) > MAX_CREDENTIAL_LENGTH:
         raise UnauthenticatedError("expected 'Authorization: Bearer <credential>'")
     log: AuditLog = request.app.state.log
     credential = log.store.find_credential(hash_secret(secret))
@@ -51,3 +82,12 @@ def require_role(*roles: str) -> Callable[[Request], Awaitable[Credential]]:
         return credential
 
     return check
+
+
+def _grant_caller(request: Request, grant: str) -> GrantCaller:
+    log: AuditLog = request.app.state.log
+    try:
+        claims = request.app.state.executions.parent_grants.identify(grant, log.now_ms())
+    except GrantError as e:
+        raise UnauthenticatedError(f"grant: {e.message}") from None
+    return GrantCaller(claims.runtime_id or "", GRANT_ROLE, b"", claims.execution_id, grant)

@@ -30,7 +30,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from lictor.errors import InvalidRequestError
-from lictor.server.auth import require_role
+from lictor.server.auth import GRANT_ROLE, GrantCaller, require_role
 from lictor.service.log import AuditLog
 from lictor.store.base import Credential, Head, StoredEntry
 
@@ -203,7 +203,7 @@ async def _stream(
 @router.get("/v1/events")
 async def events(
     request: Request,
-    who: Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))],
+    who: Annotated[Credential, Depends(require_role("admin", "auditor", "runtime", GRANT_ROLE))],
     runtime: Annotated[str | None, Query(max_length=63)] = None,
     execution: Annotated[str | None, Query(max_length=64)] = None,
     after: Annotated[str | None, Query(max_length=20)] = None,
@@ -213,6 +213,8 @@ async def events(
     filters = {k: v for k, v in (("runtime", runtime), ("execution", execution)) if v}
     if who.role == "runtime":
         filters["runtime"] = who.name
+    if isinstance(who, GrantCaller):  # a grant follows its own execution only
+        filters["execution"] = who.execution_id
     start = _start_index(last_event_id, after)
     state = request.app.state
     stream = _stream(state.log, state.tail, state.commits, start, filters)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lictor.core import lease as leases
 from lictor.core.types import EntityRef, ExecutionState
 from lictor.errors import InvalidRequestError, LictorError
-from lictor.server.auth import require_role
+from lictor.server.auth import GRANT_ROLE, GrantCaller, own_execution, require_role
 from lictor.service.executions import Ask, Completion, Executions, Outcome
 from lictor.service.records import StoredExecution, execution_json
 from lictor.service.sweeps import Sweeps
@@ -27,7 +27,9 @@ router = APIRouter(prefix="/v1/executions", tags=["executions"])
 MAX_CONTEXT_DEPTH = 8
 MAX_COMPLETIONS = 256
 Runtime = Annotated[Credential, Depends(require_role("runtime"))]
+Acting = Annotated[Credential, Depends(require_role("runtime", GRANT_ROLE))]
 Reader = Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))]
+OwnReader = Annotated[Credential, Depends(require_role("admin", "auditor", "runtime", GRANT_ROLE))]
 Admin = Annotated[Credential, Depends(require_role("admin"))]
 Ttl = Annotated[int, Field(ge=leases.MIN_TTL_MS // 1000, le=leases.MAX_TTL_MS // 1000)]
 Hash = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -131,8 +133,10 @@ def _body(outcome: Outcome, executions: Executions) -> dict[str, Any]:
 
 
 @router.post("", status_code=201, responses={403: {"description": "denied, with its receipt"}})
-async def request_execution(body: ExecutionRequest, request: Request, who: Runtime) -> Any:
-    """Authorize a new execution; 201 with a grant, or 403 with the reasons."""
+async def request_execution(body: ExecutionRequest, request: Request, who: Acting) -> Any:
+    """Authorize a new execution; 201 with a grant, or 403 with the reasons.
+
+    A grant caller may ask only for children of its own execution."""
     _depth(body.context)
     ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
     ask = Ask(
@@ -141,7 +145,7 @@ async def request_execution(body: ExecutionRequest, request: Request, who: Runti
         _ref(body.action),
         _ref(body.resource),
         body.context,
-        body.parent_grant,
+        _parent_grant(body.parent_grant, who, _executions(request)),
         ttl,
         body.definition,
     )
@@ -159,6 +163,21 @@ async def request_execution(body: ExecutionRequest, request: Request, who: Runti
         **_body(outcome, executions),
     }
     return JSONResponse(denied, status_code=403)
+
+
+def _parent_grant(given: str | None, who: Credential, executions: Executions) -> str | None:
+    """The parent grant to decide with: a grant caller's own, unless it names another
+    grant of the same execution (a renewal's newer grant)."""
+    if not isinstance(who, GrantCaller):
+        return given
+    if given is None or given == who.grant:
+        return who.grant
+    try:
+        parent = executions.parent_grants.identify(given, executions.log.now_ms()).execution_id
+    except LictorError:
+        parent = None
+    own_execution(who, parent or "")
+    return given
 
 
 def _denial(outcome: Outcome) -> str:
@@ -181,8 +200,9 @@ def preview(body: PreviewRequest, request: Request, who: Reader) -> dict[str, An
 
 
 @router.post("/{execution_id}/renew")
-async def renew(execution_id: str, body: RenewRequest, request: Request, who: Runtime) -> Any:
+async def renew(execution_id: str, body: RenewRequest, request: Request, who: Acting) -> Any:
     """Re-run the authorization with fresh context: a new lease, or revoked (with why)."""
+    own_execution(who, execution_id)
     ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
     executions = _executions(request)
     outcome = await executions.renew_async(execution_id, who.name, ttl)
@@ -190,8 +210,9 @@ async def renew(execution_id: str, body: RenewRequest, request: Request, who: Ru
 
 
 @router.post("/{execution_id}/complete")
-async def complete(execution_id: str, body: CompleteRequest, request: Request, who: Runtime) -> Any:
+async def complete(execution_id: str, body: CompleteRequest, request: Request, who: Acting) -> Any:
     """End an execution with its outcome; live descendants end with it."""
+    own_execution(who, execution_id)
     executions = _executions(request)
     outcome = await executions.complete_async(
         execution_id, who.name, body.outcome, body.exit_code, body.summary, body.result_hash
@@ -263,8 +284,9 @@ def list_executions(
 
 
 @router.get("/{execution_id}")
-def get_execution(execution_id: str, request: Request, who: Reader) -> dict[str, Any]:
+def get_execution(execution_id: str, request: Request, who: OwnReader) -> dict[str, Any]:
     """An execution with every transition and the log index of each."""
+    own_execution(who, execution_id)
     executions = _executions(request)
     stored = executions.get(execution_id)
     executions.check_owner(stored, who.name if who.role == "runtime" else None)

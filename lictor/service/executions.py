@@ -238,9 +238,13 @@ class Executions:
         if ask.parent_grant is None:
             return None, None
         try:
-            claims = self.parent_grants.verify(ask.parent_grant, now)
+            claims = self.parent_grants.identify(ask.parent_grant, now)
         except GrantError as e:
             message = f"parent grant: {e.message}"
+            return None, _deny_without_policy(message, code=ReasonCode.INVALID_PARENT_GRANT)
+        if claims.runtime_id != ask.runtime_id:
+            # bound to its runtime: another runtime holding it cannot use it as a parent
+            message = f"parent grant was issued to runtime {claims.runtime_id!r}"
             return None, _deny_without_policy(message, code=ReasonCode.INVALID_PARENT_GRANT)
         return self._read(claims.execution_id), None
 

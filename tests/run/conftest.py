@@ -87,12 +87,15 @@ def start_run(tmp_path: Path) -> Iterator[Callable[..., Run]]:
         env: dict[str, str] | None = None,
         url: str | None = None,
         grace: float = 3.0,
+        options: Sequence[str] = (),
+        wrap: Sequence[str] = (),
     ) -> Run:
+        """`lictor run` with ``options`` before ``--``, started through ``wrap`` if given."""
         pids_dir = tmp_path / f"pids{len(started)}"
         pids_dir.mkdir()
-        argv = [sys.executable, "-m", "lictor.cli.main", "run", "--url", url or plane.url]
+        argv = [*wrap, sys.executable, "-m", "lictor.cli.main", "run", "--url", url or plane.url]
         argv += ["--principal", principal, "--action", "deploy", "--resource", resource]
-        argv += ["--grace", str(grace)]
+        argv += ["--grace", str(grace), *options]
         if ttl is not None:
             argv += ["--ttl", str(ttl)]
         environment = {
