@@ -105,6 +105,10 @@ class Governor:
         self._ttl = ttl
         self._rng = random.Random()
 
+    async def in_session(self) -> None:
+        """Return if the session is live; else raise `DeniedError` saying why."""
+        await self._session.grant()
+
     async def govern(self, ask: Ask, forward: Callable[[], Awaitable[ResultT]]) -> ResultT:
         """``forward()``'s result if the request is granted and not lost while it runs;
         see the module docstring for what is raised otherwise."""

@@ -16,7 +16,11 @@ connects to the gateway as it would to the server. Per request:
   page and filtered by ``preview`` (a hint, never a permission), tools as
   an admin approved them (`lictor.mcp.catalog`); when the control plane
   cannot filter them they are refused (`UNAVAILABLE`), never shown whole.
-  Lists need no session. ``resources/templates/list`` is forwarded as is.
+  ``resources/templates/list`` is forwarded as is.
+- Every request needs a live session, lists too: a gateway whose session
+  was denied, revoked or cannot be had refuses them with why (a JSON-RPC
+  error, as for a read), so it shows nothing on a principal's behalf that
+  the control plane did not let it serve.
 
 A tool the upstream does not list, or whose definition Lictor cannot pin,
 is refused without asking the control plane. An upstream
@@ -131,6 +135,7 @@ class Gateway:
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         self._sessions.add(ctx.session)
+        await self._in_session("tools")
         listed = await self._upstream.list_tools(_cursor(params))
         try:
             tools = await self.catalog.shown(listed.tools)
@@ -157,6 +162,12 @@ class Gateway:
         except LictorError as e:
             return error_result(self._tool_refusal(name, subject, e), e)
 
+    async def _in_session(self, what: str) -> None:
+        try:
+            await self._governor.in_session()
+        except LictorError as e:
+            raise refusal_error(f"the list of {what} of {self.name}", e) from None
+
     def _tool_refusal(self, name: str, subject: str, error: LictorError) -> str:
         text = refusal_text(subject, error)
         changed = isinstance(error, DeniedError) and error.reason_code == DEFINITION_CHANGED
@@ -170,6 +181,7 @@ class Gateway:
     async def list_resources(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
+        await self._in_session("resources")
         listed = await self._upstream.list_resources(_cursor(params))
         refs = [resource_ref(self.name, str(r.uri)) for r in listed.resources]
         shown = await self._visible("resources", READ_RESOURCE, refs)
@@ -179,6 +191,7 @@ class Gateway:
     async def list_resource_templates(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
+        await self._in_session("resource templates")
         return await self._upstream.list_resource_templates(_cursor(params))
 
     async def read_resource(
@@ -195,6 +208,7 @@ class Gateway:
     async def list_prompts(
         self, ctx: Context, params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
+        await self._in_session("prompts")
         listed = await self._upstream.list_prompts(_cursor(params))
         refs = [prompt_ref(self.name, p.name) for p in listed.prompts]
         shown = await self._visible("prompts", GET_PROMPT, refs)

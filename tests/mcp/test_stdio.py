@@ -9,6 +9,7 @@ from typing import Any
 
 import mcp_types as types
 import rfc8785
+from mcp.shared.exceptions import MCPError
 
 from lictor.mcp.lifecycle import server_name
 from lictor.sdk import verify_receipt
@@ -103,6 +104,20 @@ def test_a_principal_without_a_session_is_told_why(plane: Plane) -> None:
     refused = asyncio.run(run())
     assert refused.is_error
     assert "no_session: the control plane denied the session: not_permitted" in text(refused)
+
+
+def test_a_gateway_without_a_session_lists_nothing(plane: Plane) -> None:
+    async def run() -> str:
+        async with stdio_session(time_gateway(plane, principal=STRANGER)) as s:
+            try:
+                listed = await s.list_tools()
+            except MCPError as e:
+                return str(e)
+            return f"listed {[t.name for t in listed.tools]}"
+
+    refused = asyncio.run(run())
+    assert "the list of tools of mcp-time" in refused, refused
+    assert "no_session: the control plane denied the session: not_permitted" in refused
 
 
 def test_calls_fail_closed_when_the_control_plane_goes_away(
