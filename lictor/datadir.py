@@ -4,7 +4,8 @@ First start creates, each with mode 0600 and never overwritten:
 ``log.key`` (the log's Ed25519 signer key, ``PRIVATE+KEY+...``),
 ``admin.token`` (the admin credential; only its SHA-256 goes into the
 database), ``grant.key`` (the seed that signs execution grants) and
-``lictor.db`` (SQLite). Later starts load them. Files are
+``lictor.db`` (SQLite). Later starts load them; only a rotation of the admin
+credential rewrites ``admin.token`` (`replace_private`). Files are
 written whole or not at all (temp file, fsync, link, fsync of the directory),
 so a crash never leaves an empty key behind.
 
@@ -72,6 +73,22 @@ def write_private(path: Path, text: str) -> bool:
         temp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
     return True
+
+
+def replace_private(path: Path, text: str) -> None:
+    """Make ``path`` hold ``text`` with mode 0600, replacing it atomically and durably:
+    a reader or a crash sees the old text or the new, never a mix or an empty file."""
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -185,6 +202,12 @@ def _load_signer(path: Path, origin: str | None, given: str | None = None) -> Ed
 
 
 def _ensure_admin(path: Path, store: Store, given: str | None = None) -> None:
+    """Register the bootstrap admin credential of ``admin.token`` unless its hash is known.
+
+    Rotating ``admin`` (`lictor credential rotate admin`) stores the new secret's
+    hash and rewrites the file it was read from, so a restart finds it known; a
+    stale copy (another replica's file) is known too but no longer works.
+    """
     if given is not None:
         secret = given.strip()
     elif path.exists():

@@ -11,7 +11,9 @@ catches the same exception locally or over HTTP.
     ├── NotFoundError                not_found
     │   └── DepthExceededError       depth_exceeded
     ├── UnauthenticatedError         unauthenticated
-    │   └── GrantError               invalid_grant
+    │   ├── GrantError               invalid_grant
+    │   ├── CredentialRevokedError   credential_revoked (or rotated, or its runtime revoked)
+    │   └── CredentialExpiredError   credential_expired
     ├── PermissionDeniedError        permission_denied
     │   └── DeniedError              denied (no grant: a deny, or no answer)
     ├── InvalidTransitionError       invalid_transition
@@ -31,6 +33,7 @@ catches the same exception locally or over HTTP.
     ├── UnavailableError             unavailable
     └── StoreError                   store_error
         ├── ConflictError            conflict
+        │   └── LastAdminError       last_admin (the change would leave no live admin)
         └── SchemaError              unknown_schema
 """
 
@@ -89,6 +92,18 @@ class GrantError(UnauthenticatedError):
     """A grant is malformed, forged, from another issuer or expired."""
 
     code = "invalid_grant"
+
+
+class CredentialRevokedError(UnauthenticatedError):
+    """The credential was revoked, rotated out, or belongs to a revoked runtime."""
+
+    code = "credential_revoked"
+
+
+class CredentialExpiredError(UnauthenticatedError):
+    """The credential's expiry has passed."""
+
+    code = "credential_expired"
 
 
 class InvalidTransitionError(LictorError):
@@ -185,6 +200,12 @@ class ConflictError(StoreError):
     """A compare-and-swap lost: someone else moved the head first."""
 
     code = "conflict"
+
+
+class LastAdminError(ConflictError):
+    """Refused: the change would leave no live admin credential (no one could govern)."""
+
+    code = "last_admin"
 
 
 class SchemaError(StoreError):

@@ -24,6 +24,7 @@ from fastapi import Request
 from lictor.core.grant import MAX_GRANT_BYTES
 from lictor.datadir import hash_secret
 from lictor.errors import GrantError, PermissionDeniedError, UnauthenticatedError
+from lictor.service.credentials import CredentialCheck
 from lictor.service.log import AuditLog
 from lictor.store.base import Credential
 
@@ -59,18 +60,17 @@ def caller(request: Request) -> Credential | None:
         return _grant_caller(request, secret)
     if len(secret) > MAX_CREDENTIAL_LENGTH:
         raise UnauthenticatedError("expected 'Authorization: Bearer <credential>'")
-    log: AuditLog = request.app.state.log
-    credential = log.store.find_credential(hash_secret(secret))
-    if credential is None:
-        raise UnauthenticatedError("unknown credential")
-    return credential
+    log: AuditLog = request.app.state.log  # revoked, rotated out, expired: 401 on every route
+    return CredentialCheck.of(log).authenticate(hash_secret(secret), log.now_ms())
 
 
 def require_role(*roles: str) -> Callable[[Request], Awaitable[Credential]]:
     """A dependency admitting only callers whose role is one of ``roles``.
 
     It runs on the event loop (no thread hop): the store answers a known
-    credential from memory, so only a first sight of one reads the database.
+    credential from memory, so only a first sight of one reads the database,
+    and its lifecycle (`CredentialCheck`) is read from memory or, on a shared
+    store, at most once per `RECHECK_S` per credential.
     """
 
     async def check(request: Request) -> Credential:

@@ -1,6 +1,9 @@
-"""Credential routes: admins issue admin and auditor credentials and list them.
+"""Credential routes, admins only: issue, list, rotate and revoke credentials.
 
-The reply to an issue carries the secret, shown only this once.
+Every change is logged before it takes effect (`lictor.service.credentials`).
+A reply that carries a secret (issue, rotate) is the only place it is ever
+shown; listings and log entries never hold one. A credential is named by its
+name or by its current secret's key id (``key:...``).
 """
 
 from __future__ import annotations
@@ -12,17 +15,29 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lictor.server.auth import require_role
-from lictor.service.credentials import Credentials
+from lictor.service.credentials import MAX_TTL_S, Credentials
 from lictor.store.base import Credential
 
 router = APIRouter(prefix="/v1/credentials", tags=["credentials"])
 Admin = Annotated[Credential, Depends(require_role("admin"))]
+Ttl = Annotated[int, Field(ge=1, le=MAX_TTL_S)]
 
 
 class CredentialRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: Annotated[str, Field(min_length=1, max_length=63)]
     role: Literal["admin", "auditor"]
+    ttl: Ttl | None = None
+
+
+class RotateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    ttl: Ttl | None = None
+
+
+class RevokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reason: Annotated[str, Field(max_length=200)] = ""
 
 
 def _credentials(request: Request) -> Credentials:
@@ -32,11 +47,25 @@ def _credentials(request: Request) -> Credentials:
 @router.post("", status_code=201)
 def issue(body: CredentialRequest, request: Request, who: Admin) -> dict[str, Any]:
     """Issue a credential (logged first); the secret is in this reply only."""
-    issued, secret = _credentials(request).add(body.name, body.role, who.name)
+    issued, secret = _credentials(request).add(body.name, body.role, who.name, body.ttl)
     return {**asdict(issued), "credential": secret}
 
 
 @router.get("")
 def listing(request: Request, who: Admin) -> dict[str, Any]:
-    """The credentials issued through this API (names and roles, never secrets)."""
-    return {"credentials": [asdict(c) for c in _credentials(request).list()]}
+    """Every credential with its state (active, revoked, expired) and expiry; never secrets."""
+    return {"credentials": _credentials(request).list()}
+
+
+@router.post("/{name}/rotate")
+def rotate(name: str, body: RotateRequest, request: Request, who: Admin) -> dict[str, Any]:
+    """Replace a credential's secret (logged first); the new one is in this reply only.
+    ``self`` says whether the caller rotated its own credential (its old secret is dead)."""
+    rotated, secret = _credentials(request).rotate(name, who.name, body.ttl)
+    return {**asdict(rotated), "credential": secret, "self": rotated.name == who.name}
+
+
+@router.post("/{name}/revoke")
+def revoke(name: str, body: RevokeRequest, request: Request, who: Admin) -> dict[str, Any]:
+    """Revoke a credential for good (logged first); refused for the last live admin."""
+    return {"credential": asdict(_credentials(request).revoke(name, who.name, body.reason))}

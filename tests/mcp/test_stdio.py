@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mcp_types as types
@@ -118,6 +121,31 @@ def test_a_gateway_without_a_session_lists_nothing(plane: Plane) -> None:
     refused = asyncio.run(run())
     assert "the list of tools of mcp-time" in refused, refused
     assert "no_session: the control plane denied the session: not_permitted" in refused
+
+
+# Before it becomes mcp-server-time, the wrapped command writes its environment.
+PEEK = (
+    "import json, os, sys\n"
+    "seen = {'env': dict(os.environ)}\n"
+    "json.dump(seen, open(os.environ['OUT'], 'w'))\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'mcp_server_time'])\n"
+)
+
+
+def test_the_wrapped_server_gets_no_credential(plane: Plane, tmp_path: Path) -> None:
+    out = tmp_path / "peek.json"
+    params = time_gateway(plane)
+    params.args = [*params.args[: params.args.index("--") + 1], sys.executable, "-c", PEEK]
+    params.env = {**(params.env or {}), "OUT": str(out), "LICTOR_EXTRA": "lictor-only"}
+
+    async def run() -> list[str]:
+        async with stdio_session(params) as s:
+            return [t.name for t in (await s.list_tools()).tools]
+
+    assert asyncio.run(run()) == ["get_current_time"]  # the wrapped server still serves
+    seen = json.loads(out.read_text())
+    assert not [k for k in seen["env"] if k.startswith("LICTOR_")], seen["env"].keys()
+    assert plane.runtime_secret not in json.dumps(seen["env"])
 
 
 def test_calls_fail_closed_when_the_control_plane_goes_away(

@@ -37,7 +37,10 @@ def test_an_issued_auditor_reads_everything_and_changes_nothing(
     assert secret not in str(entry)
     assert log.head().size == before + 1
     listed = client.get("/v1/credentials", headers=admin).json()["credentials"]
-    assert [(c["name"], c["role"]) for c in listed] == [("ada", "auditor")]
+    assert [(c["name"], c["role"], c["state"]) for c in listed] == [
+        ("ada", "auditor", "active"),
+        ("admin", "admin", "active"),  # the bootstrap credential is listed too
+    ]
     assert secret not in str(listed)
 
 

@@ -352,7 +352,8 @@ def test_revoking_a_runtime_or_a_principal_ends_their_work_and_future_requests(
     assert r.status_code == 200 and r.json()["revoked"] == [bot]
     assert r.json()["runtime"]["state"] == "revoked"
     late = _ask(client, runtime, principal=RELEASE_BOT, resource=PROD)
-    assert late.status_code == 403 and late.json()["decision"]["reason_code"] == "runtime_revoked"
+    # a revoked runtime's credential opens nothing: refused before any decision
+    assert late.status_code == 401 and late.json()["error"]["code"] == "credential_revoked"
     shown = client.get(f"/v1/executions/{bot}", headers=admin).json()["execution"]
     assert shown["reason"] == "runtime_revoked:stolen"
 

@@ -6,12 +6,16 @@ so no endpoint can be added without deciding who may call it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from lictor.datadir import hash_secret
+from lictor.datadir import TOKEN_FILE, hash_secret, open_data_dir
+from lictor.server.app import create_app
 from lictor.service.log import AuditLog
 from lictor.store.base import Credential
 
@@ -62,6 +66,8 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("GET", "/v1/session"): {"admin", "auditor", "runtime"},
     ("POST", "/v1/credentials"): {"admin"},
     ("GET", "/v1/credentials"): {"admin"},
+    ("POST", "/v1/credentials/{name}/rotate"): {"admin"},
+    ("POST", "/v1/credentials/{name}/revoke"): {"admin"},
     ("GET", "/v1/health"): {"admin", "auditor"},
     ("GET", "/v1/demo"): {"admin", "auditor"},
     ("POST", "/v1/demo/start"): {"admin"},
@@ -79,6 +85,7 @@ SAMPLE = {
     "{runtime_id}": "edge-1",
     "{version}": "0" * 64,
     "{execution_id}": "ex_" + "a" * 26,
+    "{name}": "nobody-here",
 }
 
 
@@ -136,3 +143,79 @@ def test_every_route_checks_the_callers_role(
         else:
             expected = 401 if role == "anonymous" else 403
             assert response.status_code == expected, (method, template, response.text)
+
+
+class _Clock:
+    """A wall clock the test moves: expiry is decided at the request's time, never by sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clocked(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], _Clock]]:
+    """An app whose log reads a clock the test moves; with the admin's headers."""
+    clock = _Clock()
+    data = open_data_dir(tmp_path / "clocked", "test.example/clocked")
+    log = AuditLog(data.store, data.signer, clock=clock)
+    admin = {"Authorization": f"Bearer {(data.path / TOKEN_FILE).read_text().strip()}"}
+    with TestClient(create_app(log), raise_server_exceptions=False) as client:
+        yield client, admin, clock
+    log.close()
+    data.close()
+
+
+def _bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def _dead_credential(client: TestClient, admin: dict[str, str], clock: _Clock, how: str) -> str:
+    """A secret that worked a moment ago and no longer does, ended the way ``how`` says."""
+    if how == "runtime-revoked":
+        body = {"name": "edge-9", "region": "r", "cluster": "c"}
+        secret = str(client.post("/v1/runtimes", json=body, headers=admin).json()["credential"])
+        assert client.get("/v1/session", headers=_bearer(secret)).status_code == 200
+        r = client.post("/v1/runtimes/edge-9/revoke", json={"reason": "stolen"}, headers=admin)
+        assert r.status_code == 200, r.text
+        return secret
+    body = {"name": "ops", "role": "admin"} | ({"ttl": 60} if how == "expired" else {})
+    secret = str(client.post("/v1/credentials", json=body, headers=admin).json()["credential"])
+    assert client.get("/v1/session", headers=_bearer(secret)).status_code == 200
+    if how == "revoked":
+        r = client.post("/v1/credentials/ops/revoke", json={}, headers=admin)
+    elif how == "rotated-out":
+        r = client.post("/v1/credentials/ops/rotate", json={}, headers=admin)
+    else:
+        clock.now += timedelta(seconds=60)  # the moment of expiry
+        return secret
+    assert r.status_code == 200, r.text
+    return secret
+
+
+@pytest.mark.parametrize("how", ["revoked", "rotated-out", "expired", "runtime-revoked"])
+def test_a_dead_credential_fails_on_every_route(
+    clocked: tuple[TestClient, dict[str, str], _Clock], how: str
+) -> None:
+    client, admin, clock = clocked
+    runtime = {"name": "edge-1", "region": "r", "cluster": "c"}
+    assert client.post("/v1/runtimes", json=runtime, headers=admin).status_code == 201
+    secret = _dead_credential(client, admin, clock, how)
+    code = "credential_expired" if how == "expired" else "credential_revoked"
+    for (method, template), allowed in ACCESS.items():
+        path = template
+        for marker, value in SAMPLE.items():
+            path = path.replace(marker, value)
+        if path in STREAMS:
+            with client.stream(method, path, headers=_bearer(secret)) as response:
+                response.read()
+        else:
+            response = client.request(method, path, headers=_bearer(secret), json={})
+        if allowed == PUBLIC:  # a public route reads a credential only when one is sent
+            assert response.status_code != 403, (method, template, response.text)
+            if response.status_code != 401:
+                continue
+        assert response.status_code == 401, (method, template, response.text)
+        assert response.json()["error"]["code"] == code, (method, template, response.text)
