@@ -419,3 +419,28 @@ def test_verified_grants_check_the_signature_once_and_the_time_every_time() -> N
     for n in (4, 5, 6):  # the oldest is forgotten beyond `size`
         grants.verify(SIGNER.sign(active(n, PLANNER), T0), T0)
     assert len(grants._seen) == 2
+
+
+def test_identify_checks_everything_but_expiry() -> None:
+    """`identify` names the execution of a grant past its ``exp`` (its lease decides
+    what it may do), and refuses what `verify` refuses for any other reason."""
+    grants = VerifiedGrants(VERIFIER)
+    token = SIGNER.sign(GRANDCHILD, T0)
+    claims = grants.verify(token, T0)
+    assert grants.identify(token, claims.expires_at_ms + 3_600_000) == claims
+    with pytest.raises(UnauthenticatedError):
+        grants.verify(token, claims.expires_at_ms)
+    with pytest.raises(UnauthenticatedError):
+        grants.identify(token, claims.not_before_ms - 1)  # not valid yet
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    with pytest.raises(UnauthenticatedError):
+        grants.identify(forged, T0)
+    other = VerifiedGrants(GrantSigner(bytes(32), KID, "another-issuer").verifier)
+    with pytest.raises(UnauthenticatedError):
+        other.identify(token, T0)
+
+
+@given(st.text(max_size=400) | st.text(ALPHABET, max_size=400))
+def test_identify_refuses_random_text_cleanly(text: str) -> None:
+    with pytest.raises(UnauthenticatedError):
+        VerifiedGrants(VERIFIER).identify(text, T0)
