@@ -58,14 +58,20 @@ def listing(request: Request, who: Admin) -> dict[str, Any]:
 
 
 @router.post("/{name}/rotate")
-def rotate(name: str, body: RotateRequest, request: Request, who: Admin) -> dict[str, Any]:
+def rotate(
+    name: str, request: Request, who: Admin, body: RotateRequest | None = None
+) -> dict[str, Any]:
     """Replace a credential's secret (logged first); the new one is in this reply only.
     ``self`` says whether the caller rotated its own credential (its old secret is dead)."""
-    rotated, secret = _credentials(request).rotate(name, who.name, body.ttl)
+    ttl = body.ttl if body is not None else None
+    rotated, secret = _credentials(request).rotate(name, who.name, ttl)
     return {**asdict(rotated), "credential": secret, "self": rotated.name == who.name}
 
 
 @router.post("/{name}/revoke")
-def revoke(name: str, body: RevokeRequest, request: Request, who: Admin) -> dict[str, Any]:
+def revoke(
+    name: str, request: Request, who: Admin, body: RevokeRequest | None = None
+) -> dict[str, Any]:
     """Revoke a credential for good (logged first); refused for the last live admin."""
-    return {"credential": asdict(_credentials(request).revoke(name, who.name, body.reason))}
+    reason = body.reason if body is not None else ""
+    return {"credential": asdict(_credentials(request).revoke(name, who.name, reason))}
