@@ -99,7 +99,8 @@ def run_rotate(args: argparse.Namespace) -> int:
     if written is not None:
         try:
             replace_private(written, secret + "\n")
-        except OSError as e:
+        except OSError as e:  # the old secret is dead: the new one must not be lost
+            print(f"credential (shown once): {secret}")
             raise InvalidRequestError(f"rotated, but cannot write {written}: {e}") from e
     if args.json:
         print(json.dumps({**reply, "written_to": str(written) if written else None}, indent=2))

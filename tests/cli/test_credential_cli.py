@@ -84,3 +84,19 @@ def test_a_short_lived_credential_stops_working_on_time(
         assert time.monotonic() < deadline, "a credential outlived its ttl"
         time.sleep(0.1)
     assert _session(server, secret) == 401
+
+
+def test_a_rotated_secret_that_cannot_be_written_is_printed_rather_than_lost(
+    server: Server, capsys: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setenv("LICTOR_CREDENTIAL", server.token)
+    assert cli(capsys, "credential", "issue", "--name", "ops", "--role", "admin")[0] == 0
+    out_file = tmp_path / "missing" / "ops.token"
+    code, out, err = cli(capsys, "credential", "rotate", "ops", "--out", str(out_file))
+    assert code == 1 and f"cannot write {out_file}" in err
+    secret = out.split("credential (shown once): ")[1].strip()
+    assert _session(server, secret) == 200
+    code, out, err = cli(capsys, "credential", "rotate", "ops", "--out", str(tmp_path / "ops"))
+    assert code == 0 and "written to" in out, err
+    assert _session(server, (tmp_path / "ops").read_text().strip()) == 200
+    assert _session(server, secret) == 401
