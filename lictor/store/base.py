@@ -199,7 +199,12 @@ class Store(Protocol):
 
     def writing(self) -> AbstractContextManager[None]:
         """Hold off other writers of a shared store while a batch is planned and appended
-        (so replicas take turns instead of colliding); `append` stays compare-and-swap."""
+        (so replicas take turns instead of colliding); `append` stays compare-and-swap.
+
+        The turn lasts while its process is alive: a holder that stalls loses it
+        within a bounded time (PostgreSQL: `lictor.store.postgres.TURN_STALL_S`),
+        and its `append` in that turn then fails with `StoreError`, writing nothing.
+        """
 
     def try_lead(self, role: str) -> bool:
         """Whether this process holds ``role`` (taking it if free); held until `close`

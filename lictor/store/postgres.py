@@ -13,8 +13,11 @@ Replicas take turns: `writing` opens a transaction on the process's writer
 connection that takes the writers' advisory lock and reads the head, the
 batch is planned meanwhile, and
 `append` writes in that transaction and commits it (one lock, no separate
-head read, no unlock). Every append sends ``NOTIFY lictor_log`` in its transaction (so it
-is delivered only if the batch committed); `watch` listens on a connection of
+head read, no unlock). The turn is a lease on a live process: a holder that stops
+(SIGSTOP, a VM stall, a long GC pause, a partition) loses it within
+`TURN_STALL_S` and cannot commit when it wakes (`writing`; ADR 14).
+Every append sends ``NOTIFY lictor_log`` in its transaction (so it is
+delivered only if the batch committed); `watch` listens on a connection of
 its own and calls back, reconnecting after a failure. `try_lead` holds a
 session advisory lock on a connection of its own: the role passes to another
 process as soon as the holder closes or dies (its connection drops).
@@ -27,14 +30,17 @@ advisory lock so replicas starting together do not race.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
@@ -50,6 +56,29 @@ _TAGS = (
 )
 _MIGRATION_LOCK = 0x6C6963746F72  # "lictor"
 _WRITER_LOCK = _MIGRATION_LOCK + 1
+TURN_STALL_S = 1.0  # a turn whose session hears nothing from its process this long is lost
+_PULSE_S = TURN_STALL_S / 4  # how often a live holder's session hears from it
+# A writer connection notices a dead peer by itself too (a connection string's own win).
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,
+}
+# Ends the session holding the writers' lock if it has waited on its process for
+# `TURN_STALL_S` (idle in its transaction, or between the statements of a pipeline,
+# where no idle timeout runs); its transaction, locks and uncommitted rows go with it.
+# Only sessions of this database role: the ones it may end and whose activity it sees.
+_END_STALLED_HOLDER = (
+    "SELECT a.pid, pg_terminate_backend(a.pid) FROM pg_locks l"
+    " JOIN pg_stat_activity a ON a.pid = l.pid AND a.datid = l.database"
+    " WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()"
+    " AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 1"
+    " AND a.usename = current_user AND a.wait_event_type = 'Client'"
+    " AND a.state_change < clock_timestamp() - make_interval(secs => %s)"
+)
+logger = logging.getLogger("lictor.store.postgres")
 _CACHED_CREDENTIALS = 1 << 16
 
 _SCHEMA_V1 = """
@@ -104,11 +133,30 @@ _MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2)
 
 @dataclass
 class _Turn:
-    """A writer's turn: its connection, in a transaction holding the head row."""
+    """A writer's turn: its connection, in a transaction holding the writers' lock.
+
+    Whoever uses ``conn`` (the committer to append or end the turn, the pulse)
+    holds ``using``; once ``done``, only the committer touches it.
+    """
 
     conn: psycopg.Connection[Any]
     head: Head | None
     done: bool = False
+    using: threading.Lock = field(default_factory=threading.Lock)
+
+    def pulse(self) -> None:
+        """Run one statement in the turn's transaction so its session hears from this
+        process; skipped while the committer uses the connection or once it appended.
+        An error is left for `append` to find (the session is gone or the
+        transaction failed: either way the turn is lost)."""
+        if not self.using.acquire(blocking=False):
+            return
+        try:
+            if not self.done:
+                with contextlib.suppress(psycopg.Error):
+                    self.conn.execute("SELECT 1")
+        finally:
+            self.using.release()
 
 
 class PostgresStore:
@@ -123,6 +171,10 @@ class PostgresStore:
         self._credentials: dict[bytes, Credential] = {}
         self._writer_lock = threading.Lock()
         self._turn = threading.local()  # the committer's `_Turn` while it holds one
+        self._pulsing: _Turn | None = None  # the same turn, for the pulse thread
+        self._waiting_since: float | None = None  # while the committer waits for a turn
+        self._pulse: threading.Thread | None = None
+        self._closing = threading.Event()
         self._lead_lock = threading.Lock()
         try:
             self._pool = ConnectionPool(
@@ -228,16 +280,18 @@ class PostgresStore:
             with self._tx() as conn:
                 yield conn
             return
-        if turn.done:
-            raise StoreError("one append per writer's turn")
-        turn.done = True
-        try:
-            yield turn.conn
-            turn.conn.commit()
-        except pg_errors.UniqueViolation as e:
-            raise ConflictError(f"conflicts with stored data: {e.diag.message_primary}") from e
-        except psycopg.Error as e:
-            raise StoreError(f"database call failed: {e}") from e
+        with turn.using:
+            if turn.done:
+                raise StoreError("one append per writer's turn")
+            turn.done = True
+            try:
+                yield turn.conn
+                turn.conn.commit()
+            except pg_errors.UniqueViolation as e:
+                raise ConflictError(f"conflicts with stored data: {e.diag.message_primary}") from e
+            except psycopg.Error as e:
+                lost = "the writer's turn was lost (its session ended)" if turn.conn.closed else ""
+                raise StoreError(f"database call failed: {lost or e}") from e
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         found = self._by_index("hashes", "hash", indexes)
@@ -393,14 +447,22 @@ class PostgresStore:
         """The writer's turn: a transaction on this process's writer connection that
         holds the writers' advisory lock until it ends, so replicas take turns. In
         this thread, `head` answers the locked head and `append` writes in this
-        transaction and commits it, which ends the turn; otherwise it rolls back."""
+        transaction and commits it, which ends the turn; otherwise it rolls back.
+
+        The turn is a lease on a live process. While the committer plans, the
+        pulse runs a statement in the turn's transaction every `_PULSE_S`; a
+        process that stops stops pulsing, and once its session has waited on it
+        for `TURN_STALL_S`, PostgreSQL ends the session
+        (``idle_in_transaction_session_timeout``) or a writer waiting for the turn
+        does (`_end_stalled_holder`; no idle timeout runs between the statements
+        of a pipeline). The transaction dies with the session, so a holder that
+        wakes cannot commit: its `append` fails with `StoreError` and writes
+        nothing, and its next turn reconnects. A holder that is slow but alive
+        keeps its turn however long it plans.
+        """
         with self._writer_lock:  # this process's committer, on its own connection
-            if self._writer is None or self._writer.closed:
-                try:
-                    self._writer = psycopg.connect(self._conninfo, autocommit=False)
-                except psycopg.Error as e:
-                    raise StoreError(f"cannot connect to PostgreSQL: {e}") from e
-            writer = self._writer
+            writer = self._writer_connection()
+            self._waiting_since = time.monotonic()
             try:
                 with writer.pipeline():  # one round trip; the read runs once the lock is held
                     writer.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITER_LOCK,))
@@ -411,14 +473,54 @@ class PostgresStore:
             except psycopg.Error as e:
                 writer.close()
                 raise StoreError(f"cannot take the writer's turn: {e}") from e
+            finally:
+                self._waiting_since = None
             head = None if row is None else Head(row[0], bytes(row[1]), bytes(row[2]), row[3])
-            self._turn.held = _Turn(writer, head)
+            turn = _Turn(writer, head)
+            self._turn.held = self._pulsing = turn
             try:
                 yield
             finally:
-                self._turn.held = None
-                with contextlib.suppress(psycopg.Error):
-                    writer.rollback()  # a no-op after the append committed
+                self._turn.held = self._pulsing = None
+                with turn.using:
+                    turn.done = True
+                    with contextlib.suppress(psycopg.Error):
+                        writer.rollback()  # a no-op after the append committed
+
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        """This process's writer connection, connected again if it was closed (its session
+        ended with a lost turn, say); the first also starts the pulse."""
+        if self._writer is None or self._writer.closed:
+            try:
+                self._writer = _connect_writer(self._conninfo)
+            except psycopg.Error as e:
+                raise StoreError(f"cannot connect to PostgreSQL: {e}") from e
+        if self._pulse is None:
+            self._pulse = threading.Thread(target=self._beat, name="lictor-turn", daemon=True)
+            self._pulse.start()
+        return self._writer
+
+    def _beat(self) -> None:
+        """Every `_PULSE_S` until the store closes: pulse the turn this process holds, or,
+        once the committer has waited that long for one, end a stalled holder's session.
+        Waiting stays in the lock's queue (first come, first served)."""
+        while not self._closing.wait(_PULSE_S):
+            turn, since = self._pulsing, self._waiting_since
+            try:
+                if turn is not None:
+                    turn.pulse()
+                elif since is not None and time.monotonic() - since >= _PULSE_S:
+                    self._end_stalled_holder()
+            except Exception:  # the next beat tries again
+                logger.exception("the write turn's pulse failed")
+
+    def _end_stalled_holder(self) -> None:
+        """End the session of a writer stalled in its turn (`_END_STALLED_HOLDER`)."""
+        key = (_WRITER_LOCK >> 32, _WRITER_LOCK & 0xFFFFFFFF, TURN_STALL_S)
+        with self._read() as conn:
+            ended = conn.execute(_END_STALLED_HOLDER, key).fetchall()
+        for pid, _ in ended:
+            logger.warning("ended the session of a writer stalled in its turn (backend %s)", pid)
 
     def try_lead(self, role: str) -> bool:
         with self._lead_lock:
@@ -450,6 +552,7 @@ class PostgresStore:
             for conn in self._leads.values():
                 conn.close()
             self._leads.clear()
+        self._closing.set()
         with self._writer_lock:
             if self._writer is not None:
                 self._writer.close()
@@ -462,6 +565,25 @@ def _meta_version(conn: psycopg.Connection[Any]) -> int:
         return 0
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     return 0 if row is None else int(row[0])
+
+
+def _connect_writer(conninfo: str) -> psycopg.Connection[Any]:
+    """A writer connection: TCP keepalives (`_KEEPALIVES`), so a partition is noticed on
+    this side too, and a session PostgreSQL ends once it sits idle in a transaction for
+    `TURN_STALL_S`."""
+    given = conninfo_to_dict(conninfo)
+    unset = {key: value for key, value in _KEEPALIVES.items() if key not in given}
+    conn = psycopg.connect(make_conninfo(conninfo, **unset), autocommit=True)
+    try:
+        conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+            (f"{round(TURN_STALL_S * 1000)}ms",),
+        )
+        conn.autocommit = False
+    except psycopg.Error:
+        conn.close()
+        raise
+    return conn
 
 
 def _move_head(
