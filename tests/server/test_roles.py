@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from lictor.core import lease as leases
+from lictor.core.lineage import root_lineage
+from lictor.core.types import EntityRef
 from lictor.datadir import TOKEN_FILE, hash_secret, open_data_dir
 from lictor.server.app import create_app
 from lictor.service.log import AuditLog
@@ -143,6 +146,54 @@ def test_every_route_checks_the_callers_role(
         else:
             expected = 401 if role == "anonymous" else 403
             assert response.status_code == expected, (method, template, response.text)
+
+
+# A grant, as its execution's bearer, is admitted by these routes only (each confines it to
+# its own execution; `tests/sdk/test_grant_callers.py` shows what it may do there).
+GRANT_ROUTES = {
+    ("POST", "/v1/executions"),
+    ("POST", "/v1/executions/{execution_id}/renew"),
+    ("POST", "/v1/executions/{execution_id}/complete"),
+    ("GET", "/v1/executions/{execution_id}"),
+    ("GET", "/v1/events"),
+}
+
+
+def _grant_for(client: TestClient, execution_id: str, now_ms: int) -> str:
+    """A genuine grant of this app for an active execution ``execution_id`` on edge-1."""
+    planner = EntityRef("Agent", "planner-7")
+    requested = leases.request(
+        execution_id=execution_id,
+        principal=planner,
+        action=EntityRef("Action", "deploy"),
+        resource=EntityRef("Service", "payments-api"),
+        context={},
+        runtime_id="edge-1",
+        lineage=root_lineage(execution_id, planner),
+        now_ms=now_ms,
+    )
+    active = leases.activate(requested, now_ms, "0" * 64)
+    grant: str = client.app.state.executions.grants.sign(active, now_ms)  # type: ignore[attr-defined]
+    return grant
+
+
+def test_a_grant_is_refused_by_every_route_but_its_own(client: TestClient, log: AuditLog) -> None:
+    grant = _grant_for(client, SAMPLE["{execution_id}"], log.now_ms())
+    headers = {"Authorization": f"Bearer {grant}"}
+    for (method, template), allowed in ACCESS.items():
+        path = template
+        for marker, value in SAMPLE.items():
+            path = path.replace(marker, value)
+        if path in STREAMS:
+            with client.stream(method, path, headers=headers) as response:
+                pass
+        else:
+            response = client.request(method, path, headers=headers, json={})
+        if allowed == PUBLIC or (method, template) in GRANT_ROUTES:
+            assert response.status_code not in (401, 403), (method, template, response.text)
+        else:
+            assert response.status_code == 403, (method, template, response.text)
+            assert response.json()["error"]["code"] == "permission_denied"
 
 
 class _Clock:
