@@ -62,13 +62,18 @@ def console_root() -> Response:
 
 @router.get("/console/static/{path:path}")
 def static(path: str) -> Response:
-    """A static file of the console; nothing outside its folder is reachable."""
+    """A static file of the console; nothing outside its folder is reachable.
+
+    Any path the file system cannot look up (a NUL byte, a name or path over its
+    limits) is a 404, like any other file that is not there.
+    """
     try:
         target = (STATIC / path).resolve()
-    except (ValueError, OSError):  # a NUL byte, a path too long: no such file
+        found = target.is_relative_to(STATIC) and target.is_file()
+    except (ValueError, OSError):
         raise NotFoundError(f"no console file {path!r}") from None
     suffix = "." + target.name.rsplit(".", 1)[-1] if "." in target.name else ""
-    if not target.is_relative_to(STATIC) or not target.is_file() or suffix not in CONTENT_TYPES:
+    if not found or suffix not in CONTENT_TYPES:
         raise NotFoundError(f"no console file {path!r}")
     headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache"}
     return FileResponse(target, media_type=CONTENT_TYPES[suffix], headers=headers)
