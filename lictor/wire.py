@@ -29,7 +29,12 @@ _STATUS: dict[type[errors.LictorError], int] = {
 
 def status_for(error: errors.LictorError) -> int:
     """The HTTP status for an error: the entry of its nearest listed class."""
-    for cls in type(error).__mro__:
+    return status_of(type(error))
+
+
+def status_of(error_class: type[errors.LictorError]) -> int:
+    """The HTTP status for errors of a class: the entry of its nearest listed class."""
+    for cls in error_class.__mro__:
         if cls in _STATUS:
             return _STATUS[cls]
     return 500

@@ -3,7 +3,9 @@
 Every error leaves as ``{"error": {"code", "message"}}`` with a stable code
 (`lictor.wire`); unexpected exceptions become a 500 ``internal`` without
 taking the server down. Request bodies over ``max_body`` bytes are refused
-with 413 before any handler runs, so nothing is written.
+with 413 before any handler runs, so nothing is written; so are JSON bodies
+that are not strict JSON (`lictor.server.json_bodies`: UTF-8, no key twice in
+an object), with 400 ``invalid_request``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lictor import __version__
 from lictor.core.grant import GrantSigner, jwk_thumbprint
-from lictor.errors import LictorError
+from lictor.errors import InvalidRequestError, LictorError
 from lictor.server import (
     console,
     credentials_api,
@@ -43,6 +45,7 @@ from lictor.server import (
 )
 from lictor.server.events import CommitSignal, EntryTail
 from lictor.service.arguments import ArgumentSeal
+from lictor.server.json_bodies import is_json, parse_json_body
 from lictor.service.executions import Executions
 from lictor.service.log import AuditLog
 from lictor.service.policies import Policies
@@ -64,7 +67,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyLimit:
-    """ASGI middleware: buffer at most ``limit`` body bytes, else answer 413."""
+    """ASGI middleware: buffer at most ``limit`` body bytes, else answer 413; answer 400
+    to a JSON body (by its Content-Type) that `parse_json_body` refuses."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -86,6 +90,13 @@ class BodyLimit:
                 await _too_large(self.limit)(scope, receive, send)
                 return
         replayed = False
+        if body and is_json(_content_type(scope)):
+            try:
+                parse_json_body(bytes(body))
+            except InvalidRequestError as e:
+                refused = JSONResponse(error_body(e.code, e.message), status_code=status_for(e))
+                await refused(scope, receive, send)
+                return
 
         async def replay() -> Message:
             nonlocal replayed
@@ -118,6 +129,13 @@ class CountRequests:
 
 
 def _too_large(limit: int) -> JSONResponse:
+def _content_type(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bytes(value).decode("latin-1")
+    return ""
+
+
     message = f"request body exceeds {limit} bytes"
     return JSONResponse(error_body("payload_too_large", message), status_code=413)
 

@@ -14,7 +14,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from lictor.errors import ConflictError, NotFoundError
 from lictor.server.auth import require_role
+from lictor.server.openapi import answers
 from lictor.service.credentials import MAX_TTL_S, Credentials
 from lictor.store.base import Credential
 
@@ -40,24 +42,64 @@ class RevokeRequest(BaseModel):
     reason: Annotated[str, Field(max_length=200)] = ""
 
 
+class CredentialView(BaseModel):
+    """A credential's lifecycle (`lictor.service.credentials.Issued`), never its secret."""
+
+    name: str
+    role: str
+    created_at_ms: int
+    by: str
+    state: str
+    expires_at_ms: int | None
+    key_id: str | None
+    rotated_at_ms: int | None
+    revoked_at_ms: int | None
+    revoked_by: str | None
+
+
+class CredentialIssued(CredentialView):
+    credential: str
+
+
+class CredentialRotated(CredentialIssued):
+    self_: bool = Field(alias="self")
+
+
+class CredentialList(BaseModel):
+    credentials: list[CredentialView]
+
+
+class CredentialRevoked(BaseModel):
+    credential: CredentialView
+
+
 def _credentials(request: Request) -> Credentials:
     return Credentials(request.app.state.log)
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    operation_id="issue_credential",
+    responses=answers(CredentialIssued, ConflictError, status=201),
+)
 def issue(body: CredentialRequest, request: Request, who: Admin) -> dict[str, Any]:
     """Issue a credential (logged first); the secret is in this reply only."""
     issued, secret = _credentials(request).add(body.name, body.role, who.name, body.ttl)
     return {**asdict(issued), "credential": secret}
 
 
-@router.get("")
+@router.get("", operation_id="list_credentials", responses=answers(CredentialList))
 def listing(request: Request, who: Admin) -> dict[str, Any]:
     """Every credential with its state (active, revoked, expired) and expiry; never secrets."""
     return {"credentials": _credentials(request).list()}
 
 
-@router.post("/{name}/rotate")
+@router.post(
+    "/{name}/rotate",
+    operation_id="rotate_credential",
+    responses=answers(CredentialRotated, NotFoundError, ConflictError),
+)
 def rotate(
     name: str, request: Request, who: Admin, body: RotateRequest | None = None
 ) -> dict[str, Any]:
@@ -68,7 +110,11 @@ def rotate(
     return {**asdict(rotated), "credential": secret, "self": rotated.name == who.name}
 
 
-@router.post("/{name}/revoke")
+@router.post(
+    "/{name}/revoke",
+    operation_id="revoke_credential",
+    responses=answers(CredentialRevoked, NotFoundError, ConflictError),
+)
 def revoke(
     name: str, request: Request, who: Admin, body: RevokeRequest | None = None
 ) -> dict[str, Any]:

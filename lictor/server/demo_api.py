@@ -11,16 +11,30 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from lictor.demo.runner import DemoRunner
-from lictor.errors import NotFoundError
+from lictor.errors import ConflictError, NotFoundError
 from lictor.server.auth import require_role
+from lictor.server.openapi import answers
 from lictor.store.base import Credential
 
 router = APIRouter(prefix="/v1/demo", tags=["demo"])
 Admin = Annotated[Credential, Depends(require_role("admin"))]
 Reader = Annotated[Credential, Depends(require_role("admin", "auditor"))]
+
+
+class DemoStatus(BaseModel):
+    """``enabled``; on a server with the demo, the scenario's state and steps too."""
+
+    enabled: bool
+    state: str | None = None
+    runs: int | None = None
+    started_at_ms: int | None = None
+    ended_at_ms: int | None = None
+    held: Any = None
+    steps: list[dict[str, Any]] | None = None
 
 
 def _runner(request: Request) -> DemoRunner:
@@ -30,7 +44,7 @@ def _runner(request: Request) -> DemoRunner:
     return runner
 
 
-@router.get("")
+@router.get("", operation_id="get_demo", responses=answers(DemoStatus))
 def status(request: Request, who: Reader) -> dict[str, Any]:
     """The scenario's state: each step with its promise, status and detail
     (``{"enabled": false}`` on a server without the demo)."""
@@ -38,13 +52,18 @@ def status(request: Request, who: Reader) -> dict[str, Any]:
     return {"enabled": False} if runner is None else {"enabled": True, **runner.status()}
 
 
-@router.post("/start", status_code=202)
+@router.post(
+    "/start",
+    status_code=202,
+    operation_id="start_demo",
+    responses=answers(DemoStatus, NotFoundError, ConflictError, status=202),
+)
 def start(request: Request, who: Admin) -> dict[str, Any]:
     """Start the scenario (409 ``conflict`` while it runs)."""
     return {"enabled": True, **_runner(request).start()}
 
 
-@router.post("/stop")
+@router.post("/stop", operation_id="stop_demo", responses=answers(DemoStatus, NotFoundError))
 async def stop(request: Request, who: Admin) -> dict[str, Any]:
     """Stop the scenario and its governed processes."""
     return {"enabled": True, **await run_in_threadpool(_runner(request).stop)}

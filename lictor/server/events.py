@@ -161,6 +161,10 @@ class EntryTail:
             self._entries = {i: e for i, e in self._entries.items() if i >= oldest}
 
 
+class EventStream(StreamingResponse):
+    media_type = "text/event-stream"
+
+
 def _start_index(last_event_id: str | None, after: str | None) -> int:
     raw = last_event_id if last_event_id is not None else after
     if raw is None:
@@ -200,7 +204,7 @@ async def _stream(
         size = max(signal.size, (await run_in_threadpool(log.head)).size)
 
 
-@router.get("/v1/events")
+@router.get("/v1/events", operation_id="follow_events", response_class=EventStream)
 async def events(
     request: Request,
     who: Annotated[Credential, Depends(require_role("admin", "auditor", "runtime", GRANT_ROLE))],

@@ -15,8 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lictor.core import lease as leases
 from lictor.core.types import EntityRef, ExecutionState
-from lictor.errors import InvalidRequestError, LictorError
+from lictor.errors import (
+    ConflictError,
+    InvalidRequestError,
+    InvalidTransitionError,
+    LictorError,
+    NotFoundError,
+)
 from lictor.server.auth import GRANT_ROLE, GrantCaller, own_execution, require_role
+from lictor.server.openapi import ErrorDetail, answers
 from lictor.service.executions import Ask, Completion, Executions, Outcome
 from lictor.service.records import StoredExecution, execution_json
 from lictor.service.sweeps import Sweeps
@@ -86,6 +93,80 @@ class RevokeRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=256)]
 
 
+class ExecutionView(BaseModel):
+    """An execution (`execution_json`), the decision that made it and its transitions."""
+
+    execution: dict[str, Any]
+    decision: dict[str, Any] | None
+    transitions: list[dict[str, Any]]
+
+
+class Lease(BaseModel):
+    ttl: float
+    expires_at_ms: int
+    renew_by_ms: int
+
+
+class ExecutionReply(ExecutionView):
+    """What a transition answers: the view, and the lease and grant while active,
+    the receipt of its log entry, the descendants it revoked."""
+
+    lease: Lease | None = None
+    grant: str | None = None
+    receipt: dict[str, Any] | None = None
+    revoked: list[str] | None = None
+
+
+class Denial(ExecutionReply):
+    """A deny (code ``denied``, with the decision and its receipt), or a caller refused
+    (``permission_denied``, the error alone)."""
+
+    error: ErrorDetail
+    execution: dict[str, Any] | None = None  # type: ignore[assignment]
+    decision: dict[str, Any] | None = None
+    transitions: list[dict[str, Any]] | None = None  # type: ignore[assignment]
+
+
+class Possible(BaseModel):
+    resource: dict[str, str]
+    possible: bool
+
+
+class PreviewReply(BaseModel):
+    policy_version: str | None
+    results: list[Possible]
+
+
+class CompletionFailed(BaseModel):
+    execution: str
+    error: ErrorDetail
+
+
+class CompletionsReply(BaseModel):
+    """Each completion's answer in its place: `ExecutionReply`, or why it failed."""
+
+    results: list[ExecutionReply | CompletionFailed]
+
+
+class ExecutionDetail(ExecutionView):
+    effective_state: str
+
+
+class ExecutionList(BaseModel):
+    executions: list[ExecutionView]
+    next: str | None
+
+
+class Lineage(BaseModel):
+    ancestors: list[ExecutionView]
+    descendants: list[ExecutionView]
+
+
+class PrincipalRevoked(BaseModel):
+    principal: dict[str, str]
+    revoked: list[str]
+
+
 def _executions(request: Request) -> Executions:
     executions: Executions = request.app.state.executions
     return executions
@@ -132,7 +213,14 @@ def _body(outcome: Outcome, executions: Executions) -> dict[str, Any]:
     return body
 
 
-@router.post("", status_code=201, responses={403: {"description": "denied, with its receipt"}})
+@router.post(
+    "",
+    status_code=201,
+    operation_id="request_execution",
+    response_model=None,
+    responses=answers(ExecutionReply, NotFoundError, InvalidTransitionError, status=201)
+    | {403: {"model": Denial, "description": "denied, permission_denied"}},
+)
 async def request_execution(body: ExecutionRequest, request: Request, who: Acting) -> Any:
     """Authorize a new execution; 201 with a grant, or 403 with the reasons.
 
@@ -185,7 +273,7 @@ def _denial(outcome: Outcome) -> str:
     return f"denied: {decision.get('reason_code')} {decision.get('reasons') or ''}".strip()
 
 
-@router.post("/preview")
+@router.post("/preview", operation_id="preview_executions", responses=answers(PreviewReply))
 def preview(body: PreviewRequest, request: Request, who: Reader) -> dict[str, Any]:
     """For each resource, whether the active policy could allow the action under some
     context: a hint for what to offer (a gateway's tool list), never a permission."""
@@ -199,7 +287,11 @@ def preview(body: PreviewRequest, request: Request, who: Reader) -> dict[str, An
     return {"policy_version": version, "results": results}
 
 
-@router.post("/{execution_id}/renew")
+@router.post(
+    "/{execution_id}/renew",
+    operation_id="renew_execution",
+    responses=answers(ExecutionReply, NotFoundError, InvalidTransitionError, ConflictError),
+)
 async def renew(execution_id: str, body: RenewRequest, request: Request, who: Acting) -> Any:
     """Re-run the authorization with fresh context: a new lease, or revoked (with why)."""
     own_execution(who, execution_id)
@@ -209,7 +301,11 @@ async def renew(execution_id: str, body: RenewRequest, request: Request, who: Ac
     return JSONResponse(_body(outcome, executions))
 
 
-@router.post("/{execution_id}/complete")
+@router.post(
+    "/{execution_id}/complete",
+    operation_id="complete_execution",
+    responses=answers(ExecutionReply, NotFoundError, InvalidTransitionError, ConflictError),
+)
 async def complete(execution_id: str, body: CompleteRequest, request: Request, who: Acting) -> Any:
     """End an execution with its outcome; live descendants end with it."""
     own_execution(who, execution_id)
@@ -220,7 +316,9 @@ async def complete(execution_id: str, body: CompleteRequest, request: Request, w
     return JSONResponse(_body(outcome, executions))
 
 
-@router.post("/completions")
+@router.post(
+    "/completions", operation_id="complete_executions", responses=answers(CompletionsReply)
+)
 async def complete_many(body: CompletionsRequest, request: Request, who: Runtime) -> Any:
     """End several executions in one transaction; each succeeds or fails alone, its
     answer (`complete`'s body, or ``error``) in its place in ``results``."""
@@ -242,7 +340,11 @@ async def complete_many(body: CompletionsRequest, request: Request, who: Runtime
     return JSONResponse({"results": results})
 
 
-@router.post("/{execution_id}/revoke")
+@router.post(
+    "/{execution_id}/revoke",
+    operation_id="revoke_execution",
+    responses=answers(ExecutionReply, NotFoundError, InvalidTransitionError, ConflictError),
+)
 def revoke(execution_id: str, body: RevokeRequest, request: Request, who: Admin) -> Any:
     """Revoke an execution and every live descendant, in one transaction."""
     executions = _executions(request)
@@ -251,7 +353,7 @@ def revoke(execution_id: str, body: RevokeRequest, request: Request, who: Admin)
     return _body(outcome, executions)
 
 
-@router.get("")
+@router.get("", operation_id="list_executions", responses=answers(ExecutionList))
 def list_executions(
     request: Request,
     who: Reader,
@@ -283,7 +385,11 @@ def list_executions(
     return {"executions": [_view(s, executions) for s in found], "next": last}
 
 
-@router.get("/{execution_id}")
+@router.get(
+    "/{execution_id}",
+    operation_id="get_execution",
+    responses=answers(ExecutionDetail, NotFoundError),
+)
 def get_execution(execution_id: str, request: Request, who: OwnReader) -> dict[str, Any]:
     """An execution with every transition and the log index of each."""
     own_execution(who, execution_id)
@@ -296,7 +402,9 @@ def get_execution(execution_id: str, request: Request, who: OwnReader) -> dict[s
     return view
 
 
-@router.get("/{execution_id}/lineage")
+@router.get(
+    "/{execution_id}/lineage", operation_id="get_lineage", responses=answers(Lineage, NotFoundError)
+)
 def lineage(execution_id: str, request: Request, who: Reader) -> dict[str, Any]:
     """Ancestors (root first) and descendants, each with its transitions."""
     executions = _executions(request)
@@ -319,7 +427,7 @@ class PrincipalRevokeRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=256)]
 
 
-@principals.post("/revoke")
+@principals.post("/revoke", operation_id="revoke_principal", responses=answers(PrincipalRevoked))
 def revoke_principal(body: PrincipalRevokeRequest, request: Request, who: Admin) -> Any:
     """Revoke a principal: its active executions now (cascading), its requests from now on."""
     sweeps: Sweeps = request.app.state.sweeps

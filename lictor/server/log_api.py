@@ -14,14 +14,16 @@ import gzip
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from lictor.errors import NotFoundError, TileError, TreeError
 from lictor.log.entry import parse_entry
 from lictor.log.merkle import leaf_hash
 from lictor.log.tiles import parse_tile_path
 from lictor.server.auth import caller, require_role
+from lictor.server.openapi import answers
 from lictor.service.log import AuditLog
 from lictor.store.base import Credential
 
@@ -67,22 +69,69 @@ class NoteRequest(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_NOTE_TEXT)
 
 
-@router.get("/key")
+class LogKey(BaseModel):
+    origin: str
+    vkey: str
+
+
+class Checkpoint(BaseModel):
+    size: int
+    root: str
+    checkpoint: str
+
+
+class Entry(BaseModel):
+    """An entry; ``event`` and ``salt`` only for admin and auditor credentials."""
+
+    index: int
+    entry: dict[str, Any]
+    data: str
+    leaf_hash: str
+    event: dict[str, Any] | None = None
+    salt: str | None = None
+
+
+class Appended(BaseModel):
+    index: int
+    receipt: dict[str, Any]
+
+
+class InclusionProof(BaseModel):
+    index: int
+    tree_size: int
+    hashes: list[str]
+
+
+class ConsistencyProof(BaseModel):
+    first: int
+    second: int
+    hashes: list[str]
+
+
+class OctetStream(Response):
+    media_type = "application/octet-stream"
+
+
+@router.get("/key", operation_id="get_log_key", responses=answers(LogKey))
 def key(request: Request) -> dict[str, str]:
     """The log's origin and C2SP verifier key."""
     log = _log(request)
     return {"origin": log.origin, "vkey": log.vkey}
 
 
-@router.get("/checkpoint")
+@router.get("/checkpoint", operation_id="get_checkpoint", responses=answers(Checkpoint))
 def checkpoint(request: Request) -> dict[str, Any]:
     """The latest signed checkpoint."""
     head = _log(request).head()
     return {"size": head.size, "root": _b64(head.root), "checkpoint": head.checkpoint.decode()}
 
 
-@router.get("/entries/{index}")
-def entry(index: Annotated[str, Path(pattern=UINT)], request: Request) -> dict[str, Any]:
+@router.get("/entries/{index}", operation_id="get_entry", responses=answers(Entry, NotFoundError))
+def entry(
+    index: Annotated[str, Path(pattern=UINT)],
+    request: Request,
+    who: Annotated[Credential | None, Depends(caller)],
+) -> dict[str, Any]:
     """One entry; its private event too for admin and auditor credentials."""
     log = _log(request)
     data, private = log.entry(int(index))
@@ -92,13 +141,14 @@ def entry(index: Annotated[str, Path(pattern=UINT)], request: Request) -> dict[s
         "data": _b64(data),
         "leaf_hash": _b64(leaf_hash(data)),
     }
-    who = caller(request)
     if private is not None and who is not None and who.role in PRIVATE_READERS:
         body.update(parse_entry(private))
     return body
 
 
-@router.post("/entries", status_code=201)
+@router.post(
+    "/entries", status_code=201, operation_id="append_note", responses=answers(Appended, status=201)
+)
 async def append_note(
     note: NoteRequest,
     request: Request,
@@ -116,7 +166,11 @@ async def append_note(
     return {"index": appended.index, "receipt": receipt.to_json()}
 
 
-@router.get("/proof/inclusion")
+@router.get(
+    "/proof/inclusion",
+    operation_id="get_inclusion_proof",
+    responses=answers(InclusionProof, NotFoundError, TreeError),
+)
 def inclusion_proof(request: Request, index: Index, tree_size: Size = None) -> dict[str, Any]:
     """RFC 6962 inclusion proof of ``index`` in the tree of ``tree_size`` (default: latest)."""
     log = _log(request)
@@ -125,7 +179,11 @@ def inclusion_proof(request: Request, index: Index, tree_size: Size = None) -> d
     return {"index": int(index), "tree_size": size, "hashes": [_b64(h) for h in hashes]}
 
 
-@router.get("/proof/consistency")
+@router.get(
+    "/proof/consistency",
+    operation_id="get_consistency_proof",
+    responses=answers(ConsistencyProof, NotFoundError, TreeError),
+)
 def consistency_proof(request: Request, first: Index, second: Size = None) -> dict[str, Any]:
     """RFC 6962 consistency proof from tree ``first`` to ``second`` (default: latest)."""
     log = _log(request)
@@ -134,8 +192,8 @@ def consistency_proof(request: Request, first: Index, second: Size = None) -> di
     return {"first": int(first), "second": size, "hashes": [_b64(h) for h in hashes]}
 
 
-@tiles.get("/checkpoint")
-@tiles.head("/checkpoint", include_in_schema=False)
+@tiles.get("/checkpoint", operation_id="get_checkpoint_note", response_class=PlainTextResponse)
+@tiles.head("/checkpoint", operation_id="head_checkpoint_note", response_class=PlainTextResponse)
 def tiles_checkpoint(request: Request) -> Response:
     """The signed checkpoint note, as tlog-tiles serves it."""
     note = _log(request).head().checkpoint
@@ -146,8 +204,18 @@ def tiles_checkpoint(request: Request) -> Response:
     )
 
 
-@tiles.get("/tile/{path:path}")
-@tiles.head("/tile/{path:path}", include_in_schema=False)
+@tiles.get(
+    "/tile/{path:path}",
+    operation_id="get_tile",
+    response_class=OctetStream,
+    responses=answers(None, NotFoundError, TileError, TreeError),
+)
+@tiles.head(
+    "/tile/{path:path}",
+    operation_id="head_tile",
+    response_class=OctetStream,
+    responses=answers(None, NotFoundError, TileError, TreeError),
+)
 def tile(path: str, request: Request) -> Response:
     """A hash tile or entry bundle; 404 until the tree has it."""
     parsed = parse_tile_path("tile/" + path)

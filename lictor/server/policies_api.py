@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from lictor.errors import ConflictError, NotFoundError
 from lictor.server.auth import require_role
+from lictor.server.openapi import answers
 from lictor.service.policies import Policies, source_from_json
 from lictor.service.replay import Replay
 from lictor.service.sweeps import Sweeps
@@ -40,12 +42,62 @@ class EntitiesRequest(BaseModel):
     entities: Annotated[list[dict[str, Any]], Field(max_length=100_000)]
 
 
+class Pushed(BaseModel):
+    version: str
+    new: bool
+
+
+class PolicyVersion(BaseModel):
+    version: str
+    pushed_at_ms: int
+
+
+class PolicyVersions(BaseModel):
+    active: str | None
+    versions: list[PolicyVersion]
+
+
+class PolicyShown(PolicyVersion):
+    source: dict[str, Any]
+
+
+class Activated(BaseModel):
+    version: str
+    log_index: int
+    revoked: list[str]
+
+
+class Backtest(BaseModel):
+    candidate: str
+    changed: list[dict[str, Any]]
+    withheld: int
+
+
+class Replayed(BaseModel):
+    execution: str
+    identical: bool
+    decisions: list[dict[str, Any]]
+
+
+class EntitiesVersion(BaseModel):
+    version: str
+
+
+class Entities(EntitiesVersion):
+    entities: list[dict[str, Any]]
+
+
 def _policies(request: Request) -> Policies:
     policies: Policies = request.app.state.policies
     return policies
 
 
-@router.post("/v1/policies", status_code=201)
+@router.post(
+    "/v1/policies",
+    status_code=201,
+    operation_id="push_policy",
+    responses=answers(Pushed, status=201),
+)
 def push(body: PushRequest, request: Request, who: Admin) -> dict[str, Any]:
     """Store a policy version (validated; named by the SHA-256 of its content)."""
     source = source_from_json(body.source.model_dump(by_alias=True))
@@ -53,7 +105,7 @@ def push(body: PushRequest, request: Request, who: Admin) -> dict[str, Any]:
     return {"version": pushed.version, "new": new}
 
 
-@router.get("/v1/policies")
+@router.get("/v1/policies", operation_id="list_policies", responses=answers(PolicyVersions))
 def versions(request: Request, who: Reader) -> dict[str, Any]:
     policies = _policies(request)
     return {
@@ -62,12 +114,20 @@ def versions(request: Request, who: Reader) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/policies/{version}")
+@router.get(
+    "/v1/policies/{version}",
+    operation_id="get_policy",
+    responses=answers(PolicyShown, NotFoundError),
+)
 def show(version: str, request: Request, who: Reader) -> dict[str, Any]:
     return _policies(request).get(version).to_json(with_source=True)
 
 
-@router.post("/v1/policies/{version}/activate")
+@router.post(
+    "/v1/policies/{version}/activate",
+    operation_id="activate_policy",
+    responses=answers(Activated, NotFoundError, ConflictError),
+)
 def activate(version: str, request: Request, who: Admin) -> dict[str, Any]:
     """Activate a version; every active execution is re-verified, the denied revoked."""
     sweeps: Sweeps = request.app.state.sweeps
@@ -82,7 +142,7 @@ class BacktestRequest(BaseModel):
     since_ms: Annotated[int, Field(ge=0)] = 0
 
 
-@router.post("/v1/policies/backtest")
+@router.post("/v1/policies/backtest", operation_id="backtest_policy", responses=answers(Backtest))
 def backtest(body: BacktestRequest, request: Request, who: Reader) -> dict[str, Any]:
     """Recorded decisions (since ``since_ms``) that the candidate set would decide otherwise.
     An auditor's backtest leaves out executions whose arguments are sealed (``withheld``
@@ -97,7 +157,11 @@ def backtest(body: BacktestRequest, request: Request, who: Reader) -> dict[str, 
     }
 
 
-@router.get("/v1/executions/{execution_id}/replay")
+@router.get(
+    "/v1/executions/{execution_id}/replay",
+    operation_id="replay_execution",
+    responses=answers(Replayed, NotFoundError),
+)
 def replay_execution(execution_id: str, request: Request, who: Reader) -> dict[str, Any]:
     """Every decision of an execution, evaluated again with its recorded inputs."""
     replay: Replay = request.app.state.replay
@@ -109,13 +173,15 @@ def replay_execution(execution_id: str, request: Request, who: Reader) -> dict[s
     }
 
 
-@router.put("/v1/entities")
+@router.put(
+    "/v1/entities", operation_id="put_entities", responses=answers(EntitiesVersion, ConflictError)
+)
 def put_entities(body: EntitiesRequest, request: Request, who: Admin) -> dict[str, Any]:
     """Replace the entity set (versioned and logged)."""
     return {"version": _policies(request).put_entities(body.entities)}
 
 
-@router.get("/v1/entities")
+@router.get("/v1/entities", operation_id="get_entities", responses=answers(Entities))
 def get_entities(request: Request, who: Reader) -> dict[str, Any]:
     version, entities = _policies(request).entities()
     return {"version": version, "entities": entities}

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from lictor.errors import PermissionDeniedError
+from lictor.errors import ConflictError, NotFoundError, PermissionDeniedError
 from lictor.server.auth import require_role
+from lictor.server.openapi import answers
 from lictor.service.runtimes import Runtimes
 from lictor.service.sweeps import Sweeps
 from lictor.store.base import Credential
@@ -38,12 +39,41 @@ class Heartbeat(BaseModel):
     attestation: Attestation | None = None
 
 
+class RuntimeView(BaseModel):
+    """A runtime as stored (`lictor.service.runtimes.Runtime`)."""
+
+    id: str
+    region: str
+    cluster: str
+    state: str
+    attestation: dict[str, Any] | None
+    last_heartbeat_ms: int | None
+    created_at_ms: int
+
+
+class RuntimeAdded(BaseModel):
+    runtime: RuntimeView
+    credential: str
+
+
+class RuntimeList(BaseModel):
+    runtimes: list[RuntimeView]
+
+
+class RuntimeReply(BaseModel):
+    runtime: RuntimeView
+
+
+class RuntimeChanged(RuntimeReply):
+    revoked: list[str]
+
+
 def _runtimes(request: Request) -> Runtimes:
     runtimes: Runtimes = request.app.state.runtimes
     return runtimes
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=answers(RuntimeAdded, ConflictError, status=201))
 def add_runtime(
     body: RuntimeRequest,
     request: Request,
@@ -54,7 +84,7 @@ def add_runtime(
     return {"runtime": asdict(runtime), "credential": secret}
 
 
-@router.get("")
+@router.get("", responses=answers(RuntimeList))
 def list_runtimes(
     request: Request,
     _: Annotated[Credential, Depends(require_role("admin", "auditor"))],
@@ -64,7 +94,7 @@ def list_runtimes(
     return {"runtimes": [asdict(r) for r in _runtimes(request).list(region, cluster)]}
 
 
-@router.get("/{runtime_id}")
+@router.get("/{runtime_id}", responses=answers(RuntimeReply, NotFoundError))
 def get_runtime(
     runtime_id: str,
     request: Request,
@@ -74,7 +104,9 @@ def get_runtime(
     return {"runtime": asdict(_runtimes(request).get(runtime_id))}
 
 
-@router.post("/{runtime_id}/heartbeat")
+@router.post(
+    "/{runtime_id}/heartbeat", responses=answers(RuntimeChanged, NotFoundError, ConflictError)
+)
 def heartbeat(
     runtime_id: str,
     body: Heartbeat,
@@ -95,7 +127,9 @@ class RevokeRequest(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=200)]
 
 
-@router.post("/{runtime_id}/revoke")
+@router.post(
+    "/{runtime_id}/revoke", responses=answers(RuntimeChanged, NotFoundError, ConflictError)
+)
 def revoke_runtime(
     runtime_id: str,
     body: RevokeRequest,

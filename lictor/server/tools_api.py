@@ -15,7 +15,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from lictor.core.tools import MAX_NAME_LENGTH, MAX_SERVER_LENGTH
+from lictor.errors import ConflictError, NotFoundError
 from lictor.server.auth import require_role
+from lictor.server.openapi import answers
 from lictor.service.tools import MAX_TOOLS, Tools
 from lictor.store.base import Credential
 
@@ -47,11 +49,38 @@ class ApproveRequest(BaseModel):
     hash: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 
 
+class Seen(BaseModel):
+    """A reported tool as judged (`lictor.service.tools.Seen`)."""
+
+    tool: str
+    name: str
+    hash: str
+    status: Literal["approved", "changed"]
+    approved: str
+    pending: str | None
+
+
+class Observed(BaseModel):
+    tools: list[Seen]
+
+
+class Pin(BaseModel):
+    """A tool's pin (`lictor.service.tools.Pin`) with its status."""
+
+    model_config = ConfigDict(extra="allow")
+    tool: str
+    status: Literal["approved", "changed"]
+
+
+class Pins(BaseModel):
+    tools: list[Pin]
+
+
 def _tools(request: Request) -> Tools:
     return Tools(request.app.state.log)
 
 
-@router.post("/observe")
+@router.post("/observe", operation_id="observe_tools", responses=answers(Observed, ConflictError))
 def observe(body: ObserveRequest, request: Request, who: Runtime) -> dict[str, Any]:
     """Judge each reported tool against its pin: ``approved`` or ``changed``."""
     reported = [t.model_dump(by_alias=True, exclude_none=True) for t in body.tools]
@@ -59,7 +88,7 @@ def observe(body: ObserveRequest, request: Request, who: Runtime) -> dict[str, A
     return {"tools": [asdict(s) for s in seen]}
 
 
-@router.get("")
+@router.get("", operation_id="list_tools", responses=answers(Pins))
 def listing(
     request: Request,
     who: Reader,
@@ -69,7 +98,9 @@ def listing(
     return {"tools": [p.to_json() for p in _tools(request).list(status)]}
 
 
-@router.post("/approve")
+@router.post(
+    "/approve", operation_id="approve_tool", responses=answers(Pin, NotFoundError, ConflictError)
+)
 def approve(body: ApproveRequest, request: Request, who: Admin) -> dict[str, Any]:
     """Approve a tool's pending definition (logged as ``tool_approved``)."""
     return _tools(request).approve(body.tool, body.hash, who.name).to_json()
