@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench clean postgres chromium
+.PHONY: install demo test lint bench clean postgres chromium faketime
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,12 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium </dev/null; }
 
-test: lint postgres chromium
+# The clock tests step a server's wall clock with Debian's libfaketime (tests/server/test_clock.py).
+faketime:
+	@ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || { \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libfaketime faketime </dev/null; }
+
+test: lint postgres chromium faketime
 	$(VENV)/bin/pytest -q
 
 bench: install

@@ -19,7 +19,9 @@ a child spawned in the same batch as its parent's revocation is planned after
 it, or before it and then revoked with it. A command that raises while
 planning fails alone, and whatever it had applied to the view is undone. A
 batch's entries, record writes, hashes and checkpoint are one transaction; on
-a lost compare-and-swap the whole batch is replanned on the new head.
+a lost compare-and-swap the whole batch is replanned on the new head. An
+`EntryOrder`, if given, sees each batch before it is planned and fits its
+entries' times after, so entry times never decrease in log order.
 
 The committer keeps the right edge of the committed tree in memory (a
 `CompactRange`: one hash per set bit of the size), so extending the tree never
@@ -43,7 +45,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from lictor.errors import ConflictError, LictorError, StoreError, TreeError
 from lictor.log.checkpoint import Checkpoint, open_checkpoint
@@ -86,6 +88,18 @@ Command = Callable[[StateView, int], Plan]
 
 CommitListener = Callable[[Head, Sequence[StoredEntry]], None]
 """Told of each commit: the new head and the entries written, which end at its size."""
+
+
+class EntryOrder(Protocol):
+    """Orders a batch's entries in time (the log's `lictor.service.log.EntryTimes`).
+
+    The committer calls `planning` before it plans a batch on ``head`` and
+    hands `fit` the planned entries; what `fit` returns is what is written.
+    """
+
+    def planning(self, head: Head) -> None: ...
+
+    def fit(self, entries: Sequence[StoredEntry]) -> list[StoredEntry]: ...
 
 
 def append_entry(entry: StoredEntry) -> Command:
@@ -131,10 +145,17 @@ def _load_frontier(store: Store, head: Head) -> CompactRange:
 class Sequencer:
     """Owns the write path of one log. Thread-safe; see the module docstring."""
 
-    def __init__(self, store: Store, signer: Ed25519Signer, max_batch: int = 1024) -> None:
+    def __init__(
+        self,
+        store: Store,
+        signer: Ed25519Signer,
+        max_batch: int = 1024,
+        order: EntryOrder | None = None,
+    ) -> None:
         self._store = store
         self._signer = signer
         self._max_batch = max_batch
+        self._order = order
         self._pending: list[tuple[Command, Future[Any]]] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -301,6 +322,8 @@ class Sequencer:
         self, commands: list[Command]
     ) -> tuple[list[Plan | LictorError], list[StoredEntry], list[RecordWrite]]:
         """Plan every command in order on one view; a failing command fails alone."""
+        if self._order is not None:
+            self._order.planning(self._head)
         view = StateView(self._store)
         plans: list[Plan | LictorError] = []
         entries: list[StoredEntry] = []
@@ -315,6 +338,8 @@ class Sequencer:
             view.apply(plan.writes)
             entries.extend(plan.entries)
             plans.append(plan)
+        if self._order is not None:
+            entries = self._order.fit(entries)
         return plans, entries, view.writes
 
     def _commit(

@@ -39,13 +39,14 @@ from lictor.server import (
     executions_api,
     health_api,
     log_api,
+    openapi,
     policies_api,
     runtimes_api,
     tools_api,
 )
 from lictor.server.events import CommitSignal, EntryTail
-from lictor.service.arguments import ArgumentSeal
 from lictor.server.json_bodies import is_json, parse_json_body
+from lictor.service.arguments import ArgumentSeal
 from lictor.service.executions import Executions
 from lictor.service.log import AuditLog
 from lictor.service.policies import Policies
@@ -89,7 +90,6 @@ class BodyLimit:
             if len(body) > self.limit:
                 await _too_large(self.limit)(scope, receive, send)
                 return
-        replayed = False
         if body and is_json(_content_type(scope)):
             try:
                 parse_json_body(bytes(body))
@@ -97,6 +97,7 @@ class BodyLimit:
                 refused = JSONResponse(error_body(e.code, e.message), status_code=status_for(e))
                 await refused(scope, receive, send)
                 return
+        replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
@@ -128,7 +129,6 @@ class CountRequests:
         await self.app(scope, receive, counted)
 
 
-def _too_large(limit: int) -> JSONResponse:
 def _content_type(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"content-type":
@@ -136,6 +136,7 @@ def _content_type(scope: Scope) -> str:
     return ""
 
 
+def _too_large(limit: int) -> JSONResponse:
     message = f"request body exceeds {limit} bytes"
     return JSONResponse(error_body("payload_too_large", message), status_code=413)
 
@@ -262,6 +263,7 @@ def create_app(
     _install_health(app)
     for router in ROUTERS:  # the decision path first: routes are matched in order
         app.include_router(router)
+    openapi.install(app)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(CountRequests, counter=app.state.metrics.requests)
     return app
@@ -299,7 +301,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_error")
         body = error_body(code, str(exc.detail))
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:  # every method of the path, not the first route's
+            headers = {"Allow": ", ".join(openapi.allowed_methods(app.routes, request.scope))}
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:

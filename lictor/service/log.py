@@ -5,22 +5,34 @@ event is written as a public entry ``{kind, time, commitment, ...public}`` and
 a private record ``{event, salt}`` kept beside the log (DESIGN.md invariant 7);
 the caller's `Receipt` holds both plus the inclusion proof, so it can later
 prove the event's details to an auditor offline.
+
+Time (ADR 15): every decision, lease and entry of the process reads one
+`ServerClock`. It starts at the wall clock and then advances only as the
+monotonic clock does, so a step of the wall clock (±1 h by hand or by a bad
+NTP source) moves no lease's expiry closer or further; it never returns less
+than it returned before, nor less than the newest entry time in the log
+(read at start, and by the committer whenever another replica appended).
+`EntryTimes` keeps entry times non-decreasing in log order: the committer
+moves an entry prepared before an earlier-logged one up to that one's time.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import os
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lictor.errors import EntryError, NotFoundError, TreeError
 from lictor.log.commitment import SALT_SIZE, commit_canonical
 from lictor.log.entry import canonical_entry, parse_entry
-from lictor.log.merkle import leaf_hash, prove_consistency, prove_inclusion
+from lictor.log.merkle import leaf_hash, prove_consistency, prove_inclusion, stored_hash_index
 from lictor.log.note import Ed25519Signer
 from lictor.log.proof import TlogProof
 from lictor.log.tiles import MAX_ENTRY_SIZE, Tile, encode_bundle, level_width
@@ -28,10 +40,66 @@ from lictor.sequencer import Appended, Sequencer
 from lictor.store.base import Head, Store, StoredEntry
 
 Clock = Callable[[], datetime]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def epoch_ms(at: datetime) -> int:
+    """``at`` (timezone-aware) in whole milliseconds since the epoch, exactly (no float)."""
+    return (at - _EPOCH) // _MS
+
+
+def entry_time(at_ms: int) -> str:
+    """An entry's ``time``: RFC 3339 UTC with milliseconds, e.g. ``2025-01-02T03:04:05.678Z``."""
+    at = _EPOCH + at_ms * _MS
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ServerClock:
+    """The time of this process, in integer milliseconds since the epoch. Thread-safe.
+
+    Invariants: it reads ``wall`` once, at start; from then on it advances
+    exactly as ``monotonic_ns`` does, so stepping the wall clock does not move
+    it. It never returns less than it returned before, and never less than a
+    time given to `floor` (which moves it forward, after which it keeps
+    advancing at the monotonic pace). Without ``monotonic_ns`` it reads
+    ``wall`` every time (a clock a test moves), held at the same two floors
+    until ``wall`` passes them.
+    """
+
+    def __init__(
+        self, wall: Clock = utc_now, monotonic_ns: Callable[[], int] | None = time.monotonic_ns
+    ) -> None:
+        self._wall = wall
+        self._monotonic_ns = monotonic_ns
+        self._lock = threading.Lock()
+        self._offset_ms = 0
+        self._start_ms = epoch_ms(wall())
+        self._start_ns = monotonic_ns() if monotonic_ns else 0
+        self._last_ms = self._start_ms
+
+    def _reading(self) -> int:
+        if self._monotonic_ns is None:
+            return epoch_ms(self._wall())
+        elapsed_ms = (self._monotonic_ns() - self._start_ns) // 1_000_000
+        return self._start_ms + self._offset_ms + elapsed_ms
+
+    def now_ms(self) -> int:
+        with self._lock:
+            self._last_ms = max(self._last_ms, self._reading())
+            return self._last_ms
+
+    def floor(self, at_ms: int) -> None:
+        """From now on return at least ``at_ms`` (and advance from there)."""
+        with self._lock:
+            behind = at_ms - self._reading()
+            if behind > 0 and self._monotonic_ns is not None:
+                self._offset_ms += behind  # advance from ``at_ms``, not stand still
+            self._last_ms = max(self._last_ms, at_ms)
 
 
 @dataclass(frozen=True)
@@ -80,18 +148,99 @@ class PreparedEntry(StoredEntry):
     entry: dict[str, Any] = field(default_factory=dict)
     event: dict[str, Any] = field(default_factory=dict)
     salt: str = ""
+    time_ms: int = 0
+
+    def restamped(self, at_ms: int) -> PreparedEntry:
+        """The same event and salt with ``time`` set to ``at_ms`` (encoded anew)."""
+        time_text = entry_time(at_ms)
+        public = {k: v for k, v in self.entry.items() if k != "commitment"}
+        full = {**self.event, "time": time_text}
+        salt = base64.b64decode(self.salt)
+        return _encoded({**public, "time": time_text}, full, salt, at_ms)
+
+
+def _encoded(entry: dict[str, Any], full: dict[str, Any], salt: bytes, at_ms: int) -> PreparedEntry:
+    """The public entry (``entry`` plus the commitment to ``full``) and private record."""
+    event_data = canonical_entry(full)
+    entry = {**entry, "commitment": commit_canonical(event_data, salt)}
+    salt_text = base64.b64encode(salt).decode()
+    # the canonical form of {"event": full, "salt": salt_text}, built from its parts
+    private_data = b'{"event":' + event_data + b',"salt":"' + salt_text.encode() + b'"}'
+    if len(private_data) > MAX_ENTRY_SIZE:
+        raise EntryError(f"event is {len(event_data)} bytes; too large to log")
+    return PreparedEntry(canonical_entry(entry), private_data, entry, full, salt_text, at_ms)
+
+
+class EntryTimes:
+    """Keeps entry times non-decreasing in log order, across replicas and restarts.
+
+    The committer calls `planning` before it plans a batch on a head and
+    `fit` on the batch's entries; `committed` hears of each commit. Entries
+    prepared inside a plan read the clock after `planning` floored it at the
+    newest logged time, so they are already in order; one prepared before it
+    was queued (and overtaken) is restamped to the time of the entry before it.
+    Only the committer thread calls these (and `AuditLog` once, before any).
+    """
+
+    def __init__(self, store: Store, clock: ServerClock) -> None:
+        self._store = store
+        self._clock = clock
+        self._size = -1  # the log size `_last_ms` is the newest entry time of
+        self._last_ms = 0
+
+    def planning(self, head: Head) -> None:
+        if head.size != self._size:  # another replica appended, or the first batch
+            newest = self._store.read_entries(head.size - 1, head.size) if head.size else []
+            self._last_ms = _time_of(newest)
+            self._size = head.size
+        self._clock.floor(self._last_ms)
+
+    def fit(self, entries: Sequence[StoredEntry]) -> list[StoredEntry]:
+        """``entries`` in order, each one's time at least the one's before it."""
+        last, fitted = self._last_ms, []
+        for entry in entries:
+            if isinstance(entry, PreparedEntry):
+                if entry.time_ms < last:
+                    entry = entry.restamped(last)
+                last = entry.time_ms
+            fitted.append(entry)
+        return fitted
+
+    def committed(self, head: Head, entries: Sequence[StoredEntry]) -> None:
+        times = [e.time_ms for e in entries if isinstance(e, PreparedEntry)]
+        self._last_ms = max([self._last_ms, *times])
+        self._size = head.size
+
+
+def _time_of(found: Sequence[bytes]) -> int:
+    """The time of the entry in ``found`` (0 for none, or one without a time)."""
+    try:
+        text = json.loads(found[0])["time"]
+        return epoch_ms(datetime.fromisoformat(text))
+    except (IndexError, ValueError, KeyError, TypeError):
+        return 0
 
 
 class AuditLog:
     """The log as the rest of Lictor sees it. Thread-safe."""
 
     def __init__(
-        self, store: Store, signer: Ed25519Signer, clock: Clock = utc_now, max_batch: int = 1024
+        self,
+        store: Store,
+        signer: Ed25519Signer,
+        clock: Clock | None = None,
+        max_batch: int = 1024,
     ) -> None:
+        """``clock``: a wall clock to follow on every reading (tests move one); by
+        default the wall clock is read once and the monotonic clock kept from there."""
         self.store = store
         self.signer = signer
-        self.clock = clock
-        self.sequencer = Sequencer(store, signer, max_batch)
+        self.clock = ServerClock() if clock is None else ServerClock(clock, None)
+        self.times = EntryTimes(store, self.clock)
+        self.sequencer = Sequencer(store, signer, max_batch, self.times)
+        self.sequencer.add_commit_listener(self.times.committed)
+        # never before the newest logged time, even if the wall clock went back since
+        self.times.planning(self.sequencer.head)
 
     @property
     def origin(self) -> str:
@@ -111,8 +260,9 @@ class AuditLog:
         return self.sequencer.head
 
     def now_ms(self) -> int:
-        """The clock, in integer milliseconds since the epoch (what `lictor.core` takes)."""
-        return int(self.clock().timestamp() * 1000)
+        """The server's clock (`ServerClock`), in integer milliseconds since the epoch
+        (what `lictor.core` takes): never decreasing, unmoved by wall-clock steps."""
+        return self.clock.now_ms()
 
     def close(self) -> None:
         self.sequencer.close()
@@ -127,20 +277,13 @@ class AuditLog:
     def prepare_event(
         self, kind: str, event: dict[str, Any], public: dict[str, Any] | None = None
     ) -> PreparedEntry:
-        """The public entry and private record for an event (not yet logged)."""
-        salt = os.urandom(SALT_SIZE)
-        time = self.clock().isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        full = {**event, "kind": kind, "time": time}
-        event_data = canonical_entry(full)
-        entry = {**(public or {}), "kind": kind, "time": time}
-        entry["commitment"] = commit_canonical(event_data, salt)
-        salt_text = base64.b64encode(salt).decode()
-        # the canonical form of {"event": full, "salt": salt_text}, built from its parts
-        private_data = b'{"event":' + event_data + b',"salt":"' + salt_text.encode() + b'"}'
-        if len(private_data) > MAX_ENTRY_SIZE:
-            raise EntryError(f"event is {len(event_data)} bytes; too large to log")
-        data = canonical_entry(entry)
-        return PreparedEntry(data, private_data, entry, full, salt_text)
+        """The public entry and private record for an event (not yet logged), stamped
+        with the server's clock (the committer may move the stamp later: `EntryTimes`)."""
+        at_ms = self.now_ms()
+        time_text = entry_time(at_ms)
+        full = {**event, "kind": kind, "time": time_text}
+        entry = {**(public or {}), "kind": kind, "time": time_text}
+        return _encoded(entry, full, os.urandom(SALT_SIZE), at_ms)
 
     def append_event(
         self, kind: str, event: dict[str, Any], public: dict[str, Any] | None = None
@@ -155,6 +298,8 @@ class AuditLog:
         hashes = tuple(prove_inclusion(index, head.size, self.sequencer))
         event: dict[str, Any] | None
         salt: str | None
+        if isinstance(stored, PreparedEntry) and not self._logged_as(index, stored):
+            stored = None  # the committer restamped it (`EntryTimes`): read what is logged
         if isinstance(stored, PreparedEntry):
             entry, event, salt = stored.entry, stored.event, stored.salt
             data = stored.data
@@ -164,6 +309,11 @@ class AuditLog:
             entry, (event, salt) = parse_entry(data), _split_private(private)
         leaf = leaf_hash(data)
         return Receipt(index, entry, head.size, hashes, head.checkpoint, event, salt, leaf)
+
+    def _logged_as(self, index: int, stored: PreparedEntry) -> bool:
+        """Whether entry ``index`` is ``stored``'s bytes (its leaf hash is the tree's)."""
+        logged = self.sequencer.read_hashes([stored_hash_index(0, index)])[0]
+        return logged == leaf_hash(stored.data)
 
     def entry(self, index: int) -> tuple[bytes, bytes | None]:
         """Entry bytes and private record of ``index``, or `NotFoundError`."""
