@@ -504,6 +504,10 @@ class Executions:
         )
 
         def plan(view: StateView, first_index: int) -> Plan:
+            # the lease is judged when the renewal commits, not when it was read: one
+            # that waited (a busy committer, a frozen process) past the lease's expiry
+            # is refused, never revives it
+            at = self.log.now_ms()
             decision = decided
             self._check_fresh(view, decision)
             if decision.allowed:
@@ -511,13 +515,13 @@ class Executions:
             current = reload(view, execution_id, read)
             if not decision.allowed:
                 reason = f"reverify_denied:{decision.reason_code}"
-                return self.revoke_plan(view, current.execution, reason, now, first_index)
+                return self.revoke_plan(view, current.execution, reason, at, first_index)
             parent = self._view_parent(view, current.execution)
-            e = leases.renew(current.execution, now, ttl_ms, parent, decision.policy_version)
+            e = leases.renew(current.execution, at, ttl_ms, parent, decision.policy_version)
             if decision.policy_version == _decided_version(current) and facts == current.runtime:
                 same = replace(current, execution=e)
                 return Plan([], [same.write()], lambda head: Outcome(same, None))
-            new = current.with_transition(e, now, first_index, decision.to_json(), facts)
+            new = current.with_transition(e, at, first_index, decision.to_json(), facts)
             entry = self.entry(new, decision)
             return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
 
