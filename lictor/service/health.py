@@ -22,8 +22,15 @@
   deny of its executions in the scanned log, with the policy version it was
   made under (null when none was scanned).
 
-Only `LogTail` and `Health` read or write the store; the rest is arithmetic on
-values passed in, time included.
+Only `LogTail` and `Health` read or write the store, and `CommitProbe` commits
+through the log's committer; the rest is arithmetic on values passed in, time
+included.
+
+**Readiness** (`/readyz`) needs the store to answer *and to commit*: a store
+that reads but cannot write (a full disk, a read-only database) fails every
+decision. `CommitProbe` counts a commit in the last `FRESH_COMMIT_S` seconds
+as proof; otherwise it commits nothing (no entry, no record: only the head's
+version moves) through the committer and waits at most `PROBE_TIMEOUT_S`.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from lictor.sequencer import Plan
 from lictor.service.log import AuditLog
 from lictor.service.policies import ACTIVE, SETTING
 from lictor.service.runtimes import KIND as RUNTIME
@@ -51,6 +59,8 @@ MAX_SCAN = 50_000
 READ_CHUNK = 5_000
 MAX_RUNTIMES = 2_000
 DROP_EVERY_MS = MINUTE_MS
+FRESH_COMMIT_S = 1.0
+PROBE_TIMEOUT_S = 2.0
 COUNTED = {"active": "allowed", "denied": "denied", "revoked": "revoked"}  # state: series
 
 
@@ -424,3 +434,42 @@ class Health:
                 "max_entries": self.tail.max_scan,
             },
         }
+
+
+class CommitProbe:
+    """Whether this process can commit to the log's store now. Thread-safe.
+
+    Invariant: `problem` is None only if a commit of this process succeeded in
+    the last `FRESH_COMMIT_S` seconds (monotonic) or a probe commit succeeded
+    within `PROBE_TIMEOUT_S` just now; a probe changes no entry and no record.
+    """
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+        self._committed_at = -FRESH_COMMIT_S  # no commit seen yet: probe first
+        log.sequencer.add_listener(self._committed)
+
+    def _committed(self, _: object) -> None:
+        self._committed_at = time.monotonic()
+
+    def problem(self) -> str | None:
+        """Why a commit cannot be made now, or None when commits succeed."""
+        if time.monotonic() - self._committed_at < FRESH_COMMIT_S:
+            return None
+        try:
+            future = self._log.sequencer.submit_commands([_nothing])[0]
+        except Exception as e:  # the committer stopped
+            return f"the log cannot commit: {e}"
+        try:
+            future.result(timeout=PROBE_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()  # still queued: dropped; if running it commits nothing
+            return f"a commit did not finish within {PROBE_TIMEOUT_S:g} s"
+        except Exception as e:
+            return f"a commit failed: {e}"
+        return None
+
+
+def _nothing(view: object, first_index: int) -> Plan:
+    """The probe's command: no entry and no record written."""
+    return Plan([], [], lambda head: None)
