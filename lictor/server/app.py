@@ -327,6 +327,10 @@ def _install_health(app: FastAPI) -> None:
             body = {"status": "unavailable", "database": "error", "message": str(e)}
             return JSONResponse(body, status_code=503)
         elapsed = round((time.monotonic() - started) * 1000, 3)
+        problem = health_api.commit_problem(request.app)
+        if problem is not None:  # it answers but cannot write (a full disk): not ready
+            body = {"status": "unavailable", "database": "cannot_commit", "message": problem}
+            return JSONResponse(body, status_code=503)
         size = head.size if head else 0
         ready = {
             "status": "ok",
