@@ -282,7 +282,9 @@ class Executions:
                 current = pin_denial(view, resource, definition, current.policy_version) or current
             parent = self._view_parent(view, stored.execution, parent_read)
             if current.allowed and parent is not None:
-                current = self._check_parent(parent, now) or current
+                # judged when the child commits: a request that waited past its parent's
+                # lease (a busy committer, a frozen process) is denied
+                current = self._check_parent(parent, self.log.now_ms()) or current
             e = stored.execution
             if current.allowed:
                 e = leases.activate(e, now, current.policy_version, ttl_ms, parent)

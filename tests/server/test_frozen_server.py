@@ -2,7 +2,8 @@
 
 A renewal is judged when it commits, not when its request was read: one that
 waited in the committer's queue while the process was stopped, until after its
-lease's expiry, is refused. To make the freeze fall between the renewal's read
+lease's expiry, is refused; so is a child asked for under a parent whose lease
+passed meanwhile. To make the freeze fall between the renewal's read
 and its commit every time, the test holds the database's write lock first, so
 the committer is stuck in an earlier batch (an operator note) with the renewal
 queued behind it.
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 
 from lictor.datadir import DB_FILE
-from lictor.errors import LeaseExpiredError
+from lictor.errors import DeniedError, LeaseExpiredError
 
 from ..conftest import Server
 from ..sdk.conftest import DEPLOY, PLANNER, STAGING, govern
@@ -96,3 +97,41 @@ def test_a_renewal_queued_across_a_freeze_past_its_lease_is_refused(
         view = plane.execution(execution_id)
         assert view["effective_state"] == "expired"
         assert view["execution"]["lease"]["expires_at_ms"] / 1000 <= expires_at
+
+
+def test_a_child_queued_across_a_freeze_past_its_parents_lease_is_denied(
+    serve: Callable[..., Server],
+) -> None:
+    server = serve()
+    plane = govern(server)
+    admin = {"Authorization": f"Bearer {server.token}"}
+    assert server.process is not None
+    with plane.client() as client:
+        parent = client.request(PLANNER, DEPLOY, STAGING, ttl=LEASE_S)
+        expires_at = time.time() + LEASE_S
+        with write_locked(server):
+            note, _ = _in_thread(
+                lambda: httpx.post(
+                    server.url + "/v1/log/entries",
+                    json={"kind": "note", "text": "holds the committer"},
+                    headers=admin,
+                    timeout=60,
+                )
+            )
+            time.sleep(QUEUED_S)
+            child, answer = _in_thread(
+                lambda: client.request(PLANNER, DEPLOY, STAGING, parent_grant=parent["grant"])
+            )
+            time.sleep(QUEUED_S)  # the child was read, decided and queued
+            assert time.time() < expires_at, "too slow to queue the child before expiry"
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                time.sleep(max(0.0, expires_at - time.time()) + 1.0)
+            except BaseException:
+                os.kill(server.process.pid, signal.SIGCONT)
+                raise
+        os.kill(server.process.pid, signal.SIGCONT)
+        child.join(60)
+        note.join(60)
+        assert len(answer) == 1 and isinstance(answer[0], DeniedError), answer
+        assert answer[0].reason_code == "parent_not_active", answer[0]
