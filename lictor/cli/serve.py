@@ -1,4 +1,10 @@
-"""`lictor serve`: run a control plane on a data directory."""
+"""`lictor serve`: run a control plane on a data directory.
+
+Connections are bounded (`lictor.server.connections`, ADR 17): a request's head and
+body must arrive within ``--header-timeout`` and ``--body-timeout`` seconds, at most
+``--max-connections`` are open, and the soft open-file limit is raised toward the hard
+one before listening, the cap kept below it.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,15 @@ from lictor.datadir import TOKEN_FILE, open_data_dir
 from lictor.demo.runner import DemoRunner
 from lictor.errors import InvalidRequestError
 from lictor.server.app import create_app
+from lictor.server.connections import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionLimits,
+    connection_cap,
+    guarded_protocol,
+    raise_open_file_limit,
+)
 from lictor.service.log import AuditLog
 
 DEFAULT_DATA_DIR = "./lictor-data"
@@ -49,6 +64,39 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         help="postgresql:// URL to keep the log in PostgreSQL, shared by replicas"
         " (env LICTOR_DATABASE; default: SQLite in the data directory)",
     )
+    p.add_argument(
+        "--header-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_HEADER_TIMEOUT,
+        help="seconds a request's head may take to arrive (default %(default)s)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=_positive_seconds,
+        default=DEFAULT_BODY_TIMEOUT,
+        help="seconds a request's body may take to arrive after its head (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections at most (default %(default)s, kept below the open-file limit)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text}")
+    return seconds
+
+
+def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    """The options' limits, after raising the open-file limit the connection cap must fit."""
+    if args.max_connections < 1:
+        raise InvalidRequestError("--max-connections must be at least 1")
+    cap = connection_cap(args.max_connections, raise_open_file_limit())
+    return ConnectionLimits(args.header_timeout, args.body_timeout, cap)
 
 
 @contextmanager
@@ -70,6 +118,7 @@ def running_app(args: argparse.Namespace) -> Iterator[tuple[AuditLog, FastAPI]]:
 def run(args: argparse.Namespace) -> int:
     if args.demo and (args.port == 0 or args.host not in LOOPBACK):
         raise InvalidRequestError("--demo needs a loopback --host and a fixed --port")
+    limits = connection_limits(args)
     with running_app(args) as (log, app):
         if args.demo:
             token = (Path(args.data_dir) / TOKEN_FILE).read_text().strip()
@@ -80,11 +129,14 @@ def run(args: argparse.Namespace) -> int:
             port=args.port,
             log_level="warning",
             access_log=False,
+            http=guarded_protocol(limits),
+            ws="none",
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # event streams never end by themselves
         )
         print(
             f"lictor: serving log {log.origin} on http://{args.host}:{args.port}"
-            f" (data {args.data_dir}, admin credential in {args.data_dir}/{TOKEN_FILE})",
+            f" (data {args.data_dir}, admin credential in {args.data_dir}/{TOKEN_FILE};"
+            f" at most {limits.max_connections} connections)",
             file=sys.stderr,
             flush=True,
         )
