@@ -102,7 +102,11 @@ def test_credential_add_prints_an_auditor_credential_that_works(
     who = httpx.get(server.url + "/v1/session", headers={"Authorization": f"Bearer {secret}"})
     assert who.json() == {"name": "ada", "role": "auditor"}
     assert main(["credential", "list"]) == 0
-    assert "ada\tauditor\tissued by admin" in capsys.readouterr().out
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["NAME", "ROLE", "STATE", "EXPIRES", "KEY ID", "ISSUED BY"]
+    ada = next(row for row in rows if row[0] == "ada")
+    assert ada[1:4] == ["auditor", "active", "never"] and ada[5] == "admin", ada
+    assert ada[4].startswith("key:") and secret not in ada[4]
     monkeypatch.setenv("LICTOR_CREDENTIAL", secret)
     assert main(["credential", "add", "eve", "--role", "admin"]) == 1
     assert "lictor: permission_denied:" in capsys.readouterr().err
