@@ -16,7 +16,6 @@ with the lease.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -64,24 +63,31 @@ def caller(request: Request) -> Credential | None:
     return CredentialCheck.of(log).authenticate(hash_secret(secret), log.now_ms())
 
 
-def require_role(*roles: str) -> Callable[[Request], Awaitable[Credential]]:
+class RoleCheck:
     """A dependency admitting only callers whose role is one of ``roles``.
 
     It runs on the event loop (no thread hop): the store answers a known
     credential from memory, so only a first sight of one reads the database,
     and its lifecycle (`CredentialCheck`) is read from memory or, on a shared
-    store, at most once per `RECHECK_S` per credential.
+    store, at most once per `RECHECK_S` per credential. ``roles`` is public so
+    the API description can say who may call each route.
     """
 
-    async def check(request: Request) -> Credential:
+    def __init__(self, roles: tuple[str, ...]) -> None:
+        self.roles = frozenset(roles)
+
+    async def __call__(self, request: Request) -> Credential:
         credential = caller(request)
         if credential is None:
             raise UnauthenticatedError("this call needs a credential")
-        if credential.role not in roles:
+        if credential.role not in self.roles:
             raise PermissionDeniedError(f"role {credential.role!r} may not make this call")
         return credential
 
-    return check
+
+def require_role(*roles: str) -> RoleCheck:
+    """The `RoleCheck` dependency for ``roles``."""
+    return RoleCheck(roles)
 
 
 def _grant_caller(request: Request, grant: str) -> GrantCaller:

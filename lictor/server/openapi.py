@@ -37,6 +37,7 @@ from starlette.types import Scope
 
 from lictor import errors
 from lictor.errors import LictorError
+from lictor.server.auth import RoleCheck, caller
 from lictor.wire import status_of
 
 BEARER = "bearer"
@@ -155,10 +156,9 @@ def roles_of(route: RouteContext) -> tuple[frozenset[str], bool]:
     roles: set[str] = set()
     optional = False
     for call in _calls(route.dependant):
-        if call.__qualname__ == "require_role.<locals>.check":
-            closure = dict(zip(call.__code__.co_freevars, call.__closure__ or (), strict=True))
-            roles |= set(closure["roles"].cell_contents)
-        elif call.__qualname__ == "caller":
+        if isinstance(call, RoleCheck):
+            roles |= call.roles
+        elif call is caller:
             optional = True
     return frozenset(roles), optional
 
