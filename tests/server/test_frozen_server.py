@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -59,41 +60,51 @@ def write_locked(server: Server) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def queued_across_a_freeze(server: Server, call: Callable[[], Any], expires_at: float) -> Any:
+    """What ``call()`` answered, having been read and queued behind a commit before
+    ``expires_at`` (wall time), then held there by a freeze of the server until a
+    second after it."""
+    assert server.process is not None
+    admin = {"Authorization": f"Bearer {server.token}"}
+    with write_locked(server):
+        note, _ = _in_thread(
+            lambda: httpx.post(
+                server.url + "/v1/log/entries",
+                json={"kind": "note", "text": "holds the committer"},
+                headers=admin,
+                timeout=60,
+            )
+        )
+        time.sleep(QUEUED_S)  # the committer is in the note's batch, waiting
+        queued, answer = _in_thread(call)
+        time.sleep(QUEUED_S)  # the call was read, decided and queued
+        assert time.time() < expires_at, "too slow to queue the call before the expiry"
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            time.sleep(max(0.0, expires_at - time.time()) + 1.0)  # the lease passes
+        except BaseException:
+            os.kill(server.process.pid, signal.SIGCONT)
+            raise
+    # the lock is released while the server is frozen; it resumes past the expiry
+    os.kill(server.process.pid, signal.SIGCONT)
+    queued.join(60)
+    note.join(60)
+    assert len(answer) == 1, answer
+    return answer[0]
+
+
 def test_a_renewal_queued_across_a_freeze_past_its_lease_is_refused(
     serve: Callable[..., Server],
 ) -> None:
     server = serve()
     plane = govern(server)
-    admin = {"Authorization": f"Bearer {server.token}"}
-    assert server.process is not None
     with plane.client() as client:
         granted = client.request(PLANNER, DEPLOY, STAGING, ttl=LEASE_S)
         execution_id = granted["execution"]["id"]
         expires_at = time.time() + LEASE_S  # a bound: the lease began before this
-        with write_locked(server):
-            note, _ = _in_thread(
-                lambda: httpx.post(
-                    server.url + "/v1/log/entries",
-                    json={"kind": "note", "text": "holds the committer"},
-                    headers=admin,
-                    timeout=60,
-                )
-            )
-            time.sleep(QUEUED_S)  # the committer is in the note's batch, waiting
-            renewal, answer = _in_thread(lambda: client.renew(execution_id, ttl=30, timeout=60))
-            time.sleep(QUEUED_S)  # the renewal was read, decided and queued
-            assert time.time() < expires_at, "too slow to queue the renewal before expiry"
-            os.kill(server.process.pid, signal.SIGSTOP)
-            try:
-                time.sleep(max(0.0, expires_at - time.time()) + 1.0)  # the lease passes
-            except BaseException:
-                os.kill(server.process.pid, signal.SIGCONT)
-                raise
-        # the lock is released while the server is frozen; it resumes past the lease
-        os.kill(server.process.pid, signal.SIGCONT)
-        renewal.join(60)
-        note.join(60)
-        assert len(answer) == 1 and isinstance(answer[0], LeaseExpiredError), answer
+        renew = partial(client.renew, execution_id, ttl=30, timeout=60)
+        answer = queued_across_a_freeze(server, renew, expires_at)
+        assert isinstance(answer, LeaseExpiredError), answer
         view = plane.execution(execution_id)
         assert view["effective_state"] == "expired"
         assert view["execution"]["lease"]["expires_at_ms"] / 1000 <= expires_at
@@ -104,34 +115,10 @@ def test_a_child_queued_across_a_freeze_past_its_parents_lease_is_denied(
 ) -> None:
     server = serve()
     plane = govern(server)
-    admin = {"Authorization": f"Bearer {server.token}"}
-    assert server.process is not None
     with plane.client() as client:
         parent = client.request(PLANNER, DEPLOY, STAGING, ttl=LEASE_S)
         expires_at = time.time() + LEASE_S
-        with write_locked(server):
-            note, _ = _in_thread(
-                lambda: httpx.post(
-                    server.url + "/v1/log/entries",
-                    json={"kind": "note", "text": "holds the committer"},
-                    headers=admin,
-                    timeout=60,
-                )
-            )
-            time.sleep(QUEUED_S)
-            child, answer = _in_thread(
-                lambda: client.request(PLANNER, DEPLOY, STAGING, parent_grant=parent["grant"])
-            )
-            time.sleep(QUEUED_S)  # the child was read, decided and queued
-            assert time.time() < expires_at, "too slow to queue the child before expiry"
-            os.kill(server.process.pid, signal.SIGSTOP)
-            try:
-                time.sleep(max(0.0, expires_at - time.time()) + 1.0)
-            except BaseException:
-                os.kill(server.process.pid, signal.SIGCONT)
-                raise
-        os.kill(server.process.pid, signal.SIGCONT)
-        child.join(60)
-        note.join(60)
-        assert len(answer) == 1 and isinstance(answer[0], DeniedError), answer
-        assert answer[0].reason_code == "parent_not_active", answer[0]
+        child = partial(client.request, PLANNER, DEPLOY, STAGING, parent_grant=parent["grant"])
+        answer = queued_across_a_freeze(server, child, expires_at)
+        assert isinstance(answer, DeniedError), answer
+        assert answer.reason_code == "parent_not_active", answer
