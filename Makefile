@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench clean postgres chromium faketime
+.PHONY: install demo test lint bench clean postgres chromium faketime wrk
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,13 @@ faketime:
 test: lint postgres chromium faketime
 	$(VENV)/bin/pytest -q
 
-bench: install
+# The HTTP bench loads its targets with Debian's wrk (bench/http_bench.py).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk </dev/null; }
+
+bench: install wrk
+	$(PY) bench/http_bench.py
 	$(PY) bench/log_bench.py
 	$(PY) bench/decide_bench.py
 	$(PY) bench/enforce_bench.py

@@ -1,0 +1,354 @@
+"""Decisions over HTTP, Lictor beside its yardsticks in one run; prints figures, asserts nothing.
+
+On a shared machine an absolute figure says little; a ratio measured in the same
+run, interleaved, says something. This benchmark starts, in one invocation:
+
+- Lictor: ``lictor serve`` on a fresh SQLite data directory, loaded with the
+  policy, schema and entities of ``bench/reference/data`` and one runtime;
+- the reference (``bench/reference/reference.py``): the same per-decision work
+  in minimal Python (bearer check, cedarpy with schema and ``context.lictor``,
+  Ed25519 grant, canonical entry with a salted commitment, group commit to
+  SQLite WAL ``synchronous=FULL`` with one signed checkpoint per batch,
+  inclusion proof in the answer), as one process and as two worker processes
+  feeding one log process;
+- Cerbos (Go), when its npm package is installed in ``bench/reference/cerbos``
+  (``npm install`` there: its ``package.json`` names it), with the same three
+  rules (its decision log off).
+
+It drives them in turn, round after round (A, B, C, A, B, C, ...), with one
+load generator (``wrk``, Debian's package), and prints for each: the median
+latency with one caller (c=1 p50), the throughput with 32 (c=32 req/s), the
+server CPU per request at c=32 (utime + stime of every server process, from
+``/proc/<pid>/stat``), each the median of the rounds, and the ratios to the
+reference. Every request must be answered 201 (Cerbos: 200); other answers
+are counted and printed.
+
+Run: ``.venv/bin/python bench/http_bench.py [--rounds 3] [--seconds 8]``;
+``--quick`` for a smoke run (1 round of 2 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+REFERENCE = HERE / "reference"
+DATA = REFERENCE / "data"
+CERBOS = REFERENCE / "cerbos"
+CERBOS_BIN = CERBOS / "node_modules" / "@cerbos" / "cerbos-linux-x64" / "cerbos-linux-x64"
+TOKEN = "reference-bench-token"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of ``pids`` and their threads, in seconds."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / TICKS
+
+
+@dataclass
+class Target:
+    """A server under load: how to reach it and which processes serve it."""
+
+    name: str
+    url: str
+    body: str
+    headers: dict[str, str]
+    ok_status: int
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@dataclass(frozen=True)
+class Run:
+    """One wrk run against one target."""
+
+    requests: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+    bad: int
+
+
+def _start(argv: Sequence[str], workdir: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(argv), cwd=workdir, stdout=out, stderr=out, env={**os.environ, **env}
+        )
+
+
+def _lictor(*argv: str, url: str, credential: str) -> str:
+    env = {**os.environ, "LICTOR_URL": url, "LICTOR_CREDENTIAL": credential}
+    env.pop("LICTOR_GRANT", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "lictor.cli.main", *argv],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def start_lictor(workdir: Path) -> Target:
+    """`lictor serve`, loaded with the reference's policy, schema and entities."""
+    port, data = free_port(), workdir / "lictor-data"
+    argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
+    process = _start([*argv, "--port", str(port)], REPO, workdir / "lictor.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/healthz")
+    admin = (data / "admin.token").read_text().strip()
+    policies = workdir / "policies"
+    policies.mkdir()
+    for name in ("schema.cedarschema", "tool.cedar"):
+        shutil.copy(DATA / name, policies / name)
+    version = _lictor("policy", "push", str(policies), url=url, credential=admin).split()[1]
+    _lictor("entity", "put", str(DATA / "entities.json"), url=url, credential=admin)
+    _lictor("policy", "activate", version, url=url, credential=admin)
+    added = _lictor(
+        "runtime", "add", "bench-rt", "--region", "eu-west-1", "--cluster", "c1",
+        url=url, credential=admin,
+    )  # fmt: skip
+    secret = added.split("credential (shown once): ")[1].strip()
+    auth = {"Authorization": f"Bearer {secret}"}
+    beat = {"attestation": {"state": "verified"}}
+    httpx.post(url + "/v1/runtimes/bench-rt/heartbeat", json=beat, headers=auth).raise_for_status()
+    body = (DATA / "body.json").read_text().strip()
+    return Target("lictor", url + "/v1/executions", body, auth, 201, [process])
+
+
+def start_reference(workdir: Path) -> Target:
+    """The reference in one process."""
+    port = free_port()
+    argv = [sys.executable, str(REFERENCE / "reference.py"), "serve", str(port)]
+    argv.append(str(workdir / "ref.db"))
+    process = _start(argv, REFERENCE, workdir / "ref.log", REF_TOKEN=TOKEN)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/")
+    return _reference_target("reference", url, [process])
+
+
+def start_reference_workers(workdir: Path, workers: int = 2) -> Target:
+    """The reference as ``workers`` decision processes feeding one log process."""
+    port, sock = free_port(), workdir / "ref.sock"
+    script = str(REFERENCE / "reference.py")
+    log = workdir / "ref-workers.log"
+    log_process = [sys.executable, script, "seq", str(sock), str(workdir / "ref2.db")]
+    seq = _start(log_process, REFERENCE, log)
+    deadline = time.monotonic() + 30
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = [seq]
+    for _ in range(workers):
+        argv = [sys.executable, script, "worker", str(port), str(sock)]
+        started.append(_start(argv, REFERENCE, log, REF_TOKEN=TOKEN))
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/")
+    return _reference_target(f"reference, {workers} workers", url, started)
+
+
+def _reference_target(name: str, url: str, processes: list[subprocess.Popen[bytes]]) -> Target:
+    body = (DATA / "body.json").read_text().strip()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    return Target(name, url + "/v1/executions", body, auth, 201, processes)
+
+
+def start_cerbos(workdir: Path) -> Target | None:
+    """Cerbos PDP, if its npm package is installed beside its configuration."""
+    binary = Path(os.environ.get("CERBOS_BIN", CERBOS_BIN))
+    if not binary.exists():
+        return None
+    argv = [str(binary), "server", "--config=config.yaml"]
+    process = _start(argv, CERBOS, workdir / "cerbos.log")
+    url = "http://127.0.0.1:3592"
+    wait_ready(url + "/_cerbos/health")
+    lua = (CERBOS / "cerbos.lua").read_text()
+    body = re.search(r"wrk\.body\s*=\s*'(.*)'", lua)
+    assert body is not None, "cerbos.lua holds the request body"
+    return Target("cerbos", url + "/api/check/resources", body.group(1), {}, 200, [process])
+
+
+def _script(target: Target, workdir: Path) -> Path:
+    path = workdir / f"{re.sub(r'[^a-z0-9]+', '-', target.name)}.lua"
+    headers = {"Content-Type": "application/json", **target.headers}
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(target.body)}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def load(target: Target, script: Path, connections: int, seconds: float) -> Run:
+    """One wrk run; the server CPU it cost, per request."""
+    before = cpu_seconds(target.pids())
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
+    out = subprocess.run([*argv, target.url], capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(target.pids()) - before
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    latency = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", out, re.MULTILINE))
+    return Run(
+        requests=requests,
+        per_second=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        p50_ms=_ms(latency["50"]),
+        p99_ms=_ms(latency["99"]),
+        cpu_us=cpu / max(requests, 1) * 1e6,
+        bad=int(bad.group(1)) if bad else 0,
+    )
+
+
+def check_answers(target: Target) -> None:
+    """One request by hand: the target must answer it as a decision."""
+    headers = {"Content-Type": "application/json", **target.headers}
+    r = httpx.post(target.url, content=target.body, headers=headers, timeout=10)
+    if r.status_code != target.ok_status:
+        raise RuntimeError(f"{target.name} answered {r.status_code}: {r.text[:300]}")
+
+
+def median(runs: Sequence[Run], pick: Callable[[Run], float]) -> float:
+    return statistics.median(pick(r) for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--quick", action="store_true", help="1 round of 2 s")
+    args = parser.parse_args()
+    rounds, seconds = (1, 2.0) if args.quick else (args.rounds, args.seconds)
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    print(f"load at start: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="lictor-http-bench-") as tmp:
+        workdir = Path(tmp)
+        targets: list[Target] = []
+        try:
+            targets += [start_lictor(workdir), start_reference(workdir)]
+            targets.append(start_reference_workers(workdir))
+            cerbos = start_cerbos(workdir)
+            if cerbos is None:
+                print(f"cerbos: not installed (run npm install in {CERBOS})")
+            else:
+                targets.append(cerbos)
+            results = measure(targets, workdir, rounds, seconds)
+        finally:
+            for target in targets:
+                target.stop()
+    print(f"load at end: {os.getloadavg()[0]:.2f} (1 min)")
+    report(results)
+
+
+def measure(
+    targets: Sequence[Target], workdir: Path, rounds: int, seconds: float
+) -> dict[str, tuple[list[Run], list[Run]]]:
+    scripts = {t.name: _script(t, workdir) for t in targets}
+    for target in targets:  # each answers as a decision, then warms up
+        check_answers(target)
+        load(target, scripts[target.name], 8, 2.0)
+    results: dict[str, tuple[list[Run], list[Run]]] = {t.name: ([], []) for t in targets}
+    for n in range(rounds):
+        for target in targets:
+            one = load(target, scripts[target.name], 1, seconds)
+            many = load(target, scripts[target.name], 32, seconds)
+            results[target.name][0].append(one)
+            results[target.name][1].append(many)
+            print(
+                f"round {n + 1} {target.name}: c=1 p50 {one.p50_ms:.2f} ms,"
+                f" c=32 {many.per_second:,.0f}/s, {many.cpu_us:,.0f} µs CPU per request"
+                + (f", {one.bad + many.bad} bad answers" if one.bad + many.bad else ""),
+                flush=True,
+            )
+    return results
+
+
+def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
+    ref_one, ref_many = results["reference"]
+    ref = (
+        median(ref_one, lambda r: r.p50_ms),
+        median(ref_many, lambda r: r.per_second),
+        median(ref_many, lambda r: r.cpu_us),
+    )
+    print()
+    head = "| target | c=1 p50 | c=1 p99 | c=32 req/s | c=32 p99 | server CPU per request |"
+    print(head + " ratio to reference (p50, req/s, CPU) | bad answers |")
+    print("|" + " --- |" * 8)
+    for name, (one, many) in results.items():
+        p50, rate = median(one, lambda r: r.p50_ms), median(many, lambda r: r.per_second)
+        cpu = median(many, lambda r: r.cpu_us)
+        bad = sum(r.bad for r in (*one, *many))
+        print(
+            f"| {name} | {p50:.2f} ms | {median(one, lambda r: r.p99_ms):.2f} ms"
+            f" | {rate:,.0f} | {median(many, lambda r: r.p99_ms):.2f} ms | {cpu:,.0f} µs"
+            f" | {p50 / ref[0]:.2f}x, {rate / ref[1]:.2f}x, {cpu / ref[2]:.2f}x | {bad} |"
+        )
+    if "lictor" in results:
+        lictor_many = results["lictor"][1]
+        workers = results.get("reference, 2 workers")
+        if workers is not None:
+            ratio = median(lictor_many, lambda r: r.per_second) / median(
+                workers[1], lambda r: r.per_second
+            )
+            print(f"\nlictor c=32 throughput / reference with 2 workers: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
