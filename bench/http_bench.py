@@ -24,7 +24,8 @@ reference. Every request must be answered 201 (Cerbos: 200); other answers
 are counted and printed.
 
 Run: ``.venv/bin/python bench/http_bench.py [--rounds 3] [--seconds 8]``;
-``--quick`` for a smoke run (1 round of 2 s).
+``--quick`` for a smoke run (1 round of 2 s); ``--compare DIR`` also runs the
+Lictor of another checkout (``git worktree add DIR REV``) in the same rounds.
 """
 
 from __future__ import annotations
@@ -128,13 +129,13 @@ def _start(argv: Sequence[str], workdir: Path, log: Path, **env: str) -> subproc
         )
 
 
-def _lictor(*argv: str, url: str, credential: str) -> str:
+def _lictor(*argv: str, url: str, credential: str, tree: Path = REPO) -> str:
     env = {**os.environ, "LICTOR_URL": url, "LICTOR_CREDENTIAL": credential}
     env.pop("LICTOR_GRANT", None)
     done = subprocess.run(
         [sys.executable, "-m", "lictor.cli.main", *argv],
         env=env,
-        cwd=REPO,
+        cwd=tree,
         capture_output=True,
         text=True,
         check=True,
@@ -142,31 +143,33 @@ def _lictor(*argv: str, url: str, credential: str) -> str:
     return done.stdout
 
 
-def start_lictor(workdir: Path) -> Target:
-    """`lictor serve`, loaded with the reference's policy, schema and entities."""
-    port, data = free_port(), workdir / "lictor-data"
+def start_lictor(workdir: Path, tree: Path = REPO, name: str = "lictor") -> Target:
+    """`lictor serve` from ``tree`` (this checkout, or another commit's), loaded with
+    the reference's policy, schema and entities."""
+    port, data = free_port(), workdir / f"{name}-data".replace(" ", "-")
     argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
-    process = _start([*argv, "--port", str(port)], REPO, workdir / "lictor.log")
+    process = _start([*argv, "--port", str(port)], tree, workdir / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/healthz")
     admin = (data / "admin.token").read_text().strip()
-    policies = workdir / "policies"
+    policies = data.parent / f"{data.name}-policies"
     policies.mkdir()
-    for name in ("schema.cedarschema", "tool.cedar"):
-        shutil.copy(DATA / name, policies / name)
-    version = _lictor("policy", "push", str(policies), url=url, credential=admin).split()[1]
-    _lictor("entity", "put", str(DATA / "entities.json"), url=url, credential=admin)
-    _lictor("policy", "activate", version, url=url, credential=admin)
+    for file in ("schema.cedarschema", "tool.cedar"):
+        shutil.copy(DATA / file, policies / file)
+    version = _lictor("policy", "push", str(policies), url=url, credential=admin, tree=tree)
+    version = version.split()[1]
+    _lictor("entity", "put", str(DATA / "entities.json"), url=url, credential=admin, tree=tree)
+    _lictor("policy", "activate", version, url=url, credential=admin, tree=tree)
     added = _lictor(
         "runtime", "add", "bench-rt", "--region", "eu-west-1", "--cluster", "c1",
-        url=url, credential=admin,
+        url=url, credential=admin, tree=tree,
     )  # fmt: skip
     secret = added.split("credential (shown once): ")[1].strip()
     auth = {"Authorization": f"Bearer {secret}"}
     beat = {"attestation": {"state": "verified"}}
     httpx.post(url + "/v1/runtimes/bench-rt/heartbeat", json=beat, headers=auth).raise_for_status()
     body = (DATA / "body.json").read_text().strip()
-    return Target("lictor", url + "/v1/executions", body, auth, 201, [process])
+    return Target(name, url + "/v1/executions", body, auth, 201, [process])
 
 
 def start_reference(workdir: Path) -> Target:
@@ -273,6 +276,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="DIR",
+        help="also run the lictor of DIR (a checkout of another commit, e.g. `git worktree add`)",
+    )
     args = parser.parse_args()
     rounds, seconds = (1, 2.0) if args.quick else (args.rounds, args.seconds)
     if shutil.which("wrk") is None:
@@ -282,7 +291,10 @@ def main() -> None:
         workdir = Path(tmp)
         targets: list[Target] = []
         try:
-            targets += [start_lictor(workdir), start_reference(workdir)]
+            targets.append(start_lictor(workdir))
+            if args.compare is not None:
+                targets.append(start_lictor(workdir, args.compare.resolve(), "lictor (compare)"))
+            targets.append(start_reference(workdir))
             targets.append(start_reference_workers(workdir))
             cerbos = start_cerbos(workdir)
             if cerbos is None:
