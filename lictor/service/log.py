@@ -59,6 +59,16 @@ def entry_time(at_ms: int) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def elapsed_ns() -> int:
+    """Nanoseconds on a clock that no one can step and that keeps running while the
+    machine is suspended (``CLOCK_BOOTTIME`` where Linux has it; else the monotonic
+    clock): lease time passes during a suspend, it is not handed back afterwards."""
+    return time.clock_gettime_ns(_ELAPSED)
+
+
+_ELAPSED = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
 class ServerClock:
     """The time of this process, in integer milliseconds since the epoch. Thread-safe.
 
@@ -72,7 +82,7 @@ class ServerClock:
     """
 
     def __init__(
-        self, wall: Clock = utc_now, monotonic_ns: Callable[[], int] | None = time.monotonic_ns
+        self, wall: Clock = utc_now, monotonic_ns: Callable[[], int] | None = elapsed_ns
     ) -> None:
         self._wall = wall
         self._monotonic_ns = monotonic_ns
