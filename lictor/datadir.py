@@ -28,7 +28,7 @@ import fcntl
 import hashlib
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,25 +59,22 @@ def write_private(path: Path, text: str) -> bool:
 
     Returns False, writing nothing, if ``path`` already exists.
     """
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(temp, path)
+        _put_private(path, text, os.link)
     except FileExistsError:
         return False
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
     return True
 
 
 def replace_private(path: Path, text: str) -> None:
     """Make ``path`` hold ``text`` with mode 0600, replacing it atomically and durably:
     a reader or a crash sees the old text or the new, never a mix or an empty file."""
+    _put_private(path, text, os.replace)
+
+
+def _put_private(path: Path, text: str, put: Callable[[Path, Path], None]) -> None:
+    """Write ``text`` to a new 0600 file beside ``path``, sync it, ``put`` it in place
+    (link: only if absent; replace: whatever was there), and sync the directory."""
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -85,7 +82,7 @@ def replace_private(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temp, path)
+        put(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
