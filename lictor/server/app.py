@@ -47,6 +47,7 @@ from lictor.server import (
 from lictor.server.events import CommitSignal, EntryTail
 from lictor.server.json_bodies import is_json, parse_json_body
 from lictor.service.arguments import ArgumentSeal
+from lictor.service.credentials import CredentialCheck
 from lictor.service.executions import Executions
 from lictor.service.log import AuditLog
 from lictor.service.policies import Policies
@@ -250,6 +251,7 @@ def create_app(
         title="Lictor", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
     app.state.log = log
+    app.state.credential_check = CredentialCheck.of(log)
     app.state.commits = signal
     app.state.tail = tail
     app.state.runtimes = runtimes

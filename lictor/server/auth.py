@@ -60,7 +60,8 @@ def caller(request: Request) -> Credential | None:
     if len(secret) > MAX_CREDENTIAL_LENGTH:
         raise UnauthenticatedError("expected 'Authorization: Bearer <credential>'")
     log: AuditLog = request.app.state.log  # revoked, rotated out, expired: 401 on every route
-    return CredentialCheck.of(log).authenticate(hash_secret(secret), log.now_ms())
+    check: CredentialCheck = request.app.state.credential_check
+    return check.authenticate(hash_secret(secret), log.now_ms())
 
 
 class RoleCheck:

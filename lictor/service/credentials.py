@@ -39,7 +39,6 @@ import hashlib
 import json
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -319,10 +318,6 @@ class Standing:
         return None
 
 
-_CHECKS: weakref.WeakKeyDictionary[AuditLog, CredentialCheck] = weakref.WeakKeyDictionary()
-_CHECKS_LOCK = threading.Lock()
-
-
 class CredentialCheck:
     """Authenticates a secret's hash at a given time: `authenticate`.
 
@@ -347,18 +342,12 @@ class CredentialCheck:
 
     @classmethod
     def of(cls, log: AuditLog) -> CredentialCheck:
-        """The one check of ``log`` (made on first use, listening to its commits)."""
-        found = _CHECKS.get(log)
-        if found is not None:
-            return found
-        with _CHECKS_LOCK:
-            found = _CHECKS.get(log)
-            if found is None:
-                found = cls(log.store, RECHECK_S if log.store.shared else 0.0)
-                if log.store.shared:
-                    log.sequencer.add_commit_listener(found.committed)
-                _CHECKS[log] = found
-        return found
+        """A check of ``log``'s credentials, listening to its commits when its store is
+        shared (the app makes one, `lictor.server.app.create_app`)."""
+        check = cls(log.store, RECHECK_S if log.store.shared else 0.0)
+        if log.store.shared:
+            log.sequencer.add_commit_listener(check.committed)
+        return check
 
     def authenticate(self, secret_hash: bytes, now_ms: int) -> Credential:
         """The credential ``secret_hash`` opens at ``now_ms``; `UnauthenticatedError`
