@@ -49,6 +49,7 @@ from lictor.server.json_bodies import is_json, parse_json_body
 from lictor.service.arguments import ArgumentSeal
 from lictor.service.credentials import CredentialCheck
 from lictor.service.executions import Executions
+from lictor.service.health import CommitProbe
 from lictor.service.log import AuditLog
 from lictor.service.policies import Policies
 from lictor.service.replay import Replay
@@ -252,6 +253,7 @@ def create_app(
     )
     app.state.log = log
     app.state.credential_check = CredentialCheck.of(log)
+    app.state.commit_probe = CommitProbe(log)  # sees every commit from now on
     app.state.commits = signal
     app.state.tail = tail
     app.state.runtimes = runtimes
@@ -329,7 +331,8 @@ def _install_health(app: FastAPI) -> None:
             body = {"status": "unavailable", "database": "error", "message": str(e)}
             return JSONResponse(body, status_code=503)
         elapsed = round((time.monotonic() - started) * 1000, 3)
-        problem = health_api.commit_problem(request.app)
+        probe: CommitProbe = request.app.state.commit_probe  # may wait: off the event loop
+        problem = probe.problem()
         if problem is not None:  # it answers but cannot write (a full disk): not ready
             body = {"status": "unavailable", "database": "cannot_commit", "message": problem}
             return JSONResponse(body, status_code=503)

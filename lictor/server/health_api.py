@@ -8,9 +8,6 @@ decision, revocation and request counters), the shared log and the records
 (see `lictor.service.health` for what each covers). ``/metrics`` gains
 ``lictor_replicas{state}`` and ``lictor_replica_seen_seconds{replica,state}``:
 the replica rows this process saw at its last beat.
-
-`commit_problem` is what ``/readyz`` asks besides the database's answer:
-whether this process can commit (`lictor.service.health.CommitProbe`).
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from lictor import __version__
 from lictor.errors import UnavailableError
 from lictor.server.auth import require_role
-from lictor.service.health import CommitProbe, Health, Sample
+from lictor.service.health import Health, Sample
 from lictor.store.base import Credential
 
 if TYPE_CHECKING:
@@ -61,19 +58,8 @@ def start(app: FastAPI, replica_id: str, engine: str) -> asyncio.Task[None]:
         current = Health(app.state.log, replica_id, engine, __version__, _bounds_ms(metrics))
         app.state.health = current
         metrics.registry.register(ReplicasSeen(current))
-    if getattr(app.state, "commit_probe", None) is None:  # sees every commit from now on
-        app.state.commit_probe = CommitProbe(app.state.log)
     _beat_once(current, app.state.metrics)  # the row is there before the first request
     return asyncio.create_task(_beat(current, app.state.metrics, BEAT_S))
-
-
-def commit_problem(app: FastAPI) -> str | None:
-    """Why this process cannot commit to its store now, or None (blocks up to
-    `lictor.service.health.PROBE_TIMEOUT_S`: call it off the event loop)."""
-    probe: CommitProbe | None = getattr(app.state, "commit_probe", None)
-    if probe is None:
-        probe = app.state.commit_probe = CommitProbe(app.state.log)
-    return probe.problem()
 
 
 async def stop(task: asyncio.Task[None], app: FastAPI) -> None:
