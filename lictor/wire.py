@@ -7,9 +7,12 @@ to the same exception class with `error_for`, so callers catch one tree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from lictor import errors
+from lictor.core.lease import MAX_EXIT_CODE, MAX_TTL_MS, MIN_EXIT_CODE, MIN_TTL_MS
 
 _STATUS: dict[type[errors.LictorError], int] = {
     errors.InvalidRequestError: 400,
@@ -64,3 +67,51 @@ def error_for(body: Any, status: int) -> errors.LictorError:
         return errors.LictorError(f"HTTP {status} without an error body")
     cls = ERROR_CLASSES.get(str(detail.get("code")), errors.LictorError)
     return cls(str(detail.get("message", "")))
+
+
+# -- the bodies of the calls on every execution's path, as typed structures ---------------
+# The server reads them with msgspec (`lictor.server.hot`); their bounds are those of the
+# API description (`lictor.server.executions_api`), which a test holds them to.
+
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+TtlSeconds = Annotated[int, msgspec.Meta(ge=MIN_TTL_MS // 1000, le=MAX_TTL_MS // 1000)]
+ExitCode = Annotated[int, msgspec.Meta(ge=MIN_EXIT_CODE, le=MAX_EXIT_CODE)]
+
+
+class RefBody(msgspec.Struct, forbid_unknown_fields=True):
+    """An entity as a JSON object (the other form is the ``Type::"id"`` text)."""
+
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class ExecutionRequestBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/executions``."""
+
+    principal: RefBody | str
+    action: RefBody | str
+    resource: RefBody | str
+    context: dict[str, Any] = msgspec.field(default_factory=dict)
+    parent_grant: Annotated[str, msgspec.Meta(max_length=8192)] | None = None
+    ttl: TtlSeconds | None = None
+    definition: Sha256 | None = None
+
+
+class RenewBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/executions/{id}/renew``."""
+
+    ttl: TtlSeconds | None = None
+
+
+class CompleteBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/executions/{id}/complete``."""
+
+    outcome: Literal["succeeded", "failed", "cancelled"]
+    exit_code: ExitCode | None = None
+    summary: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    result_hash: Sha256 | None = None
+
+
+def ref_value(ref: RefBody | str) -> dict[str, str] | str:
+    """An entity of a body in the form `lictor.core.types.EntityRef.from_wire` reads."""
+    return ref if isinstance(ref, str) else {"type": ref.type, "id": ref.id}

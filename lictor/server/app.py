@@ -45,6 +45,7 @@ from lictor.server import (
     tools_api,
 )
 from lictor.server.events import CommitSignal, EntryTail
+from lictor.server.hot import HotRoutes
 from lictor.server.json_bodies import is_json, parse_json_body
 from lictor.service.arguments import ArgumentSeal
 from lictor.service.credentials import CredentialCheck
@@ -219,11 +220,14 @@ def create_app(
     grant_seed: bytes | None = None,
     max_body: int = DEFAULT_MAX_BODY,
     reap_every: float = REAP_SECONDS,
+    hot_routes: bool = True,
 ) -> FastAPI:
     """The Lictor HTTP app over an opened `AuditLog`.
 
     ``grant_seed`` signs execution grants (a fresh one when None, for tests);
     expired leases are written as ``expired`` every ``reap_every`` seconds.
+    ``hot_routes``: serve the calls on every execution's path as raw ASGI
+    (`lictor.server.hot`); without it FastAPI serves them (tests compare the two).
     """
     tail = EntryTail(log)
     signal = CommitSignal(log.head().size, tail)
@@ -270,6 +274,8 @@ def create_app(
     openapi.install(app)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(CountRequests, counter=app.state.metrics.requests)
+    if hot_routes:  # outermost: the calls on every execution's path skip the rest
+        app.add_middleware(HotRoutes, state=app.state, limit=max_body)
     return app
 
 

@@ -17,10 +17,11 @@ with the lease.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
-from lictor.core.grant import MAX_GRANT_BYTES
+from lictor.core.grant import MAX_GRANT_BYTES, VerifiedGrants
 from lictor.datadir import hash_secret
 from lictor.errors import GrantError, PermissionDeniedError, UnauthenticatedError
 from lictor.service.credentials import CredentialCheck
@@ -48,20 +49,35 @@ def own_execution(who: Credential, execution_id: str) -> None:
 
 def caller(request: Request) -> Credential | None:
     """The caller's credential, None when no credential was sent."""
-    header = request.headers.get("authorization")
+    return authenticate(request.headers.get("authorization"), request.app.state)
+
+
+def authenticate(header: str | None, state: Any) -> Credential | None:
+    """The credential an ``Authorization`` header carries (None: no header), checked
+    against the app's state (``state.log``, ``state.credential_check``,
+    ``state.executions``): `UnauthenticatedError` for one that opens nothing."""
     if header is None:
         return None
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret or len(secret) > MAX_GRANT_BYTES:
         raise UnauthenticatedError("expected 'Authorization: Bearer <credential>'")
+    log: AuditLog = state.log
     if secret.startswith(_JWS_START):
-        return _grant_caller(request, secret)
+        return _grant_caller(state.executions.parent_grants, secret, log.now_ms())
     if len(secret) > MAX_CREDENTIAL_LENGTH:
         raise UnauthenticatedError("expected 'Authorization: Bearer <credential>'")
-    log: AuditLog = request.app.state.log  # revoked, rotated out, expired: 401 on every route
-    check: CredentialCheck = request.app.state.credential_check
+    check: CredentialCheck = state.credential_check  # revoked, rotated out, expired: 401
     return check.authenticate(hash_secret(secret), log.now_ms())
+
+
+def admit(credential: Credential | None, roles: frozenset[str]) -> Credential:
+    """``credential`` if its role is one of ``roles``; else why not (401 or 403)."""
+    if credential is None:
+        raise UnauthenticatedError("this call needs a credential")
+    if credential.role not in roles:
+        raise PermissionDeniedError(f"role {credential.role!r} may not make this call")
+    return credential
 
 
 class RoleCheck:
@@ -78,12 +94,7 @@ class RoleCheck:
         self.roles = frozenset(roles)
 
     async def __call__(self, request: Request) -> Credential:
-        credential = caller(request)
-        if credential is None:
-            raise UnauthenticatedError("this call needs a credential")
-        if credential.role not in self.roles:
-            raise PermissionDeniedError(f"role {credential.role!r} may not make this call")
-        return credential
+        return admit(caller(request), self.roles)
 
 
 def require_role(*roles: str) -> RoleCheck:
@@ -91,10 +102,9 @@ def require_role(*roles: str) -> RoleCheck:
     return RoleCheck(roles)
 
 
-def _grant_caller(request: Request, grant: str) -> GrantCaller:
-    log: AuditLog = request.app.state.log
+def _grant_caller(grants: VerifiedGrants, grant: str, now_ms: int) -> GrantCaller:
     try:
-        claims = request.app.state.executions.parent_grants.identify(grant, log.now_ms())
+        claims = grants.identify(grant, now_ms)
     except GrantError as e:
         raise UnauthenticatedError(f"grant: {e.message}") from None
     return GrantCaller(claims.runtime_id or "", GRANT_ROLE, b"", claims.execution_id, grant)

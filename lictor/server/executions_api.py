@@ -7,6 +7,7 @@ is logged too). A runtime sees and acts on only the executions it started.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -225,32 +226,79 @@ async def request_execution(body: ExecutionRequest, request: Request, who: Actin
     """Authorize a new execution; 201 with a grant, or 403 with the reasons.
 
     A grant caller may ask only for children of its own execution."""
-    _depth(body.context)
-    ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
-    ask = Ask(
-        who.name,
-        _ref(body.principal),
-        _ref(body.action),
-        _ref(body.resource),
+    asked = Asked(
+        _wire_ref(body.principal),
+        _wire_ref(body.action),
+        _wire_ref(body.resource),
         body.context,
-        _parent_grant(body.parent_grant, who, _executions(request)),
-        ttl,
+        body.parent_grant,
+        body.ttl,
         body.definition,
     )
-    metrics = request.app.state.metrics
+    status, answer = await decide(asked, who, request.app.state)
+    return JSONResponse(answer, status_code=status)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A request for an execution as it arrived, whichever way it was read."""
+
+    principal: dict[str, str] | str
+    action: dict[str, str] | str
+    resource: dict[str, str] | str
+    context: dict[str, Any]
+    parent_grant: str | None
+    ttl: int | None
+    definition: str | None
+
+
+async def decide(asked: Asked, who: Credential, state: Any) -> tuple[int, dict[str, Any]]:
+    """Decide and record ``asked`` for ``who``: the answer's status and body (201 with
+    the grant, or 403 with the reasons). ``state``: the app's state."""
+    _depth(asked.context)
+    executions: Executions = state.executions
+    ttl = (asked.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
+    ask = Ask(
+        who.name,
+        EntityRef.from_wire(asked.principal),
+        EntityRef.from_wire(asked.action),
+        EntityRef.from_wire(asked.resource),
+        asked.context,
+        _parent_grant(asked.parent_grant, who, executions),
+        ttl,
+        asked.definition,
+    )
+    metrics = state.metrics
     with metrics.decision_seconds.time():
-        outcome = await _executions(request).request_async(ask)
+        outcome = await executions.request_async(ask)
     allowed = outcome.execution.state is ExecutionState.ACTIVE
     reason = str((outcome.stored.decision or {}).get("reason_code") or "")
     metrics.decisions.labels("allow" if allowed else "deny", reason).inc()
-    executions = _executions(request)
-    if allowed:  # a ready response: the body is plain JSON, no encoder pass needed
-        return JSONResponse(_body(outcome, executions), status_code=201)
-    denied = {
-        "error": {"code": "denied", "message": _denial(outcome)},
-        **_body(outcome, executions),
-    }
-    return JSONResponse(denied, status_code=403)
+    if allowed:
+        return 201, _body(outcome, executions)
+    denied = {"error": {"code": "denied", "message": _denial(outcome)}}
+    return 403, {**denied, **_body(outcome, executions)}
+
+
+async def renew_answer(
+    execution_id: str, ttl: int | None, who: Credential, executions: Executions
+) -> dict[str, Any]:
+    """Renew ``execution_id`` for ``who``: the answer's body."""
+    own_execution(who, execution_id)
+    ttl_ms = (ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
+    outcome = await executions.renew_async(execution_id, who.name, ttl_ms)
+    return _body(outcome, executions)
+
+
+async def complete_answer(
+    execution_id: str, asked: Completion, who: Credential, executions: Executions
+) -> dict[str, Any]:
+    """Complete ``execution_id`` for ``who`` as ``asked`` says: the answer's body."""
+    own_execution(who, execution_id)
+    outcome = await executions.complete_async(
+        execution_id, who.name, asked.outcome, asked.exit_code, asked.summary, asked.result_hash
+    )
+    return _body(outcome, executions)
 
 
 def _parent_grant(given: str | None, who: Credential, executions: Executions) -> str | None:
@@ -271,6 +319,10 @@ def _parent_grant(given: str | None, who: Credential, executions: Executions) ->
 def _denial(outcome: Outcome) -> str:
     decision = outcome.stored.decision or {}
     return f"denied: {decision.get('reason_code')} {decision.get('reasons') or ''}".strip()
+
+
+def _wire_ref(value: Ref | str) -> dict[str, str] | str:
+    return value if isinstance(value, str) else {"type": value.type, "id": value.id}
 
 
 @router.post("/preview", operation_id="preview_executions", responses=answers(PreviewReply))
@@ -294,11 +346,7 @@ def preview(body: PreviewRequest, request: Request, who: Reader) -> dict[str, An
 )
 async def renew(execution_id: str, body: RenewRequest, request: Request, who: Acting) -> Any:
     """Re-run the authorization with fresh context: a new lease, or revoked (with why)."""
-    own_execution(who, execution_id)
-    ttl = (body.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
-    executions = _executions(request)
-    outcome = await executions.renew_async(execution_id, who.name, ttl)
-    return JSONResponse(_body(outcome, executions))
+    return JSONResponse(await renew_answer(execution_id, body.ttl, who, _executions(request)))
 
 
 @router.post(
@@ -308,12 +356,8 @@ async def renew(execution_id: str, body: RenewRequest, request: Request, who: Ac
 )
 async def complete(execution_id: str, body: CompleteRequest, request: Request, who: Acting) -> Any:
     """End an execution with its outcome; live descendants end with it."""
-    own_execution(who, execution_id)
-    executions = _executions(request)
-    outcome = await executions.complete_async(
-        execution_id, who.name, body.outcome, body.exit_code, body.summary, body.result_hash
-    )
-    return JSONResponse(_body(outcome, executions))
+    asked = Completion(execution_id, body.outcome, body.exit_code, body.summary, body.result_hash)
+    return JSONResponse(await complete_answer(execution_id, asked, who, _executions(request)))
 
 
 @router.post(

@@ -10,6 +10,14 @@ no UTF-8 text can carry): the I-JSON profile of RFC 7493, less its advice on num
 Anything else raises `InvalidRequestError`, and nothing else is raised. What it accepts,
 `json.loads` reads the same way.
 
+It reads with orjson first (a tenth of the time on a small body): orjson refuses what
+is not UTF-8, a byte-order mark, non-finite numbers and unpaired surrogates by itself;
+a key named twice in one object is caught by counting the keys written in the text
+against the members read. A body orjson refuses, one with a key repeated, or one with
+an integer longer than 18 digits (which orjson would read as a float) is read again by
+the strict reader built on `json`, which says precisely what is wrong (or, for long
+integers, reads them exactly).
+
 `is_json` says which bodies the application reads as JSON: those with a media type of
 ``application/json`` or ``application/*+json``, as FastAPI decides.
 """
@@ -20,13 +28,30 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from lictor.errors import InvalidRequestError
 
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the start of any escaped surrogate
+# every string of a JSON text in order (outside strings there is no quote), and whether a
+# colon follows it: that makes it a key
+STRING = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?')
+LONG_INTEGER = re.compile(rb"\d{19}")
 
 
 def parse_json_body(raw: bytes) -> Any:
     """The JSON value ``raw`` holds, or `InvalidRequestError` if it is not strict JSON."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _parse_strictly(raw)
+    if LONG_INTEGER.search(raw) or _written_keys(raw) != _members(value):
+        return _parse_strictly(raw)
+    return value
+
+
+def _parse_strictly(raw: bytes) -> Any:
+    """`parse_json_body` with Python's `json`, checking each rule as it reads."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -58,6 +83,24 @@ def _distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 raise InvalidRequestError(f"request body repeats the key {key!r} in an object")
             seen.add(key)
     return value
+
+
+def _written_keys(raw: bytes) -> int:
+    """How many object keys the JSON text ``raw`` writes (it is valid JSON)."""
+    return sum(1 for colon in STRING.findall(raw) if colon)
+
+
+def _members(value: Any) -> int:
+    """How many members the objects in ``value`` hold, nested ones included."""
+    count, pending = 0, [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return count
 
 
 def _no_constant(name: str) -> Any:

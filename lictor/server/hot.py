@@ -1,0 +1,188 @@
+"""The calls on every execution's path, served as raw ASGI (docs/adr/0019).
+
+Requesting an execution, renewing its lease and completing it are what every
+enforcement point calls all the time; through FastAPI each paid for routing,
+middleware layers, dependency injection and pydantic models several times
+over the work of reading the body. `HotRoutes` sits outside the FastAPI
+application and serves exactly these three (``POST /v1/executions``,
+``POST /v1/executions/{id}/renew``, ``POST /v1/executions/{id}/complete``)
+itself; every other request goes on to the application.
+
+It does what the application does for them, in the same order, with the same
+answers: a body over the limit is 413; a body that is not strict JSON is 400
+(`lictor.server.json_bodies`); the caller is authenticated and its role
+checked (`lictor.server.auth`); the body is read into the typed structures of
+`lictor.wire` (msgspec, strict), 400 ``invalid_request`` with where it failed;
+then the same functions as the FastAPI routes (`lictor.server.executions_api`)
+act and build the answer, encoded with orjson. The FastAPI routes stay: they
+describe these calls in ``/openapi.json``, and a test sends the same requests
+through both and compares the answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import orjson
+
+from lictor.errors import InvalidRequestError, LictorError
+from lictor.server.auth import GRANT_ROLE, admit, authenticate
+from lictor.server.executions_api import (
+    Asked,
+    complete_answer,
+    decide,
+    renew_answer,
+)
+from lictor.server.json_bodies import is_json, parse_json_body
+from lictor.service.executions import Completion
+from lictor.store.base import Credential
+from lictor.wire import (
+    CompleteBody,
+    ExecutionRequestBody,
+    RenewBody,
+    error_body,
+    ref_value,
+    status_for,
+)
+
+PREFIX = "/v1/executions"
+ACTING = frozenset({"runtime", GRANT_ROLE})
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Handler = Callable[[Any, Credential, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
+Body = TypeVar("Body")
+
+
+class HotRoutes:
+    """ASGI middleware: serves the three hot routes, passes every other request on."""
+
+    def __init__(self, app: ASGIApp, state: Any, limit: int) -> None:
+        self.app = app
+        self.state = state
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = _route(scope["path"])
+            if route is not None:
+                await self._serve(route[0], route[1], scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, handler: Handler, execution_id: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        raw = await self._body(receive)
+        if raw is None:
+            return  # the client went away
+        try:
+            status, answer = await self._answer(handler, execution_id, scope, raw)
+        except LictorError as e:
+            status, answer = status_for(e), error_body(e.code, e.message)
+        self.state.metrics.requests.labels(f"{status // 100}xx").inc()
+        data = orjson.dumps(answer)
+        headers = [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _body(self, receive: Receive) -> bytes | bytearray | None:
+        """The request body, None on a disconnect; one over the limit is kept short
+        (its length is all `_answer` looks at)."""
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body: bytes | bytearray = message.get("body", b"")
+        while message.get("more_body", False):
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            if len(body) <= self.limit:
+                body = bytearray(body)
+                body += message.get("body", b"")
+        return body
+
+    async def _answer(
+        self, handler: Handler, execution_id: str, scope: Scope, raw: bytes | bytearray
+    ) -> tuple[int, dict[str, Any]]:
+        if len(raw) > self.limit:
+            return 413, error_body("payload_too_large", f"request body exceeds {self.limit} bytes")
+        authorization, content_type = _headers(scope)
+        if content_type is not None and not is_json(content_type):
+            raise InvalidRequestError("the request body must be JSON (application/json)")
+        value = parse_json_body(bytes(raw)) if raw else None
+        who = admit(authenticate(authorization, self.state), ACTING)
+        return await handler(value, who, execution_id, self.state)
+
+
+def _route(path: str) -> tuple[Handler, str] | None:
+    """The handler of a hot route's path, and the execution it names ('' for none)."""
+    if path == PREFIX:
+        return _request, ""
+    if not path.startswith(PREFIX + "/"):
+        return None
+    execution_id, slash, verb = path[len(PREFIX) + 1 :].partition("/")
+    if not slash or not execution_id:
+        return None
+    if verb == "renew":
+        return _renew, execution_id
+    if verb == "complete":
+        return _complete, execution_id
+    return None
+
+
+def _headers(scope: Scope) -> tuple[str | None, str | None]:
+    authorization = content_type = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+    return authorization, content_type
+
+
+def _read(value: Any, into: type[Body]) -> Body:
+    """``value`` as the structure ``into``, or `InvalidRequestError` saying where not."""
+    if value is None:
+        raise InvalidRequestError("body: Field required")
+    try:
+        return msgspec.convert(value, into, strict=True)
+    except msgspec.ValidationError as e:
+        raise InvalidRequestError(f"body: {e}") from None
+
+
+async def _request(
+    value: Any, who: Credential, execution_id: str, state: Any
+) -> tuple[int, dict[str, Any]]:
+    body = _read(value, ExecutionRequestBody)
+    asked = Asked(
+        ref_value(body.principal),
+        ref_value(body.action),
+        ref_value(body.resource),
+        body.context,
+        body.parent_grant,
+        body.ttl,
+        body.definition,
+    )
+    return await decide(asked, who, state)
+
+
+async def _renew(
+    value: Any, who: Credential, execution_id: str, state: Any
+) -> tuple[int, dict[str, Any]]:
+    body = _read(value, RenewBody)
+    return 200, await renew_answer(execution_id, body.ttl, who, state.executions)
+
+
+async def _complete(
+    value: Any, who: Credential, execution_id: str, state: Any
+) -> tuple[int, dict[str, Any]]:
+    body = _read(value, CompleteBody)
+    asked = Completion(execution_id, body.outcome, body.exit_code, body.summary, body.result_hash)
+    return 200, await complete_answer(execution_id, asked, who, state.executions)
