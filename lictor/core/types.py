@@ -10,9 +10,14 @@ Invariants the types carry (the rules in `lease` and `lineage` keep them):
   Cedar reserved words) of at most `MAX_TYPE_LENGTH` characters and a non-empty
   id of at most `MAX_ID_LENGTH` characters with no control characters or lone
   surrogates. Its text form ``Type::"id"`` escapes only ``"`` and ``\\``.
-- An execution id is ``ex_`` followed by the 26-character lowercase RFC 4648
-  base32 (unpadded) of 16 random bytes; `execution_id_from` takes the bytes in
-  so the caller owns the randomness (``execution_id_from(os.urandom(16))``).
+- An execution id is ``ex_`` followed by 26 characters of lowercase Crockford
+  base32 (``0-9a-z`` without ``i l o u``, in ASCII order) of 128 bits: 48 bits
+  of milliseconds since the epoch, then 80 random bits, big-endian (ULID's
+  layout). Ids made later sort later as text, so b-trees keyed by id grow at
+  their right edge. `new_execution_id` takes the time and the random bytes in
+  (``new_execution_id(now_ms, os.urandom(10))``). Ids made before this form
+  (``ex_`` + RFC 4648 base32 of 16 random bytes) stay valid; they are not in
+  time order, and sort after every id made since.
 - `Execution.delegation` is the chain of principals from the root down to this
   execution's own principal: ``len(delegation) == depth + 1`` and
   ``delegation[-1] == principal``. A root has ``parent_id is None``,
@@ -28,7 +33,6 @@ Invariants the types carry (the rules in `lease` and `lineage` keep them):
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,11 +44,16 @@ MAX_TYPE_LENGTH = 128
 MAX_ID_LENGTH = 512
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 EXECUTION_ID_PREFIX = "ex_"
-EXECUTION_ID_RANDOM_BYTES = 16
+EXECUTION_ID_RANDOM_BYTES = 10
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED = frozenset({"true", "false", "if", "then", "else", "in", "is", "like", "has", "__cedar"})
-_EXECUTION_ID = re.compile(r"ex_[a-z2-7]{26}")
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+_EXECUTION_ID_SHAPE = re.compile(r"ex_[0-9a-z]{26}")
+# 26 characters hold 130 bits; the top two are zero, so the first is 0-7
+_TIME_ORDERED_ID = re.compile(r"ex_[0-7][0-9a-hjkmnp-tv-z]{25}")
+# 16 bytes as RFC 4648 base32 end in two zero bits: the last character is one of 8
+_RANDOM_ID = re.compile(r"ex_[a-z2-7]{25}[aeimquy4]")
 # Unicode categories Cc and Cs, which the stability policy fixes to these code points
 _CONTROL_OR_SURROGATE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _MAX_ENTITY_TEXT = MAX_TYPE_LENGTH + 4 + 2 * MAX_ID_LENGTH
@@ -230,19 +239,33 @@ class Transition:
         return cls(execution.id, execution.state, execution.reason, at_ms)
 
 
-def execution_id_from(random16: bytes) -> str:
-    """``ex_`` + unpadded lowercase base32 of 16 caller-supplied random bytes."""
-    if not isinstance(random16, bytes) or len(random16) != EXECUTION_ID_RANDOM_BYTES:
-        raise InvalidRequestError(f"an execution id needs {EXECUTION_ID_RANDOM_BYTES} bytes")
-    body = base64.b32encode(random16).decode("ascii").rstrip("=").lower()
-    return EXECUTION_ID_PREFIX + body
+def new_execution_id(now_ms: int, random10: bytes) -> str:
+    """The execution id made at ``now_ms`` with 10 caller-supplied random bytes.
+
+    Ids from later milliseconds sort after earlier ones, as text and as bytes.
+    Within one millisecond they are in random order: this function keeps no
+    state, so it neither counts nor waits for the clock.
+    """
+    check_time_ms(now_ms, "an execution id's time")
+    if not isinstance(random10, bytes) or len(random10) != EXECUTION_ID_RANDOM_BYTES:
+        raise InvalidRequestError(f"an execution id needs {EXECUTION_ID_RANDOM_BYTES} random bytes")
+    value = (now_ms << 8 * EXECUTION_ID_RANDOM_BYTES) | int.from_bytes(random10, "big")
+    digits = (_CROCKFORD[value >> shift & 31] for shift in range(125, -1, -5))
+    return EXECUTION_ID_PREFIX + "".join(digits)
 
 
 def check_execution_id(value: object) -> str:
-    """``value`` if it is an execution id `execution_id_from` could have made."""
-    if not isinstance(value, str) or not _EXECUTION_ID.fullmatch(value):
-        raise InvalidRequestError("not an execution id (ex_ + 26 base32 characters)")
-    raw = base64.b32decode(value[3:].upper() + "======")
-    if execution_id_from(raw) != value:
-        raise InvalidRequestError("execution id has non-canonical trailing bits")
+    """``value`` if it is an execution id in one of its two forms, each spelled canonically.
+
+    The time-ordered form is any 128-bit value in Crockford base32 (first
+    character 0-7); the random form made before it is 16 bytes in RFC 4648
+    base32 whose two padding bits are zero.
+    """
+    if not isinstance(value, str) or not _EXECUTION_ID_SHAPE.fullmatch(value):
+        raise InvalidRequestError("not an execution id (ex_ + 26 lowercase base32 characters)")
+    if not (_TIME_ORDERED_ID.fullmatch(value) or _RANDOM_ID.fullmatch(value)):
+        raise InvalidRequestError(
+            "not an execution id: neither Crockford base32 of 128 bits (first character 0-7)"
+            " nor RFC 4648 base32 of 16 bytes (last character one of a e i m q u y 4)"
+        )
     return value

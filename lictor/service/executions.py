@@ -32,7 +32,7 @@ from lictor.core.policy import (
     decide,
 )
 from lictor.core.policy_schema import ARGUMENTS
-from lictor.core.types import EntityRef, Execution, ExecutionState, execution_id_from
+from lictor.core.types import EntityRef, Execution, ExecutionState, new_execution_id
 from lictor.errors import (
     ConflictError,
     DepthExceededError,
@@ -203,7 +203,7 @@ class Executions:
         runtime = self.runtimes.for_decision(ask.runtime_id)
         read, denial = self._parent(ask, now)
         parent = read.stored.execution if read else None
-        execution_id = execution_id_from(os.urandom(16))
+        execution_id = new_execution_id(now, os.urandom(10))
         lineage = (
             child_fields(parent, ask.principal)
             if parent

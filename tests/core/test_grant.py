@@ -26,7 +26,7 @@ from lictor.core.grant import (
     jwk_thumbprint,
     verify_grant,
 )
-from lictor.core.types import EntityRef, Execution, execution_id_from
+from lictor.core.types import EntityRef, Execution, new_execution_id
 from lictor.errors import (
     GrantError,
     InvalidRequestError,
@@ -46,7 +46,7 @@ DEPLOY, PAYMENTS = EntityRef("Action", "deploy"), EntityRef("Service", "payments
 
 
 def eid(n: int) -> str:
-    return execution_id_from(n.to_bytes(16, "big"))
+    return new_execution_id(0, n.to_bytes(10, "big"))
 
 
 def active(n: int, principal: EntityRef, parent: Execution | None = None) -> Execution:

@@ -17,7 +17,7 @@ from lictor.core.types import (
     ExecutionState,
     Lease,
     Outcome,
-    execution_id_from,
+    new_execution_id,
 )
 from lictor.errors import InvalidRequestError, InvalidTransitionError, LictorError
 
@@ -29,7 +29,7 @@ S = ExecutionState
 
 
 def eid(n: int) -> str:
-    return execution_id_from(n.to_bytes(16, "big"))
+    return new_execution_id(0, n.to_bytes(10, "big"))
 
 
 def requested(n: int = 1, parent: Execution | None = None, now: int = T0) -> Execution:

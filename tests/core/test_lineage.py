@@ -18,7 +18,7 @@ from lictor.core.types import (
     ExecutionState,
     Lease,
     Lineage,
-    execution_id_from,
+    new_execution_id,
 )
 from lictor.errors import InvalidRequestError, InvalidTransitionError
 
@@ -28,7 +28,7 @@ AGENT = EntityRef("Agent", "planner-7")
 
 
 def eid(n: int) -> str:
-    return execution_id_from(n.to_bytes(16, "big"))
+    return new_execution_id(0, n.to_bytes(10, "big"))
 
 
 def node(

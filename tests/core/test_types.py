@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import unicodedata
 
@@ -11,12 +12,13 @@ from hypothesis import strategies as st
 
 from lictor.core.types import (
     MAX_ID_LENGTH,
+    MAX_TIME_MS,
     MAX_TYPE_LENGTH,
     EntityRef,
     ExecutionState,
     check_execution_id,
     check_time_ms,
-    execution_id_from,
+    new_execution_id,
 )
 from lictor.errors import InvalidRequestError
 
@@ -150,33 +152,108 @@ def test_terminal_states() -> None:
     assert terminal == {"completed", "denied", "revoked", "expired"}
 
 
-def test_execution_id_from_bytes() -> None:
-    assert execution_id_from(bytes(16)) == "ex_" + "a" * 26
-    eid = execution_id_from(bytes(range(16)))
+CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+TIMES = st.integers(0, MAX_TIME_MS)
+RANDOM10 = st.binary(min_size=10, max_size=10)
+
+
+def decode(eid: str) -> tuple[int, bytes]:
+    """The time and random bytes in a time-ordered id, decoded independently of `lictor`."""
+    value = 0
+    for c in eid.removeprefix("ex_"):
+        value = value * 32 + CROCKFORD.index(c)
+    return value >> 80, (value % 2**80).to_bytes(10, "big")
+
+
+def random_form(raw: bytes) -> str:
+    """An id as Lictor made them before they were time-ordered."""
+    return "ex_" + base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+def test_new_execution_id_layout() -> None:
+    assert new_execution_id(0, bytes(10)) == "ex_" + "0" * 26
+    assert new_execution_id(MAX_TIME_MS, b"\xff" * 10) == "ex_76ez91zpzz" + "z" * 16
+    # 2024-01-01T00:00:00Z, as ULID spells it (in capitals)
+    assert new_execution_id(1_704_067_200_000, bytes(10)).startswith("ex_01hk153x00")
+
+
+@pytest.mark.parametrize(
+    ("now", "raw"),
+    [(-1, bytes(10)), (MAX_TIME_MS + 1, bytes(10)), (1.5, bytes(10)), (True, bytes(10)),
+     (0, b""), (0, bytes(9)), (0, bytes(11)), (0, bytes(16)), (0, "x" * 10), (0, bytearray(10))],
+)  # fmt: skip
+def test_new_execution_id_needs_a_time_and_10_bytes(now: object, raw: object) -> None:
+    with pytest.raises(InvalidRequestError):
+        new_execution_id(now, raw)  # type: ignore[arg-type]
+
+
+@given(TIMES, RANDOM10)
+def test_execution_ids_round_trip(now: int, raw: bytes) -> None:
+    eid = new_execution_id(now, raw)
     assert check_execution_id(eid) == eid
     assert len(eid) == 29
+    assert decode(eid) == (now, raw)
 
 
-@pytest.mark.parametrize("raw", [b"", bytes(15), bytes(17), "x" * 16, bytearray(16)])
-def test_execution_id_needs_16_bytes(raw: object) -> None:
-    with pytest.raises(InvalidRequestError):
-        execution_id_from(raw)  # type: ignore[arg-type]
+@given(TIMES, TIMES, RANDOM10, RANDOM10)
+def test_later_ids_sort_later(t1: int, t2: int, r1: bytes, r2: bytes) -> None:
+    a, b = new_execution_id(t1, r1), new_execution_id(t2, r2)
+    if t1 < t2:
+        assert a < b
+        assert a.encode() < b.encode()
+    assert (a < b) == ((t1, r1) < (t2, r2))
+
+
+@given(st.lists(st.tuples(TIMES, RANDOM10), min_size=2, max_size=50))
+def test_sorting_ids_sorts_by_time(made: list[tuple[int, bytes]]) -> None:
+    ids = {new_execution_id(now, raw): now for now, raw in made}
+    times = [ids[eid] for eid in sorted(ids)]
+    assert times == sorted(times)
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_ids_in_the_random_form_stay_valid(raw: bytes) -> None:
+    eid = random_form(raw)
+    assert check_execution_id(eid) == eid
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["ex_" + "a" * 26, "ex_" + "7" * 26, random_form(bytes(range(16))), random_form(b"\xff" * 16),
+     "ex_" + "0" * 26, "ex_7" + "z" * 25, "ex_01hk153x00" + "0" * 16],
+)  # fmt: skip
+def test_good_execution_ids(value: str) -> None:
+    assert check_execution_id(value) == value
 
 
 @pytest.mark.parametrize(
     "value",
     ["", "ex_", "ex_" + "a" * 25, "ex_" + "a" * 27, "EX_" + "a" * 26, "ex_" + "A" * 26,
-     "ex_" + "a" * 25 + "b", "ex_" + "1" * 26, None, 7],
+     "ex_" + "a" * 25 + "b",  # random form, non-zero padding bits
+     "ex_8" + "0" * 25, "ex_z" + "0" * 25,  # more than 128 bits
+     "ex_0" + "i" * 25, "ex_0" + "l" * 25, "ex_0" + "o" * 25, "ex_0" + "u" * 25,  # not Crockford
+     "ex_01HK153X00" + "0" * 16, "ex_" + "0" * 25 + "-", "ex_" + "0" * 26 + "\n",
+     "ex_" + "١" * 26, None, 7, b"ex_" + b"0" * 26],
 )  # fmt: skip
 def test_bad_execution_ids(value: object) -> None:
     with pytest.raises(InvalidRequestError):
         check_execution_id(value)
 
 
-@given(st.binary(min_size=16, max_size=16))
-def test_execution_ids_round_trip(raw: bytes) -> None:
-    eid = execution_id_from(raw)
-    assert check_execution_id(eid) == eid
+@given(st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz", min_size=26, max_size=26))
+def test_check_accepts_exactly_the_canonical_spellings(body: str) -> None:
+    eid = "ex_" + body
+    time_ordered = body[0] in "01234567" and all(c in CROCKFORD for c in body)
+    random_spelling = all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in body) and (
+        random_form(base64.b32decode(body.upper() + "======")) == eid
+    )
+    if time_ordered:
+        assert new_execution_id(*decode(eid)) == eid
+    if time_ordered or random_spelling:
+        assert check_execution_id(eid) == eid
+    else:
+        with pytest.raises(InvalidRequestError):
+            check_execution_id(eid)
 
 
 @given(st.text(max_size=40))

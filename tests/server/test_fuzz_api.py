@@ -126,6 +126,7 @@ valid_executions = st.fixed_dictionaries(
 )
 path_ids = (
     st.text(max_size=40).map(lambda t: quote(t, safe=""))
+    | st.from_regex(r"ex_[0-7][0-9a-hjkmnp-tv-z]{25}", fullmatch=True)
     | st.from_regex(r"ex_[a-z2-7]{26}", fullmatch=True)
     | st.text(alphabet="ex_/.%-0123456789abc", max_size=30)
 )

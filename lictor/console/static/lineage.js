@@ -25,7 +25,8 @@ import {
 const RELOAD_MS = 250;
 const MAX_ROOTS = 20;
 const MAX_LISTED = 500;
-const EXECUTION_ID = /^ex_[a-z2-7]{26}$/;
+// Time-ordered (Crockford base32) or, made before those, random (RFC 4648 base32).
+const EXECUTION_ID = /^ex_(?:[0-7][0-9a-hjkmnp-tv-z]{25}|[a-z2-7]{25}[aeimquy4])$/;
 const KINDS = {
   execution: ["Execution id", "ex_…"],
   principal: ["Principal", 'Agent::"planner-7"'],
@@ -250,7 +251,7 @@ async function show(wanted) {
 async function roots({ kind, value }) {
   if (kind === "principal") return principalRoots(principal(value));
   if (!EXECUTION_ID.test(value)) {
-    const shape = "ex_ and 26 letters a–z or digits 2–7";
+    const shape = "ex_ and 26 lowercase letters and digits";
     throw new Error(`"${value}" is not an execution id (${shape}).`);
   }
   const found = await api(`/v1/executions/${value}`);
