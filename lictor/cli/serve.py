@@ -9,6 +9,7 @@ one before listening, the cap kept below it.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7300
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SHUTDOWN_GRACE_S = 3
+GC_YOUNG = 20_000  # allocations between collections of the young generation (CPython: 700)
 
 
 def register(sub: Any) -> None:
@@ -140,5 +142,17 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        settle_collector()
         uvicorn.Server(config).run()
     return 0
+
+
+def settle_collector() -> None:
+    """Tune the garbage collector for serving: what starting made (modules, the app,
+    compiled policy) lives as long as the server, so it is frozen out of every
+    collection; and the young generation is collected every `GC_YOUNG` allocations
+    instead of 700, since a decision makes thousands of short-lived objects that
+    reference counting frees and a collection would only traverse."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])

@@ -1,4 +1,4 @@
-"""The calls on every execution's path, served as raw ASGI (docs/adr/0019).
+"""The calls on every execution's path, served as raw ASGI (docs/adr/0020).
 
 Requesting an execution, renewing its lease and completing it are what every
 enforcement point calls all the time; through FastAPI each paid for routing,

@@ -2,9 +2,12 @@
 
 An execution record holds the execution, the facts its last decision used
 (runtime, lineage) and every transition with the log index of its entry. Tags
-(state, principal, runtime, region, action, parent, root) make it findable;
-an active one also carries ``expires`` (its lease expiry as sortable text),
-so the reaper finds what is due without reading every active execution.
+make it findable by what is asked of the store: state, principal, action and
+region (listing, and revoking a principal's work), runtime (a runtime's work),
+parent (the lineage walk and revocation's cascade; a root has none); an active
+one also carries ``expires`` (its lease expiry as sortable text), so the
+reaper finds what is due without reading every active execution. Each tag is
+an index entry written with the record, so none is kept that nothing asks for.
 """
 
 from __future__ import annotations
@@ -66,11 +69,12 @@ class StoredExecution:
             "state": str(e.state),
             "principal": str(e.principal),
             "action": str(e.action),
-            "runtime": e.runtime_id or "",
             "region": self.runtime.region,
-            "root": e.root_id,
-            "parent": e.parent_id or "",
         }
+        if e.runtime_id:
+            tags["runtime"] = e.runtime_id
+        if e.parent_id:
+            tags["parent"] = e.parent_id
         if e.state is ExecutionState.ACTIVE and e.lease is not None:
             tags["expires"] = expiry_tag(e.lease.expires_at_ms)
         return RecordWrite(
