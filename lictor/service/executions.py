@@ -309,7 +309,7 @@ class Executions:
         record = view.get(RUNTIME_KIND, runtime_id)
         if record is None:
             raise NotFoundError(f"no runtime {runtime_id!r}")
-        runtime = Runtime.from_doc(record.doc)
+        runtime = self.runtimes.parsed(record)
         denial = self._runtime_denial(runtime)
         if denial is None and runtime_facts(runtime) != decided:
             raise StaleDecisionError("the runtime's attestation changed")

@@ -20,7 +20,7 @@ from lictor.errors import ConflictError, InvalidRequestError, NotFoundError
 from lictor.log.entry import canonical_entry
 from lictor.sequencer import Command, Plan
 from lictor.service.log import AuditLog
-from lictor.store.base import Credential, RecordWrite
+from lictor.store.base import Credential, Record, RecordWrite
 from lictor.store.view import StateView
 
 KIND = "runtime"
@@ -60,6 +60,7 @@ def check_label(value: str, what: str, pattern: re.Pattern[str] = LABEL) -> str:
 
 
 DECISION_CACHE_S = 1.0
+PARSED_RUNTIMES = 4096  # runtimes kept parsed (`Runtimes.parsed`)
 
 
 class Runtimes:
@@ -68,6 +69,7 @@ class Runtimes:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
         self._recent: dict[str, tuple[float, Runtime]] = {}
+        self._parsed: dict[str, tuple[Record, Runtime]] = {}
 
     def add(self, name: str, region: str, cluster: str) -> tuple[Runtime, str]:
         """Register a runtime; returns it and its credential (shown only now)."""
@@ -96,7 +98,19 @@ class Runtimes:
         record = self.log.store.get_record(KIND, runtime_id)
         if record is None:
             raise NotFoundError(f"no runtime {runtime_id!r}")
-        return Runtime.from_doc(record.doc)
+        return self.parsed(record)
+
+    def parsed(self, record: Record) -> Runtime:
+        """The runtime ``record`` holds; parsed again only when the record changed
+        (each decision reads its runtime twice: to decide, and when it commits)."""
+        known = self._parsed.get(record.key)
+        if known is not None and (known[0] is record or known[0] == record):
+            return known[1]
+        runtime = Runtime.from_doc(record.doc)
+        if len(self._parsed) >= PARSED_RUNTIMES:
+            self._parsed.clear()
+        self._parsed[record.key] = (record, runtime)
+        return runtime
 
     def for_decision(self, runtime_id: str) -> Runtime:
         """`get`, for facts a decision is made on: with a shared store, a runtime read in
