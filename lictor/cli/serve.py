@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             access_log=False,
             http=guarded_protocol(limits),
             ws="none",
+            proxy_headers=False,  # nothing reads the client's address: no layer to rewrite it
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # event streams never end by themselves
         )
         print(

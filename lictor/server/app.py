@@ -144,6 +144,19 @@ def _too_large(limit: int) -> JSONResponse:
     return JSONResponse(error_body("payload_too_large", message), status_code=413)
 
 
+class LictorApp(FastAPI):
+    """FastAPI with the hot routes (`HotRoutes`) in front of its whole middleware
+    stack, so the calls on every execution's path skip every layer of it."""
+
+    hot_routes_limit: int | None = None  # the body limit the lane enforces; None: no lane
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack: ASGIApp = super().build_middleware_stack()
+        if self.hot_routes_limit is None:
+            return stack
+        return HotRoutes(stack, self.state, self.hot_routes_limit)
+
+
 REPLICA = f"{socket.gethostname()}/{os.getpid()}"
 
 
@@ -252,7 +265,7 @@ def create_app(
         await health_api.stop(beating, app)
         stop_watching()
 
-    app = FastAPI(
+    app = LictorApp(
         title="Lictor", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan
     )
     app.state.log = log
@@ -274,8 +287,7 @@ def create_app(
     openapi.install(app)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(CountRequests, counter=app.state.metrics.requests)
-    if hot_routes:  # outermost: the calls on every execution's path skip the rest
-        app.add_middleware(HotRoutes, state=app.state, limit=max_body)
+    app.hot_routes_limit = max_body if hot_routes else None
     return app
 
 

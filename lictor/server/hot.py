@@ -3,8 +3,9 @@
 Requesting an execution, renewing its lease and completing it are what every
 enforcement point calls all the time; through FastAPI each paid for routing,
 middleware layers, dependency injection and pydantic models several times
-over the work of reading the body. `HotRoutes` sits outside the FastAPI
-application and serves exactly these three (``POST /v1/executions``,
+over the work of reading the body. `HotRoutes` sits in front of the FastAPI
+application's whole middleware stack (`lictor.server.app.LictorApp`) and
+serves exactly these three (``POST /v1/executions``,
 ``POST /v1/executions/{id}/renew``, ``POST /v1/executions/{id}/complete``)
 itself; every other request goes on to the application.
 
@@ -21,7 +22,8 @@ through both and compares the answers.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -48,11 +50,12 @@ from lictor.wire import (
 )
 
 PREFIX = "/v1/executions"
+logger = logging.getLogger("lictor.server")
 ACTING = frozenset({"runtime", GRANT_ROLE})
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -86,6 +89,9 @@ class HotRoutes:
             status, answer = await self._answer(handler, execution_id, scope, raw)
         except LictorError as e:
             status, answer = status_for(e), error_body(e.code, e.message)
+        except Exception:  # as the application answers a bug: logged, 500, still serving
+            logger.exception("unhandled error on %s", scope["path"])
+            status, answer = 500, error_body("internal", "internal error")
         self.state.metrics.requests.labels(f"{status // 100}xx").inc()
         data = orjson.dumps(answer)
         headers = [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]

@@ -218,3 +218,21 @@ fields = st.sampled_from(
 )
 def test_any_body_is_answered_alike(sides: tuple[Side, Side], changes: dict[str, Any]) -> None:
     _both(sides, "/v1/executions", {**VALID, **changes})
+
+
+def test_a_fault_in_the_lane_is_a_500_and_the_server_keeps_serving(
+    sides: tuple[Side, Side], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hot, _ = sides
+    state = hot.client.app.state  # type: ignore[attr-defined]
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(state.executions, "request_async", broken)
+    r = hot.client.post("/v1/executions", json=VALID, headers=hot.runtime)
+    assert r.status_code == 500 and r.json() == {
+        "error": {"code": "internal", "message": "internal error"}
+    }
+    monkeypatch.undo()
+    assert hot.started()["execution"]["state"] == "active"
