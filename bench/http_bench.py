@@ -76,13 +76,31 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:
-    """utime + stime of ``pids`` and their threads, in seconds."""
+    """utime + stime of ``pids``, their threads and their live descendants, in seconds."""
     total = 0
-    for pid in pids:
+    for pid in descendants(pids):
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / TICKS
+
+
+def descendants(pids: Sequence[int]) -> list[int]:
+    """``pids`` and every live process started under them (a server's workers)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, pending = [], list(pids)
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        pending.extend(child for child, parent in parents.items() if parent == pid)
+    return found
 
 
 @dataclass
@@ -143,11 +161,15 @@ def _lictor(*argv: str, url: str, credential: str, tree: Path = REPO) -> str:
     return done.stdout
 
 
-def start_lictor(workdir: Path, tree: Path = REPO, name: str = "lictor") -> Target:
+def start_lictor(
+    workdir: Path, tree: Path = REPO, name: str = "lictor", workers: int = 1
+) -> Target:
     """`lictor serve` from ``tree`` (this checkout, or another commit's), loaded with
-    the reference's policy, schema and entities."""
-    port, data = free_port(), workdir / f"{name}-data".replace(" ", "-")
+    the reference's policy, schema and entities; ``workers`` processes."""
+    port, data = free_port(), workdir / re.sub(r"[^a-z0-9]+", "-", f"{name}-data")
     argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     process = _start([*argv, "--port", str(port)], tree, workdir / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/healthz")
@@ -292,6 +314,7 @@ def main() -> None:
         targets: list[Target] = []
         try:
             targets.append(start_lictor(workdir))
+            targets.append(start_lictor(workdir, name="lictor, 2 workers", workers=2))
             if args.compare is not None:
                 targets.append(start_lictor(workdir, args.compare.resolve(), "lictor (compare)"))
             targets.append(start_reference(workdir))
@@ -352,14 +375,18 @@ def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
             f" | {rate:,.0f} | {median(many, lambda r: r.p99_ms):.2f} ms | {cpu:,.0f} µs"
             f" | {p50 / ref[0]:.2f}x, {rate / ref[1]:.2f}x, {cpu / ref[2]:.2f}x | {bad} |"
         )
-    if "lictor" in results:
-        lictor_many = results["lictor"][1]
-        workers = results.get("reference, 2 workers")
-        if workers is not None:
-            ratio = median(lictor_many, lambda r: r.per_second) / median(
-                workers[1], lambda r: r.per_second
+    print()
+    pairs = (
+        ("lictor, 2 workers", "lictor"),
+        ("lictor, 2 workers", "reference, 2 workers"),
+        ("lictor", "reference, 2 workers"),
+    )
+    for one, other in pairs:
+        if one in results and other in results:
+            ratio = median(results[one][1], lambda r: r.per_second) / median(
+                results[other][1], lambda r: r.per_second
             )
-            print(f"\nlictor c=32 throughput / reference with 2 workers: {ratio:.2f}x")
+            print(f"c=32 throughput, {one} / {other}: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

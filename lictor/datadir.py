@@ -120,19 +120,24 @@ def open_data_dir(
     origin: str | None = None,
     database: str | None = None,
     env: Mapping[str, str] | None = None,
+    held_lock: int | None = None,
 ) -> DataDir:
     """Open (creating on first use) the data directory at ``path``; the log in
-    ``database`` (PostgreSQL) if given, else in the directory's SQLite file."""
+    ``database`` (PostgreSQL) if given, else in the directory's SQLite file.
+
+    ``held_lock``: the descriptor of the directory's lock, taken by the server
+    whose worker this process is (`lictor.cli.serve`); the SQLite file is then
+    shared with the other workers (`lictor.store.workers`)."""
     env = os.environ if env is None else env
     root = Path(path)
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = lock_data_dir(root)
+        lock = lock_data_dir(root) if held_lock is None else _check_held(root, held_lock)
     except OSError as e:
         raise InvalidRequestError(f"cannot use data directory {root}: {e}") from e
     try:
         signer = _load_signer(root / KEY_FILE, origin, env.get("LICTOR_LOG_KEY"))
-        store = _open_store(root, database)
+        store = _open_store(root, database, shared=held_lock is not None)
     except BaseException:
         os.close(lock)
         raise
@@ -151,7 +156,7 @@ def open_data_dir(
     return DataDir(root, signer, store, lock, grant_seed)
 
 
-def _open_store(root: Path, database: str | None) -> Store:
+def _open_store(root: Path, database: str | None, shared: bool = False) -> Store:
     if database:
         if not database.startswith(("postgresql://", "postgres://")):
             raise InvalidRequestError("--database takes a postgresql:// URL")
@@ -160,6 +165,10 @@ def _open_store(root: Path, database: str | None) -> Store:
         return PostgresStore(database)
     db = root / DB_FILE
     os.close(os.open(db, os.O_WRONLY | os.O_CREAT, 0o600))
+    if shared:
+        from lictor.store.workers import WorkerStore
+
+        return WorkerStore(db)
     return SQLiteStore(db, exclusive=True)
 
 
@@ -184,6 +193,14 @@ def lock_data_dir(root: Path) -> int:
     except BlockingIOError:
         os.close(fd)
         raise ConflictError(f"data directory {root} is in use by another process") from None
+    return fd
+
+
+def _check_held(root: Path, fd: int) -> int:
+    """``fd`` if it is open on ``root``'s lock file (which the server holds for us)."""
+    held, there = os.fstat(fd), os.stat(root / LOCK_FILE)
+    if (held.st_dev, held.st_ino) != (there.st_dev, there.st_ino):
+        raise InvalidRequestError(f"descriptor {fd} is not the lock of {root}")
     return fd
 
 

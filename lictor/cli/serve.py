@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from lictor.cli.workers import serve_workers, worker_fds
 from lictor.datadir import TOKEN_FILE, open_data_dir
 from lictor.demo.runner import DemoRunner
 from lictor.errors import InvalidRequestError
@@ -40,12 +42,21 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7300
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SHUTDOWN_GRACE_S = 3
+MAX_WORKERS = 64
 GC_YOUNG = 20_000  # allocations between collections of the young generation (CPython: 700)
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("serve", help="run the control plane")
     add_server_options(p)
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="processes serving the data directory together (one log, one key, one"
+        " lineage); one process uses about one core (default %(default)s)",
+    )
+    p.add_argument("--worker-fds", type=worker_fds, help=argparse.SUPPRESS)
     p.add_argument(
         "--demo",
         action="store_true",
@@ -86,6 +97,13 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _workers(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"--workers takes 1 to {MAX_WORKERS}: {text}")
+    return count
+
+
 def _positive_seconds(text: str) -> float:
     seconds = float(text)
     if not 0 < seconds < float("inf"):
@@ -103,8 +121,11 @@ def connection_limits(args: argparse.Namespace) -> ConnectionLimits:
 
 @contextmanager
 def running_app(args: argparse.Namespace) -> Iterator[tuple[AuditLog, FastAPI]]:
-    """The data directory's log and the app over it, open (and locked) for the duration."""
-    data = open_data_dir(args.data_dir, args.origin, getattr(args, "database", None))
+    """The data directory's log and the app over it, open (and locked) for the duration:
+    locked by this process, or by the server whose worker it is (``--worker-fds``)."""
+    fds = getattr(args, "worker_fds", None)
+    database = getattr(args, "database", None)
+    data = open_data_dir(args.data_dir, args.origin, database, held_lock=fds[0] if fds else None)
     try:
         log = AuditLog(data.store, data.signer)
     except BaseException:
@@ -120,7 +141,16 @@ def running_app(args: argparse.Namespace) -> Iterator[tuple[AuditLog, FastAPI]]:
 def run(args: argparse.Namespace) -> int:
     if args.demo and (args.port == 0 or args.host not in LOOPBACK):
         raise InvalidRequestError("--demo needs a loopback --host and a fixed --port")
+    if args.demo and args.workers > 1:
+        raise InvalidRequestError("--demo runs in one process: leave out --workers")
     limits = connection_limits(args)
+    if args.workers > 1 and args.worker_fds is None:
+        announce = (
+            f"lictor: serving data {args.data_dir} on http://{args.host}:{{port}} with"
+            f" {{workers}} workers (admin credential in {args.data_dir}/{TOKEN_FILE};"
+            f" at most {limits.max_connections} connections each)"
+        )
+        return serve_workers(args, announce)
     with running_app(args) as (log, app):
         if args.demo:
             token = (Path(args.data_dir) / TOKEN_FILE).read_text().strip()
@@ -136,6 +166,11 @@ def run(args: argparse.Namespace) -> int:
             proxy_headers=False,  # nothing reads the client's address: no layer to rewrite it
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # event streams never end by themselves
         )
+        settle_collector()
+        if args.worker_fds is not None:  # a worker: the server announced itself
+            sock = socket.socket(fileno=args.worker_fds[1])
+            uvicorn.Server(config).run(sockets=[sock])
+            return 0
         print(
             f"lictor: serving log {log.origin} on http://{args.host}:{args.port}"
             f" (data {args.data_dir}, admin credential in {args.data_dir}/{TOKEN_FILE};"
@@ -143,7 +178,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        settle_collector()
         uvicorn.Server(config).run()
     return 0
 

@@ -56,6 +56,7 @@ from lictor.service.policies import Policies
 from lictor.service.replay import Replay
 from lictor.service.runtimes import Runtimes
 from lictor.service.sweeps import Sweeps
+from lictor.store.sqlite import SQLiteStore
 from lictor.wire import error_body, status_for
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -161,7 +162,7 @@ REPLICA = f"{socket.gethostname()}/{os.getpid()}"
 
 
 def _engine(log: AuditLog) -> str:
-    return "postgresql" if log.store.shared else "sqlite"
+    return "sqlite" if isinstance(log.store, SQLiteStore) else "postgresql"
 
 
 class Metrics:

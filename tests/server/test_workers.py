@@ -1,0 +1,210 @@
+"""`lictor serve --workers 2` on the SQLite default: one log, one lineage, whichever
+worker answers; a worker that dies is replaced; stopping the server stops them all."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lictor.log.checkpoint import open_checkpoint
+from lictor.log.merkle import verify_consistency
+from lictor.log.note import parse_verifier_key
+
+from ..conftest import REPO, Server, free_port
+
+EXAMPLES = REPO / "examples"
+LICTOR = (sys.executable, "-m", "lictor.cli.main")
+PLANNER = {"type": "Agent", "id": "planner-7"}
+DEPLOY = {"type": "Action", "id": "deploy"}
+STAGING = {"type": "Service", "id": "payments-api-staging"}
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def _lictor(server: Server, *argv: str) -> str:
+    env = {**os.environ, "LICTOR_URL": server.url, "LICTOR_CREDENTIAL": server.token}
+    done = subprocess.run(
+        [*LICTOR, *argv], env=env, cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return done.stdout
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Server]:
+    server = Server(tmp_path / "data", free_port(), options=("--workers", "2")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def governed(workers: Server) -> dict[str, str]:
+    """The example policies and entities active, and one runtime's credential header."""
+    version = _lictor(workers, "policy", "push", str(EXAMPLES / "policies")).split()[1]
+    _lictor(workers, "entity", "put", str(EXAMPLES / "entities.json"))
+    _lictor(workers, "policy", "activate", version)
+    added = _lictor(workers, "runtime", "add", "edge-eu", "--region", "eu-west-1", "--cluster", "a")
+    secret = added.split("credential (shown once): ")[1].strip()
+    runtime = {"Authorization": f"Bearer {secret}"}
+    beat = {"attestation": {"state": "verified"}}
+    httpx.post(f"{workers.url}/v1/runtimes/edge-eu/heartbeat", json=beat, headers=runtime)
+    return runtime
+
+
+def _replicas(server: Server, calls: int = 30) -> set[str]:
+    """The workers that answered ``calls`` requests, each on a new connection."""
+    return {httpx.get(server.url + "/readyz").json()["replica"] for _ in range(calls)}
+
+
+def test_every_worker_appends_to_one_log(workers: Server) -> None:
+    assert len(_replicas(workers)) == 2, "both workers accept connections"
+    admin = {"Authorization": f"Bearer {workers.token}"}
+    vkey = httpx.get(workers.url + "/v1/log/key").json()["vkey"]
+    indexes: list[int] = []
+    notes: list[bytes] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def write(n: int) -> None:
+        for i in range(15):  # a new connection each time: the kernel picks the worker
+            body = {"kind": "note", "text": f"{n}/{i}"}
+            r = httpx.post(workers.url + "/v1/log/entries", json=body, headers=admin)
+            with lock:
+                if r.status_code != 201:
+                    failures.append(r.text)
+                    return
+                indexes.append(r.json()["index"])
+                notes.append(r.json()["receipt"]["checkpoint"].encode())
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [] and sorted(set(indexes)) == sorted(indexes), failures[:3]
+    final = httpx.get(workers.url + "/v1/log/checkpoint").json()
+    roots: dict[int, bytes] = {}
+    for note in notes:
+        checkpoint, _ = open_checkpoint(note, [parse_verifier_key(vkey)], None)
+        assert roots.setdefault(checkpoint.size, checkpoint.root) == checkpoint.root, "a fork"
+    for size, root in roots.items():
+        if size < final["size"]:
+            params = {"first": size, "second": final["size"]}
+            proof = httpx.get(workers.url + "/v1/log/proof/consistency", params=params).json()
+            hashes = [base64.b64decode(h) for h in proof["hashes"]]
+            verify_consistency(size, final["size"], root, base64.b64decode(final["root"]), hashes)
+    audit = subprocess.run(
+        [*LICTOR, "log", "audit", f"{workers.url}/log", "--key", vkey],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
+def test_a_revocation_holds_on_every_worker(workers: Server, governed: dict[str, str]) -> None:
+    body = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING}
+    started = [
+        httpx.post(workers.url + "/v1/executions", json=body, headers=governed).json()
+        for _ in range(6)
+    ]
+    parent = started[0]
+    child_body = {**body, "parent_grant": parent["grant"]}
+    child = httpx.post(workers.url + "/v1/executions", json=child_body, headers=governed).json()
+    assert child["execution"]["parent_id"] == parent["execution"]["id"]
+    admin = {"Authorization": f"Bearer {workers.token}"}
+    revoked = httpx.post(
+        f"{workers.url}/v1/executions/{parent['execution']['id']}/revoke",
+        json={"reason": "test"},
+        headers=admin,
+    ).json()
+    assert revoked["revoked"] == [parent["execution"]["id"], child["execution"]["id"]]
+    for execution in (parent, child):  # on new connections, so on both workers
+        for _ in range(6):
+            r = httpx.post(
+                f"{workers.url}/v1/executions/{execution['execution']['id']}/renew",
+                json={},
+                headers=governed,
+            )
+            assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_transition"
+    for execution in started[1:]:
+        r = httpx.post(
+            f"{workers.url}/v1/executions/{execution['execution']['id']}/renew",
+            json={},
+            headers=governed,
+        )
+        assert r.status_code == 200, r.text
+
+
+def test_a_dead_worker_is_replaced_and_the_log_stays_whole(workers: Server) -> None:
+    assert workers.process is not None
+    before = _children(workers.process.pid)
+    assert len(before) == 2
+    os.kill(min(before), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = _children(workers.process.pid)
+        if len(now) == 2 and now != before and len(_replicas(workers, 10)) == 2:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no replacement worker: {workers.log_file.read_text()[-2000:]}")
+    assert "exited (-9)" in workers.log_file.read_text()
+    admin = {"Authorization": f"Bearer {workers.token}"}
+    r = httpx.post(
+        workers.url + "/v1/log/entries", json={"kind": "note", "text": "after"}, headers=admin
+    )
+    assert r.status_code == 201, r.text
+
+
+def test_stopping_the_server_stops_its_workers_and_frees_the_directory(
+    workers: Server, tmp_path: Path
+) -> None:
+    assert workers.process is not None
+    children = _children(workers.process.pid)
+    workers.process.send_signal(signal.SIGTERM)
+    assert workers.process.wait(timeout=30) == 0
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    again = Server(workers.data_dir, free_port()).start()  # the lock was released
+    again.kill()
+
+
+def test_one_directory_one_server_and_no_demo_with_workers(workers: Server, tmp_path: Path) -> None:
+    second = subprocess.run(
+        [*LICTOR, "serve", "--data-dir", str(workers.data_dir), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert second.returncode == 1 and "in use by another process" in second.stderr
+    demo = subprocess.run(
+        [*LICTOR, "serve", "--data-dir", str(tmp_path / "d"), "--demo", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert demo.returncode == 1 and "--workers" in demo.stderr
+    assert httpx.get(workers.url + "/healthz").status_code == 200
