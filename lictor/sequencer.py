@@ -38,6 +38,8 @@ one the store durably holds, so both sources always agree.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -156,7 +158,8 @@ class Sequencer:
         self._signer = signer
         self._max_batch = max_batch
         self._order = order
-        self._pending: list[tuple[Command, Future[Any]]] = []
+        self._pending: list[tuple[Command, Waiter]] = []
+        self._outbox = _Outbox()
         self._cond = threading.Condition()
         self._closed = False
         self._listeners: list[CommitListener] = []
@@ -215,12 +218,28 @@ class Sequencer:
     def submit_commands(self, commands: Sequence[Command]) -> list[Future[Any]]:
         """Queue commands; each future resolves with its plan's result after the commit."""
         futures: list[Future[Any]] = [Future() for _ in commands]
+        self._enqueue(list(zip(commands, futures, strict=True)))
+        return futures
+
+    def submit_async(self, commands: Sequence[Command]) -> list[asyncio.Future[Any]]:
+        """`submit_commands` for callers on the running event loop: asyncio futures,
+        settled by one call into the loop per batch rather than one per command."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        waiters = [_LoopWaiter(loop, f, self._outbox) for f in futures]
+        self._enqueue(list(zip(commands, waiters, strict=True)))
+        return futures
+
+    async def run(self, command: Command) -> Any:
+        """Queue ``command`` and await its result (see `submit_async`)."""
+        return await self.submit_async([command])[0]
+
+    def _enqueue(self, items: list[tuple[Command, Waiter]]) -> None:
         with self._cond:
             if self._closed:
                 raise StoreError("the log is closed")
-            self._pending.extend(zip(commands, futures, strict=True))
+            self._pending.extend(items)
             self._cond.notify()
-        return futures
 
     def close(self) -> None:
         """Commit what is pending, then stop the committer."""
@@ -230,10 +249,13 @@ class Sequencer:
         self._thread.join()
 
     def _run(self) -> None:
-        batch: list[tuple[Command, Future[Any]]] = []
+        batch: list[tuple[Command, Waiter]] = []
         try:
             while batch := self._next_batch():
-                self._commit_batch(batch)
+                try:
+                    self._commit_batch(batch)
+                finally:
+                    self._outbox.deliver()
         except BaseException as e:  # never leave waiters hanging on a dead committer
             logger.exception("the log's committer stopped")
             error = StoreError(f"the log's committer stopped: {e}")
@@ -241,8 +263,9 @@ class Sequencer:
                 if not future.done():
                     future.set_exception(error)
             self._fail_pending(error)
+            self._outbox.deliver()
 
-    def _next_batch(self) -> list[tuple[Command, Future[Any]]]:
+    def _next_batch(self) -> list[tuple[Command, Waiter]]:
         """Up to ``max_batch`` pending entries whose callers still wait; [] once closed."""
         while True:
             with self._cond:
@@ -265,7 +288,7 @@ class Sequencer:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
-    def _commit_batch(self, batch: list[tuple[Command, Future[Any]]]) -> None:
+    def _commit_batch(self, batch: list[tuple[Command, Waiter]]) -> None:
         try:
             head, plans, entries = self._commit_with_retries([command for command, _ in batch])
         except Exception as e:  # fail every waiter; nothing was acknowledged
@@ -364,6 +387,77 @@ class Sequencer:
         stored = self._store.append(head.version, entries, new_hashes, new_head, writes)
         self._recent.add(stored_hash_count(head.size), new_hashes, grown)
         return stored, grown
+
+
+class Waiter(Protocol):
+    """What the committer settles: a `concurrent.futures.Future`, or a `_LoopWaiter`."""
+
+    def set_running_or_notify_cancel(self) -> bool: ...
+
+    def set_result(self, result: Any) -> None: ...
+
+    def set_exception(self, exception: BaseException | None) -> None: ...
+
+    def done(self) -> bool: ...
+
+
+class _Outbox:
+    """Results for callers on event loops, handed to each loop in one call per batch
+    (a call into a loop from another thread wakes it: one wake-up, not one per caller).
+    Only the committer thread uses it."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
+
+    def add(self, loop: asyncio.AbstractEventLoop, settled: _Settled) -> None:
+        self._by_loop.setdefault(loop, []).append(settled)
+
+    def deliver(self) -> None:
+        by_loop, self._by_loop = self._by_loop, {}
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
+                loop.call_soon_threadsafe(_settle, settled)
+
+
+_Settled = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _settle(settled: list[_Settled]) -> None:
+    """On the callers' loop: resolve each future still waiting."""
+    for future, result, error in settled:
+        if future.done():
+            continue  # cancelled while the batch committed
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class _LoopWaiter:
+    """A `Waiter` for an asyncio future: its result goes out through the `_Outbox`."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], outbox: _Outbox
+    ) -> None:
+        self._loop = loop
+        self._future = future
+        self._outbox = outbox
+        self._settled = False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return not self._future.cancelled()  # a cancelled caller's command is dropped
+
+    def set_result(self, result: Any) -> None:
+        self._settled = True
+        self._outbox.add(self._loop, (self._future, result, None))
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._settled = True
+        error = exception or StoreError("the command failed")
+        self._outbox.add(self._loop, (self._future, None, error))
+
+    def done(self) -> bool:
+        return self._settled
 
 
 class _RecentHashes:

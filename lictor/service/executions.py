@@ -188,8 +188,7 @@ class Executions:
         for _ in range(STALE_RETRIES):
             command, now = prepare()
             try:
-                future = self.log.sequencer.submit_commands([command])[0]
-                result = await asyncio.wrap_future(future)
+                result = await self.log.sequencer.run(command)
             except StaleDecisionError:
                 self.policies.invalidate()
                 self.runtimes.forget()
@@ -544,7 +543,7 @@ class Executions:
         plan = self._complete_command(
             execution_id, runtime_id, outcome, exit_code, summary, result_hash
         )
-        result: Outcome = await asyncio.wrap_future(self.log.sequencer.submit_commands([plan])[0])
+        result: Outcome = await self.log.sequencer.run(plan)
         return result
 
     async def complete_many_async(
@@ -564,10 +563,8 @@ class Executions:
                 results.append(None)
             except LictorError as e:
                 results.append(e)
-        futures = self.log.sequencer.submit_commands(commands) if commands else []
-        settled = iter(
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
-        )
+        futures = self.log.sequencer.submit_async(commands) if commands else []
+        settled = iter(await asyncio.gather(*futures, return_exceptions=True))
         done: list[Outcome | LictorError] = []
         for result in results:
             if result is None:
