@@ -67,11 +67,13 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
 from lictor.log.merkle import stored_hash_count
 from lictor.store.base import Credential, Head, Record, RecordWrite, Replica, StoredEntry
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _MAX_ROWS_PER_INSERT = 4096
 _MAX_IDLE_READERS = 8
 _CACHED_RECORDS = 1 << 16
@@ -146,8 +148,33 @@ CREATE TABLE IF NOT EXISTS replicas (
 );
 """
 
+# v5: a record's tags in its own row (read with it, no second lookup) and one index
+# entry per tag (kind, tag, value, key): a tagged write costs one b-tree entry per
+# tag instead of two.
+_SCHEMA_V5 = """
+ALTER TABLE records ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE record_index (
+    kind TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    value TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (kind, tag, value, key)
+) WITHOUT ROWID;
+INSERT INTO record_index (kind, tag, value, key) SELECT kind, tag, value, key FROM record_tags;
+UPDATE records SET tags = (
+    SELECT json_group_array(json_array(t.tag, t.value)) FROM (
+        SELECT tag, value FROM record_tags
+        WHERE record_tags.kind = records.kind AND record_tags.key = records.key ORDER BY tag
+    ) t
+) WHERE EXISTS (
+    SELECT 1 FROM record_tags
+    WHERE record_tags.kind = records.kind AND record_tags.key = records.key
+);
+DROP TABLE record_tags;
+"""
+
 # Each entry upgrades the schema from the version before it.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
 
 
 @dataclass(frozen=True)
@@ -364,13 +391,9 @@ class SQLiteStore:
         generation = self._cache.generation
         with self._read() as conn:
             row = conn.execute(
-                "SELECT version, doc FROM records WHERE kind = ? AND key = ?", (kind, key)
+                "SELECT version, doc, tags FROM records WHERE kind = ? AND key = ?", (kind, key)
             ).fetchone()
-            found = (
-                None
-                if row is None
-                else Record(kind, key, row[0], bytes(row[1]), _tags(conn, kind, [key])[key])
-            )
+        found = None if row is None else Record(kind, key, row[0], bytes(row[1]), _tags(row[2]))
         self._cache.fill(kind, key, found, generation)
         return found
 
@@ -379,21 +402,19 @@ class SQLiteStore:
     ) -> list[Record]:
         with self._read() as conn:
             rows = conn.execute(*_find_query(kind, tags, after, limit)).fetchall()
-            found = _tags(conn, kind, [r[0] for r in rows])
-        return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
+        return [Record(kind, r[0], r[1], bytes(r[2]), _tags(r[3])) for r in rows]
 
     def find_records_below(
         self, kind: str, tag: str, below: str, limit: int = 1000
     ) -> list[Record]:
         sql = (
-            "SELECT r.key, r.version, r.doc FROM record_tags t"
-            " CROSS JOIN records r ON r.kind = t.kind AND r.key = t.key"
-            " WHERE t.kind = ? AND t.tag = ? AND t.value < ? ORDER BY t.value, t.key LIMIT ?"
+            "SELECT r.key, r.version, r.doc, r.tags FROM record_index i"
+            " CROSS JOIN records r ON r.kind = i.kind AND r.key = i.key"
+            " WHERE i.kind = ? AND i.tag = ? AND i.value < ? ORDER BY i.value, i.key LIMIT ?"
         )
         with self._read() as conn:
             rows = conn.execute(sql, (kind, tag, below, limit)).fetchall()
-            found = _tags(conn, kind, [r[0] for r in rows])
-        return [Record(kind, r[0], r[1], bytes(r[2]), found[r[0]]) for r in rows]
+        return [Record(kind, r[0], r[1], bytes(r[2]), _tags(r[3])) for r in rows]
 
     def count_records(self, kind: str, tags: dict[str, str]) -> int:
         sql, args = _find_query(kind, tags, "", -1)
@@ -691,83 +712,79 @@ def _record_checkpoint(conn: sqlite3.Connection, head: Head) -> None:
 def _find_query(kind: str, tags: dict[str, str], after: str, limit: int) -> tuple[str, list[Any]]:
     """SQL for `find_records`, driven by the tag index when there is a tag.
 
-    Starting from ``record_tags`` (kind, tag, value, key) makes the cost follow
+    Starting from ``record_index`` (kind, tag, value, key) makes the cost follow
     the number of matches, not the number of records of the kind.
     """
     if not tags:
         sql = (
-            "SELECT key, version, doc FROM records WHERE kind = ? AND key > ? ORDER BY key LIMIT ?"
+            "SELECT key, version, doc, tags FROM records WHERE kind = ? AND key > ?"
+            " ORDER BY key LIMIT ?"
         )
         return sql, [kind, after, limit]
     (first_tag, first_value), *rest = sorted(tags.items())
-    sql = "SELECT r.key, r.version, r.doc FROM record_tags t0"
+    sql = "SELECT r.key, r.version, r.doc, r.tags FROM record_index i0"
     args: list[Any] = []
     for n, (tag, value) in enumerate(rest, start=1):
         sql += (
-            f" JOIN record_tags t{n} ON t{n}.kind = t0.kind AND t{n}.key = t0.key"
-            f" AND t{n}.tag = ? AND t{n}.value = ?"
+            f" JOIN record_index i{n} ON i{n}.kind = i0.kind AND i{n}.tag = ?"
+            f" AND i{n}.value = ? AND i{n}.key = i0.key"
         )
         args += [tag, value]
     sql += (
-        " CROSS JOIN records r ON r.kind = t0.kind AND r.key = t0.key"
-        " WHERE t0.kind = ? AND t0.tag = ? AND t0.value = ? AND t0.key > ?"
-        " ORDER BY t0.key LIMIT ?"
+        " CROSS JOIN records r ON r.kind = i0.kind AND r.key = i0.key"
+        " WHERE i0.kind = ? AND i0.tag = ? AND i0.value = ? AND i0.key > ?"
+        " ORDER BY i0.key LIMIT ?"
     )
     return sql, [*args, kind, first_tag, first_value, after, limit]
 
 
 def _write_records(conn: sqlite3.Connection, writes: Sequence[RecordWrite]) -> None:
-    """Compare-and-swap records and their tags (inside a transaction).
+    """Compare-and-swap records and index their tags (inside a transaction).
 
     New records go in as one multi-row ``INSERT`` (an existing key makes it
-    fail: a conflict); updated ones are compare-and-swapped one by one. Tags
-    are upserted, so a tag whose value did not change touches no index page,
-    and tags a record no longer carries are deleted.
+    fail: a conflict); updated ones are compare-and-swapped one by one against
+    the version and tags they hold. The index changes by the difference: a tag
+    whose value did not change touches no index page.
     """
     new = [w for w in writes if w.expected_version == 0]
     _insert_rows(
-        conn, "records (kind, key, version, doc)", [(w.kind, w.key, 1, w.doc) for w in new]
+        conn,
+        "records (kind, key, version, doc, tags)",
+        [(w.kind, w.key, 1, w.doc, _tags_text(w.tags)) for w in new],
     )
+    added = [(w.kind, tag, value, w.key) for w in new for tag, value in w.tags]
+    removed: list[tuple[str, str, str, str]] = []
     for write in writes:
         if write.expected_version == 0:
             continue
-        changed = conn.execute(
-            "UPDATE records SET version = ?, doc = ? WHERE kind = ? AND key = ? AND version = ?",
-            (write.expected_version + 1, write.doc, write.kind, write.key, write.expected_version),
-        ).rowcount
-        if changed != 1:
-            raise ConflictError(f"record {write.kind}/{write.key} moved past its version")
-        names = [tag for tag, _ in write.tags]
-        marks = ",".join("?" * len(names))
+        kind, key = write.kind, write.key
+        row = conn.execute(
+            "SELECT version, tags FROM records WHERE kind = ? AND key = ?", (kind, key)
+        ).fetchone()
+        if row is None or row[0] != write.expected_version:
+            raise ConflictError(f"record {kind}/{key} moved past its version")
         conn.execute(
-            f"DELETE FROM record_tags WHERE kind = ? AND key = ? AND tag NOT IN ({marks})",
-            (write.kind, write.key, *names),
+            "UPDATE records SET version = ?, doc = ?, tags = ? WHERE kind = ? AND key = ?",
+            (write.expected_version + 1, write.doc, _tags_text(write.tags), kind, key),
         )
-    rows = [(w.kind, w.key, tag, value) for w in writes for tag, value in w.tags]
-    _insert_rows(
-        conn,
-        "record_tags (kind, key, tag, value)",
-        rows,
-        " ON CONFLICT (kind, key, tag) DO UPDATE SET value = excluded.value"
-        " WHERE value != excluded.value",
-    )
+        old, now = set(_tags(row[1])), set(write.tags)
+        removed += [(kind, tag, value, key) for tag, value in old - now]
+        added += [(kind, tag, value, key) for tag, value in now - old]
+    if removed:
+        conn.executemany(
+            "DELETE FROM record_index WHERE kind = ? AND tag = ? AND value = ? AND key = ?",
+            removed,
+        )
+    _insert_rows(conn, "record_index (kind, tag, value, key)", added)
 
 
-def _tags(
-    conn: sqlite3.Connection, kind: str, keys: Sequence[str]
-) -> dict[str, tuple[tuple[str, str], ...]]:
-    found: dict[str, list[tuple[str, str]]] = {key: [] for key in keys}
-    for chunk in range(0, len(keys), 500):
-        part = list(keys[chunk : chunk + 500])
-        marks = ",".join("?" * len(part))
-        rows = conn.execute(
-            f"SELECT key, tag, value FROM record_tags WHERE kind = ? AND key IN ({marks})"
-            " ORDER BY key, tag",
-            [kind, *part],
-        )
-        for key, tag, value in rows:
-            found[key].append((tag, value))
-    return {key: tuple(tags) for key, tags in found.items()}
+def _tags_text(tags: Sequence[tuple[str, str]]) -> str:
+    """A record's tags as its row keeps them: JSON pairs, by tag."""
+    return orjson.dumps(sorted(tags)).decode()
+
+
+def _tags(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple((tag, value) for tag, value in orjson.loads(text))
 
 
 def _insert_rows(

@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from lictor.errors import SchemaError, StoreError
-from lictor.store.base import Replica
-from lictor.store.sqlite import _SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, SCHEMA_VERSION, SQLiteStore
+from lictor.store.base import RecordWrite, Replica
+from lictor.store.sqlite import (
+    _SCHEMA_V1,
+    _SCHEMA_V2,
+    _SCHEMA_V3,
+    _SCHEMA_V4,
+    SCHEMA_VERSION,
+    SQLiteStore,
+)
 
 
 def test_durability_settings(tmp_path: Path) -> None:
@@ -34,7 +41,7 @@ def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     assert store.get_record("execution", "x") is None  # the v2 tables exist
     version = store._writer.execute("SELECT value FROM meta").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "4"
+    assert version == str(SCHEMA_VERSION) == "5"
     store.close()
 
 
@@ -51,9 +58,50 @@ def test_upgrades_a_version_2_database_keeping_its_tags(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     assert [r.key for r in store.find_records("execution", {"state": "active"})] == ["ex_1"]
     table = store._writer.execute(
-        "SELECT sql FROM sqlite_master WHERE name = 'record_tags'"
+        "SELECT sql FROM sqlite_master WHERE name = 'record_index'"
     ).fetchone()[0]
     assert "WITHOUT ROWID" in table
+    store.close()
+
+
+def test_upgrades_a_version_4_database_moving_tags_into_their_rows(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "s.db")
+    for statement in (_SCHEMA_V1 + _SCHEMA_V2 + _SCHEMA_V3 + _SCHEMA_V4).split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '4')")
+    conn.execute("INSERT INTO records VALUES ('execution', 'ex_1', 3, X'7B7D')")
+    conn.execute("INSERT INTO records VALUES ('execution', 'ex_2', 1, X'7B7D')")
+    conn.execute("INSERT INTO records VALUES ('policy', 'p', 1, X'7B7D')")
+    for key, tag, value in [
+        ("ex_1", "state", "active"),
+        ("ex_1", "principal", 'Agent::"a"'),
+        ("ex_1", "expires", "0000000000000009"),
+        ("ex_2", "state", "completed"),
+    ]:
+        conn.execute("INSERT INTO record_tags VALUES ('execution', ?, ?, ?)", (key, tag, value))
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "s.db")
+    one = store.get_record("execution", "ex_1")
+    assert one is not None and one.version == 3
+    assert one.tags == (
+        ("expires", "0000000000000009"),
+        ("principal", 'Agent::"a"'),
+        ("state", "active"),
+    )
+    policy = store.get_record("policy", "p")
+    assert policy is not None and policy.tags == ()
+    assert [r.key for r in store.find_records("execution", {"state": "completed"})] == ["ex_2"]
+    below = store.find_records_below("execution", "expires", "0000000000000010")
+    assert [r.key for r in below] == ["ex_1"]
+    # a write moves the index by the difference: the old state is found no more
+    store.put_record(RecordWrite("execution", "ex_1", b"{}", 3, (("state", "completed"),)))
+    found = store.find_records("execution", {"state": "completed"})
+    assert [r.key for r in found] == ["ex_1", "ex_2"]
+    assert store.find_records("execution", {"state": "active"}) == []
+    assert store.find_records_below("execution", "expires", "0000000000000010") == []
+    assert store.count_records("execution", {"principal": 'Agent::"a"'}) == 0
     store.close()
 
 
