@@ -197,10 +197,16 @@ def lock_data_dir(root: Path) -> int:
 
 
 def _check_held(root: Path, fd: int) -> int:
-    """``fd`` if it is open on ``root``'s lock file (which the server holds for us)."""
+    """``fd`` if it is the lock of ``root`` that our server holds: open on the lock file,
+    and locked through it (locking again through the same open file succeeds; through
+    another, while a server holds the lock, it fails)."""
     held, there = os.fstat(fd), os.stat(root / LOCK_FILE)
     if (held.st_dev, held.st_ino) != (there.st_dev, there.st_ino):
         raise InvalidRequestError(f"descriptor {fd} is not the lock of {root}")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ConflictError(f"data directory {root} is in use by another process") from None
     return fd
 
 

@@ -73,7 +73,7 @@ def error_for(body: Any, status: int) -> errors.LictorError:
 # The server reads them with msgspec (`lictor.server.hot`); their bounds are those of the
 # API description (`lictor.server.executions_api`), which a test holds them to.
 
-Sha256 = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}$")]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^sha256:[0-9a-f]{64}\Z")]  # \Z: no newline
 TtlSeconds = Annotated[int, msgspec.Meta(ge=MIN_TTL_MS // 1000, le=MAX_TTL_MS // 1000)]
 ExitCode = Annotated[int, msgspec.Meta(ge=MIN_EXIT_CODE, le=MAX_EXIT_CODE)]
 

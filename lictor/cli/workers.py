@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import subprocess
@@ -65,9 +66,7 @@ def worker_argv(args: argparse.Namespace, lock: int, sock: int) -> list[str]:
     argv += ["--header-timeout", str(args.header_timeout)]
     argv += ["--body-timeout", str(args.body_timeout)]
     argv += ["--max-connections", str(args.max_connections)]
-    if args.database:
-        argv += ["--database", args.database]
-    return [*argv, "--worker-fds", f"{lock},{sock}"]
+    return [*argv, "--worker-fds", f"{lock},{sock}"]  # the database URL goes by environment
 
 
 def serve_workers(args: argparse.Namespace, announce: str) -> int:
@@ -79,13 +78,18 @@ def serve_workers(args: argparse.Namespace, announce: str) -> int:
     print(announce.format(port=port, workers=args.workers), file=sys.stderr, flush=True)
     argv = worker_argv(args, data.lock, sock.fileno())
     fds = (data.lock, sock.fileno())
+    env = dict(os.environ)  # a database URL may hold a password: never on a command line
+    if args.database:
+        env["LICTOR_DATABASE"] = args.database
+    else:
+        env.pop("LICTOR_DATABASE", None)
     stopping: list[int] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
         stopping.append(signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    workers = [_start(argv, fds) for _ in range(args.workers)]
+    workers = [_start(argv, fds, env) for _ in range(args.workers)]
     quick_exits = 0
     try:
         while not stopping:
@@ -104,7 +108,7 @@ def serve_workers(args: argparse.Namespace, announce: str) -> int:
                 if quick_exits >= MAX_QUICK_EXITS:
                     print("lictor: workers keep exiting; stopping", file=sys.stderr, flush=True)
                     return 1
-                workers[n] = _start(argv, fds)
+                workers[n] = _start(argv, fds, env)
         return 0
     finally:
         _stop_all(workers)
@@ -114,14 +118,21 @@ def serve_workers(args: argparse.Namespace, announce: str) -> int:
         data.close()
 
 
-def _start(argv: list[str], fds: tuple[int, ...]) -> Worker:
-    return Worker(subprocess.Popen(argv, pass_fds=fds, preexec_fn=_die_with_parent))
+def _start(argv: list[str], fds: tuple[int, ...], env: dict[str, str]) -> Worker:
+    server = os.getpid()
+    return Worker(
+        subprocess.Popen(argv, pass_fds=fds, env=env, preexec_fn=lambda: _die_with(server))
+    )
 
 
-def _die_with_parent() -> None:
-    """In the worker, before it runs: SIGTERM when the server process dies."""
+def _die_with(server: int) -> None:
+    """In the worker, before it runs: SIGTERM when the server process dies; and if it
+    died already (between the fork and now), exit at once. Linux only: elsewhere a
+    worker outlives a server killed with SIGKILL."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: nothing to set
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != server:
+        os._exit(1)
 
 
 def _stop_all(workers: list[Worker]) -> None:

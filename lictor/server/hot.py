@@ -98,32 +98,32 @@ class HotRoutes:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
-    async def _body(self, receive: Receive) -> bytes | bytearray | None:
-        """The request body, None on a disconnect; one over the limit is kept short
-        (its length is all `_answer` looks at)."""
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body: bytes | bytearray = message.get("body", b"")
-        while message.get("more_body", False):
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The request body, None on a disconnect; reading stops once it is over the
+        limit (its length is then all `_answer` looks at, to answer 413)."""
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more and size <= self.limit:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return None
-            if len(body) <= self.limit:
-                body = bytearray(body)
-                body += message.get("body", b"")
-        return body
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _answer(
-        self, handler: Handler, execution_id: str, scope: Scope, raw: bytes | bytearray
+        self, handler: Handler, execution_id: str, scope: Scope, raw: bytes
     ) -> tuple[int, dict[str, Any]]:
         if len(raw) > self.limit:
             return 413, error_body("payload_too_large", f"request body exceeds {self.limit} bytes")
         authorization, content_type = _headers(scope)
-        if content_type is not None and not is_json(content_type):
-            raise InvalidRequestError("the request body must be JSON (application/json)")
-        value = parse_json_body(bytes(raw)) if raw else None
+        json_body = content_type is not None and is_json(content_type)
+        value = parse_json_body(raw) if json_body and raw else None  # 400 before the caller
         who = admit(authenticate(authorization, self.state), ACTING)
+        if not json_body:  # as FastAPI: a body of another type (or none) fails validation
+            raise InvalidRequestError("body: the request body must be JSON (application/json)")
         return await handler(value, who, execution_id, self.state)
 
 
@@ -144,11 +144,12 @@ def _route(path: str) -> tuple[Handler, str] | None:
 
 
 def _headers(scope: Scope) -> tuple[str | None, str | None]:
+    """The first ``Authorization`` and ``Content-Type`` headers, as Starlette reads them."""
     authorization = content_type = None
     for name, value in scope["headers"]:
-        if name == b"authorization":
+        if name == b"authorization" and authorization is None:
             authorization = value.decode("latin-1")
-        elif name == b"content-type":
+        elif name == b"content-type" and content_type is None:
             content_type = value.decode("latin-1")
     return authorization, content_type
 

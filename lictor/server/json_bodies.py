@@ -25,6 +25,7 @@ integers, reads them exactly).
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -35,7 +36,7 @@ from lictor.errors import InvalidRequestError
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the start of any escaped surrogate
 # every string of a JSON text in order (outside strings there is no quote), and whether a
 # colon follows it: that makes it a key
-STRING = re.compile(rb'"(?:[^"\\]|\\.)*"(\s*:)?')
+STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?')  # unrolled: linear, no per-byte branch
 LONG_INTEGER = re.compile(rb"\d{19}")
 
 
@@ -57,7 +58,12 @@ def _parse_strictly(raw: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise InvalidRequestError(f"request body is not UTF-8 (byte {e.start})") from None
     try:
-        value = json.loads(text, object_pairs_hook=_distinct_keys, parse_constant=_no_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=_distinct_keys,
+            parse_constant=_no_constant,
+            parse_float=_finite,
+        )
     except json.JSONDecodeError as e:
         raise InvalidRequestError(f"request body is not JSON: {e.msg} at {e.pos}") from None
     except (ValueError, RecursionError) as e:  # a number too long; nesting too deep
@@ -101,6 +107,13 @@ def _members(value: Any) -> int:
         elif isinstance(item, list):
             pending.extend(item)
     return count
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: beyond a double, which JSON's numbers are read as
+        raise InvalidRequestError(f"request body holds {text}, beyond a finite number")
+    return value
 
 
 def _no_constant(name: str) -> Any:

@@ -746,6 +746,8 @@ def _write_records(conn: sqlite3.Connection, writes: Sequence[RecordWrite]) -> N
     the version and tags they hold. The index changes by the difference: a tag
     whose value did not change touches no index page.
     """
+    if len({(w.kind, w.key) for w in writes}) != len(writes):  # the index diff needs one
+        raise StoreError("a batch writes a record twice")
     new = [w for w in writes if w.expected_version == 0]
     _insert_rows(
         conn,

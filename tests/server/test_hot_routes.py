@@ -236,3 +236,32 @@ def test_a_fault_in_the_lane_is_a_500_and_the_server_keeps_serving(
     }
     monkeypatch.undo()
     assert hot.started()["execution"]["state"] == "active"
+
+
+def _raw(side: Side, path: str, content: bytes, headers: list[tuple[str, str]]) -> tuple[int, str]:
+    answer = side.client.post(path, content=content, headers=headers)
+    return answer.status_code, answer.json().get("error", {}).get("code", "")
+
+
+def test_headers_and_media_types_are_read_alike(sides: tuple[Side, Side]) -> None:
+    body = json.dumps(VALID).encode()
+    for side in sides:
+        runtime = ("Authorization", side.runtime["Authorization"])
+        admin = ("Authorization", side.admin["Authorization"])
+        cases = {
+            # the first of two Authorization headers is the caller, as Starlette reads it
+            "admin first": ([admin, runtime, ("Content-Type", "application/json")], 403),
+            "runtime first": ([runtime, admin, ("Content-Type", "application/json")], 201),
+            "no media type": ([runtime], 400),
+            "text, no caller": ([("Content-Type", "text/plain")], 401),
+            "text": ([runtime, ("Content-Type", "text/plain")], 400),
+        }
+        for name, (headers, status) in cases.items():
+            assert _raw(side, "/v1/executions", body, headers)[0] == status, name
+
+
+def test_a_hash_with_a_trailing_newline_is_refused_alike(sides: tuple[Side, Side]) -> None:
+    ids = {side: side.started()["execution"]["id"] for side in sides}
+    done = {"outcome": "succeeded", "result_hash": "sha256:" + "a" * 64 + "\n"}
+    assert _both(sides, "/v1/executions/{id}/complete", done, id=ids)[0] == 400
+    assert _both(sides, "/v1/executions", {**VALID, "definition": done["result_hash"]})[0] == 400

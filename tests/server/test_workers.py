@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -208,3 +209,25 @@ def test_one_directory_one_server_and_no_demo_with_workers(workers: Server, tmp_
     )
     assert demo.returncode == 1 and "--workers" in demo.stderr
     assert httpx.get(workers.url + "/healthz").status_code == 200
+
+
+def test_a_worker_needs_the_lock_its_server_holds(workers: Server, tmp_path: Path) -> None:
+    """A descriptor opened on the lock file by anyone else is not the server's lock."""
+    lock = os.open(workers.data_dir / "lock", os.O_RDWR)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    try:
+        fds = f"{lock},{listener.fileno()}"
+        argv = [*LICTOR, "serve", "--data-dir", str(workers.data_dir), "--worker-fds", fds]
+        intruder = subprocess.run(
+            argv,
+            pass_fds=(lock, listener.fileno()),
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+    finally:
+        os.close(lock)
+        listener.close()
+    assert intruder.returncode == 1 and "in use by another process" in intruder.stderr
