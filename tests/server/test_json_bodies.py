@@ -108,6 +108,17 @@ def test_refuses_constants_json_does_not_have(constant: str) -> None:
     assert refused(f'{{"x": [1, {constant}]}}'.encode())
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e999", "2e308"])
+def test_refuses_numbers_beyond_a_double(number: str) -> None:
+    assert refused(f'{{"x": {number}}}'.encode())
+
+
+def test_reads_long_integers_exactly() -> None:
+    assert parse_json_body(b'{"x": 123456789012345678901234567890}') == {
+        "x": 123456789012345678901234567890
+    }
+
+
 @pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "x\\ud83dy", "\\ude00\\ud83d"])
 def test_refuses_unpaired_surrogate_escapes(escape: str) -> None:
     assert refused(f'{{"a": ["{escape}"]}}'.encode())
