@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.types import Options
 
@@ -205,8 +206,8 @@ class GrantSigner:
 
 
 def _compact_json(value: object) -> bytes:
-    """JSON as JWS serializes it here: compact, UTF-8."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """JSON as JWS serializes it here: compact, UTF-8 (the claims are text and integers)."""
+    return orjson.dumps(value)
 
 
 def grant_claims(execution: Execution, issuer: str, now_ms: int) -> dict[str, object]:

@@ -48,7 +48,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 
 import cedarpy
 
@@ -175,9 +175,16 @@ def _lineage_record(lineage: LineageFacts) -> dict[str, object]:
 
 
 def _datetime(now_ms: int) -> dict[str, object]:
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=now_ms)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{now_ms % 1000:03d}Z"
+    text = f"{_second(now_ms // 1000)}.{now_ms % 1000:03d}Z"
     return {"__extn": {"fn": "datetime", "arg": text}}
+
+
+@lru_cache(maxsize=4)
+def _second(epoch_s: int) -> str:
+    """``epoch_s`` as RFC 3339 UTC to the second (decisions come many to a second)."""
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch_s)).strftime(
+        "%Y-%m-%dT%H:%M:%S"
+    )
 
 
 # --- merging the record into a user's schema -------------------------------------------
