@@ -78,6 +78,13 @@ class Server:
 SHARED_FILES = ("log.key", "grant.key", "admin.token")
 
 
+def assert_audit_passes(url: str, vkey: str) -> None:
+    """`lictor log audit` of the log served at ``url`` succeeds with key ``vkey``."""
+    argv = [sys.executable, "-m", "lictor.cli.main", "log", "audit", f"{url}/log", "--key", vkey]
+    audit = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+
+
 def start_replicas(database: str, root: Path, count: int, origin: str) -> list[Server]:
     """``count`` `lictor serve` replicas on one database: the first makes the log's keys
     and admin credential, the others start with copies. On failure, none is left running."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,7 +27,7 @@ import pytest
 
 from lictor.store.postgres import _WRITER_LOCK
 
-from ..conftest import REPO, Server, start_replicas
+from ..conftest import Server, assert_audit_passes, start_replicas
 from ..postgres import PostgresServer
 from ..sdk.conftest import govern
 
@@ -181,10 +180,4 @@ def test_a_replica_frozen_in_its_write_turn_stops_no_one_else(
         assert execution_id.encode() in bytes(entries[index]), (execution_id, index)
     vkey = httpx.get(other.url + "/v1/log/key").json()["vkey"]
     for server in servers:
-        audit = subprocess.run(
-            [*LICTOR, "log", "audit", f"{server.url}/log", "--key", vkey],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-        )
-        assert audit.returncode == 0, audit.stdout + audit.stderr
+        assert_audit_passes(server.url, vkey)

@@ -19,7 +19,7 @@ from lictor.log.checkpoint import open_checkpoint
 from lictor.log.merkle import verify_consistency
 from lictor.log.note import parse_verifier_key
 
-from ..conftest import REPO, Server, start_replicas
+from ..conftest import REPO, Server, assert_audit_passes, start_replicas
 from ..postgres import PostgresServer
 
 ORIGIN = "test.example/replicas"
@@ -95,13 +95,7 @@ def test_concurrent_writers_on_three_replicas_make_one_log(replicas: list[Server
             ).json()
             hashes = [base64.b64decode(h) for h in proof["hashes"]]
             verify_consistency(size, final["size"], root, final_root, hashes)
-    audit = subprocess.run(
-        [*LICTOR, "log", "audit", f"{replicas[1].url}/log", "--key", vkey],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_passes(replicas[1].url, vkey)
 
 
 def test_an_event_committed_on_one_replica_reaches_subscribers_of_another(

@@ -21,7 +21,7 @@ from lictor.log.checkpoint import open_checkpoint
 from lictor.log.merkle import verify_consistency
 from lictor.log.note import parse_verifier_key
 
-from ..conftest import REPO, Server, free_port
+from ..conftest import REPO, Server, assert_audit_passes, free_port
 
 EXAMPLES = REPO / "examples"
 LICTOR = (sys.executable, "-m", "lictor.cli.main")
@@ -114,13 +114,7 @@ def test_every_worker_appends_to_one_log(workers: Server) -> None:
             proof = httpx.get(workers.url + "/v1/log/proof/consistency", params=params).json()
             hashes = [base64.b64decode(h) for h in proof["hashes"]]
             verify_consistency(size, final["size"], root, base64.b64decode(final["root"]), hashes)
-    audit = subprocess.run(
-        [*LICTOR, "log", "audit", f"{workers.url}/log", "--key", vkey],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert_audit_passes(workers.url, vkey)
 
 
 def test_a_revocation_holds_on_every_worker(workers: Server, governed: dict[str, str]) -> None:
