@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from lictor.store.base import RecordWrite
-from lictor.store.sqlite import SQLiteStore, WalCheckpoints, _WalCheckpointer
+from lictor.store.sqlite import SQLiteStore
+from lictor.store.sqlite_wal import WalCheckpointer, WalCheckpoints
 
 from ..conftest import REPO
 
@@ -166,17 +167,17 @@ def test_under_steady_writes_the_wal_still_starts_over(tmp_path: Path) -> None:
 def test_a_failing_checkpoint_is_logged_and_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    opened = _WalCheckpointer._open
+    opened = WalCheckpointer._open
     broken: list[sqlite3.Connection] = []
 
-    def open_broken_twice(self: _WalCheckpointer) -> sqlite3.Connection:
+    def open_broken_twice(self: WalCheckpointer) -> sqlite3.Connection:
         conn = opened(self)
         if len(broken) < 2:
             conn.close()  # so the checkpoint statement itself fails
             broken.append(conn)
         return conn
 
-    monkeypatch.setattr(_WalCheckpointer, "_open", open_broken_twice)
+    monkeypatch.setattr(WalCheckpointer, "_open", open_broken_twice)
     db = tmp_path / "s.db"
     store = SQLiteStore(db, wal=WalCheckpoints(every_commits=1, interval_s=0.01))
     untouched = _size(db)
@@ -205,7 +206,8 @@ def test_close_does_not_raise_when_the_database_is_gone(tmp_path: Path) -> None:
 _APPENDER = """
 import sys
 from lictor.store.base import RecordWrite
-from lictor.store.sqlite import SQLiteStore, WalCheckpoints
+from lictor.store.sqlite import SQLiteStore
+from lictor.store.sqlite_wal import WalCheckpoints
 
 store = SQLiteStore(sys.argv[1], wal=WalCheckpoints(every_commits=10**9, interval_s=3600))
 n = 0
