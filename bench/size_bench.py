@@ -1,0 +1,170 @@
+"""Decisions on an empty store and on a full one, side by side; prints figures, asserts nothing.
+
+A decision's cost must not grow with what the control plane holds. This benchmark
+starts two ``lictor serve`` on fresh SQLite data directories, loaded like
+``bench/http_bench.py``'s (the reference's policy, schema, entities and runtime):
+
+- **empty**: nothing else;
+- **at size**: once loaded, it is stopped, ``--recorded`` executions (default
+  1,000,000) are written into its store, ``--active`` of them (default 100,000)
+  active with leases far from expiry and the rest completed, each with a record of
+  the usual size and tags, and as many entries appended to its log through the
+  sequencer (so its tree, hashes and checkpoints are of that size too); then it is
+  started again on that directory. (The records are of another runtime, so
+  nothing during the run re-verifies them.)
+
+It then drives both in turn with ``wrk`` (32 connections, ``--seconds`` each, for
+``--rounds`` rounds) and prints for each the throughput and the server CPU per
+decision, and the ratio of the full store's CPU to the empty one's.
+
+Run: ``.venv/bin/python bench/size_bench.py [--recorded N] [--active N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+from http_bench import (
+    REPO,
+    Run,
+    Target,
+    _script,
+    _start,
+    check_answers,
+    load,
+    start_lictor,
+    wait_ready,
+)
+
+from lictor.core.types import new_execution_id
+from lictor.datadir import DB_FILE, open_data_dir
+from lictor.service.log import AuditLog
+from lictor.service.records import expiry_tag
+from lictor.store.base import StoredEntry
+
+PRINCIPALS = [f'Agent::"agent-{n}"' for n in range(1000)]
+CHUNK = 50_000
+RECORD = "INSERT INTO records (kind, key, version, doc, tags) VALUES (?, ?, ?, ?, ?)"
+INDEX = "INSERT INTO record_index (kind, tag, value, key) VALUES (?, ?, ?, ?)"
+
+
+def populate(data: Path, recorded: int, active: int) -> None:
+    """``recorded`` executions in ``data``'s store and log (see the module docstring)."""
+    started = time.monotonic()
+    opened = open_data_dir(data)
+    log = AuditLog(opened.store, opened.signer)
+    now = log.now_ms()
+    event = {"execution": "ex_x", "principal": {"type": "Agent", "id": "agent-0"}}
+    entry = log.prepare_event("execution", event, {"execution": "ex_x", "state": "active"})
+    stored = StoredEntry(entry.data, entry.private)
+    for _ in range(0, recorded, 4096):
+        futures = log.sequencer.submit_many([stored] * 4096)
+        futures[-1].result()
+    log.close()
+    opened.close()
+    doc = orjson.dumps({"padding": "x" * 1500})  # a record's usual size
+    expires = expiry_tag(now + 86_400_000)
+    conn = sqlite3.connect(data / DB_FILE, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for first in range(0, recorded, CHUNK):
+        records, index = [], []
+        for n in range(first, min(first + CHUNK, recorded)):
+            key = new_execution_id(now - recorded + n, os.urandom(10))
+            state = "active" if n >= recorded - active else "completed"
+            tags = [
+                ("action", 'Action::"invoke"'),
+                ("principal", PRINCIPALS[n % len(PRINCIPALS)]),
+                ("region", "eu-west-1"),
+                ("runtime", "bench-old"),
+                ("state", state),
+            ]
+            if state == "active":
+                tags.insert(0, ("expires", expires))
+            records.append(("execution", key, 2, doc, orjson.dumps(tags).decode()))
+            index += [("execution", tag, value, key) for tag, value in tags]
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO records (kind, key, version, doc, tags) VALUES (?,?,?,?,?)", records
+        )
+        conn.executemany("INSERT INTO record_index (kind, tag, value, key) VALUES (?,?,?,?)", index)
+        conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    took = time.monotonic() - started
+    print(f"populated {recorded:,} executions ({active:,} active) in {took:.0f} s", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--recorded", type=int, default=1_000_000)
+    parser.add_argument("--active", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    print(f"load at start: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory(prefix="lictor-size-bench-") as tmp:
+        workdir = Path(tmp)
+        targets: list[Target] = []
+        try:
+            targets.append(start_lictor(workdir, name="lictor empty"))
+            full = start_lictor(workdir, name="lictor at size")
+            full.stop()
+            populate(workdir / "lictor-at-size-data", args.recorded, args.active)
+            targets.append(restarted(full, workdir))
+            runs = measure(targets, workdir, args.rounds, args.seconds)
+        finally:
+            for target in targets:
+                target.stop()
+    print(f"load at end: {os.getloadavg()[0]:.2f} (1 min)\n")
+    print("| store | c=32 req/s | server CPU per decision |")
+    print("| --- | --- | --- |")
+    cpu = {}
+    for name, done in runs.items():
+        cpu[name] = statistics.median(r.cpu_us for r in done)
+        rate = statistics.median(r.per_second for r in done)
+        print(f"| {name} | {rate:,.0f} | {cpu[name]:,.0f} µs |")
+    ratio = cpu["lictor at size"] / cpu["lictor empty"]
+    print(f"\nCPU per decision at size / empty: {ratio:.2f}x")
+
+
+def restarted(target: Target, workdir: Path) -> Target:
+    """``target``'s server started again on its data directory and port."""
+    port = target.url.split(":")[-1].split("/")[0]
+    data = workdir / "lictor-at-size-data"
+    argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
+    process = _start([*argv, "--port", port], REPO, workdir / "lictor-at-size.log")
+    wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=300)
+    return replace(target, processes=[process])
+
+
+def measure(
+    targets: list[Target], workdir: Path, rounds: int, seconds: float
+) -> dict[str, list[Run]]:
+    scripts = {t.name: _script(t, workdir) for t in targets}
+    for target in targets:
+        check_answers(target)
+        load(target, scripts[target.name], 8, 2.0)
+    runs: dict[str, list[Run]] = {t.name: [] for t in targets}
+    for n in range(rounds):
+        for target in targets:
+            run = load(target, scripts[target.name], 32, seconds)
+            runs[target.name].append(run)
+            print(
+                f"round {n + 1} {target.name}: {run.per_second:,.0f}/s,"
+                f" {run.cpu_us:,.0f} µs CPU per decision",
+                flush=True,
+            )
+    return runs
+
+
+if __name__ == "__main__":
+    sys.exit(main())
