@@ -32,6 +32,7 @@ from lictor.store.base import RecordWrite, StoredEntry
 from lictor.store.view import StateView
 
 ACTIVE = {"state": str(ExecutionState.ACTIVE)}
+SCAN_PAGE = 1000  # active executions the reaper reads per tick until it has read them all
 PRINCIPAL = PRINCIPAL_REVOCATION
 
 
@@ -44,6 +45,7 @@ class Sweeps:
         self.policies = executions.policies
         self.runtimes: Runtimes = executions.runtimes
         self._scanned_all = False
+        self._scanned_to = ""  # the legacy scan's last key (see `expire_due`)
 
     def _submit(self, plan: Any) -> Any:
         return self.log.sequencer.submit_commands([plan])[0].result()
@@ -196,20 +198,23 @@ class Sweeps:
     def expire_due(self, limit: int = 10_000) -> list[str]:
         """Write the ``expired`` transition of active executions whose lease passed.
 
-        Found through the ``expires`` tag, at most ``limit`` per call. The
-        first call also reads every active execution once, for records
-        written before that tag existed.
+        Found through the ``expires`` tag, at most ``limit`` per call. Until it
+        has read every active execution once, each call also reads the next
+        `SCAN_PAGE` of them (by key), for records written before that tag
+        existed: a store holding many active executions is read a page per
+        tick, never all at once.
         """
         now = self.log.now_ms()
-        if self._scanned_all:
-            found = self.log.store.find_records_below(KIND, "expires", expiry_tag(now + 1), limit)
-            candidates = [StoredExecution.from_record(r) for r in found]
-        else:
-            candidates = self.executions.find(ACTIVE, limit=100_000)
-            self._scanned_all = True
+        found = self.log.store.find_records_below(KIND, "expires", expiry_tag(now + 1), limit)
+        candidates = {r.key: StoredExecution.from_record(r) for r in found}
+        if not self._scanned_all:
+            page = self.executions.find(ACTIVE, self._scanned_to, SCAN_PAGE)
+            candidates.update((s.execution.id, s) for s in page)
+            self._scanned_all = len(page) < SCAN_PAGE
+            self._scanned_to = page[-1].execution.id if page else self._scanned_to
         due = [
             s.execution.id
-            for s in candidates
+            for s in candidates.values()
             if leases.effective_state(s.execution, now) is ExecutionState.EXPIRED
         ]
         commands = [self._expire_command(execution_id, now) for execution_id in due]

@@ -680,3 +680,26 @@ def test_revoking_a_runtime_and_a_rejected_attestation_are_each_one_commit(
     assert len(commits) == before + 1
     for execution_id in ids:
         assert shown(client, admin, execution_id)["execution"]["state"] == "revoked"
+
+
+def test_the_reaper_reads_untagged_active_executions_a_page_per_tick(
+    unreaped: TestClient, admin: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records written before the ``expires`` tag existed are found by a scan of the
+    active executions, one page per call, never all at once."""
+    from lictor.service import sweeps as sweeps_module
+    from lictor.store.base import RecordWrite
+
+    monkeypatch.setattr(sweeps_module, "SCAN_PAGE", 2)
+    runtime = govern(unreaped, admin)
+    app: Any = unreaped.app
+    store = app.state.log.store
+    bodies = [started(unreaped, runtime, ttl=1) for _ in range(5)]
+    for body in bodies:  # as an older server wrote them: no expires tag
+        record = store.get_record("execution", body["execution"]["id"])
+        tags = tuple((t, v) for t, v in record.tags if t != "expires")
+        store.put_record(RecordWrite(record.kind, record.key, record.doc, record.version, tags))
+    time.sleep(max(0.0, max(_expires(b) for b in bodies) / 1000 - time.time()) + 0.05)
+    expired = [app.state.sweeps.expire_due() for _ in range(4)]
+    assert [len(e) for e in expired] == [2, 2, 1, 0]
+    assert sorted(i for e in expired for i in e) == sorted(b["execution"]["id"] for b in bodies)
