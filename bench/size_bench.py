@@ -7,8 +7,8 @@ starts two ``lictor serve`` on fresh SQLite data directories, loaded like
 - **empty**: nothing else;
 - **at size**: once loaded, it is stopped, ``--recorded`` executions (default
   1,000,000) are written into its store, ``--active`` of them (default 100,000)
-  active with leases far from expiry and the rest completed, each with a record of
-  the usual size and tags, and as many entries appended to its log through the
+  active with leases of an hour and the rest completed, each with a record as the
+  server writes one and its tags, and as many entries appended to its log through the
   sequencer (so its tree, hashes and checkpoints are of that size too); then it is
   started again on that directory. (The records are of another runtime, so
   nothing during the run re-verifies them.)
@@ -45,16 +45,52 @@ from http_bench import (
     wait_ready,
 )
 
-from lictor.core.types import new_execution_id
+from lictor.core import lease as leases
+from lictor.core.lineage import root_lineage
+from lictor.core.policy import LineageFacts, RuntimeFacts
+from lictor.core.types import EntityRef, new_execution_id
 from lictor.datadir import DB_FILE, open_data_dir
 from lictor.service.log import AuditLog
-from lictor.service.records import expiry_tag
+from lictor.service.records import StoredExecution, expiry_tag
 from lictor.store.base import StoredEntry
 
 PRINCIPALS = [f'Agent::"agent-{n}"' for n in range(1000)]
 CHUNK = 50_000
 RECORD = "INSERT INTO records (kind, key, version, doc, tags) VALUES (?, ?, ?, ?, ?)"
 INDEX = "INSERT INTO record_index (kind, tag, value, key) VALUES (?, ?, ?, ?)"
+
+
+def documents(now: int) -> tuple[bytes, bytes, bytes]:
+    """The record of an active execution and of a completed one, as the server writes
+    them, and the id they hold (to be replaced by each record's own)."""
+    execution_id = new_execution_id(now, bytes(10))
+    principal = EntityRef.parse('Agent::"agent-0"')
+    requested = leases.request(
+        execution_id=execution_id,
+        principal=principal,
+        action=EntityRef.parse('Action::"invoke"'),
+        resource=EntityRef.parse('Tool::"search"'),
+        context={"task": "summarize the quarterly report for the board" * 4},
+        runtime_id="bench-old",
+        lineage=root_lineage(execution_id, principal),
+        now_ms=now,
+    )
+    facts = RuntimeFacts("bench-old", "eu-west-1", "c1", "verified", ())
+    stored = StoredExecution(requested, facts, LineageFacts.root(principal))
+    version = "0" * 64
+    decision = {
+        "allowed": True,
+        "reasons": ["alice-invokes-search"],
+        "errors": [],
+        "policy_version": version,
+        "entities_version": version,
+        "reason_code": None,
+    }
+    active = leases.activate(requested, now, version, leases.MAX_TTL_MS)
+    running = stored.with_transition(active, now, 0, decision, facts)
+    ended = leases.complete(active, now + 1000, "succeeded", 0)
+    done = running.with_transition(ended, now + 1000, 1, None)
+    return running.write().doc, done.write().doc, execution_id.encode()
 
 
 def populate(data: Path, recorded: int, active: int) -> None:
@@ -71,8 +107,8 @@ def populate(data: Path, recorded: int, active: int) -> None:
         futures[-1].result()
     log.close()
     opened.close()
-    doc = orjson.dumps({"padding": "x" * 1500})  # a record's usual size
-    expires = expiry_tag(now + 86_400_000)
+    active_doc, completed_doc, template = documents(now)
+    expires = expiry_tag(now + leases.MAX_TTL_MS)
     conn = sqlite3.connect(data / DB_FILE, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     for first in range(0, recorded, CHUNK):
@@ -89,6 +125,9 @@ def populate(data: Path, recorded: int, active: int) -> None:
             ]
             if state == "active":
                 tags.insert(0, ("expires", expires))
+            doc = (active_doc if state == "active" else completed_doc).replace(
+                template, key.encode()
+            )
             records.append(("execution", key, 2, doc, orjson.dumps(tags).decode()))
             index += [("execution", tag, value, key) for tag, value in tags]
         conn.execute("BEGIN")
