@@ -369,9 +369,9 @@ class SQLiteStore:
         return [Record(kind, r[0], r[1], bytes(r[2]), _tags(r[3])) for r in rows]
 
     def count_records(self, kind: str, tags: dict[str, str]) -> int:
-        sql, args = _find_query(kind, tags, "", -1)
+        sql, args = _count_query(kind, tags)
         with self._read() as conn:
-            row = conn.execute(f"SELECT COUNT(*) FROM ({sql})", args).fetchone()
+            row = conn.execute(sql, args).fetchone()
         return int(row[0])
 
     def put_record(self, write: RecordWrite) -> Record:
@@ -570,6 +570,23 @@ def _find_query(kind: str, tags: dict[str, str], after: str, limit: int) -> tupl
         " ORDER BY i0.key LIMIT ?"
     )
     return sql, [*args, kind, first_tag, first_value, after, limit]
+
+
+def _count_query(kind: str, tags: dict[str, str]) -> tuple[str, list[Any]]:
+    """SQL for `count_records`: the index alone answers it (no record is read)."""
+    if not tags:
+        return "SELECT COUNT(*) FROM records WHERE kind = ?", [kind]
+    (first_tag, first_value), *rest = sorted(tags.items())
+    sql = "SELECT COUNT(*) FROM record_index i0"
+    args: list[Any] = []
+    for n, (tag, value) in enumerate(rest, start=1):
+        sql += (
+            f" JOIN record_index i{n} ON i{n}.kind = i0.kind AND i{n}.tag = ?"
+            f" AND i{n}.value = ? AND i{n}.key = i0.key"
+        )
+        args += [tag, value]
+    sql += " WHERE i0.kind = ? AND i0.tag = ? AND i0.value = ?"
+    return sql, [*args, kind, first_tag, first_value]
 
 
 def _write_records(conn: sqlite3.Connection, writes: Sequence[RecordWrite]) -> None:
