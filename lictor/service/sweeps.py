@@ -10,12 +10,14 @@ concurrently are either seen by it or planned after it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from lictor.core import lease as leases
 from lictor.core.policy import CompiledEntities, CompiledPolicy, decide
 from lictor.core.types import EntityRef, ExecutionState
+from lictor.errors import ConflictError
 from lictor.log.entry import canonical_entry
 from lictor.sequencer import Plan, chain
 from lictor.service.executions import (
@@ -33,6 +35,7 @@ from lictor.store.view import StateView
 
 ACTIVE = {"state": str(ExecutionState.ACTIVE)}
 SCAN_PAGE = 1000  # active executions the reaper reads per tick until it has read them all
+SETTING, SCANNED = "setting", "expiry_scan_done"
 PRINCIPAL = PRINCIPAL_REVOCATION
 
 
@@ -44,7 +47,7 @@ class Sweeps:
         self.log = executions.log
         self.policies = executions.policies
         self.runtimes: Runtimes = executions.runtimes
-        self._scanned_all = False
+        self._scanned_all: bool | None = None  # read from the store on first use
         self._scanned_to = ""  # the legacy scan's last key (see `expire_due`)
 
     def _submit(self, plan: Any) -> Any:
@@ -202,16 +205,21 @@ class Sweeps:
         has read every active execution once, each call also reads the next
         `SCAN_PAGE` of them (by key), for records written before that tag
         existed: a store holding many active executions is read a page per
-        tick, never all at once.
+        tick, never all at once, and once per store (a setting records it).
         """
         now = self.log.now_ms()
         found = self.log.store.find_records_below(KIND, "expires", expiry_tag(now + 1), limit)
         candidates = {r.key: StoredExecution.from_record(r) for r in found}
+        if self._scanned_all is None:
+            self._scanned_all = self.log.store.get_record(SETTING, SCANNED) is not None
         if not self._scanned_all:
             page = self.executions.find(ACTIVE, self._scanned_to, SCAN_PAGE)
             candidates.update((s.execution.id, s) for s in page)
-            self._scanned_all = len(page) < SCAN_PAGE
             self._scanned_to = page[-1].execution.id if page else self._scanned_to
+            if len(page) < SCAN_PAGE:  # read them all: no restart need read them again
+                with contextlib.suppress(ConflictError):
+                    self.log.store.put_record(RecordWrite(SETTING, SCANNED, b"{}", 0))
+                self._scanned_all = True
         due = [
             s.execution.id
             for s in candidates.values()

@@ -703,3 +703,16 @@ def test_the_reaper_reads_untagged_active_executions_a_page_per_tick(
     expired = [app.state.sweeps.expire_due() for _ in range(4)]
     assert [len(e) for e in expired] == [2, 2, 1, 0]
     assert sorted(i for e in expired for i in e) == sorted(b["execution"]["id"] for b in bodies)
+
+
+def test_the_reaper_reads_untagged_executions_once_per_store(
+    unreaped: TestClient, admin: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lictor.service.sweeps import Sweeps
+
+    govern(unreaped, admin)
+    app: Any = unreaped.app
+    assert app.state.sweeps.expire_due() == []  # the first scan: done, and recorded
+    again = Sweeps(app.state.executions)  # as after a restart
+    monkeypatch.setattr(app.state.executions, "find", lambda *a, **k: pytest.fail("scanned"))
+    assert again.expire_due() == []
