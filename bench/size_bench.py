@@ -52,6 +52,7 @@ from lictor.core.types import EntityRef, new_execution_id
 from lictor.datadir import DB_FILE, open_data_dir
 from lictor.service.log import AuditLog
 from lictor.service.records import StoredExecution, expiry_tag
+from lictor.service.sweeps import SCANNED
 from lictor.store.base import StoredEntry
 
 PRINCIPALS = [f'Agent::"agent-{n}"' for n in range(1000)]
@@ -136,6 +137,9 @@ def populate(data: Path, recorded: int, active: int) -> None:
         )
         conn.executemany("INSERT INTO record_index (kind, tag, value, key) VALUES (?,?,?,?)", index)
         conn.execute("COMMIT")
+    # every record carries its expires tag: the reaper's one-time scan for records
+    # without it is done, as it is on a store that has served for a while
+    conn.execute(RECORD, ("setting", SCANNED, 1, b"{}", "[]"))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     took = time.monotonic() - started
