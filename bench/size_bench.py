@@ -139,7 +139,7 @@ def populate(data: Path, recorded: int, active: int) -> None:
         conn.execute("COMMIT")
     # every record carries its expires tag: the reaper's one-time scan for records
     # without it is done, as it is on a store that has served for a while
-    conn.execute(RECORD, ("setting", SCANNED, 1, b"{}", "[]"))
+    conn.execute(RECORD.replace("INSERT", "INSERT OR IGNORE"), ("setting", SCANNED, 1, b"{}", "[]"))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     took = time.monotonic() - started
