@@ -555,29 +555,29 @@ def _find_query(kind: str, tags: dict[str, str], after: str, limit: int) -> tupl
             " ORDER BY key LIMIT ?"
         )
         return sql, [kind, after, limit]
-    (first_tag, first_value), *rest = sorted(tags.items())
-    sql = "SELECT r.key, r.version, r.doc, r.tags FROM record_index i0"
-    args: list[Any] = []
-    for n, (tag, value) in enumerate(rest, start=1):
-        sql += (
-            f" JOIN record_index i{n} ON i{n}.kind = i0.kind AND i{n}.tag = ?"
-            f" AND i{n}.value = ? AND i{n}.key = i0.key"
-        )
-        args += [tag, value]
-    sql += (
+    joins, args = _matching(kind, tags)
+    sql = (
+        f"SELECT r.key, r.version, r.doc, r.tags FROM {joins}"
         " CROSS JOIN records r ON r.kind = i0.kind AND r.key = i0.key"
         " WHERE i0.kind = ? AND i0.tag = ? AND i0.value = ? AND i0.key > ?"
         " ORDER BY i0.key LIMIT ?"
     )
-    return sql, [*args, kind, first_tag, first_value, after, limit]
+    return sql, [*args, after, limit]
 
 
 def _count_query(kind: str, tags: dict[str, str]) -> tuple[str, list[Any]]:
     """SQL for `count_records`: the index alone answers it (no record is read)."""
     if not tags:
         return "SELECT COUNT(*) FROM records WHERE kind = ?", [kind]
+    joins, args = _matching(kind, tags)
+    return f"SELECT COUNT(*) FROM {joins} WHERE i0.kind = ? AND i0.tag = ? AND i0.value = ?", args
+
+
+def _matching(kind: str, tags: dict[str, str]) -> tuple[str, list[Any]]:
+    """The index entries ``i0`` of records carrying every tag (the first tag's, joined
+    to the others'), and the arguments: the joins', then ``i0``'s kind, tag and value."""
     (first_tag, first_value), *rest = sorted(tags.items())
-    sql = "SELECT COUNT(*) FROM record_index i0"
+    sql = "record_index i0"
     args: list[Any] = []
     for n, (tag, value) in enumerate(rest, start=1):
         sql += (
@@ -585,7 +585,6 @@ def _count_query(kind: str, tags: dict[str, str]) -> tuple[str, list[Any]]:
             f" AND i{n}.value = ? AND i{n}.key = i0.key"
         )
         args += [tag, value]
-    sql += " WHERE i0.kind = ? AND i0.tag = ? AND i0.value = ?"
     return sql, [*args, kind, first_tag, first_value]
 
 
