@@ -161,12 +161,17 @@ def _lictor(*argv: str, url: str, credential: str, tree: Path = REPO) -> str:
     return done.stdout
 
 
+def data_dir(workdir: Path, name: str) -> Path:
+    """The data directory `start_lictor` gives the target ``name``."""
+    return workdir / re.sub(r"[^a-z0-9]+", "-", f"{name}-data")
+
+
 def start_lictor(
     workdir: Path, tree: Path = REPO, name: str = "lictor", workers: int = 1
 ) -> Target:
     """`lictor serve` from ``tree`` (this checkout, or another commit's), loaded with
     the reference's policy, schema and entities; ``workers`` processes."""
-    port, data = free_port(), workdir / re.sub(r"[^a-z0-9]+", "-", f"{name}-data")
+    port, data = free_port(), data_dir(workdir, name)
     argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
     if workers > 1:
         argv += ["--workers", str(workers)]

@@ -40,6 +40,7 @@ from http_bench import (
     _script,
     _start,
     check_answers,
+    data_dir,
     load,
     start_lictor,
     wait_ready,
@@ -51,13 +52,14 @@ from lictor.core.policy import LineageFacts, RuntimeFacts
 from lictor.core.types import EntityRef, new_execution_id
 from lictor.datadir import DB_FILE, open_data_dir
 from lictor.service.log import AuditLog
+from lictor.service.policies import SETTING
 from lictor.service.records import StoredExecution, expiry_tag
 from lictor.service.sweeps import SCANNED
 from lictor.store.base import StoredEntry
 
 PRINCIPALS = [f'Agent::"agent-{n}"' for n in range(1000)]
 CHUNK = 50_000
-RECORD = "INSERT INTO records (kind, key, version, doc, tags) VALUES (?, ?, ?, ?, ?)"
+RECORD = "INSERT OR IGNORE INTO records (kind, key, version, doc, tags) VALUES (?, ?, ?, ?, ?)"
 INDEX = "INSERT INTO record_index (kind, tag, value, key) VALUES (?, ?, ?, ?)"
 
 
@@ -132,14 +134,12 @@ def populate(data: Path, recorded: int, active: int) -> None:
             records.append(("execution", key, 2, doc, orjson.dumps(tags).decode()))
             index += [("execution", tag, value, key) for tag, value in tags]
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO records (kind, key, version, doc, tags) VALUES (?,?,?,?,?)", records
-        )
-        conn.executemany("INSERT INTO record_index (kind, tag, value, key) VALUES (?,?,?,?)", index)
+        conn.executemany(RECORD, records)
+        conn.executemany(INDEX, index)
         conn.execute("COMMIT")
     # every record carries its expires tag: the reaper's one-time scan for records
     # without it is done, as it is on a store that has served for a while
-    conn.execute(RECORD.replace("INSERT", "INSERT OR IGNORE"), ("setting", SCANNED, 1, b"{}", "[]"))
+    conn.execute(RECORD, (SETTING, SCANNED, 1, b"{}", "[]"))  # the server may have written it
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     took = time.monotonic() - started
@@ -161,7 +161,7 @@ def main() -> None:
             targets.append(start_lictor(workdir, name="lictor empty"))
             full = start_lictor(workdir, name="lictor at size")
             full.stop()
-            populate(workdir / "lictor-at-size-data", args.recorded, args.active)
+            populate(data_dir(workdir, full.name), args.recorded, args.active)
             targets.append(restarted(full, workdir))
             runs = measure(targets, workdir, args.rounds, args.seconds)
         finally:
@@ -182,7 +182,7 @@ def main() -> None:
 def restarted(target: Target, workdir: Path) -> Target:
     """``target``'s server started again on its data directory and port."""
     port = target.url.split(":")[-1].split("/")[0]
-    data = workdir / "lictor-at-size-data"
+    data = data_dir(workdir, target.name)
     argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
     process = _start([*argv, "--port", port], REPO, workdir / "lictor-at-size.log")
     wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=300)

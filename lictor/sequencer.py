@@ -158,7 +158,7 @@ class Sequencer:
         self._signer = signer
         self._max_batch = max_batch
         self._order = order
-        self._pending: list[tuple[Command, Waiter]] = []
+        self._pending: list[tuple[Command, _Waiter]] = []
         self._outbox = _Outbox()
         self._cond = threading.Condition()
         self._closed = False
@@ -226,7 +226,7 @@ class Sequencer:
         settled by one call into the loop per batch rather than one per command."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
-        waiters = [_LoopWaiter(loop, f, self._outbox) for f in futures]
+        waiters = [_LoopWaiter(f, self._outbox) for f in futures]
         self._enqueue(list(zip(commands, waiters, strict=True)))
         return futures
 
@@ -234,7 +234,7 @@ class Sequencer:
         """Queue ``command`` and await its result (see `submit_async`)."""
         return await self.submit_async([command])[0]
 
-    def _enqueue(self, items: list[tuple[Command, Waiter]]) -> None:
+    def _enqueue(self, items: list[tuple[Command, _Waiter]]) -> None:
         with self._cond:
             if self._closed:
                 raise StoreError("the log is closed")
@@ -249,7 +249,7 @@ class Sequencer:
         self._thread.join()
 
     def _run(self) -> None:
-        batch: list[tuple[Command, Waiter]] = []
+        batch: list[tuple[Command, _Waiter]] = []
         try:
             while batch := self._next_batch():
                 try:
@@ -265,7 +265,7 @@ class Sequencer:
             self._fail_pending(error)
             self._outbox.deliver()
 
-    def _next_batch(self) -> list[tuple[Command, Waiter]]:
+    def _next_batch(self) -> list[tuple[Command, _Waiter]]:
         """Up to ``max_batch`` pending entries whose callers still wait; [] once closed."""
         while True:
             with self._cond:
@@ -288,7 +288,7 @@ class Sequencer:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
-    def _commit_batch(self, batch: list[tuple[Command, Waiter]]) -> None:
+    def _commit_batch(self, batch: list[tuple[Command, _Waiter]]) -> None:
         try:
             head, plans, entries = self._commit_with_retries([command for command, _ in batch])
         except Exception as e:  # fail every waiter; nothing was acknowledged
@@ -389,7 +389,7 @@ class Sequencer:
         return stored, grown
 
 
-class Waiter(Protocol):
+class _Waiter(Protocol):
     """What the committer settles: a `concurrent.futures.Future`, or a `_LoopWaiter`."""
 
     def set_running_or_notify_cancel(self) -> bool: ...
@@ -434,12 +434,9 @@ def _settle(settled: list[_Settled]) -> None:
 
 
 class _LoopWaiter:
-    """A `Waiter` for an asyncio future: its result goes out through the `_Outbox`."""
+    """A `_Waiter` for an asyncio future: its result goes out through the `_Outbox`."""
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], outbox: _Outbox
-    ) -> None:
-        self._loop = loop
+    def __init__(self, future: asyncio.Future[Any], outbox: _Outbox) -> None:
         self._future = future
         self._outbox = outbox
         self._settled = False
@@ -449,12 +446,12 @@ class _LoopWaiter:
 
     def set_result(self, result: Any) -> None:
         self._settled = True
-        self._outbox.add(self._loop, (self._future, result, None))
+        self._outbox.add(self._future.get_loop(), (self._future, result, None))
 
     def set_exception(self, exception: BaseException | None) -> None:
         self._settled = True
         error = exception or StoreError("the command failed")
-        self._outbox.add(self._loop, (self._future, None, error))
+        self._outbox.add(self._future.get_loop(), (self._future, None, error))
 
     def done(self) -> bool:
         return self._settled

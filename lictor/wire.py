@@ -7,7 +7,7 @@ to the same exception class with `error_for`, so callers catch one tree.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
@@ -112,6 +112,13 @@ class CompleteBody(msgspec.Struct, forbid_unknown_fields=True):
     result_hash: Sha256 | None = None
 
 
-def ref_value(ref: RefBody | str) -> dict[str, str] | str:
+class TypedRef(Protocol):
+    """An entity as a body's object form reads it (msgspec's `RefBody`, or pydantic's)."""
+
+    type: str
+    id: str
+
+
+def ref_value(ref: TypedRef | str) -> dict[str, str] | str:
     """An entity of a body in the form `lictor.core.types.EntityRef.from_wire` reads."""
     return ref if isinstance(ref, str) else {"type": ref.type, "id": ref.id}

@@ -15,9 +15,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, Request
@@ -27,10 +26,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lictor import __version__
 from lictor.core.grant import GrantSigner, jwk_thumbprint
-from lictor.errors import InvalidRequestError, LictorError
+from lictor.errors import InvalidRequestError, LictorError, PayloadTooLargeError
 from lictor.server import (
     console,
     credentials_api,
@@ -45,7 +45,7 @@ from lictor.server import (
     tools_api,
 )
 from lictor.server.events import CommitSignal, EntryTail
-from lictor.server.hot import HotRoutes
+from lictor.server.hot import HotRoutes, first_header
 from lictor.server.json_bodies import is_json, parse_json_body
 from lictor.service.arguments import ArgumentSeal
 from lictor.service.credentials import CredentialCheck
@@ -63,12 +63,6 @@ DEFAULT_MAX_BODY = 1024 * 1024
 REAP_SECONDS = 1.0
 HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 logger = logging.getLogger("lictor.server")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class BodyLimit:
@@ -134,15 +128,12 @@ class CountRequests:
 
 
 def _content_type(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return bytes(value).decode("latin-1")
-    return ""
+    return first_header(scope, b"content-type")[0] or ""
 
 
 def _too_large(limit: int) -> JSONResponse:
-    message = f"request body exceeds {limit} bytes"
-    return JSONResponse(error_body("payload_too_large", message), status_code=413)
+    error = PayloadTooLargeError(f"request body exceeds {limit} bytes")
+    return JSONResponse(error_body(error.code, error.message), status_code=status_for(error))
 
 
 class LictorApp(FastAPI):

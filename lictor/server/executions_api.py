@@ -7,8 +7,7 @@ is logged too). A runtime sees and acts on only the executions it started.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -29,13 +28,14 @@ from lictor.service.executions import Ask, Completion, Executions, Outcome
 from lictor.service.records import StoredExecution, execution_json
 from lictor.service.sweeps import Sweeps
 from lictor.store.base import Credential
-from lictor.wire import error_body
+from lictor.wire import TypedRef, error_body, ref_value
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
 MAX_CONTEXT_DEPTH = 8
 MAX_COMPLETIONS = 256
 Runtime = Annotated[Credential, Depends(require_role("runtime"))]
-Acting = Annotated[Credential, Depends(require_role("runtime", GRANT_ROLE))]
+ACTING = require_role("runtime", GRANT_ROLE)  # who may request, renew and complete
+Acting = Annotated[Credential, Depends(ACTING)]
 Reader = Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))]
 OwnReader = Annotated[Credential, Depends(require_role("admin", "auditor", "runtime", GRANT_ROLE))]
 Admin = Annotated[Credential, Depends(require_role("admin"))]
@@ -174,7 +174,7 @@ def _executions(request: Request) -> Executions:
 
 
 def _ref(value: Ref | str) -> EntityRef:
-    return EntityRef.from_wire(value.model_dump() if isinstance(value, Ref) else value)
+    return EntityRef.from_wire(ref_value(value))
 
 
 def _depth(value: Any, level: int = 0) -> int:
@@ -226,30 +226,28 @@ async def request_execution(body: ExecutionRequest, request: Request, who: Actin
     """Authorize a new execution; 201 with a grant, or 403 with the reasons.
 
     A grant caller may ask only for children of its own execution."""
-    asked = Asked(
-        _wire_ref(body.principal),
-        _wire_ref(body.action),
-        _wire_ref(body.resource),
-        body.context,
-        body.parent_grant,
-        body.ttl,
-        body.definition,
-    )
-    status, answer = await decide(asked, who, request.app.state)
+    status, answer = await decide(body, who, request.app.state)
     return JSONResponse(answer, status_code=status)
 
 
-@dataclass(frozen=True)
-class Asked:
-    """A request for an execution as it arrived, whichever way it was read."""
+class Asked(Protocol):
+    """A request for an execution as a body reads it: pydantic's `ExecutionRequest` or
+    msgspec's `lictor.wire.ExecutionRequestBody`."""
 
-    principal: dict[str, str] | str
-    action: dict[str, str] | str
-    resource: dict[str, str] | str
-    context: dict[str, Any]
-    parent_grant: str | None
-    ttl: int | None
-    definition: str | None
+    @property
+    def principal(self) -> TypedRef | str: ...
+    @property
+    def action(self) -> TypedRef | str: ...
+    @property
+    def resource(self) -> TypedRef | str: ...
+    @property
+    def context(self) -> dict[str, Any]: ...
+    @property
+    def parent_grant(self) -> str | None: ...
+    @property
+    def ttl(self) -> int | None: ...
+    @property
+    def definition(self) -> str | None: ...
 
 
 async def decide(asked: Asked, who: Credential, state: Any) -> tuple[int, dict[str, Any]]:
@@ -260,9 +258,9 @@ async def decide(asked: Asked, who: Credential, state: Any) -> tuple[int, dict[s
     ttl = (asked.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
     ask = Ask(
         who.name,
-        EntityRef.from_wire(asked.principal),
-        EntityRef.from_wire(asked.action),
-        EntityRef.from_wire(asked.resource),
+        EntityRef.from_wire(ref_value(asked.principal)),
+        EntityRef.from_wire(ref_value(asked.action)),
+        EntityRef.from_wire(ref_value(asked.resource)),
         asked.context,
         _parent_grant(asked.parent_grant, who, executions),
         ttl,
@@ -291,12 +289,17 @@ async def renew_answer(
 
 
 async def complete_answer(
-    execution_id: str, asked: Completion, who: Credential, executions: Executions
+    asked: Completion, who: Credential, executions: Executions
 ) -> dict[str, Any]:
-    """Complete ``execution_id`` for ``who`` as ``asked`` says: the answer's body."""
-    own_execution(who, execution_id)
+    """Complete ``asked.execution_id`` for ``who`` as ``asked`` says: the answer's body."""
+    own_execution(who, asked.execution_id)
     outcome = await executions.complete_async(
-        execution_id, who.name, asked.outcome, asked.exit_code, asked.summary, asked.result_hash
+        asked.execution_id,
+        who.name,
+        asked.outcome,
+        asked.exit_code,
+        asked.summary,
+        asked.result_hash,
     )
     return _body(outcome, executions)
 
@@ -319,10 +322,6 @@ def _parent_grant(given: str | None, who: Credential, executions: Executions) ->
 def _denial(outcome: Outcome) -> str:
     decision = outcome.stored.decision or {}
     return f"denied: {decision.get('reason_code')} {decision.get('reasons') or ''}".strip()
-
-
-def _wire_ref(value: Ref | str) -> dict[str, str] | str:
-    return value if isinstance(value, str) else {"type": value.type, "id": value.id}
 
 
 @router.post("/preview", operation_id="preview_executions", responses=answers(PreviewReply))
@@ -357,7 +356,7 @@ async def renew(execution_id: str, body: RenewRequest, request: Request, who: Ac
 async def complete(execution_id: str, body: CompleteRequest, request: Request, who: Acting) -> Any:
     """End an execution with its outcome; live descendants end with it."""
     asked = Completion(execution_id, body.outcome, body.exit_code, body.summary, body.result_hash)
-    return JSONResponse(await complete_answer(execution_id, asked, who, _executions(request)))
+    return JSONResponse(await complete_answer(asked, who, _executions(request)))
 
 
 @router.post(

@@ -23,42 +23,30 @@ through both and compares the answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lictor.errors import InvalidRequestError, LictorError
-from lictor.server.auth import GRANT_ROLE, admit, authenticate
+from lictor.errors import InvalidRequestError, LictorError, PayloadTooLargeError
+from lictor.server.auth import admit, authenticate
 from lictor.server.executions_api import (
-    Asked,
+    ACTING,
     complete_answer,
     decide,
     renew_answer,
+    router,
 )
 from lictor.server.json_bodies import is_json, parse_json_body
 from lictor.service.executions import Completion
 from lictor.store.base import Credential
-from lictor.wire import (
-    CompleteBody,
-    ExecutionRequestBody,
-    RenewBody,
-    error_body,
-    ref_value,
-    status_for,
-)
+from lictor.wire import CompleteBody, ExecutionRequestBody, RenewBody, error_body, status_for
 
-PREFIX = "/v1/executions"
+PREFIX = router.prefix
 logger = logging.getLogger("lictor.server")
-ACTING = frozenset({"runtime", GRANT_ROLE})
 JSON_HEADERS = [(b"content-type", b"application/json")]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Handler = Callable[[Any, Credential, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
 Body = TypeVar("Body")
 
@@ -117,11 +105,11 @@ class HotRoutes:
         self, handler: Handler, execution_id: str, scope: Scope, raw: bytes
     ) -> tuple[int, dict[str, Any]]:
         if len(raw) > self.limit:
-            return 413, error_body("payload_too_large", f"request body exceeds {self.limit} bytes")
-        authorization, content_type = _headers(scope)
+            raise PayloadTooLargeError(f"request body exceeds {self.limit} bytes")
+        authorization, content_type = first_header(scope, b"authorization", b"content-type")
         json_body = content_type is not None and is_json(content_type)
         value = parse_json_body(raw) if json_body and raw else None  # 400 before the caller
-        who = admit(authenticate(authorization, self.state), ACTING)
+        who = admit(authenticate(authorization, self.state), ACTING.roles)
         if not json_body:  # as FastAPI: a body of another type (or none) fails validation
             raise InvalidRequestError("body: the request body must be JSON (application/json)")
         return await handler(value, who, execution_id, self.state)
@@ -143,15 +131,13 @@ def _route(path: str) -> tuple[Handler, str] | None:
     return None
 
 
-def _headers(scope: Scope) -> tuple[str | None, str | None]:
-    """The first ``Authorization`` and ``Content-Type`` headers, as Starlette reads them."""
-    authorization = content_type = None
+def first_header(scope: Scope, *names: bytes) -> list[str | None]:
+    """The first value of each header in ``names`` (lowercase), as Starlette reads them."""
+    found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name == b"authorization" and authorization is None:
-            authorization = value.decode("latin-1")
-        elif name == b"content-type" and content_type is None:
-            content_type = value.decode("latin-1")
-    return authorization, content_type
+        if name in names and name not in found:
+            found[name] = bytes(value).decode("latin-1")
+    return [found.get(name) for name in names]
 
 
 def _read(value: Any, into: type[Body]) -> Body:
@@ -167,17 +153,7 @@ def _read(value: Any, into: type[Body]) -> Body:
 async def _request(
     value: Any, who: Credential, execution_id: str, state: Any
 ) -> tuple[int, dict[str, Any]]:
-    body = _read(value, ExecutionRequestBody)
-    asked = Asked(
-        ref_value(body.principal),
-        ref_value(body.action),
-        ref_value(body.resource),
-        body.context,
-        body.parent_grant,
-        body.ttl,
-        body.definition,
-    )
-    return await decide(asked, who, state)
+    return await decide(_read(value, ExecutionRequestBody), who, state)
 
 
 async def _renew(
@@ -192,4 +168,4 @@ async def _complete(
 ) -> tuple[int, dict[str, Any]]:
     body = _read(value, CompleteBody)
     asked = Completion(execution_id, body.outcome, body.exit_code, body.summary, body.result_hash)
-    return 200, await complete_answer(execution_id, asked, who, state.executions)
+    return 200, await complete_answer(asked, who, state.executions)

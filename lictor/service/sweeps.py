@@ -27,6 +27,7 @@ from lictor.service.executions import (
     request_of,
     runtime_facts,
 )
+from lictor.service.policies import SETTING
 from lictor.service.records import KIND, StoredExecution, expiry_tag
 from lictor.service.runtimes import KIND as RUNTIME
 from lictor.service.runtimes import Runtime, Runtimes
@@ -35,7 +36,7 @@ from lictor.store.view import StateView
 
 ACTIVE = {"state": str(ExecutionState.ACTIVE)}
 SCAN_PAGE = 1000  # active executions the reaper reads per tick until it has read them all
-SETTING, SCANNED = "setting", "expiry_scan_done"
+SCANNED = "expiry_scan_done"  # the setting saying the reaper read every active execution
 PRINCIPAL = PRINCIPAL_REVOCATION
 
 

@@ -639,9 +639,7 @@ def _tags(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((tag, value) for tag, value in orjson.loads(text))
 
 
-def _insert_rows(
-    conn: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, ...]], tail: str = ""
-) -> None:
+def _insert_rows(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert rows of equal width with as few statements as SQLite allows (see top)."""
     if not rows:
         return
@@ -653,4 +651,4 @@ def _insert_rows(
     for lo in range(0, len(rows), per_statement):
         part = rows[lo : lo + per_statement]
         values = ",".join([row] * len(part))
-        conn.execute(f"INSERT INTO {into} VALUES {values}{tail}", list(chain.from_iterable(part)))
+        conn.execute(f"INSERT INTO {into} VALUES {values}", list(chain.from_iterable(part)))

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from lictor.errors import StoreError
 from lictor.store.sqlite import SQLiteStore
+from lictor.store.sqlite_wal import connect
 
 WATCH_S = 0.05
 logger = logging.getLogger("lictor.store.workers")
@@ -44,9 +45,8 @@ class WorkerStore(SQLiteStore):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path, exclusive=False)
-        self._base = str(path)
         self._turn_lock = threading.Lock()
-        self._turn = _open_lock(self._base + "-turn.lock")
+        self._turn = _open_lock(self._path + "-turn.lock")
         self._leads: dict[str, int] = {}
         self._watchers: list[Callable[[], None]] = []
 
@@ -65,7 +65,7 @@ class WorkerStore(SQLiteStore):
     def try_lead(self, role: str) -> bool:
         if role in self._leads:
             return True
-        fd = _open_lock(f"{self._base}-lead-{role}.lock")
+        fd = _open_lock(f"{self._path}-lead-{role}.lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -77,7 +77,7 @@ class WorkerStore(SQLiteStore):
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         stop = threading.Event()
         thread = threading.Thread(
-            target=_watch, args=(self._base, callback, stop), name="lictor-watch", daemon=True
+            target=_watch, args=(self._path, callback, stop), name="lictor-watch", daemon=True
         )
         thread.start()
 
@@ -108,7 +108,7 @@ def _open_lock(path: str) -> int:
 
 def _watch(path: str, callback: Callable[[], None], stop: threading.Event) -> None:
     """Call ``callback`` whenever another connection committed to ``path``."""
-    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn = connect(path)
     try:
         seen = conn.execute("PRAGMA data_version").fetchone()[0]
         while not stop.wait(WATCH_S):
