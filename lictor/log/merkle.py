@@ -24,7 +24,7 @@ that case itself before calling.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Protocol
 
 from lictor.errors import ProofError, TreeError
@@ -34,6 +34,7 @@ HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 MAX_TREE_SIZE = (1 << 63) - 1
 _MAX_HEIGHT = MAX_TREE_SIZE.bit_length()  # no complete subtree is this tall
+MAX_KNOWN_SUBTREES = 4096  # subtree hashes a `prove_inclusion` memo keeps at most
 
 
 class HashReader(Protocol):
@@ -162,41 +163,46 @@ def tree_hash(size: int, reader: HashReader) -> bytes:
     return h
 
 
-def prove_inclusion(index: int, size: int, reader: HashReader) -> list[bytes]:
-    """RFC 6962 ``PATH(index, D[size])``: the leaf's sibling first."""
+def prove_inclusion(
+    index: int,
+    size: int,
+    reader: HashReader,
+    known: MutableMapping[tuple[int, int], bytes] | None = None,
+) -> list[bytes]:
+    """RFC 6962 ``PATH(index, D[size])``: the leaf's sibling first.
+
+    ``known`` remembers subtree hashes by leaf range ``(lo, hi)`` across calls
+    on one log (a range's hash never changes in an append-only log): the
+    receipts of one batch share most of their siblings.
+    """
     _check_tree_size(size)
     if not 0 <= index < size:
         raise TreeError(f"index {describe_int(index)} out of range for tree size {size}")
-    need: list[int] = []
-    _leaf_proof_index(0, size, index, need)
-    proof, _ = _leaf_proof(0, size, index, _read(reader, need), 0)
-    return proof
-
-
-def _leaf_proof_index(lo: int, hi: int, n: int, need: list[int]) -> None:
-    if lo + 1 == hi:
-        return
-    k, _ = _maxpow2(hi - lo)
-    if n < lo + k:
-        _leaf_proof_index(lo, lo + k, n, need)
-        _subtree_index(lo + k, hi, need)
-    else:
-        _subtree_index(lo, lo + k, need)
-        _leaf_proof_index(lo + k, hi, n, need)
-
-
-def _leaf_proof(lo: int, hi: int, n: int, hashes: list[bytes], pos: int) -> tuple[list[bytes], int]:
-    if lo + 1 == hi:
-        return [], pos
-    k, _ = _maxpow2(hi - lo)
-    if n < lo + k:
-        proof, pos = _leaf_proof(lo, lo + k, n, hashes, pos)
-        sibling, pos = _subtree_hash(lo + k, hi, hashes, pos)
-    else:
-        sibling, pos = _subtree_hash(lo, lo + k, hashes, pos)
-        proof, pos = _leaf_proof(lo + k, hi, n, hashes, pos)
-    proof.append(sibling)
-    return proof, pos
+    siblings: list[tuple[int, int]] = []  # top down
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k, _ = _maxpow2(hi - lo)
+        if index < lo + k:
+            siblings.append((lo + k, hi))
+            hi = lo + k
+        else:
+            siblings.append((lo, lo + k))
+            lo += k
+    memo = {} if known is None else known
+    found = {r: h for r in siblings if (h := memo.get(r)) is not None}
+    missing = [r for r in siblings if r not in found]
+    if missing:
+        need: list[int] = []
+        for lo, hi in missing:
+            _subtree_index(lo, hi, need)
+        hashes, pos = _read(reader, need), 0
+        for r in missing:
+            found[r], pos = _subtree_hash(r[0], r[1], hashes, pos)
+        if known is not None:
+            if len(known) > MAX_KNOWN_SUBTREES:
+                known.clear()
+            known.update((r, found[r]) for r in missing)
+    return [found[r] for r in reversed(siblings)]
 
 
 def prove_consistency(first: int, second: int, reader: HashReader) -> list[bytes]:

@@ -248,6 +248,7 @@ class AuditLog:
         self.clock = ServerClock() if clock is None else ServerClock(clock, None)
         self.times = EntryTimes(store, self.clock)
         self.sequencer = Sequencer(store, signer, max_batch, self.times)
+        self._subtrees: dict[tuple[int, int], bytes] = {}  # `prove_inclusion`'s memo
         self.sequencer.add_commit_listener(self.times.committed)
         # never before the newest logged time, even if the wall clock went back since
         self.times.planning(self.sequencer.head)
@@ -305,25 +306,21 @@ class AuditLog:
     def receipt(self, appended: Appended, stored: StoredEntry | None = None) -> Receipt:
         """The receipt of an entry against the checkpoint that first included it."""
         index, head = appended.index, appended.head
-        hashes = tuple(prove_inclusion(index, head.size, self.sequencer))
+        hashes = tuple(prove_inclusion(index, head.size, self.sequencer, self._subtrees))
         event: dict[str, Any] | None
         salt: str | None
-        if isinstance(stored, PreparedEntry) and not self._logged_as(index, stored):
-            stored = None  # the committer restamped it (`EntryTimes`): read what is logged
+        if isinstance(stored, PreparedEntry):
+            leaf = leaf_hash(stored.data)
+            if leaf != self.sequencer.read_hashes([stored_hash_index(0, index)])[0]:
+                stored = None  # the committer restamped it (`EntryTimes`): read what is logged
         if isinstance(stored, PreparedEntry):
             entry, event, salt = stored.entry, stored.event, stored.salt
-            data = stored.data
         else:
             data = stored.data if stored else self.store.read_entries(index, index + 1)[0]
             private = stored.private if stored else self.store.read_private(index)
             entry, (event, salt) = parse_entry(data), _split_private(private)
-        leaf = leaf_hash(data)
+            leaf = leaf_hash(data)
         return Receipt(index, entry, head.size, hashes, head.checkpoint, event, salt, leaf)
-
-    def _logged_as(self, index: int, stored: PreparedEntry) -> bool:
-        """Whether entry ``index`` is ``stored``'s bytes (its leaf hash is the tree's)."""
-        logged = self.sequencer.read_hashes([stored_hash_index(0, index)])[0]
-        return logged == leaf_hash(stored.data)
 
     def entry(self, index: int) -> tuple[bytes, bytes | None]:
         """Entry bytes and private record of ``index``, or `NotFoundError`."""
@@ -333,7 +330,7 @@ class AuditLog:
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
         self._check_size(tree_size)
-        return prove_inclusion(index, tree_size, self.sequencer)
+        return prove_inclusion(index, tree_size, self.sequencer, self._subtrees)
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         self._check_size(second)

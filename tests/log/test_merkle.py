@@ -140,6 +140,27 @@ def test_proofs_read_once_and_logarithmically() -> None:
         assert len(reader.calls[0]) == bin(size).count("1")
 
 
+def test_inclusion_proofs_sharing_a_memo_read_each_subtree_once() -> None:
+    """A memo kept across calls (one log, growing) gives the same proofs; a batch's
+    receipts read only what an earlier proof did not already hash."""
+    reader, known = CountingReader(TREE), {}
+    for size in range(1, len(ENTRIES) + 1):
+        for index in range(max(0, size - 8), size):
+            assert merkle.prove_inclusion(index, size, reader, known) == NAIVE.inclusion(
+                index, size
+            )
+    reader.calls.clear()
+    for index in range(62, 70):  # the last batch again: every sibling is known
+        assert merkle.prove_inclusion(index, 70, reader, known) == NAIVE.inclusion(index, 70)
+    assert reader.calls == []
+
+
+def test_a_full_memo_starts_over() -> None:
+    known = {(-i - 1, -i): H for i in range(merkle.MAX_KNOWN_SUBTREES + 1)}
+    assert merkle.prove_inclusion(5, 70, TREE, known) == NAIVE.inclusion(5, 70)
+    assert len(known) == len(NAIVE.inclusion(5, 70))  # only what this proof hashed
+
+
 @pytest.mark.parametrize("index,size", [(-1, 5), (5, 5), (6, 5), (0, 0), (0, -1)])
 def test_prove_inclusion_out_of_range(index: int, size: int) -> None:
     with pytest.raises(TreeError):
