@@ -57,6 +57,7 @@ from enum import StrEnum
 from typing import Any
 
 import cedarpy
+import orjson
 
 from lictor.core.policy_compile import (
     CompiledPolicy,
@@ -242,10 +243,38 @@ def _context_json(
     context = declared_arguments(context, (request.action.type, request.action.id), arguments)
     lineage = request.lineage or LineageFacts.root(request.principal)
     record = lictor_context(request.runtime, lineage, request.now_ms)
+    merged = {**context, CONTEXT_KEY: record}
+    if _without_floats(context):  # orjson would write a NaN as null; json refuses it
+        try:
+            return orjson.dumps(merged, option=_ONLY_JSON).decode()
+        except orjson.JSONEncodeError:
+            pass  # a key that is not text, an integer beyond 64 bits: json says which
     try:
-        return json.dumps({**context, CONTEXT_KEY: record}, allow_nan=False)
+        return json.dumps(merged, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidRequestError(f"context is not JSON: {e}") from None
+
+
+# orjson refuses (rather than converts) what json would refuse too
+_ONLY_JSON = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _without_floats(value: object) -> bool:
+    """Whether ``value`` holds no float (nor anything but dicts, lists and scalars)."""
+    pending = [value]
+    while pending:
+        v = pending.pop()
+        if isinstance(v, dict):
+            pending.extend(v.values())
+        elif isinstance(v, list):
+            pending.extend(v)
+        elif not (v is None or isinstance(v, (str, int))):  # bool is an int
+            return False
+    return True
 
 
 def could_allow(

@@ -137,16 +137,21 @@ def _too_large(limit: int) -> JSONResponse:
 
 
 class LictorApp(FastAPI):
-    """FastAPI with the hot routes (`HotRoutes`) in front of its whole middleware
-    stack, so the calls on every execution's path skip every layer of it."""
+    """FastAPI with the hot routes (`HotRoutes`) in front of all of it (its request
+    telemetry, routing and middleware stack), so the calls on every execution's path
+    skip every layer of it."""
 
-    hot_routes_limit: int | None = None  # the body limit the lane enforces; None: no lane
+    lane: HotRoutes | None = None  # None: every request goes through FastAPI
 
-    def build_middleware_stack(self) -> ASGIApp:
-        stack: ASGIApp = super().build_middleware_stack()
-        if self.hot_routes_limit is None:
-            return stack
-        return HotRoutes(stack, self.state, self.hot_routes_limit)
+    def serve_hot_routes(self, limit: int) -> None:
+        """Serve the hot routes in front of FastAPI, with ``limit`` as their body limit."""
+        self.lane = HotRoutes(super().__call__, self.state, limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.lane is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.lane(scope, receive, send)
 
 
 REPLICA = f"{socket.gethostname()}/{os.getpid()}"
@@ -279,7 +284,8 @@ def create_app(
     openapi.install(app)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(CountRequests, counter=app.state.metrics.requests)
-    app.hot_routes_limit = max_body if hot_routes else None
+    if hot_routes:
+        app.serve_hot_routes(max_body)
     return app
 
 

@@ -94,7 +94,8 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.phase = Phase.HEAD
         self.head_bytes = 0
-        self.deadline: asyncio.TimerHandle | None = None
+        self.deadline: float | None = None  # when the current bound runs out (loop time)
+        self.timer: asyncio.TimerHandle | None = None  # fires at or before ``deadline``
 
     def connection_made(  # type: ignore[override]
         self, transport: asyncio.Transport
@@ -109,6 +110,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.registry.forget(self)
         super().connection_lost(exc)
 
@@ -154,13 +158,25 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm(self.limits.header_timeout)
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self.deadline = self.loop.call_later(seconds, self.drop)
+        # One timer per connection, moved only when a bound ends sooner than it fires:
+        # a kept-alive connection's requests set a deadline each, not a timer each.
+        self.deadline = deadline = self.loop.time() + seconds
+        if self.timer is None or deadline < self.timer.when():
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._expire)
 
     def _disarm(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.deadline = None
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.deadline is None:
+            return
+        if self.loop.time() >= self.deadline:
+            self.drop()
+        else:  # the bound moved on since this timer was set
+            self.timer = self.loop.call_at(self.deadline, self._expire)
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedProtocol]:

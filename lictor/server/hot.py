@@ -3,9 +3,9 @@
 Requesting an execution, renewing its lease and completing it are what every
 enforcement point calls all the time; through FastAPI each paid for routing,
 middleware layers, dependency injection and pydantic models several times
-over the work of reading the body. `HotRoutes` sits in front of the FastAPI
-application's whole middleware stack (`lictor.server.app.LictorApp`) and
-serves exactly these three (``POST /v1/executions``,
+over the work of reading the body. `HotRoutes` sits in front of the whole
+FastAPI application (its request telemetry, routing and middleware stack:
+`lictor.server.app.LictorApp`) and serves exactly these three (``POST /v1/executions``,
 ``POST /v1/executions/{id}/renew``, ``POST /v1/executions/{id}/complete``)
 itself; every other request goes on to the application.
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import cedarpy
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lictor.core import policy as policy_module
 from lictor.core.policy import (
@@ -220,6 +223,8 @@ def plain_request(**changes: Any) -> DecisionRequest:
         ({"context": {"lictor": {}}}, "invalid_request", "reserved"),
         ({"context": {"x": float("nan")}}, "invalid_request", "not JSON"),
         ({"context": {"x": object()}}, "invalid_request", "not JSON"),
+        ({"context": {"x": [{"y": float("inf")}]}}, "invalid_request", "not JSON"),
+        ({"context": {"x": datetime.now(UTC)}}, "invalid_request", "not JSON"),
         ({"context": [1, 2]}, "invalid_request", "JSON object"),
         ({"context": {1: 2}}, "invalid_request", "JSON object"),
         ({"now_ms": -1}, "invalid_request", "now_ms"),
@@ -385,3 +390,23 @@ def test_lictor_context_record() -> None:
         "cluster": "",
         "attestation": {"state": "none", "digests": []},
     }
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(context=st.dictionaries(st.text().filter(lambda k: k != "lictor"), JSON_VALUES))
+def test_cedar_reads_the_context_given(context: dict[str, Any]) -> None:
+    request = plain_request(context=context)
+    given = json.loads(policy_module._context_json(request, {}))
+    assert given.pop("lictor")["time"]["epoch_ms"] == NOW
+    assert given == json.loads(json.dumps(context))

@@ -8,6 +8,7 @@ runtime's decisions, and each stalled connection is closed within its bound.
 
 from __future__ import annotations
 
+import http.client
 import resource
 import socket
 import time
@@ -169,6 +170,30 @@ def test_a_trickled_head_does_not_extend_its_deadline(
         time.sleep(0.05)
     else:
         pytest.fail("the server read the whole trickled head")
+
+
+def test_a_kept_alive_connection_gets_a_new_bound_for_each_request(
+    start: Callable[..., Plane],
+) -> None:
+    """Each request on a kept-alive connection starts its own header bound: a client
+    asking every 0.2 s for three times the bound keeps its connection; once it goes
+    quiet, the connection is closed within the bound."""
+    plane = start("--header-timeout", "1")
+    connection = http.client.HTTPConnection("127.0.0.1", plane.server.port, timeout=10)
+    try:
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read()
+        sock = connection.sock
+        until = time.monotonic() + 3
+        while time.monotonic() < until:
+            time.sleep(0.2)
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            assert response.status == 200 and response.read()
+            assert connection.sock is sock  # the same connection all along
+        assert closed_by(sock, time.monotonic() + 1 + MARGIN_S)
+    finally:
+        connection.close()
 
 
 def test_a_head_over_the_size_limit_is_cut_off(
