@@ -28,7 +28,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +38,7 @@ from lictor.core.types import (
     Lease,
     Lineage,
     Outcome,
+    changed,
     check_execution_id,
     check_label,
     check_time_ms,
@@ -168,7 +168,7 @@ def _check_parent(execution: Execution, parent: Execution | None) -> None:
 
 
 def _next(execution: Execution, **changes: Any) -> Execution:
-    return dataclasses.replace(execution, version=execution.version + 1, **changes)
+    return changed(execution, version=execution.version + 1, **changes)
 
 
 def activate(

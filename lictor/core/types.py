@@ -34,10 +34,12 @@ Invariants the types carry (the rules in `lease` and `lineage` keep them):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from lictor.errors import InvalidRequestError
 
@@ -274,3 +276,22 @@ def check_execution_id(value: object) -> str:
             " nor RFC 4648 base32 of 16 bytes (last character one of a e i m q u y 4)"
         )
     return value
+
+
+Frozen = TypeVar("Frozen")
+
+
+def changed(value: Frozen, **changes: Any) -> Frozen:
+    """The frozen dataclass ``value`` with ``changes``: `dataclasses.replace` without
+    calling ``__init__`` again (on a decision's path that costs as much as the rest of
+    its bookkeeping) where ``__init__`` only assigns: no ``__post_init__``, no slots."""
+    kind = type(value)
+    if hasattr(kind, "__post_init__") or hasattr(kind, "__slots__"):
+        return dataclasses.replace(value, **changes)  # type: ignore[type-var]
+    fields = value.__dataclass_fields__  # type: ignore[attr-defined]
+    if not changes.keys() <= fields.keys():
+        raise TypeError(f"{kind.__name__} has no field {sorted(changes - fields.keys())}")
+    new = object.__new__(kind)
+    new.__dict__.update(value.__dict__)
+    new.__dict__.update(changes)
+    return new

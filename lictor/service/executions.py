@@ -32,7 +32,7 @@ from lictor.core.policy import (
     decide,
 )
 from lictor.core.policy_schema import ARGUMENTS
-from lictor.core.types import EntityRef, Execution, ExecutionState, new_execution_id
+from lictor.core.types import EntityRef, Execution, ExecutionState, changed, new_execution_id
 from lictor.errors import (
     ConflictError,
     DepthExceededError,
@@ -421,7 +421,7 @@ class Executions:
             grant = self.grants.sign(outcome.execution, now)
         except LictorError:
             return outcome  # a lease too short for a grant: the caller renews
-        return replace(outcome, grant=grant)
+        return changed(outcome, grant=grant)
 
     # -- reading ------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ class Policies:
         self._entities: dict[tuple[str, str], CompiledEntities] = {}
         self._lock = threading.Lock()
         self._active: tuple[str | None] | None = None
+        self._active_doc: tuple[bytes, str] | None = None  # `_version_in`'s last
         self._current_entities: str | None = None
 
     def invalidate(self) -> None:
@@ -135,9 +136,19 @@ class Policies:
         if view is None and self._active is not None:
             return self._active[0]
         record = view.get(SETTING, ACTIVE) if view else self.log.store.get_record(SETTING, ACTIVE)
-        version = None if record is None else str(json.loads(record.doc)["version"])
+        version = None if record is None else self._version_in(record.doc)
         if view is None:
             self._active = (version,)
+        return version
+
+    def _version_in(self, doc: bytes) -> str:
+        """The version an activation setting's document names (the last one read is
+        remembered: every decision's commit checks it)."""
+        known = self._active_doc
+        if known is not None and known[0] == doc:
+            return known[1]
+        version = str(json.loads(doc)["version"])
+        self._active_doc = (doc, version)
         return version
 
     def compiled(self, version: str) -> CompiledPolicy:

@@ -13,13 +13,13 @@ an index entry written with the record, so none is kept that nothing asks for.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from lictor.core.policy import LineageFacts, RuntimeFacts
-from lictor.core.types import EntityRef, Execution, ExecutionState, Lease, Outcome
+from lictor.core.types import EntityRef, Execution, ExecutionState, Lease, Outcome, changed
 from lictor.errors import EntryError
 from lictor.log.entry import MAX_DOCUMENT_SIZE, canonical_document
 from lictor.store.base import Record, RecordWrite
@@ -58,7 +58,7 @@ class StoredExecution:
         if decision is not None:
             step["decision"] = decision
             step["runtime"] = runtime_json(facts)
-        return replace(
+        return changed(
             self,
             execution=execution,
             runtime=facts,

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import unicodedata
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lictor.core import lease
+from lictor.core.lineage import root_lineage
 from lictor.core.types import (
     MAX_ID_LENGTH,
     MAX_TIME_MS,
     MAX_TYPE_LENGTH,
     EntityRef,
     ExecutionState,
+    changed,
     check_execution_id,
     check_time_ms,
     new_execution_id,
@@ -283,3 +287,24 @@ def test_ids_refuse_exactly_the_control_characters_and_lone_surrogates() -> None
             assert c in refused
         else:
             assert c not in refused
+
+
+def test_changed_is_dataclasses_replace() -> None:
+    execution = lease.request(
+        execution_id="ex_" + "a" * 26,
+        principal=EntityRef("User", "alice"),
+        action=EntityRef("Action", "view"),
+        resource=EntityRef("Photo", "p1"),
+        context={"a": 1},
+        runtime_id="rt",
+        lineage=root_lineage("ex_" + "a" * 26, EntityRef("User", "alice")),
+        now_ms=1_000,
+    )
+    changes = {"reason": "because", "version": 7}
+    assert changed(execution, **changes) == dataclasses.replace(execution, **changes)
+    assert execution.reason is None and execution.version != 7  # the original stands
+    with pytest.raises(TypeError, match="no field"):
+        changed(execution, colour="red")
+    ref = EntityRef("User", "alice")  # validates in __post_init__: replace runs it
+    with pytest.raises(InvalidRequestError):
+        changed(ref, type="not a type")
