@@ -110,9 +110,9 @@ class BodyLimit:
 class CountRequests:
     """ASGI middleware counting responses by status class (cheaper than BaseHTTPMiddleware)."""
 
-    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
-        self.counter = counter
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,7 +121,7 @@ class CountRequests:
 
         async def counted(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.counter.labels(f"{message['status'] // 100}xx").inc()
+                self.metrics.count_request(message["status"])
             await send(message)
 
         await self.app(scope, receive, counted)
@@ -206,6 +206,25 @@ class Metrics:
             "lictor_active_executions", "Executions in state active.", registry=self.registry
         )
         active.set_function(lambda: log.store.count_records("execution", {"state": "active"}))
+        # every request counts itself: labelled children found once, not per request
+        self._by_status: dict[int, Counter] = {}
+        self._by_result: dict[tuple[bool, str], Counter] = {}
+
+    def count_request(self, status: int) -> None:
+        """One more response of ``status``'s class in ``lictor_http_requests``."""
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = self.requests.labels(f"{status // 100}xx")
+        counter.inc()
+
+    def count_decision(self, allowed: bool, reason: str, seconds: float) -> None:
+        """One more decision in ``lictor_decisions``, taking ``seconds`` to be durable."""
+        counter = self._by_result.get((allowed, reason))
+        if counter is None:
+            result = "allow" if allowed else "deny"
+            counter = self._by_result[allowed, reason] = self.decisions.labels(result, reason)
+        counter.inc()
+        self.decision_seconds.observe(seconds)
 
 
 ROUTERS = (
@@ -283,7 +302,7 @@ def create_app(
         app.include_router(router)
     openapi.install(app)
     app.add_middleware(BodyLimit, limit=max_body)
-    app.add_middleware(CountRequests, counter=app.state.metrics.requests)
+    app.add_middleware(CountRequests, metrics=app.state.metrics)
     if hot_routes:
         app.serve_hot_routes(max_body)
     return app

@@ -7,6 +7,7 @@ is logged too). A runtime sees and acts on only the executions it started.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -173,8 +174,22 @@ def _executions(request: Request) -> Executions:
     return executions
 
 
-def _ref(value: Ref | str) -> EntityRef:
-    return EntityRef.from_wire(ref_value(value))
+_KNOWN_REFS: dict[str, EntityRef] = {}  # entities in their text form, as parsed before
+_MAX_KNOWN_REFS = 4096
+
+
+def entity(value: TypedRef | str) -> EntityRef:
+    """The entity a body names. Callers name the same few again and again: the text
+    form is parsed once (what does not parse is not remembered)."""
+    if not isinstance(value, str):
+        return EntityRef.from_wire(ref_value(value))
+    known = _KNOWN_REFS.get(value)
+    if known is None:
+        known = EntityRef.parse(value)
+        if len(_KNOWN_REFS) >= _MAX_KNOWN_REFS:
+            _KNOWN_REFS.clear()
+        _KNOWN_REFS[value] = known
+    return known
 
 
 def _depth(value: Any, level: int = 0) -> int:
@@ -258,20 +273,19 @@ async def decide(asked: Asked, who: Credential, state: Any) -> tuple[int, dict[s
     ttl = (asked.ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
     ask = Ask(
         who.name,
-        EntityRef.from_wire(ref_value(asked.principal)),
-        EntityRef.from_wire(ref_value(asked.action)),
-        EntityRef.from_wire(ref_value(asked.resource)),
+        entity(asked.principal),
+        entity(asked.action),
+        entity(asked.resource),
         asked.context,
         _parent_grant(asked.parent_grant, who, executions),
         ttl,
         asked.definition,
     )
-    metrics = state.metrics
-    with metrics.decision_seconds.time():
-        outcome = await executions.request_async(ask)
+    started = time.perf_counter()
+    outcome = await executions.request_async(ask)
     allowed = outcome.execution.state is ExecutionState.ACTIVE
     reason = str((outcome.stored.decision or {}).get("reason_code") or "")
-    metrics.decisions.labels("allow" if allowed else "deny", reason).inc()
+    state.metrics.count_decision(allowed, reason, time.perf_counter() - started)
     if allowed:
         return 201, _body(outcome, executions)
     denied = {"error": {"code": "denied", "message": _denial(outcome)}}
@@ -329,8 +343,8 @@ def preview(body: PreviewRequest, request: Request, who: Reader) -> dict[str, An
     """For each resource, whether the active policy could allow the action under some
     context: a hint for what to offer (a gateway's tool list), never a permission."""
     executions = _executions(request)
-    principal, action = _ref(body.principal), _ref(body.action)
-    resources = [_ref(r) for r in body.resources]
+    principal, action = entity(body.principal), entity(body.action)
+    resources = [entity(r) for r in body.resources]
     version, possible = executions.could_allow(principal, action, resources)
     results = [
         {"resource": r.to_json(), "possible": p} for r, p in zip(resources, possible, strict=True)
@@ -474,6 +488,6 @@ class PrincipalRevokeRequest(BaseModel):
 def revoke_principal(body: PrincipalRevokeRequest, request: Request, who: Admin) -> Any:
     """Revoke a principal: its active executions now (cascading), its requests from now on."""
     sweeps: Sweeps = request.app.state.sweeps
-    revoked = sweeps.revoke_principal(_ref(body.principal), body.reason)
+    revoked = sweeps.revoke_principal(entity(body.principal), body.reason)
     request.app.state.metrics.revocations.labels("principal").inc(len(revoked))
-    return {"principal": _ref(body.principal).to_json(), "revoked": list(revoked)}
+    return {"principal": entity(body.principal).to_json(), "revoked": list(revoked)}

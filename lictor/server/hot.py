@@ -80,7 +80,7 @@ class HotRoutes:
         except Exception:  # as the application answers a bug: logged, 500, still serving
             logger.exception("unhandled error on %s", scope["path"])
             status, answer = 500, error_body("internal", "internal error")
-        self.state.metrics.requests.labels(f"{status // 100}xx").inc()
+        self.state.metrics.count_request(status)
         data = orjson.dumps(answer)
         headers = [*JSON_HEADERS, (b"content-length", str(len(data)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
