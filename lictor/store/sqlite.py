@@ -261,7 +261,7 @@ class SQLiteStore:
                 _insert_rows(
                     conn, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)]
                 )
-                _record_checkpoint(conn, new)
+                _record_checkpoint(conn, new, grew=bool(entries))
                 _write_records(conn, writes)
                 self._cache.forget(writes)
         except sqlite3.IntegrityError as e:
@@ -274,13 +274,14 @@ class SQLiteStore:
     def _move_head(
         self, conn: sqlite3.Connection, expected_version: int, new: Head, count: int
     ) -> int:
-        """Compare-and-swap the head; returns the old size (the batch's first index)."""
-        old = conn.execute("SELECT size, version FROM head WHERE id = 1").fetchone()
-        old_size, old_version = (0, 0) if old is None else old
-        if old_version != expected_version or new.size != old_size + count:
-            raise ConflictError(f"head moved: version {old_version}, expected {expected_version}")
+        """Compare-and-swap the head in one statement; returns the old size (the batch's
+        first index). The head must still be at ``expected_version`` and the size the
+        batch grows from: otherwise another writer moved it (`ConflictError`)."""
+        old_size = new.size - count
         values = (new.size, new.root, new.checkpoint, new.version)
-        if old is None:
+        if expected_version == 0:  # the first batch: no head yet (a second one fails)
+            if old_size != 0:
+                raise ConflictError(f"a first batch of {count} cannot make size {new.size}")
             conn.execute(
                 "INSERT INTO head (id, size, root, checkpoint, version) VALUES (1, ?, ?, ?, ?)",
                 values,
@@ -288,12 +289,12 @@ class SQLiteStore:
             return 0
         changed = conn.execute(
             "UPDATE head SET size = ?, root = ?, checkpoint = ?, version = ?"
-            " WHERE id = 1 AND version = ?",
-            (*values, expected_version),
+            " WHERE id = 1 AND version = ? AND size = ?",
+            (*values, expected_version, old_size),
         ).rowcount
         if changed != 1:
             raise ConflictError(f"head moved past version {expected_version}")
-        return int(old_size)
+        return old_size
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         found = self._read_by_index("hashes", "hash", indexes)
@@ -532,8 +533,14 @@ def _meta_version(conn: sqlite3.Connection) -> int | None:
     return None if row is None else int(row[0])
 
 
-def _record_checkpoint(conn: sqlite3.Connection, head: Head) -> None:
-    """Keep the head's checkpoint; a batch without entries must keep the same one."""
+def _record_checkpoint(conn: sqlite3.Connection, head: Head, grew: bool) -> None:
+    """Keep the head's checkpoint; a batch without entries must keep the same one. A
+    batch that ``grew`` the log signed a size no checkpoint has (else: a conflict)."""
+    if grew:
+        conn.execute(
+            "INSERT INTO checkpoints (size, note) VALUES (?, ?)", (head.size, head.checkpoint)
+        )
+        return
     row = conn.execute("SELECT note FROM checkpoints WHERE size = ?", (head.size,)).fetchone()
     if row is None:
         conn.execute(
