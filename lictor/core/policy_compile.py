@@ -150,6 +150,11 @@ class CompiledPolicy:
         key = (action.type, action.id) if isinstance(action, EntityRef) else action
         return self.slices.for_action(key)
 
+    def reads_time(self, action: EntityRef | ActionKey) -> bool:
+        """Whether a policy that applies to ``action`` could read ``context.lictor.time``."""
+        key = (action.type, action.id) if isinstance(action, EntityRef) else action
+        return self.slices.reads_time(key)
+
 
 @dataclass
 class _Parsed:

@@ -18,16 +18,24 @@ whole set. Why it holds:
 - A request for an action the schema does not declare fails Cedar's request
   validation before any policy runs; it gets the slice of unconstrained
   policies (`Slices.default`).
+
+Each slice also says whether any of its policies could read the time Lictor
+puts in the context (`reads_time`): a slice that cannot gives the same answer
+to the same request at any moment, so a renewal of an execution whose other
+inputs did not change need not ask Cedar again (ADR 21).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import cedarpy
 from cedarpy import pst
+
+from lictor.core.policy_schema import CONTEXT_KEY
 
 ActionKey = tuple[str, str]
 """An action as ``(type, id)``, e.g. ``("Action", "deploy")``."""
@@ -40,9 +48,16 @@ class Slices:
     by_action: Mapping[ActionKey, cedarpy.PolicySet]
     members: Mapping[ActionKey, frozenset[str]]
     default: cedarpy.PolicySet
+    timeless: frozenset[ActionKey] = frozenset()  # slices no policy of which reads the time
 
     def for_action(self, action: ActionKey) -> cedarpy.PolicySet:
         return self.by_action.get(action, self.default)
+
+    def reads_time(self, action: ActionKey) -> bool:
+        """Whether a policy of ``action``'s slice could read ``context.lictor.time``
+        (an action the schema does not declare: its request fails before any policy
+        runs, so no answer for it is reused)."""
+        return action not in self.timeless
 
 
 def build_policy_set(policies: Mapping[str, pst.Template]) -> cedarpy.PolicySet:
@@ -84,7 +99,74 @@ def build_slices(
     )
     handles = _handles(policies, [*members.values(), unconstrained])
     by_action = {action: handles[ids] for action, ids in members.items()}
-    return Slices(by_action, members, handles[unconstrained])
+    timed = {pid for pid, p in policies.items() if reads_time(p)}
+    timeless = frozenset(action for action, ids in members.items() if timed.isdisjoint(ids))
+    return Slices(by_action, members, handles[unconstrained], timeless)
+
+
+# What `context.lictor` holds besides the time (`lictor.core.policy_schema.lictor_context`)
+_NOT_TIME = frozenset({"runtime", "lineage"})
+
+
+def reads_time(policy: pst.Template) -> bool:
+    """Whether ``policy``'s conditions could read ``context.lictor.time``: they read
+    ``context``, or ``context.lictor``, other than through one of its other parts
+    (``context.x``, ``context.lictor.runtime...``, ``context has lictor``).
+    Conservative: ``context.lictor has time`` counts as reading it."""
+    pending: list[object] = [clause.expr for clause in policy.clauses]
+    while pending:
+        node = pending.pop()
+        path = _context_path(node)
+        if path is not None:  # an access into the context; nothing else below it
+            if _into_time(node, path):
+                return True
+            continue
+        if isinstance(node, pst.Var) and node.name == "context":
+            return True  # the whole context, time and all
+        pending.extend(_children(node))
+    return False
+
+
+def _into_time(node: object, path: tuple[str, ...]) -> bool:
+    if path[:1] != (CONTEXT_KEY,):
+        return False  # another part of the context
+    if len(path) > 1 and path[1] in _NOT_TIME:
+        return False
+    return not (isinstance(node, pst.HasAttr) and path == (CONTEXT_KEY,))  # `context has lictor`
+
+
+def _context_path(node: object) -> tuple[str, ...] | None:
+    """The attributes ``node`` reads into ``context`` (outermost last), or None if it
+    is not a chain of attribute accesses on ``context``."""
+    names: list[str] = []
+    while True:
+        if isinstance(node, pst.GetAttr):
+            names.append(node.attr)
+            node = node.base
+        elif isinstance(node, pst.HasAttr):
+            names.extend(reversed(node.attrs))
+            node = node.base
+        else:
+            break
+    if names and isinstance(node, pst.Var) and node.name == "context":
+        return tuple(reversed(names))
+    return None
+
+
+def _children(node: object) -> list[object]:
+    """The syntax nodes directly inside ``node``."""
+    if not dataclasses.is_dataclass(node):
+        return []
+    found: list[object] = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if isinstance(value, Mapping):
+            found.extend(value.values())
+        elif isinstance(value, (tuple, list)):
+            found.extend(value)
+        else:
+            found.append(value)
+    return found
 
 
 def _handles(

@@ -55,6 +55,7 @@ from lictor.store.view import StateView
 
 STALE_RETRIES = 3
 PARSED_RECORDS = 1024  # executions whose last-read record is kept parsed (`Executions.get`)
+REMEMBERED_ALLOWS = 1 << 17  # allows kept for renewals (`Executions._decide`), at most
 PRINCIPAL_REVOCATION = "principal_revocation"
 
 
@@ -137,11 +138,16 @@ class Executions:
         self.seal = seal or ArgumentSeal(os.urandom(32))
         self.parent_grants = VerifiedGrants(grants.verifier)
         self._parsed: dict[str, Read] = {}  # by key; reused only for the very same record
+        self._allowed: dict[tuple[str, str, str, RuntimeFacts], Decision] = {}  # `_decide`
         self._parsed_lock = threading.Lock()
 
     # -- deciding ---------------------------------------------------------------
 
-    def _decide(self, request: DecisionRequest) -> Decision:
+    def _decide(self, request: DecisionRequest, execution_id: str | None = None) -> Decision:
+        """Cedar's decision on ``request``. With ``execution_id`` (its request, then its
+        renewals): an allow made before for that execution under the same policy
+        version, entity set and runtime facts, when no policy of the action's slice
+        reads the time, is the answer Cedar would give again (ADR 21)."""
         version = self.policies.active_version()
         if version is None:
             return _deny_without_policy("no policy version is active")
@@ -150,7 +156,18 @@ class Executions:
             entities = self.policies.compiled_entities(policy, version)
         except LictorError as e:  # fail closed
             return _deny_without_policy(e.message, version)
-        return decide(policy, request, entities)
+        if execution_id is None or policy.reads_time(request.action):
+            return decide(policy, request, entities)
+        key = (execution_id, policy.version, entities.version, request.runtime)
+        known = self._allowed.get(key)
+        if known is not None:
+            return known
+        decision = decide(policy, request, entities)
+        if decision.allowed:  # a denial ends the execution: nothing to reuse it for
+            if len(self._allowed) >= REMEMBERED_ALLOWS:
+                self._allowed.clear()
+            self._allowed[key] = decision
+        return decision
 
     def could_allow(
         self, principal: EntityRef, action: EntityRef, resources: Sequence[EntityRef]
@@ -218,7 +235,7 @@ class Executions:
             runtime=runtime_facts(runtime),
             lineage=facts,
         )
-        decision = denial or self._runtime_denial(runtime) or self._decide(request)
+        decision = denial or self._runtime_denial(runtime) or self._decide(request, execution_id)
         execution = leases.request(
             execution_id=execution_id,
             principal=ask.principal,
@@ -501,7 +518,7 @@ class Executions:
         runtime = self.runtimes.for_decision(runtime_id)
         facts = runtime_facts(runtime)
         decided = self._runtime_denial(runtime) or self._decide(
-            request_of(stored.execution, facts, stored.lineage, now)
+            request_of(stored.execution, facts, stored.lineage, now), execution_id
         )
 
         def plan(view: StateView, first_index: int) -> Plan:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import cedarpy
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from lictor.core.policy import (
     validate,
 )
 from lictor.core.policy_schema import NO_RUNTIME, lictor_context
+from lictor.core.slicing import reads_time
 
 CTX = "context: { n: Long, flag: Bool }"
 SCHEMA = f"""\
@@ -214,3 +216,44 @@ def test_group_scopes_reach_every_member_and_equal_slices_share_a_handle() -> No
     assert by_action[("Action", "d")] is by_action[("Action", "e")]
     assert compiled.slice_for(EntityRef("Action", "undeclared")) is compiled.slices.default
     assert len(compiled.slices.default) == 1
+
+
+# -- which slices could read the time ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "condition, reads",
+    [
+        ("context.lictor.time.epoch_ms > 0", True),
+        ('context.lictor.time.now > datetime("2026-01-01T00:00:00Z")', True),
+        ('context.lictor["time"].epoch_ms > 0', True),
+        ("context.lictor has time", True),  # conservative: a presence test counts
+        ("context == {}", True),  # the whole context
+        ("[context.lictor].isEmpty()", True),  # the whole record
+        ("context.n > 0", False),
+        ('context.lictor.runtime.region == "eu"', False),
+        ("context.lictor.lineage.depth < 2", False),
+        ("context has lictor", False),
+        ("principal.level > 1", False),
+        ("if context.flag then context.lictor.time.epoch_ms > 0 else false", True),
+        ('{"a": context.lictor.time.epoch_ms}.a > 0', True),
+    ],
+)
+def test_a_policy_reads_the_time_only_through_the_context(condition: str, reads: bool) -> None:
+    text = f"permit (principal, action, resource) when {{ {condition} }};"
+    template = cedarpy.policies_to_pst(text).static_policies["policy0"]
+    assert reads_time(template) is reads
+
+
+def test_a_slice_reads_the_time_if_any_of_its_policies_does() -> None:
+    policies = (
+        '@id("timed") permit (principal, action == Action::"a", resource)'
+        " when { context.lictor.time.epoch_ms > 0 };\n"
+        '@id("group") permit (principal, action in Action::"grp", resource)'
+        " when { context.lictor.lineage.depth == 0 };\n"
+    )
+    compiled = compile_policies(PolicySource.of({"p.cedar": policies}, "s.cedarschema", SCHEMA))
+    assert compiled.reads_time(EntityRef("Action", "a"))
+    assert not compiled.reads_time(EntityRef("Action", "b"))  # no policy applies
+    assert not compiled.reads_time(EntityRef("Action", "d"))  # in grp: only the lineage
+    assert compiled.reads_time(EntityRef("Action", "nope"))  # undeclared: never reused

@@ -32,6 +32,7 @@ from fastapi.testclient import TestClient
 from lictor.core.lineage import MAX_DEPTH
 from lictor.policydir import load_policy_dir
 from lictor.server.app import create_app
+from lictor.service import executions as executions_module
 from lictor.service.log import AuditLog
 from lictor.service.policies import source_json
 
@@ -716,3 +717,77 @@ def test_the_reaper_reads_untagged_executions_once_per_store(
     again = Sweeps(app.state.executions)  # as after a restart
     monkeypatch.setattr(app.state.executions, "find", lambda *a, **k: pytest.fail("scanned"))
     assert again.expire_due() == []
+
+
+# -- a renewal asks Cedar again when its answer could change (ADR 21) -------------------
+
+
+@pytest.fixture
+def cedar_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The requests the executions service puts to Cedar, in order."""
+    calls: list[Any] = []
+    real = executions_module.decide
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(executions_module, "decide", counted)
+    return calls
+
+
+def renew(client: TestClient, runtime: Headers, execution_id: str) -> dict[str, Any]:
+    r = client.post(f"/v1/executions/{execution_id}/renew", json={}, headers=runtime)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_a_renewal_reuses_an_allow_while_nothing_it_depends_on_changed(
+    client: TestClient, runtime: Headers, admin: Headers, cedar_calls: list[Any]
+) -> None:
+    execution_id = started(client, runtime)["execution"]["id"]
+    for _ in range(3):  # the example policies read no time: the request's allow stands
+        assert renew(client, runtime, execution_id)["execution"]["state"] == "active"
+    assert len(cedar_calls) == 1
+    entities = json.loads((EXAMPLES / "entities.json").read_text())
+    for entity in entities:
+        if entity["uid"] == RELEASE_BOT:
+            entity["parents"] = []  # another principal's: a new entity set all the same
+    assert client.put("/v1/entities", json={"entities": entities}, headers=admin).is_success
+    assert renew(client, runtime, execution_id)["execution"]["state"] == "active"
+    assert renew(client, runtime, execution_id)["execution"]["state"] == "active"
+    assert len(cedar_calls) == 2  # asked once under the new set, then reused again
+    beat = {"attestation": {"state": "verified", "digests": {"image": "sha256:" + "a" * 64}}}
+    r = client.post("/v1/runtimes/edge-eu/heartbeat", json=beat, headers=runtime)
+    assert r.status_code == 200, r.text
+    assert renew(client, runtime, execution_id)["execution"]["state"] == "active"
+    assert len(cedar_calls) == 3  # the runtime's facts changed: asked again
+
+
+def test_a_renewal_under_a_policy_that_reads_the_time_asks_every_time(
+    client: TestClient, admin: Headers, tmp_path: Path, cedar_calls: list[Any]
+) -> None:
+    policies = tmp_path / "timed-policies"
+    policies.mkdir()
+    for source in (EXAMPLES / "policies").iterdir():
+        (policies / source.name).write_bytes(source.read_bytes())
+    until_ms = int(time.time() * 1000) + 1500
+    (policies / "window.cedar").write_text(
+        f'@id("closed-after-the-window")\nforbid (principal, action, resource)\n'
+        f"when {{ context.lictor.time.epoch_ms > {until_ms} }};\n"
+    )
+    runtime = govern(client, admin)
+    pushed = client.post(
+        "/v1/policies", json={"source": source_json(load_policy_dir(policies))}, headers=admin
+    )
+    version = pushed.json()["version"]
+    assert client.post(f"/v1/policies/{version}/activate", headers=admin).status_code == 200
+    execution_id = started(client, runtime)["execution"]["id"]
+    assert renew(client, runtime, execution_id)["execution"]["state"] == "active"
+    assert len(cedar_calls) == 2
+    time.sleep(max(0.0, until_ms / 1000 - time.time()) + 0.2)
+    execution = renew(client, runtime, execution_id)["execution"]
+    assert execution["state"] == "revoked"
+    assert execution["reason"] == "reverify_denied:denied_by_policy"
+    assert len(cedar_calls) == 3
