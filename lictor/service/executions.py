@@ -537,7 +537,7 @@ class Executions:
             parent = self._view_parent(view, current.execution)
             e = leases.renew(current.execution, at, ttl_ms, parent, decision.policy_version)
             if decision.policy_version == _decided_version(current) and facts == current.runtime:
-                same = replace(current, execution=e)
+                same = changed(current, execution=e)
                 return Plan([], [same.write()], lambda head: Outcome(same, None))
             new = current.with_transition(e, at, first_index, decision.to_json(), facts)
             entry = self.entry(new, decision)
