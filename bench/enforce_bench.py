@@ -13,12 +13,18 @@ Prints figures, asserts nothing. Against a real ``lictor serve`` subprocess
 2. The same with the events stream off (``events=False``): revocation is seen
    by the next renewal only, a third of the lease after the last one; here
    with 3 s leases, so about one second.
-3. The control plane's CPU per renewal under load: ``--executions``
+3. The control plane's CPU per renewal from SDK clients: ``--executions``
    executions on 1 s leases (the shortest; a renewal every third of a
    second each) renew for ``--seconds`` (default 10); the server's CPU time
    (from ``/proc``, less its idle CPU over as long) divided by the renewals.
    From it, how many executions on 15 s leases (a renewal every 5 s) one
-   control plane keeps at half of one core.
+   control plane keeps at half of one core. Each keeper renews alone, so
+   the server commits renewals in small batches.
+4. The same at the target's scale: ``--held`` (default 10,000) executions on
+   15 s leases, renewed by ``wrk`` (32 connections, each renewal naming the
+   next execution in turn) for ``--seconds``; every renewal must be
+   answered 200. The server's CPU per renewal, its renewals per second, and
+   how many executions on 15 s leases that CPU keeps at half a core.
 
 Run: ``.venv/bin/python bench/enforce_bench.py [--executions N] [--seconds S]``.
 """
@@ -26,18 +32,24 @@ Run: ``.venv/bin/python bench/enforce_bench.py [--executions N] [--seconds S]``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from decide_bench import Server, example_scenario, served
+from decide_bench import JSON_TYPE, Server, example_scenario, served
 
 from lictor.sdk import Client, ExecutionHandle, ExecutionRevokedError, LeaseLostError
 from lictor.supervise import Supervised, cgroup_home
@@ -199,10 +211,76 @@ def measure_renewals(plane: Plane, count: int, seconds: float) -> None:
     )
 
 
+def measure_held_leases(plane: Plane, count: int, seconds: float) -> None:
+    """Part 4: ``count`` executions on 15 s leases renewed by ``wrk`` (see the docstring)."""
+    if shutil.which("wrk") is None:
+        print("  wrk is not installed: skipped (Debian's package)")
+        return
+    headers = {"Authorization": f"Bearer {plane.runtime_secret}", **JSON_TYPE}
+    # requested on long leases (making them all takes longer than 15 s); every
+    # renewal sets a 15 s lease
+    ask = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING, "ttl": 300}
+    ids = asyncio.run(_requested(plane.server.url, headers, ask, count))
+    pid = plane.server.process.pid  # type: ignore[union-attr]
+    with tempfile.TemporaryDirectory(prefix="lictor-leases-") as tmp:
+        script = Path(tmp) / "renew.lua"
+        script.write_text(_renewal_script(ids, headers))
+        start_cpu = cpu_seconds(pid)
+        argv = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "-s", str(script), plane.server.url]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        cpu = cpu_seconds(pid) - start_cpu
+    made = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    per_renewal = cpu / max(made, 1)
+    keeps = 0.5 / (per_renewal / 5.0) if per_renewal else float("inf")
+    print(
+        f"  {count:,} executions on 15 s leases; {made:,} renewals in {seconds:g} s ({rate:,.0f}/s)"
+    )
+    print(f"    server cpu {cpu:.2f} s; per renewal {per_renewal * 1000:.3f} ms", end="")
+    print(f"; answers not 200: {int(bad.group(1)) if bad else 0}")
+    mark = "PASS" if keeps >= TARGET_EXECUTIONS else "MISS"
+    print(
+        f"    executions on 15 s leases kept at half a core: {keeps:,.0f}"
+        f"  (target >= {TARGET_EXECUTIONS:,}: {mark})"
+    )
+
+
+async def _requested(
+    url: str, headers: dict[str, str], ask: dict[str, object], count: int
+) -> list[str]:
+    """``count`` new executions (32 requests in flight); their ids."""
+    slots = asyncio.Semaphore(32)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+
+        async def one() -> str:
+            async with slots:
+                r = await client.post("/v1/executions", json=ask)
+                r.raise_for_status()
+                execution_id: str = r.json()["execution"]["id"]
+                return execution_id
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def _renewal_script(ids: Sequence[str], headers: Mapping[str, str]) -> str:
+    """A wrk script renewing ``ids`` in turn, 15 s leases."""
+    lines = ['wrk.method = "POST"', "wrk.body = '{\"ttl\": 15}'"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    lines.append("ids = {" + ",".join(json.dumps(i) for i in ids) + "}")
+    lines.append("n = 0")
+    lines.append("request = function()")
+    lines.append("  n = n % #ids + 1")
+    lines.append('  return wrk.format(nil, "/v1/executions/" .. ids[n] .. "/renew")')
+    lines.append("end")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--executions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--held", type=int, default=TARGET_EXECUTIONS)
     args = parser.parse_args(argv)
     print("enforce_bench: revoke-to-SIGTERM and lease keeping against a real lictor serve")
     print(f"  cpus {os.cpu_count()}; cgroup v2 for commands: {cgroup_home() is not None}")
@@ -222,8 +300,10 @@ def main(argv: Sequence[str]) -> int:
             cut,
             "within one renewal interval (about 1 s here)",
         )
-        print("3. control plane CPU per renewal")
+        print("3. control plane CPU per renewal, from SDK clients")
         measure_renewals(plane, args.executions, args.seconds)
+        print(f"4. control plane CPU per renewal, {args.held:,} executions renewed by wrk")
+        measure_held_leases(plane, args.held, args.seconds)
     return 0
 
 
