@@ -13,6 +13,7 @@ an index entry written with the record, so none is kept that nothing asks for.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +96,7 @@ class StoredExecution:
 
     @classmethod
     def from_record(cls, record: Record) -> StoredExecution:
-        value = json.loads(record.doc)
+        value = _loaded(record.doc)
         return cls(
             execution_from_json(value["execution"]),
             runtime_from_json(value["runtime"]),
@@ -104,6 +105,21 @@ class StoredExecution:
             value["decision"],
             record.version,
         )
+
+
+def _loaded(doc: bytes) -> Any:
+    """A record's document read back: with orjson, unless it may hold an integer of 19
+    digits or more (which orjson would read as a float) or orjson refuses it (an
+    escaped lone surrogate): `json` reads those exactly as they were written."""
+    if not _LONG_INTEGER.search(doc):
+        try:
+            return orjson.loads(doc)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(doc)
+
+
+_LONG_INTEGER = re.compile(rb"\d{19}")
 
 
 def _document(value: dict[str, Any]) -> bytes:
