@@ -12,7 +12,11 @@ and the time spent in the garbage collector (``gc.callbacks``).
 ``--compare DIR`` runs the same in a checkout of another commit (``git worktree
 add DIR REV``), alternating with this one, each in a fresh process.
 
-Run: ``.venv/bin/python bench/inprocess_bench.py [--decisions N] [--rounds R] [--compare DIR]``.
+``--renewals`` measures renewals instead (`Executions.renew_async`, 32 in flight)
+of 200 executions requested first, in turn: a renewal's CPU with no HTTP.
+
+Run: ``.venv/bin/python bench/inprocess_bench.py [--decisions N] [--rounds R]
+[--compare DIR] [--renewals]``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "reference" / "data"
 TICKS = os.sysconf("SC_CLK_TCK")
 IN_FLIGHT = 32
+HELD = 200  # executions renewed in turn with --renewals
 
 
 def thread_cpu() -> dict[str, tuple[float, float]]:
@@ -56,7 +61,7 @@ def io_bytes() -> tuple[int, int]:
     return int(io["wchar"]), int(io["rchar"])
 
 
-def measure(decisions: int) -> dict[str, Any]:
+def measure(decisions: int, renewals: bool = False) -> dict[str, Any]:
     """One run in this process (of whichever checkout ``sys.path`` imports)."""
     from fastapi.testclient import TestClient
 
@@ -101,15 +106,26 @@ def measure(decisions: int) -> dict[str, Any]:
         )
         executions = app.state.executions
 
+        async def requested(count: int) -> list[str]:
+            outcomes = await asyncio.gather(*(executions.request_async(ask) for _ in range(count)))
+            return [outcome.execution.id for outcome in outcomes]
+
+        held = asyncio.run(requested(HELD)) if renewals else []
+
         async def run(count: int) -> None:
             slots = asyncio.Semaphore(IN_FLIGHT)
 
-            async def one() -> None:
+            async def one(i: int) -> None:
                 async with slots:
-                    outcome = await executions.request_async(ask)
-                    assert outcome.grant, "the reference's request is allowed"
+                    if renewals:
+                        outcome = await executions.renew_async(
+                            held[i % HELD], "bench-rt", ask.ttl_ms
+                        )
+                    else:
+                        outcome = await executions.request_async(ask)
+                    assert outcome.grant, "the reference's request is allowed, and renewed"
 
-            await asyncio.gather(*(one() for _ in range(count)))
+            await asyncio.gather(*(one(i) for i in range(count)))
 
         asyncio.run(run(300))  # warm up
         collected = [0.0]
@@ -145,14 +161,14 @@ def measure(decisions: int) -> dict[str, Any]:
     }
 
 
-def show(name: str, run: dict[str, Any]) -> None:
+def show(name: str, run: dict[str, Any], what: str) -> None:
     threads = ", ".join(
         f"{thread} {user:.0f}+{system:.0f}"
         for thread, (user, system) in sorted(run["threads"].items())
         if user + system >= 1
     )
     print(
-        f"{name}: {run['per_second']:,.0f}/s, {run['cpu_us']:,.0f} µs CPU per decision"
+        f"{name}: {run['per_second']:,.0f}/s, {run['cpu_us']:,.0f} µs CPU per {what}"
         f" (user+system by thread: {threads}); {run['written_kb']:.1f} KB written,"
         f" {run['read_kb']:.1f} KB read, {run['gc_us']:.0f} µs in the collector",
         flush=True,
@@ -164,10 +180,11 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--compare", type=Path, metavar="DIR")
+    parser.add_argument("--renewals", action="store_true", help="renew, do not request")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a child run: print the figures as JSON
-        print(json.dumps(measure(args.decisions)))
+        print(json.dumps(measure(args.decisions, args.renewals)))
         return
     trees = [("this tree", HERE.parent)]
     if args.compare is not None:
@@ -176,10 +193,11 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, tree in trees:
             argv = [sys.executable, str(HERE / "inprocess_bench.py"), "--one"]
-            argv += ["--decisions", str(args.decisions)]
+            argv += ["--decisions", str(args.decisions), *(["--renewals"] * args.renewals)]
             env = {**os.environ, "PYTHONPATH": str(tree)}
             done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
-            show(name, json.loads(done.stdout.strip().splitlines()[-1]))
+            what = "renewal" if args.renewals else "decision"
+            show(name, json.loads(done.stdout.strip().splitlines()[-1]), what)
     print(f"load at end: {os.getloadavg()[0]:.2f} (1 min)")
 
 
