@@ -10,54 +10,54 @@ exit code 1; bad usage exits 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 from lictor import __version__
 from lictor.errors import LictorError
 
+# command -> the module registering it (``lictor.cli.<module>``), in the order of `--help`
+COMMANDS = {
+    "serve": "serve",
+    "demo": "demo",
+    "run": "run",
+    "policy": "policy",
+    "entity": "entity",
+    "exec": "executions",
+    "replay": "replay",
+    "runtime": "runtime",
+    "principal": "principal",
+    "log": "log",
+    "credential": "credential",
+    "db": "db",
+    "mcp": "mcp",
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    from lictor.cli import (
-        credential,
-        db,
-        demo,
-        entity,
-        executions,
-        log,
-        mcp,
-        policy,
-        principal,
-        replay,
-        run,
-        runtime,
-        serve,
-    )
 
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: with only the named command's group when it names one
+    (a command imports what it needs, not what every other command needs: `lictor
+    run` does not load the server), with none for ``--version`` alone, else with every
+    group (for help and errors)."""
     parser = argparse.ArgumentParser(prog="lictor", description="Lictor: execution governance.")
     parser.add_argument("--version", action="version", version=f"lictor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (
-        serve,
-        demo,
-        run,
-        policy,
-        entity,
-        executions,
-        replay,
-        runtime,
-        principal,
-        log,
-        credential,
-        db,
-        mcp,
-    ):
-        group.register(sub)
+    named = next((a for a in argv or () if not a.startswith("-")), None)
+    if named in COMMANDS:
+        modules = [COMMANDS[named]]
+    elif named is None and "--version" in (argv or ()):
+        modules = []  # answered before any command is looked at
+    else:
+        modules = list(COMMANDS.values())
+    for module in modules:
+        importlib.import_module(f"lictor.cli.{module}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         code: int = args.func(args)
     except LictorError as e:

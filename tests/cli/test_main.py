@@ -1,0 +1,48 @@
+"""The `lictor` entry point loads only the command it runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lictor.cli.main import COMMANDS, build_parser
+
+SERVER_MODULES = ("fastapi", "uvicorn", "lictor.server.app")
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize("argv", [["run", "--help"], ["exec", "list"], ["--version"]])
+def test_a_client_command_does_not_load_the_server(argv: list[str]) -> None:
+    loaded = loaded_after(f"from lictor.cli.main import build_parser; build_parser({argv!r})")
+    assert not loaded.intersection(SERVER_MODULES)
+
+
+def test_the_version_loads_no_command() -> None:
+    loaded = loaded_after("from lictor.cli.main import build_parser; build_parser(['--version'])")
+    assert not {f"lictor.cli.{module}" for module in COMMANDS.values()} & loaded
+
+
+def test_help_and_an_unknown_command_see_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser(["nonsense"]).parse_args(["nonsense"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert all(f"'{command}'" in error for command in COMMANDS)
+
+
+def test_each_command_is_registered_by_its_module(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser([command, "--help"]).parse_args([command, "--help"])
+        assert exit_info.value.code == 0
+        usage = capsys.readouterr().out.split("\n", 1)[0].split()
+        assert usage[:3] == ["usage:", "lictor", command]
