@@ -19,11 +19,15 @@ Modules: `client` (HTTP), `scope` (governed blocks), `enforce` (lease rules),
 and the errors it raises come from `lictor.errors`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from lictor.errors import DeniedError, ExecutionRevokedError, LeaseLostError
 from lictor.sdk.client import AsyncClient, Client
 from lictor.sdk.enforce import ExecutionHandle, Lease
 from lictor.sdk.governed import current_execution, governed
-from lictor.sdk.verify import VerifiedReceipt, verify_receipt
+
+if TYPE_CHECKING:
+    from lictor.sdk.verify import VerifiedReceipt, verify_receipt
 
 __all__ = [
     "AsyncClient",
@@ -38,3 +42,13 @@ __all__ = [
     "governed",
     "verify_receipt",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The receipt verifier, loaded when first asked for: a runtime that only governs
+    work (`lictor run`, the MCP gateway) does not load the log's formats."""
+    if name in ("VerifiedReceipt", "verify_receipt"):
+        from lictor.sdk import verify
+
+        return getattr(verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,3 +46,10 @@ def test_each_command_is_registered_by_its_module(capsys: pytest.CaptureFixture[
         assert exit_info.value.code == 0
         usage = capsys.readouterr().out.split("\n", 1)[0].split()
         assert usage[:3] == ["usage:", "lictor", command]
+
+
+def test_governing_a_command_does_not_load_the_receipt_verifier() -> None:
+    loaded = loaded_after("import lictor.cli.run")
+    assert "lictor.sdk.verify" not in loaded and "lictor.audit" not in loaded
+    loaded = loaded_after("from lictor.sdk import VerifiedReceipt, verify_receipt")
+    assert "lictor.sdk.verify" in loaded  # loaded when asked for
