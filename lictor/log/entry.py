@@ -15,6 +15,7 @@ two agree.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -24,6 +25,8 @@ from lictor.errors import EntryError
 from lictor.log.tiles import MAX_ENTRY_SIZE
 
 MAX_DOCUMENT_SIZE = 1 << 20
+# a JSON integer of 19 digits or more, which orjson may read as a float (`json` reads it exactly)
+LONG_INTEGER = re.compile(rb"\d{19}")
 
 
 def canonical_entry(entry: dict[str, Any], limit: int = MAX_ENTRY_SIZE) -> bytes:

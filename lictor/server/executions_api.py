@@ -488,6 +488,7 @@ class PrincipalRevokeRequest(BaseModel):
 def revoke_principal(body: PrincipalRevokeRequest, request: Request, who: Admin) -> Any:
     """Revoke a principal: its active executions now (cascading), its requests from now on."""
     sweeps: Sweeps = request.app.state.sweeps
-    revoked = sweeps.revoke_principal(entity(body.principal), body.reason)
+    principal = entity(body.principal)
+    revoked = sweeps.revoke_principal(principal, body.reason)
     request.app.state.metrics.revocations.labels("principal").inc(len(revoked))
-    return {"principal": entity(body.principal).to_json(), "revoked": list(revoked)}
+    return {"principal": principal.to_json(), "revoked": list(revoked)}

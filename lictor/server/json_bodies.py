@@ -32,12 +32,12 @@ from typing import Any
 import orjson
 
 from lictor.errors import InvalidRequestError
+from lictor.log.entry import LONG_INTEGER
 
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the start of any escaped surrogate
 # every string of a JSON text in order (outside strings there is no quote), and whether a
 # colon follows it: that makes it a key
 STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"(\s*:)?')  # unrolled: linear, no per-byte branch
-LONG_INTEGER = re.compile(rb"\d{19}")
 
 
 def parse_json_body(raw: bytes) -> Any:

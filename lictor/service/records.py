@@ -13,7 +13,6 @@ an index entry written with the record, so none is kept that nothing asks for.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ import orjson
 from lictor.core.policy import LineageFacts, RuntimeFacts
 from lictor.core.types import EntityRef, Execution, ExecutionState, Lease, Outcome, changed
 from lictor.errors import EntryError
-from lictor.log.entry import MAX_DOCUMENT_SIZE, canonical_document
+from lictor.log.entry import LONG_INTEGER, MAX_DOCUMENT_SIZE, canonical_document
 from lictor.store.base import Record, RecordWrite
 
 KIND = "execution"
@@ -111,15 +110,12 @@ def _loaded(doc: bytes) -> Any:
     """A record's document read back: with orjson, unless it may hold an integer of 19
     digits or more (which orjson would read as a float) or orjson refuses it (an
     escaped lone surrogate): `json` reads those exactly as they were written."""
-    if not _LONG_INTEGER.search(doc):
+    if not LONG_INTEGER.search(doc):
         try:
             return orjson.loads(doc)
         except orjson.JSONDecodeError:
             pass
     return json.loads(doc)
-
-
-_LONG_INTEGER = re.compile(rb"\d{19}")
 
 
 def _document(value: dict[str, Any]) -> bytes:
