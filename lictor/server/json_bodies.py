@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from lictor.errors import InvalidRequestError
-from lictor.log.entry import LONG_INTEGER
+from lictor.log.entry import may_hold_long_integer
 
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # the start of any escaped surrogate
 # every string of a JSON text in order (outside strings there is no quote), and whether a
@@ -46,7 +46,7 @@ def parse_json_body(raw: bytes) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _parse_strictly(raw)
-    if LONG_INTEGER.search(raw) or _written_keys(raw) != _members(value):
+    if may_hold_long_integer(raw) or _written_keys(raw) != _members(value):
         return _parse_strictly(raw)
     return value
 

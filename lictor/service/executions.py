@@ -50,7 +50,7 @@ from lictor.service.records import KIND, StoredExecution
 from lictor.service.runtimes import KIND as RUNTIME_KIND
 from lictor.service.runtimes import Runtime, Runtimes
 from lictor.service.tools import pin_denial
-from lictor.store.base import Record, StoredEntry
+from lictor.store.base import Record, RecordWrite, StoredEntry
 from lictor.store.view import StateView
 
 STALE_RETRIES = 3
@@ -309,9 +309,11 @@ class Executions:
                     e, now, current.reason_code or "denied", current.policy_version or None
                 )
             new = stored.with_transition(e, now, first_index, current.to_json())
-            entry = self.entry(new, current, definition=definition)
+            entry, write = self.entry(new, current, definition=definition), new.write()
             return Plan(
-                [entry], [new.write()], lambda head: self._outcome(new, entry, first_index, head)
+                [entry],
+                [write],
+                lambda head: self._outcome(self._written(new, write), entry, first_index, head),
             )
 
         return plan
@@ -456,11 +458,22 @@ class Executions:
         if known is not None and _same(known.record, record):
             return known
         read = Read(record, StoredExecution.from_record(record))
+        self._keep(read)
+        return read
+
+    def _written(self, stored: StoredExecution, write: RecordWrite) -> StoredExecution:
+        """``stored`` as committed by ``write``: kept, so that the next read of its record
+        (the next renewal's) finds it parsed already."""
+        record = write.record()
+        read = Read(record, changed(stored, record_version=record.version))
+        self._keep(read)
+        return read.stored
+
+    def _keep(self, read: Read) -> None:
         with self._parsed_lock:
             if len(self._parsed) >= PARSED_RECORDS:
                 self._parsed.pop(next(iter(self._parsed)))
-            self._parsed[execution_id] = read
-        return read
+            self._parsed[read.record.key] = read
 
     def find(
         self, filters: Mapping[str, str], after: str = "", limit: int = 100
@@ -538,10 +551,15 @@ class Executions:
             e = leases.renew(current.execution, at, ttl_ms, parent, decision.policy_version)
             if decision.policy_version == _decided_version(current) and facts == current.runtime:
                 same = changed(current, execution=e)
-                return Plan([], [same.write()], lambda head: Outcome(same, None))
+                write = same.write()
+                return Plan([], [write], lambda head: Outcome(self._written(same, write), None))
             new = current.with_transition(e, at, first_index, decision.to_json(), facts)
-            entry = self.entry(new, decision)
-            return Plan([entry], [new.write()], lambda h: self._outcome(new, entry, first_index, h))
+            entry, write = self.entry(new, decision), new.write()
+            return Plan(
+                [entry],
+                [write],
+                lambda h: self._outcome(self._written(new, write), entry, first_index, h),
+            )
 
         return plan, now
 

@@ -21,7 +21,7 @@ import orjson
 from lictor.core.policy import LineageFacts, RuntimeFacts
 from lictor.core.types import EntityRef, Execution, ExecutionState, Lease, Outcome, changed
 from lictor.errors import EntryError
-from lictor.log.entry import LONG_INTEGER, MAX_DOCUMENT_SIZE, canonical_document
+from lictor.log.entry import MAX_DOCUMENT_SIZE, canonical_document, may_hold_long_integer
 from lictor.store.base import Record, RecordWrite
 
 KIND = "execution"
@@ -110,7 +110,7 @@ def _loaded(doc: bytes) -> Any:
     """A record's document read back: with orjson, unless it may hold an integer of 19
     digits or more (which orjson would read as a float) or orjson refuses it (an
     escaped lone surrogate): `json` reads those exactly as they were written."""
-    if not LONG_INTEGER.search(doc):
+    if not may_hold_long_integer(doc):
         try:
             return orjson.loads(doc)
         except orjson.JSONDecodeError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lictor.errors import EntryError
-from lictor.log.entry import canonical_entry, parse_entry
+from lictor.log.entry import canonical_entry, may_hold_long_integer, parse_entry
 from lictor.log.tiles import MAX_ENTRY_SIZE
 
 
@@ -155,3 +156,13 @@ def test_the_fast_path_writes_exactly_the_rfc8785_bytes(value: dict[str, Any]) -
         return
     if len(expected) <= 65535:
         assert canonical_entry(value) == expected
+
+
+@given(st.binary(max_size=200) | st.text("0123456789x\"", max_size=60).map(str.encode))
+def test_a_long_integer_is_spotted_as_nineteen_digits_in_a_row(raw: bytes) -> None:
+    assert may_hold_long_integer(raw) == (re.search(rb"[0-9]{19}", raw) is not None)
+
+
+def test_eighteen_digits_are_not_a_long_integer_and_nineteen_are() -> None:
+    assert not may_hold_long_integer(b'{"x": 123456789012345678, "y": "1234567890"}')
+    assert may_hold_long_integer(b'{"x": 1234567890123456789}')

@@ -35,6 +35,7 @@ from lictor.server.app import create_app
 from lictor.service import executions as executions_module
 from lictor.service.log import AuditLog
 from lictor.service.policies import source_json
+from lictor.service.records import StoredExecution
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PLANNER = {"type": "Agent", "id": "planner-7"}
@@ -791,3 +792,26 @@ def test_a_renewal_under_a_policy_that_reads_the_time_asks_every_time(
     assert execution["state"] == "revoked"
     assert execution["reason"] == "reverify_denied:denied_by_policy"
     assert len(cedar_calls) == 3
+
+
+def test_a_record_kept_parsed_after_its_write_is_the_one_stored(
+    client: TestClient, runtime: Headers, admin: Headers
+) -> None:
+    app: Any = client.app
+    executions, store = app.state.executions, app.state.log.store
+    execution_id = started(client, runtime)["execution"]["id"]
+
+    def kept_is_stored() -> None:
+        record = store.get_record("execution", execution_id)
+        kept = executions._parsed[execution_id]
+        assert (kept.record.version, kept.record.doc) == (record.version, record.doc)
+        assert kept.stored == StoredExecution.from_record(record)
+
+    kept_is_stored()  # as the request wrote it
+    renew(client, runtime, execution_id)
+    kept_is_stored()  # a renewal that moved only the lease
+    beat = {"attestation": {"state": "verified", "digests": {"image": "sha256:" + "b" * 64}}}
+    assert client.post("/v1/runtimes/edge-eu/heartbeat", json=beat, headers=runtime).is_success
+    renew(client, runtime, execution_id)
+    kept_is_stored()  # a renewal under new runtime facts: a transition, logged
+    assert len(shown(client, admin, execution_id)["transitions"]) == 2
