@@ -158,7 +158,7 @@ def test_the_fast_path_writes_exactly_the_rfc8785_bytes(value: dict[str, Any]) -
         assert canonical_entry(value) == expected
 
 
-@given(st.binary(max_size=200) | st.text("0123456789x\"", max_size=60).map(str.encode))
+@given(st.binary(max_size=200) | st.text('0123456789x"', max_size=60).map(str.encode))
 def test_a_long_integer_is_spotted_as_nineteen_digits_in_a_row(raw: bytes) -> None:
     assert may_hold_long_integer(raw) == (re.search(rb"[0-9]{19}", raw) is not None)
 
