@@ -14,6 +14,8 @@ import msgspec
 from lictor import errors
 from lictor.core.lease import MAX_EXIT_CODE, MAX_TTL_MS, MIN_EXIT_CODE, MIN_TTL_MS
 
+MAX_BATCH = 256  # renewals or completions in one call
+
 _STATUS: dict[type[errors.LictorError], int] = {
     errors.InvalidRequestError: 400,
     errors.PayloadTooLargeError: 413,
@@ -101,6 +103,19 @@ class RenewBody(msgspec.Struct, forbid_unknown_fields=True):
     """``POST /v1/executions/{id}/renew``."""
 
     ttl: TtlSeconds | None = None
+
+
+class RenewalBody(msgspec.Struct, forbid_unknown_fields=True):
+    """One renewal of ``POST /v1/executions/renewals``."""
+
+    execution: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    ttl: TtlSeconds | None = None
+
+
+class RenewalsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/executions/renewals``: a runtime's heartbeat for what it holds."""
+
+    renewals: Annotated[list[RenewalBody], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
 class CompleteBody(msgspec.Struct, forbid_unknown_fields=True):
