@@ -29,11 +29,10 @@ from lictor.service.executions import Ask, Completion, Executions, Outcome
 from lictor.service.records import StoredExecution, execution_json
 from lictor.service.sweeps import Sweeps
 from lictor.store.base import Credential
-from lictor.wire import TypedRef, error_body, ref_value
+from lictor.wire import MAX_BATCH, TypedRef, error_body, ref_value
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
 MAX_CONTEXT_DEPTH = 8
-MAX_COMPLETIONS = 256
 Runtime = Annotated[Credential, Depends(require_role("runtime"))]
 ACTING = require_role("runtime", GRANT_ROLE)  # who may request, renew and complete
 Acting = Annotated[Credential, Depends(ACTING)]
@@ -85,9 +84,18 @@ class CompletionItem(CompleteRequest):
     execution: Annotated[str, Field(min_length=1, max_length=64)]
 
 
+class RenewalItem(RenewRequest):
+    execution: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class RenewalsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    renewals: Annotated[list[RenewalItem], Field(min_length=1, max_length=MAX_BATCH)]
+
+
 class CompletionsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    completions: Annotated[list[CompletionItem], Field(min_length=1, max_length=MAX_COMPLETIONS)]
+    completions: Annotated[list[CompletionItem], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class RevokeRequest(BaseModel):
@@ -146,6 +154,13 @@ class CompletionFailed(BaseModel):
 
 class CompletionsReply(BaseModel):
     """Each completion's answer in its place: `ExecutionReply`, or why it failed."""
+
+    results: list[ExecutionReply | CompletionFailed]
+
+
+class RenewalsReply(BaseModel):
+    """Each renewal's answer in its place: `ExecutionReply` (a new lease and grant, or
+    revoked, with why), or why it failed."""
 
     results: list[ExecutionReply | CompletionFailed]
 
@@ -297,9 +312,38 @@ async def renew_answer(
 ) -> dict[str, Any]:
     """Renew ``execution_id`` for ``who``: the answer's body."""
     own_execution(who, execution_id)
-    ttl_ms = (ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
-    outcome = await executions.renew_async(execution_id, who.name, ttl_ms)
+    outcome = await executions.renew_async(execution_id, who.name, _ttl_ms(ttl))
     return _body(outcome, executions)
+
+
+async def renewals_answer(
+    renewals: list[tuple[str, int | None]], who: Credential, executions: Executions
+) -> dict[str, Any]:
+    """Renew each ``(execution id, ttl in s)`` for the runtime ``who``, committed
+    together: the answer's body, each renewal's answer in its place."""
+    ids = [execution_id for execution_id, _ in renewals]
+    if len(set(ids)) != len(ids):
+        raise InvalidRequestError("each execution may be renewed once per call")
+    asked = [(execution_id, _ttl_ms(ttl)) for execution_id, ttl in renewals]
+    return {
+        "results": _results(ids, await executions.renew_many_async(who.name, asked), executions)
+    }
+
+
+def _ttl_ms(ttl: int | None) -> int:
+    return (ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
+
+
+def _results(
+    ids: list[str], outcomes: list[Outcome | LictorError], executions: Executions
+) -> list[dict[str, Any]]:
+    """Each outcome's body, or its error naming its execution, in its place."""
+    return [
+        {"execution": execution_id, **error_body(o.code, o.message)}
+        if isinstance(o, LictorError)
+        else _body(o, executions)
+        for execution_id, o in zip(ids, outcomes, strict=True)
+    ]
 
 
 async def complete_answer(
@@ -388,13 +432,16 @@ async def complete_many(body: CompletionsRequest, request: Request, who: Runtime
         for c in body.completions
     ]
     outcomes = await executions.complete_many_async(who.name, completions)
-    results = [
-        {"execution": execution, **error_body(o.code, o.message)}
-        if isinstance(o, LictorError)
-        else _body(o, executions)
-        for execution, o in zip(ids, outcomes, strict=True)
-    ]
-    return JSONResponse({"results": results})
+    return JSONResponse({"results": _results(ids, outcomes, executions)})
+
+
+@router.post("/renewals", operation_id="renew_executions", responses=answers(RenewalsReply))
+async def renew_many(body: RenewalsRequest, request: Request, who: Runtime) -> Any:
+    """Renew several executions of the calling runtime (its heartbeat for the work it
+    holds), each re-authorized as `renew` does, committed together; each succeeds or
+    fails alone, its answer (`renew`'s body, or ``error``) in its place in ``results``."""
+    renewals = [(r.execution, r.ttl) for r in body.renewals]
+    return JSONResponse(await renewals_answer(renewals, who, _executions(request)))
 
 
 @router.post(

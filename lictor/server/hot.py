@@ -1,13 +1,15 @@
 """The calls on every execution's path, served as raw ASGI (docs/adr/0020).
 
-Requesting an execution, renewing its lease and completing it are what every
-enforcement point calls all the time; through FastAPI each paid for routing,
-middleware layers, dependency injection and pydantic models several times
-over the work of reading the body. `HotRoutes` sits in front of the whole
-FastAPI application (its request telemetry, routing and middleware stack:
-`lictor.server.app.LictorApp`) and serves exactly these three (``POST /v1/executions``,
-``POST /v1/executions/{id}/renew``, ``POST /v1/executions/{id}/complete``)
-itself; every other request goes on to the application.
+Requesting an execution, renewing its lease (or a runtime's leases together)
+and completing it are what every enforcement point calls all the time;
+through FastAPI each paid for routing, middleware layers, dependency
+injection and pydantic models several times over the work of reading the
+body. `HotRoutes` sits in front of the whole FastAPI application (its request
+telemetry, routing and middleware stack: `lictor.server.app.LictorApp`) and
+serves exactly these four itself: ``POST /v1/executions``,
+``POST /v1/executions/{id}/renew``, ``POST /v1/executions/renewals`` and
+``POST /v1/executions/{id}/complete``. Every other request goes on to the
+application.
 
 It does what the application does for them, in the same order, with the same
 answers: a body over the limit is 413; a body that is not strict JSON is 400
@@ -37,22 +39,31 @@ from lictor.server.executions_api import (
     complete_answer,
     decide,
     renew_answer,
+    renewals_answer,
     router,
 )
 from lictor.server.json_bodies import is_json, parse_json_body
 from lictor.service.executions import Completion
 from lictor.store.base import Credential
-from lictor.wire import CompleteBody, ExecutionRequestBody, RenewBody, error_body, status_for
+from lictor.wire import (
+    CompleteBody,
+    ExecutionRequestBody,
+    RenewalsBody,
+    RenewBody,
+    error_body,
+    status_for,
+)
 
 PREFIX = router.prefix
 logger = logging.getLogger("lictor.server")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 Handler = Callable[[Any, Credential, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
 Body = TypeVar("Body")
+RUNTIMES = frozenset({"runtime"})  # who may renew several executions at once
 
 
 class HotRoutes:
-    """ASGI middleware: serves the three hot routes, passes every other request on."""
+    """ASGI middleware: serves the four hot routes, passes every other request on."""
 
     def __init__(self, app: ASGIApp, state: Any, limit: int) -> None:
         self.app = app
@@ -63,18 +74,24 @@ class HotRoutes:
         if scope["type"] == "http" and scope["method"] == "POST":
             route = _route(scope["path"])
             if route is not None:
-                await self._serve(route[0], route[1], scope, receive, send)
+                await self._serve(*route, scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
     async def _serve(
-        self, handler: Handler, execution_id: str, scope: Scope, receive: Receive, send: Send
+        self,
+        handler: Handler,
+        execution_id: str,
+        roles: frozenset[str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         raw = await self._body(receive)
         if raw is None:
             return  # the client went away
         try:
-            status, answer = await self._answer(handler, execution_id, scope, raw)
+            status, answer = await self._answer(handler, execution_id, roles, scope, raw)
         except LictorError as e:
             status, answer = status_for(e), error_body(e.code, e.message)
         except Exception:  # as the application answers a bug: logged, 500, still serving
@@ -102,32 +119,35 @@ class HotRoutes:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _answer(
-        self, handler: Handler, execution_id: str, scope: Scope, raw: bytes
+        self, handler: Handler, execution_id: str, roles: frozenset[str], scope: Scope, raw: bytes
     ) -> tuple[int, dict[str, Any]]:
         if len(raw) > self.limit:
             raise PayloadTooLargeError(f"request body exceeds {self.limit} bytes")
         authorization, content_type = first_header(scope, b"authorization", b"content-type")
         json_body = content_type is not None and is_json(content_type)
         value = parse_json_body(raw) if json_body and raw else None  # 400 before the caller
-        who = admit(authenticate(authorization, self.state), ACTING.roles)
+        who = admit(authenticate(authorization, self.state), roles)
         if not json_body:  # as FastAPI: a body of another type (or none) fails validation
             raise InvalidRequestError("body: the request body must be JSON (application/json)")
         return await handler(value, who, execution_id, self.state)
 
 
-def _route(path: str) -> tuple[Handler, str] | None:
-    """The handler of a hot route's path, and the execution it names ('' for none)."""
+def _route(path: str) -> tuple[Handler, str, frozenset[str]] | None:
+    """The handler of a hot route's path, the execution it names ('' for none) and the
+    roles it admits."""
     if path == PREFIX:
-        return _request, ""
+        return _request, "", ACTING.roles
     if not path.startswith(PREFIX + "/"):
         return None
     execution_id, slash, verb = path[len(PREFIX) + 1 :].partition("/")
-    if not slash or not execution_id:
+    if not slash:
+        return (_renew_many, "", RUNTIMES) if execution_id == "renewals" else None
+    if not execution_id:
         return None
     if verb == "renew":
-        return _renew, execution_id
+        return _renew, execution_id, ACTING.roles
     if verb == "complete":
-        return _complete, execution_id
+        return _complete, execution_id, ACTING.roles
     return None
 
 
@@ -161,6 +181,14 @@ async def _renew(
 ) -> tuple[int, dict[str, Any]]:
     body = _read(value, RenewBody)
     return 200, await renew_answer(execution_id, body.ttl, who, state.executions)
+
+
+async def _renew_many(
+    value: Any, who: Credential, execution_id: str, state: Any
+) -> tuple[int, dict[str, Any]]:
+    body = _read(value, RenewalsBody)
+    renewals = [(r.execution, r.ttl) for r in body.renewals]
+    return 200, await renewals_answer(renewals, who, state.executions)
 
 
 async def _complete(

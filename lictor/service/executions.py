@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, NamedTuple
@@ -519,6 +519,39 @@ class Executions:
             partial(self._renew_command, execution_id, runtime_id, ttl_ms)
         )
 
+    async def renew_many_async(
+        self, runtime_id: str, renewals: Sequence[tuple[str, int]]
+    ) -> list[Outcome | LictorError]:
+        """Renew each ``(execution id, ttl in ms)`` as `renew` does (its authorization
+        run again), planned together and committed together: a runtime's heartbeat for
+        the executions it holds. Each succeeds or fails alone (its error in its place)."""
+        planned: list[tuple[Command, int] | LictorError] = []
+        for execution_id, ttl_ms in renewals:
+            try:
+                planned.append(self._renew_command(execution_id, runtime_id, ttl_ms))
+            except LictorError as e:
+                planned.append(e)
+        commands = [p if isinstance(p, LictorError) else p[0] for p in planned]
+        settled = await self._run_together(commands)
+        done: list[Outcome | LictorError] = []
+        for (execution_id, ttl_ms), planning, answer in zip(
+            renewals, planned, settled, strict=True
+        ):
+            if isinstance(answer, StaleDecisionError):  # decided under a policy since replaced
+                self.policies.invalidate()
+                self.runtimes.forget()
+                answer = await self._alone(self.renew_async(execution_id, runtime_id, ttl_ms))
+            elif not isinstance(answer, LictorError) and not isinstance(planning, LictorError):
+                answer = self._with_grant(answer, planning[1])
+            done.append(answer)
+        return done
+
+    async def _alone(self, outcome: Awaitable[Outcome]) -> Outcome | LictorError:
+        try:
+            return await outcome
+        except LictorError as e:
+            return e
+
     def _renew_command(
         self, execution_id: str, runtime_id: str, ttl_ms: int
     ) -> tuple[Command, int]:
@@ -586,28 +619,31 @@ class Executions:
     ) -> list[Outcome | LictorError]:
         """Several completions, planned together and committed in one transaction;
         each succeeds or fails alone (its error in its place in the list)."""
-        results: list[Outcome | LictorError | None] = []
-        commands: list[Command] = []
+        planned: list[Command | LictorError] = []
         for c in completions:
             try:
-                commands.append(
+                planned.append(
                     self._complete_command(
                         c.execution_id, runtime_id, c.outcome, c.exit_code, c.summary, c.result_hash
                     )
                 )
-                results.append(None)
             except LictorError as e:
-                results.append(e)
+                planned.append(e)
+        return await self._run_together(planned)
+
+    async def _run_together(self, planned: Sequence[Command | LictorError]) -> list[Any]:
+        """Each command's result, or its error, in its place (errors planning stay where
+        they are); the commands go to the committer together, so one commit takes them
+        all unless the batch is full."""
+        commands = [p for p in planned if not isinstance(p, LictorError)]
         futures = self.log.sequencer.submit_async(commands) if commands else []
         settled = iter(await asyncio.gather(*futures, return_exceptions=True))
-        done: list[Outcome | LictorError] = []
-        for result in results:
-            if result is None:
-                answer = next(settled)
-                if isinstance(answer, BaseException) and not isinstance(answer, LictorError):
-                    raise answer  # not an answer for one completion: a fault of the whole
-                result = answer
-            done.append(result)
+        done: list[Any] = []
+        for planning in planned:
+            answer = planning if isinstance(planning, LictorError) else next(settled)
+            if isinstance(answer, BaseException) and not isinstance(answer, LictorError):
+                raise answer  # not an answer for one command: a fault of the whole
+            done.append(answer)
         return done
 
     def _complete_command(

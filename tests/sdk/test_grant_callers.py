@@ -74,6 +74,11 @@ def test_a_grant_is_refused_everything_else(plane: Plane) -> None:
             "/v1/executions/completions",
             {"completions": [{"execution": mine["execution"]["id"], "outcome": "succeeded"}]},
         ),
+        (
+            "POST",
+            "/v1/executions/renewals",
+            {"renewals": [{"execution": mine["execution"]["id"]}]},
+        ),
         ("POST", f"/v1/executions/{other_id}/revoke", {"reason": "x"}),
         ("POST", "/v1/runtimes/edge-1/heartbeat", {"attestation": {"state": "verified"}}),
         ("POST", "/v1/tools/observe", {"server": "s", "tools": []}),

@@ -187,6 +187,95 @@ def test_malformed_completions_are_refused_whole(
     assert client.get("/v1/log/checkpoint").json()["size"] == size
 
 
+def test_renewals_are_answered_each_alone_and_committed_together(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    runtime = governed["runtime"]
+    ids = [_ask(client, runtime).json()["execution"]["id"] for _ in range(4)]
+    body = {"name": "edge-us", "region": "us-east-1", "cluster": "prod-b"}
+    other = client.post("/v1/runtimes", json=body, headers=admin).json()["credential"]
+    theirs = _ask(client, {"Authorization": f"Bearer {other}"}).json()["execution"]["id"]
+    assert client.post(
+        f"/v1/executions/{ids[3]}/complete", json={"outcome": "failed"}, headers=runtime
+    ).is_success
+    items = [
+        {"execution": ids[0], "ttl": 60},
+        {"execution": "ex_" + "z" * 26},
+        {"execution": ids[1]},
+        {"execution": ids[3]},
+        {"execution": theirs},
+        {"execution": ids[2], "ttl": 20},
+    ]
+    commits: list[int] = []
+    client.app.state.log.sequencer.add_listener(lambda head: commits.append(head.size))  # type: ignore[attr-defined]
+    r = client.post("/v1/executions/renewals", json={"renewals": items}, headers=runtime)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    codes = [x.get("error", {}).get("code") for x in results]
+    assert codes == [None, "not_found", None, "invalid_transition", "permission_denied", None]
+    assert [results[i]["execution"] for i in (1, 3, 4)] == [
+        items[i]["execution"] for i in (1, 3, 4)
+    ]
+    renewed = [results[i] for i in (0, 2, 5)]
+    assert [x["execution"]["id"] for x in renewed] == [ids[0], ids[1], ids[2]]
+    assert [x["lease"]["ttl"] for x in renewed] == [60, 15, 20]  # 15 s: the default
+    verifier = client.app.state.executions.grants.verifier  # type: ignore[attr-defined]
+    for x in renewed:
+        assert x["execution"]["state"] == "active"
+        claims = verify_grant(x["grant"], verifier, x["execution"]["lease"]["issued_at_ms"])
+        assert claims.execution_id == x["execution"]["id"]
+        assert claims.expires_at_ms == x["lease"]["expires_at_ms"] // 1000 * 1000
+    assert len(commits) == 1  # three leases moved in one transaction, nothing to log
+
+
+def test_a_renewal_among_others_is_revoked_when_its_authorization_no_longer_holds(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    runtime = governed["runtime"]
+    ids = [_ask(client, runtime).json()["execution"]["id"] for _ in range(2)]
+    entities = json.loads((EXAMPLES / "entities.json").read_text())
+    for entity in entities:
+        if entity["uid"]["id"] == "planner-7":
+            entity["parents"] = []  # no longer on a team that may deploy
+    assert client.put("/v1/entities", json={"entities": entities}, headers=admin).is_success
+    items = [{"execution": i} for i in ids]
+    r = client.post("/v1/executions/renewals", json={"renewals": items}, headers=runtime)
+    assert r.status_code == 200, r.text
+    for x in r.json()["results"]:
+        assert x["execution"]["state"] == "revoked"
+        assert x["execution"]["reason"] == "reverify_denied:not_permitted"
+        assert "grant" not in x or x["grant"] is None
+        _verify_receipt(client, x["receipt"])
+
+
+@pytest.mark.parametrize(
+    "others",
+    [
+        [{"execution": "ex_1"}] * 2,
+        [{"execution": f"ex_{n}"} for n in range(256)],
+        [{"execution": "ex_1", "ttl": 0}],
+        [{"execution": "ex_1", "ttl": "30"}],
+        [{"execution": ""}],
+        [{"execution": "ex_1", "extra": 1}],
+        [{"execution": "SELF"}],
+    ],
+    ids=["twice", "too many", "ttl 0", "ttl text", "empty id", "extra field", "self twice"],
+)
+def test_malformed_renewals_are_refused_whole(
+    client: TestClient, governed: dict[str, Any], others: list[dict[str, Any]]
+) -> None:
+    runtime = governed["runtime"]
+    execution = _ask(client, runtime).json()["execution"]
+    mine = {"execution": execution["id"]}
+    items = [mine, *(mine if o == {"execution": "SELF"} else o for o in others)]
+    r = client.post("/v1/executions/renewals", json={"renewals": items}, headers=runtime)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request", r.text
+    shown = client.get(f"/v1/executions/{execution['id']}", headers=runtime).json()
+    assert shown["execution"]["lease"] == execution["lease"]  # not renewed
+    r = client.post("/v1/executions/renewals", json={"renewals": []}, headers=runtime)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+
+
 def test_revoking_a_parent_revokes_every_descendant_in_one_transaction(
     client: TestClient, governed: dict[str, Any], admin: dict[str, str]
 ) -> None:

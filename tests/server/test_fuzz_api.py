@@ -309,6 +309,50 @@ def test_completions(
     assert _size(quiet) == before + codes.count(None)
 
 
+renewal_items = st.lists(
+    st.tuples(st.sampled_from(["live", "ended", "missing"]), transition_bodies["renew"]),
+    min_size=1,
+    max_size=5,
+)
+
+
+@FUZZ
+@given(items=renewal_items, mangled=st.none() | json_values)
+def test_renewals(
+    quiet: TestClient, governed: Headers, admin: Headers, items: Any, mangled: Any
+) -> None:
+    """A runtime's renewals together: each live one gets a new lease (and logs nothing
+    new, its authorization unchanged), each other one is answered with its error, and
+    a malformed batch changes nothing."""
+    asked = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING}
+    renewals = []
+    for n, (kind, body) in enumerate(items):
+        execution_id = f"ex_{n:026d}"
+        if kind != "missing":
+            created = quiet.post("/v1/executions", json=asked, headers=governed).json()
+            execution_id = created["execution"]["id"]
+        if kind == "ended":
+            path = f"/v1/executions/{execution_id}/revoke"
+            assert quiet.post(path, json={"reason": "x"}, headers=admin).status_code == 200
+        renewals.append({"execution": execution_id, **body})
+    before = _size(quiet)
+    payload = {"renewals": renewals} if mangled is None else mangled
+    r = quiet.post("/v1/executions/renewals", json=payload, headers=governed)
+    assert _is_clean(r, {200, 400, 413}), (payload, r.text)
+    assert _size(quiet) == before, r.text
+    if r.status_code != 200:
+        assert mangled is not None, r.text
+        return
+    results = r.json()["results"]
+    codes = [x.get("error", {}).get("code") for x in results]
+    expected = {"live": None, "ended": "invalid_transition", "missing": "not_found"}
+    assert codes == [expected[kind] for kind, _ in items]
+    for (kind, body), x in zip(items, results, strict=True):
+        if kind == "live":
+            assert x["execution"]["state"] == "active" and x["grant"]
+            assert x["lease"]["ttl"] == body.get("ttl", 15)
+
+
 @FUZZ
 @given(
     target=path_ids,

@@ -181,6 +181,48 @@ def test_renew_and_complete_are_answered_alike(sides: tuple[Side, Side]) -> None
     assert _both(sides, "/v1/executions/{id}/renew", {}, id=unknown)[:2] == (404, "not_found")
 
 
+def test_renewals_are_answered_alike(sides: tuple[Side, Side]) -> None:
+    mine = {side: side.started()["execution"]["id"] for side in sides}
+
+    def renewals(items: Any, who: str = "runtime") -> list[Any]:
+        answers = []
+        for side in sides:
+            ids = {"MINE": mine[side]}
+            body = (
+                {
+                    "renewals": [
+                        {**i, "execution": ids.get(i["execution"], i["execution"])} for i in items
+                    ]
+                }
+                if isinstance(items, list)
+                else items
+            )
+            r = side.client.post("/v1/executions/renewals", json=body, headers=getattr(side, who))
+            reply = r.json()
+            results = reply.get("results", []) if isinstance(reply, dict) else []
+            shown = [x.get("error", {}).get("code") or x["execution"]["state"] for x in results]
+            answers.append((r.status_code, reply.get("error", {}).get("code"), shown))
+        assert answers[0] == answers[1], items
+        return list(answers[0])
+
+    unknown = "ex_" + "a" * 26
+    assert renewals([{"execution": "MINE", "ttl": 30}, {"execution": unknown}]) == [
+        200,
+        None,
+        ["active", "not_found"],
+    ]
+    assert renewals([{"execution": "MINE"}], who="admin")[:2] == [403, "permission_denied"]
+    assert renewals([{"execution": "MINE"}] * 2)[:2] == [400, "invalid_request"]
+    assert renewals([{"execution": "MINE", "ttl": 0}])[:2] == [400, "invalid_request"]
+    assert renewals({"renewals": []})[:2] == [400, "invalid_request"]
+    assert renewals({"renewal": [{"execution": "x"}]})[:2] == [400, "invalid_request"]
+    mixed = [{"execution": "MINE"}, {"execution": unknown}]
+    assert renewals(mixed, who="other")[2] == ["permission_denied", "not_found"]
+    for side in sides:
+        side.grant = {"Authorization": f"Bearer {side.started()['grant']}"}  # type: ignore[attr-defined]
+    assert renewals([{"execution": "MINE"}], who="grant")[:2] == [403, "permission_denied"]
+
+
 def test_a_grant_caller_is_confined_alike(sides: tuple[Side, Side]) -> None:
     started = {side: side.started() for side in sides}
     for side in sides:

@@ -57,6 +57,7 @@ ACCESS: dict[tuple[str, str], set[str]] = {
     ("POST", "/v1/executions/{execution_id}/renew"): {"runtime"},
     ("POST", "/v1/executions/{execution_id}/complete"): {"runtime"},
     ("POST", "/v1/executions/completions"): {"runtime"},
+    ("POST", "/v1/executions/renewals"): {"runtime"},
     ("POST", "/v1/executions/{execution_id}/revoke"): {"admin"},
     ("POST", "/v1/executions/preview"): {"admin", "auditor", "runtime"},
     ("POST", "/v1/tools/observe"): {"runtime"},
