@@ -25,6 +25,10 @@ Prints figures, asserts nothing. Against a real ``lictor serve`` subprocess
    next execution in turn) for ``--seconds``; every renewal must be
    answered 200. The server's CPU per renewal, its renewals per second, and
    how many executions on 15 s leases that CPU keeps at half a core.
+5. The same executions renewed ``--batch`` (default 50) per call to
+   ``POST /v1/executions/renewals``, as a runtime holding that many renews
+   them together on its heartbeat; every renewal in every answer must be
+   granted (those refused are counted from the answers' bodies).
 
 Run: ``.venv/bin/python bench/enforce_bench.py [--executions N] [--seconds S]``.
 """
@@ -211,34 +215,31 @@ def measure_renewals(plane: Plane, count: int, seconds: float) -> None:
     )
 
 
-def measure_held_leases(plane: Plane, count: int, seconds: float) -> None:
-    """Part 4: ``count`` executions on 15 s leases renewed by ``wrk`` (see the docstring)."""
-    if shutil.which("wrk") is None:
-        print("  wrk is not installed: skipped (Debian's package)")
-        return
+def measure_held_leases(plane: Plane, ids: Sequence[str], seconds: float, batch: int) -> None:
+    """Parts 4 and 5: ``ids`` on 15 s leases renewed by ``wrk`` one per call (``batch``
+    0) or ``batch`` per call (see the docstring)."""
     headers = {"Authorization": f"Bearer {plane.runtime_secret}", **JSON_TYPE}
-    # requested on long leases (making them all takes longer than 15 s); every
-    # renewal sets a 15 s lease
-    ask = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING, "ttl": 300}
-    ids = asyncio.run(_requested(plane.server.url, headers, ask, count))
     pid = plane.server.process.pid  # type: ignore[union-attr]
     with tempfile.TemporaryDirectory(prefix="lictor-leases-") as tmp:
         script = Path(tmp) / "renew.lua"
-        script.write_text(_renewal_script(ids, headers))
+        script.write_text(_renewal_script(ids, headers, batch))
         start_cpu = cpu_seconds(pid)
         argv = ["wrk", "-t1", "-c32", f"-d{seconds:g}s", "-s", str(script), plane.server.url]
         out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
         cpu = cpu_seconds(pid) - start_cpu
-    made = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    calls = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    refused = re.search(r"renewals refused: (\d+)", out)
+    made = calls * max(batch, 1)
     per_renewal = cpu / max(made, 1)
     keeps = 0.5 / (per_renewal / 5.0) if per_renewal else float("inf")
     print(
-        f"  {count:,} executions on 15 s leases; {made:,} renewals in {seconds:g} s ({rate:,.0f}/s)"
+        f"  {len(ids):,} executions on 15 s leases; {made:,} renewals in {calls:,} calls"
+        f" in {seconds:g} s ({made / seconds:,.0f}/s)"
     )
     print(f"    server cpu {cpu:.2f} s; per renewal {per_renewal * 1000:.3f} ms", end="")
-    print(f"; answers not 200: {int(bad.group(1)) if bad else 0}")
+    print(f"; answers not 200: {int(bad.group(1)) if bad else 0}", end="")
+    print(f"; renewals refused: {int(refused.group(1)) if refused else 0}")
     mark = "PASS" if keeps >= TARGET_EXECUTIONS else "MISS"
     print(
         f"    executions on 15 s leases kept at half a core: {keeps:,.0f}"
@@ -263,15 +264,34 @@ async def _requested(
         return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-def _renewal_script(ids: Sequence[str], headers: Mapping[str, str]) -> str:
-    """A wrk script renewing ``ids`` in turn, 15 s leases."""
+def _renewal_script(ids: Sequence[str], headers: Mapping[str, str], batch: int) -> str:
+    """A wrk script renewing ``ids`` in turn on 15 s leases: one per call to its renew
+    route (``batch`` 0), else ``batch`` per call to the renewals route. Every answer
+    is read: renewals answered with an error are counted and printed at the end."""
     lines = ['wrk.method = "POST"', "wrk.body = '{\"ttl\": 15}'"]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     lines.append("ids = {" + ",".join(json.dumps(i) for i in ids) + "}")
     lines.append("n = 0")
+    lines.append("refused = 0")
     lines.append("request = function()")
-    lines.append("  n = n % #ids + 1")
-    lines.append('  return wrk.format(nil, "/v1/executions/" .. ids[n] .. "/renew")')
+    if batch == 0:
+        lines.append("  n = n % #ids + 1")
+        lines.append('  return wrk.format(nil, "/v1/executions/" .. ids[n] .. "/renew")')
+    else:
+        lines.append("  local items = {}")
+        lines.append(f"  for i = 1, {batch} do")
+        lines.append("    n = n % #ids + 1")
+        lines.append('    items[i] = \'{"execution":"\' .. ids[n] .. \'","ttl":15}\'')
+        lines.append("  end")
+        lines.append("  local body = '{\"renewals\":[' .. table.concat(items, ',') .. ']}'")
+        lines.append('  return wrk.format(nil, "/v1/executions/renewals", nil, body)')
+    lines.append("end")
+    lines.append("response = function(status, headers, body)")
+    lines.append("  local _, errors = string.gsub(body, '\"error\"', '')")
+    lines.append("  refused = refused + errors")
+    lines.append("end")
+    lines.append("done = function(summary, latency, requests)")
+    lines.append('  io.write("renewals refused: " .. refused .. "\\n")')
     lines.append("end")
     return "\n".join(lines) + "\n"
 
@@ -281,6 +301,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--executions", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--held", type=int, default=TARGET_EXECUTIONS)
+    parser.add_argument("--batch", type=int, default=50, help="renewals per call in part 5")
     args = parser.parse_args(argv)
     print("enforce_bench: revoke-to-SIGTERM and lease keeping against a real lictor serve")
     print(f"  cpus {os.cpu_count()}; cgroup v2 for commands: {cgroup_home() is not None}")
@@ -302,8 +323,18 @@ def main(argv: Sequence[str]) -> int:
         )
         print("3. control plane CPU per renewal, from SDK clients")
         measure_renewals(plane, args.executions, args.seconds)
+        if shutil.which("wrk") is None:
+            print("4, 5. skipped: wrk is not installed (Debian's package)")
+            return 0
+        # requested on long leases (making them all takes longer than 15 s); every
+        # renewal sets a 15 s lease
+        headers = {"Authorization": f"Bearer {plane.runtime_secret}", **JSON_TYPE}
+        ask = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING, "ttl": 300}
+        ids = asyncio.run(_requested(server.url, headers, ask, args.held))
         print(f"4. control plane CPU per renewal, {args.held:,} executions renewed by wrk")
-        measure_held_leases(plane, args.held, args.seconds)
+        measure_held_leases(plane, ids, args.seconds, 0)
+        print(f"5. the same, {args.batch} renewals per call (a runtime's heartbeat)")
+        measure_held_leases(plane, ids, args.seconds, args.batch)
     return 0
 
 
