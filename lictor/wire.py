@@ -110,6 +110,7 @@ class RenewalBody(msgspec.Struct, forbid_unknown_fields=True):
 
     execution: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     ttl: TtlSeconds | None = None
+    grant: bool = False
 
 
 class RenewalsBody(msgspec.Struct, forbid_unknown_fields=True):

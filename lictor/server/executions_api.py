@@ -8,6 +8,7 @@ is logged too). A runtime sees and acts on only the executions it started.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -25,7 +26,7 @@ from lictor.errors import (
 )
 from lictor.server.auth import GRANT_ROLE, GrantCaller, own_execution, require_role
 from lictor.server.openapi import ErrorDetail, answers
-from lictor.service.executions import Ask, Completion, Executions, Outcome
+from lictor.service.executions import Ask, Completion, Executions, Outcome, Renewal
 from lictor.service.records import StoredExecution, execution_json
 from lictor.service.sweeps import Sweeps
 from lictor.store.base import Credential
@@ -86,6 +87,7 @@ class CompletionItem(CompleteRequest):
 
 class RenewalItem(RenewRequest):
     execution: Annotated[str, Field(min_length=1, max_length=64)]
+    grant: bool = False
 
 
 class RenewalsRequest(BaseModel):
@@ -158,11 +160,23 @@ class CompletionsReply(BaseModel):
     results: list[ExecutionReply | CompletionFailed]
 
 
-class RenewalsReply(BaseModel):
-    """Each renewal's answer in its place: `ExecutionReply` (a new lease and grant, or
-    revoked, with why), or why it failed."""
+class Renewed(BaseModel):
+    """A renewal's answer in a heartbeat: the execution as it now stands, its lease
+    while active, a new grant if asked for, the receipt when the renewal was logged
+    (a new policy version, new runtime facts, or revoked), the descendants it revoked.
+    Its decision and transitions are one ``GET /v1/executions/{id}`` away."""
 
-    results: list[ExecutionReply | CompletionFailed]
+    execution: dict[str, Any]
+    lease: Lease | None = None
+    grant: str | None = None
+    receipt: dict[str, Any] | None = None
+    revoked: list[str] | None = None
+
+
+class RenewalsReply(BaseModel):
+    """Each renewal's answer in its place: `Renewed`, or why it failed."""
+
+    results: list[Renewed | CompletionFailed]
 
 
 class ExecutionDetail(ExecutionView):
@@ -227,8 +241,19 @@ def _view(stored: StoredExecution, executions: Executions) -> dict[str, Any]:
 
 def _body(outcome: Outcome, executions: Executions) -> dict[str, Any]:
     """`_view` plus what a caller of a transition gets: lease, grant, receipt, cascade."""
+    return _after(outcome, _view(outcome.stored, executions))
+
+
+def _renewed(outcome: Outcome, executions: Executions) -> dict[str, Any]:
+    """A heartbeat's answer for one renewal (`Renewed`): `_body` less the decision and
+    the transitions."""
+    shown = executions.shown(outcome.stored)
+    return _after(outcome, {"execution": execution_json(shown.execution)})
+
+
+def _after(outcome: Outcome, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with what follows a transition: lease, grant, receipt, cascade."""
     e = outcome.execution
-    body = _view(outcome.stored, executions)
     if e.lease is not None and e.state is ExecutionState.ACTIVE:
         body["lease"] = {
             "ttl": e.lease.ttl_ms / 1000,
@@ -317,17 +342,16 @@ async def renew_answer(
 
 
 async def renewals_answer(
-    renewals: list[tuple[str, int | None]], who: Credential, executions: Executions
+    renewals: list[tuple[str, int | None, bool]], who: Credential, executions: Executions
 ) -> dict[str, Any]:
-    """Renew each ``(execution id, ttl in s)`` for the runtime ``who``, committed
-    together: the answer's body, each renewal's answer in its place."""
-    ids = [execution_id for execution_id, _ in renewals]
+    """Renew each ``(execution id, ttl in s, grant wanted)`` for the runtime ``who``,
+    committed together: the answer's body, each renewal's answer in its place."""
+    ids = [execution_id for execution_id, _, _ in renewals]
     if len(set(ids)) != len(ids):
         raise InvalidRequestError("each execution may be renewed once per call")
-    asked = [(execution_id, _ttl_ms(ttl)) for execution_id, ttl in renewals]
-    return {
-        "results": _results(ids, await executions.renew_many_async(who.name, asked), executions)
-    }
+    asked = [Renewal(execution_id, _ttl_ms(ttl), grant) for execution_id, ttl, grant in renewals]
+    outcomes = await executions.renew_many_async(who.name, asked)
+    return {"results": _results(ids, outcomes, executions, _renewed)}
 
 
 def _ttl_ms(ttl: int | None) -> int:
@@ -335,13 +359,17 @@ def _ttl_ms(ttl: int | None) -> int:
 
 
 def _results(
-    ids: list[str], outcomes: list[Outcome | LictorError], executions: Executions
+    ids: list[str],
+    outcomes: list[Outcome | LictorError],
+    executions: Executions,
+    answer: Callable[[Outcome, Executions], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Each outcome's body, or its error naming its execution, in its place."""
+    """Each outcome's ``answer`` (`_body`), or its error naming its execution, in its place."""
+    body = answer or _body
     return [
         {"execution": execution_id, **error_body(o.code, o.message)}
         if isinstance(o, LictorError)
-        else _body(o, executions)
+        else body(o, executions)
         for execution_id, o in zip(ids, outcomes, strict=True)
     ]
 
@@ -440,7 +468,7 @@ async def renew_many(body: RenewalsRequest, request: Request, who: Runtime) -> A
     """Renew several executions of the calling runtime (its heartbeat for the work it
     holds), each re-authorized as `renew` does, committed together; each succeeds or
     fails alone, its answer (`renew`'s body, or ``error``) in its place in ``results``."""
-    renewals = [(r.execution, r.ttl) for r in body.renewals]
+    renewals = [(r.execution, r.ttl, r.grant) for r in body.renewals]
     return JSONResponse(await renewals_answer(renewals, who, _executions(request)))
 
 

@@ -187,7 +187,7 @@ async def _renew_many(
     value: Any, who: Credential, execution_id: str, state: Any
 ) -> tuple[int, dict[str, Any]]:
     body = _read(value, RenewalsBody)
-    renewals = [(r.execution, r.ttl) for r in body.renewals]
+    renewals = [(r.execution, r.ttl, r.grant) for r in body.renewals]
     return 200, await renewals_answer(renewals, who, state.executions)
 
 

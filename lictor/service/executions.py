@@ -54,7 +54,9 @@ from lictor.store.base import Record, RecordWrite, StoredEntry
 from lictor.store.view import StateView
 
 STALE_RETRIES = 3
-PARSED_RECORDS = 1024  # executions whose last-read record is kept parsed (`Executions.get`)
+# executions whose last record is kept parsed (`Executions._read`): enough for the
+# active executions of a busy plane to renew without parsing, at about 6 KB each
+PARSED_RECORDS = 16_384
 REMEMBERED_ALLOWS = 1 << 17  # allows kept for renewals (`Executions._decide`), at most
 PRINCIPAL_REVOCATION = "principal_revocation"
 
@@ -102,6 +104,14 @@ class Completion:
     exit_code: int | None = None
     summary: str | None = None
     result_hash: str | None = None
+
+
+class Renewal(NamedTuple):
+    """One renewal of a runtime's heartbeat (`Executions.renew_many_async`)."""
+
+    execution_id: str
+    ttl_ms: int
+    grant: bool = False  # whether to sign a new grant for the new lease
 
 
 class Read(NamedTuple):
@@ -520,31 +530,34 @@ class Executions:
         )
 
     async def renew_many_async(
-        self, runtime_id: str, renewals: Sequence[tuple[str, int]]
+        self, runtime_id: str, renewals: Sequence[Renewal]
     ) -> list[Outcome | LictorError]:
-        """Renew each ``(execution id, ttl in ms)`` as `renew` does (its authorization
-        run again), planned together and committed together: a runtime's heartbeat for
-        the executions it holds. Each succeeds or fails alone (its error in its place)."""
+        """Renew each of ``renewals`` as `renew` does (its authorization run again),
+        planned together and committed together: a runtime's heartbeat for the
+        executions it holds. A new grant only for those that ask for one. Each
+        succeeds or fails alone (its error in its place)."""
         planned: list[tuple[Command, int] | LictorError] = []
-        for execution_id, ttl_ms in renewals:
+        for r in renewals:
             try:
-                planned.append(self._renew_command(execution_id, runtime_id, ttl_ms))
+                planned.append(self._renew_command(r.execution_id, runtime_id, r.ttl_ms))
             except LictorError as e:
                 planned.append(e)
         commands = [p if isinstance(p, LictorError) else p[0] for p in planned]
         settled = await self._run_together(commands)
         done: list[Outcome | LictorError] = []
-        for (execution_id, ttl_ms), planning, answer in zip(
-            renewals, planned, settled, strict=True
-        ):
+        for r, planning, answer in zip(renewals, planned, settled, strict=True):
             if isinstance(answer, StaleDecisionError):  # decided under a policy since replaced
                 self.policies.invalidate()
                 self.runtimes.forget()
-                answer = await self._alone(self.renew_async(execution_id, runtime_id, ttl_ms))
-            elif not isinstance(answer, LictorError) and not isinstance(planning, LictorError):
-                answer = self._with_grant(answer, planning[1])
+                answer = await self._alone(self._renewed_again(r, runtime_id))
+            elif r.grant and isinstance(answer, Outcome) and isinstance(planning, tuple):
+                answer = self._with_grant(answer, planning[1])  # signed at the decision's time
             done.append(answer)
         return done
+
+    async def _renewed_again(self, renewal: Renewal, runtime_id: str) -> Outcome:
+        outcome = await self.renew_async(renewal.execution_id, runtime_id, renewal.ttl_ms)
+        return outcome if renewal.grant else changed(outcome, grant=None)
 
     async def _alone(self, outcome: Awaitable[Outcome]) -> Outcome | LictorError:
         try:

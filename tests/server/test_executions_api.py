@@ -199,12 +199,12 @@ def test_renewals_are_answered_each_alone_and_committed_together(
         f"/v1/executions/{ids[3]}/complete", json={"outcome": "failed"}, headers=runtime
     ).is_success
     items = [
-        {"execution": ids[0], "ttl": 60},
+        {"execution": ids[0], "ttl": 60, "grant": True},
         {"execution": "ex_" + "z" * 26},
         {"execution": ids[1]},
         {"execution": ids[3]},
         {"execution": theirs},
-        {"execution": ids[2], "ttl": 20},
+        {"execution": ids[2], "ttl": 20, "grant": True},
     ]
     commits: list[int] = []
     client.app.state.log.sequencer.add_listener(lambda head: commits.append(head.size))  # type: ignore[attr-defined]
@@ -219,12 +219,16 @@ def test_renewals_are_answered_each_alone_and_committed_together(
     renewed = [results[i] for i in (0, 2, 5)]
     assert [x["execution"]["id"] for x in renewed] == [ids[0], ids[1], ids[2]]
     assert [x["lease"]["ttl"] for x in renewed] == [60, 15, 20]  # 15 s: the default
+    assert "grant" not in renewed[1]  # a grant only when asked for
     verifier = client.app.state.executions.grants.verifier  # type: ignore[attr-defined]
-    for x in renewed:
-        assert x["execution"]["state"] == "active"
+    for x in (renewed[0], renewed[2]):
         claims = verify_grant(x["grant"], verifier, x["execution"]["lease"]["issued_at_ms"])
         assert claims.execution_id == x["execution"]["id"]
         assert claims.expires_at_ms == x["lease"]["expires_at_ms"] // 1000 * 1000
+    # a heartbeat's answer: the execution and its lease (and a grant if asked), no history
+    granted, plain = ["execution", "grant", "lease"], ["execution", "lease"]
+    assert [sorted(x) for x in renewed] == [granted, plain, granted]
+    assert {x["execution"]["state"] for x in renewed} == {"active"}
     assert len(commits) == 1  # three leases moved in one transaction, nothing to log
 
 
