@@ -1,8 +1,10 @@
-"""Wire shapes shared by server and clients: error codes and their HTTP statuses.
+"""Wire shapes shared by server and clients: error codes, their HTTP statuses, and bodies.
 
 Errors travel as ``{"error": {"code": "...", "message": "..."}}``. The server
 maps a `LictorError` to a status with `status_for`; a client maps a code back
 to the same exception class with `error_for`, so callers catch one tree.
+Those live in `lictor.wire_errors` (no schema library: clients load that
+alone) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,65 +13,14 @@ from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 
-from lictor import errors
 from lictor.core.lease import MAX_EXIT_CODE, MAX_TTL_MS, MIN_EXIT_CODE, MIN_TTL_MS
+from lictor.wire_errors import ERROR_CLASSES as ERROR_CLASSES  # re-exported, as below
+from lictor.wire_errors import error_body as error_body
+from lictor.wire_errors import error_for as error_for
+from lictor.wire_errors import status_for as status_for
+from lictor.wire_errors import status_of as status_of
 
 MAX_BATCH = 256  # renewals or completions in one call
-
-_STATUS: dict[type[errors.LictorError], int] = {
-    errors.InvalidRequestError: 400,
-    errors.PayloadTooLargeError: 413,
-    errors.UnauthenticatedError: 401,
-    errors.PermissionDeniedError: 403,
-    errors.NotFoundError: 404,
-    errors.LogError: 400,
-    errors.AuditError: 409,
-    errors.ConflictError: 409,
-    errors.InvalidTransitionError: 409,
-    errors.UnavailableError: 503,
-    errors.StoreError: 503,
-    errors.SchemaError: 500,
-}
-
-
-def status_for(error: errors.LictorError) -> int:
-    """The HTTP status for an error: the entry of its nearest listed class."""
-    return status_of(type(error))
-
-
-def status_of(error_class: type[errors.LictorError]) -> int:
-    """The HTTP status for errors of a class: the entry of its nearest listed class."""
-    for cls in error_class.__mro__:
-        if cls in _STATUS:
-            return _STATUS[cls]
-    return 500
-
-
-def _all_error_classes() -> dict[str, type[errors.LictorError]]:
-    found: dict[str, type[errors.LictorError]] = {}
-    pending: list[type[errors.LictorError]] = [errors.LictorError]
-    while pending:
-        cls = pending.pop()
-        found.setdefault(cls.code, cls)
-        pending.extend(cls.__subclasses__())
-    return found
-
-
-ERROR_CLASSES = _all_error_classes()
-
-
-def error_body(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
-
-
-def error_for(body: Any, status: int) -> errors.LictorError:
-    """Rebuild the exception a server reported, from its JSON error body."""
-    detail = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(detail, dict):
-        return errors.LictorError(f"HTTP {status} without an error body")
-    cls = ERROR_CLASSES.get(str(detail.get("code")), errors.LictorError)
-    return cls(str(detail.get("message", "")))
-
 
 # -- the bodies of the calls on every execution's path, as typed structures ---------------
 # The server reads them with msgspec (`lictor.server.hot`); their bounds are those of the
