@@ -4,7 +4,9 @@ The server is found with ``--url`` (env ``LICTOR_URL``, default
 ``http://127.0.0.1:7300``); the credential with ``--credential-file FILE``,
 or env ``LICTOR_CREDENTIAL`` holding the credential itself, else
 ``./lictor-data/admin.token`` when readable. Server errors come back as the
-same `LictorError` classes the server raised (`lictor.wire.error_for`).
+same `LictorError` classes the server raised (`lictor.wire_errors.error_for`).
+Calls go through the SDK's connections (`lictor.sdk.connections`), not
+httpx, whose import alone took longer than most commands.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import argparse
 import os
 from pathlib import Path
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode
 
 from lictor.errors import InvalidRequestError, UnavailableError
-from lictor.wire import error_for
+from lictor.sdk.client import JSON_HEADERS, bearer, json_bytes, parsed
+from lictor.sdk.connections import Connections, TransportError
+from lictor.wire_errors import error_for
 
 DEFAULT_URL = "http://127.0.0.1:7300"
 DEFAULT_CREDENTIAL_FILE = Path("lictor-data") / "admin.token"
+TIMEOUT_S = 30.0
 
 
 def add_client_options(p: argparse.ArgumentParser) -> None:
@@ -57,18 +61,17 @@ def call(
 ) -> Any:
     """One API call; returns the JSON reply or raises the server's error."""
     url = args.url or os.environ.get("LICTOR_URL") or DEFAULT_URL
-    secret = credential(args)
-    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    headers = {**JSON_HEADERS, **bearer(credential(args))}
+    content = None if body is None else json_bytes(body)
+    connections = Connections(url)
     try:
-        response = httpx.request(
-            method, url + path, json=body, params=params, headers=headers, timeout=30
-        )
-    except httpx.HTTPError as e:
+        target = connections.target(path, urlencode(params or {}))
+        status, data = connections.exchange(method, target, content, headers, TIMEOUT_S)
+    except TransportError as e:
         raise UnavailableError(f"cannot reach {url}: {e}") from e
-    try:
-        reply = response.json()
-    except ValueError:
-        reply = None
-    if response.status_code >= 400:
-        raise error_for(reply, response.status_code)
+    finally:
+        connections.close()
+    reply = parsed(data)
+    if status >= 400:
+        raise error_for(reply, status)
     return reply

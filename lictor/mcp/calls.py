@@ -47,8 +47,8 @@ from lictor.mcp.completions import Completions
 from lictor.mcp.follower import EventFollower
 from lictor.mcp.session import Session
 from lictor.sdk import AsyncClient, ExecutionHandle
+from lictor.sdk.async_scope import TaskKeeper
 from lictor.sdk.enforce import Keeper
-from lictor.sdk.keeper import TaskKeeper
 
 ResultT = TypeVar("ResultT", bound=types.Result)
 REASON_TIMEOUT_S = 2.0

@@ -14,7 +14,8 @@ the local deadline marks the execution lost (`ExecutionRevokedError`,
 `LeaseLostError`), runs its cancel callbacks, and in ``async with`` cancels
 the block. Receipts verify offline with `verify_receipt`.
 
-Modules: `client` (HTTP), `scope` (governed blocks), `enforce` (lease rules),
+Modules: `client` (HTTP), `async_client` (its asyncio twin), `connections`
+(the synchronous client's HTTP), `scope` (governed blocks), `enforce` (lease rules),
 `keeper` (renewal drivers), `governed` (the decorator), `verify` (receipts),
 and the errors it raises come from `lictor.errors`.
 """
@@ -22,11 +23,12 @@ and the errors it raises come from `lictor.errors`.
 from typing import TYPE_CHECKING, Any
 
 from lictor.errors import DeniedError, ExecutionRevokedError, LeaseLostError
-from lictor.sdk.client import AsyncClient, Client
+from lictor.sdk.client import Client
 from lictor.sdk.enforce import ExecutionHandle, Lease
 from lictor.sdk.governed import current_execution, governed
 
 if TYPE_CHECKING:
+    from lictor.sdk.async_client import AsyncClient
     from lictor.sdk.verify import VerifiedReceipt, verify_receipt
 
 __all__ = [
@@ -45,8 +47,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """The receipt verifier, loaded when first asked for: a runtime that only governs
-    work (`lictor run`, the MCP gateway) does not load the log's formats."""
+    """The asynchronous client and the receipt verifier, loaded when first asked for:
+    `lictor run` loads neither httpx nor asyncio, and a runtime that only governs work
+    (`lictor run`, the MCP gateway) does not load the log's formats."""
+    if name == "AsyncClient":
+        from lictor.sdk.async_client import AsyncClient
+
+        return AsyncClient
     if name in ("VerifiedReceipt", "verify_receipt"):
         from lictor.sdk import verify
 

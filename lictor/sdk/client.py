@@ -1,4 +1,5 @@
-"""`Client` and `AsyncClient`: the runtime API of a Lictor control plane over HTTP.
+"""`Client`: the runtime API of a Lictor control plane over HTTP; the bodies and
+replies it shares with `AsyncClient` (`lictor.sdk.async_client`).
 
 Both have the same methods and raise the same `LictorError` classes the
 server raised (`lictor.wire.error_for`), so a caller catches one tree.
@@ -20,6 +21,10 @@ children of the executions whose grants it holds, renew, complete and follow
 those, and nothing else: ``Client(os.environ["LICTOR_URL"])`` inside such a
 command, then ``with client.execution(...)``, starts a child of the command's
 execution.
+
+`Client` speaks through `lictor.sdk.connections` (the standard library's
+`http.client`), so a process that governs work with it (`lictor run`) does
+not load httpx or asyncio; `AsyncClient` keeps httpx.
 """
 
 from __future__ import annotations
@@ -27,24 +32,22 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
-
-import httpx
 
 from lictor.errors import DeniedError, InvalidRequestError, LictorError, UnavailableError
+from lictor.sdk.connections import Connections, TransportError
 from lictor.sdk.enforce import ExecutionHandle
-from lictor.sdk.events import AsyncEventWatcher, EventWatcher, NoAsyncWatcher, NoWatcher
-from lictor.sdk.scope import AsyncExecutionScope, ExecutionScope, Spec
-from lictor.sdk.transport import Pool
-from lictor.wire import error_for
+from lictor.sdk.events import EventWatcher, NoWatcher
+from lictor.sdk.scope import ExecutionScope, Spec
+from lictor.wire_errors import error_for
 
 DEFAULT_TIMEOUT = 10.0
 UNREACHABLE = "unreachable"
-URL_SAFE = "/?&=:@!$'()*+,;-._~%"  # what a path and query may hold as they are
+JSON_HEADERS = {"Accept": "application/json", "Content-Type": "application/json"}
 Ref = str | Mapping[str, str]
 
 
-def _headers(credential: str | None) -> dict[str, str]:
+def bearer(credential: str | None) -> dict[str, str]:
+    """The ``Authorization`` header of ``credential``; none without one."""
     return {"Authorization": f"Bearer {credential}"} if credential else {}
 
 
@@ -58,7 +61,7 @@ def grant_headers(credential: str | None, grant: str | None) -> dict[str, str] |
             "no credential, and no grant for this call: a client without a credential"
             " acts only through the grants of its executions (LICTOR_GRANT)"
         )
-    return _headers(grant)
+    return bearer(grant)
 
 
 def request_body(
@@ -90,7 +93,7 @@ def _ref(value: Ref) -> str | dict[str, str]:
     return value if isinstance(value, str) else dict(value)
 
 
-def _ttl_body(ttl: int | None) -> dict[str, Any]:
+def ttl_body(ttl: int | None) -> dict[str, Any]:
     return {} if ttl is None else {"ttl": ttl}
 
 
@@ -152,9 +155,10 @@ def json_bytes(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _json(response: httpx.Response) -> Any:
+def parsed(data: bytes) -> Any:
+    """A reply's JSON, or None if it is not JSON."""
     try:
-        return response.json()
+        return json.loads(data)
     except ValueError:
         return None
 
@@ -183,11 +187,11 @@ def read_grant(status: int, reply: Any) -> dict[str, Any]:
     return read_reply(status, reply)
 
 
-def unreachable(url: str, error: httpx.TransportError) -> DeniedError:
+def unreachable(url: str, error: Exception) -> DeniedError:
     return DeniedError(f"cannot reach {url}: {error}", UNREACHABLE)
 
 
-def unavailable(url: str, error: httpx.TransportError) -> UnavailableError:
+def unavailable(url: str, error: Exception) -> UnavailableError:
     return UnavailableError(f"cannot reach {url}: {error}")
 
 
@@ -202,15 +206,12 @@ class Client:
         credential: str | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.BaseTransport | None = None,
         events: bool = True,
     ) -> None:
         self.url, self._timeout, self.events = url.rstrip("/"), timeout, events
         self._credential = credential
-        self._headers = _headers(credential)
-        self._http = httpx.Client(
-            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
-        )
+        self._headers = bearer(credential)
+        self._connections = Connections(self.url)
 
     def __enter__(self) -> Client:
         return self
@@ -219,7 +220,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self._connections.close()
 
     def request(
         self,
@@ -240,10 +241,10 @@ class Client:
         body = request_body(principal, action, resource, context, parent_grant, ttl, definition)
         headers = grant_headers(self._credential, parent_grant)
         try:
-            response = self._http.post("/v1/executions", json=body, headers=headers)
-        except httpx.TransportError as e:
+            status, reply = self._send("POST", "/v1/executions", body, self._timeout, headers)
+        except TransportError as e:
             raise unreachable(self.url, e) from e
-        return read_grant(response.status_code, _json(response))
+        return read_grant(status, reply)
 
     def renew(
         self,
@@ -255,7 +256,7 @@ class Client:
     ) -> dict[str, Any]:
         """Re-verify an execution: a new lease and grant, or the execution revoked."""
         path = f"/v1/executions/{execution_id}/renew"
-        return self._call("POST", path, _ttl_body(ttl), timeout, grant)
+        return self._call("POST", path, ttl_body(ttl), timeout, grant)
 
     def complete(
         self,
@@ -304,7 +305,7 @@ class Client:
         if not self.events:
             return NoWatcher()
         headers = grant_headers(self._credential, handle.grant) or self._headers
-        return EventWatcher(self.url, headers, handle, after)
+        return EventWatcher(self._connections, headers, handle, after)
 
     def execution(
         self,
@@ -332,162 +333,12 @@ class Client:
     ) -> dict[str, Any]:
         headers = grant_headers(self._credential, grant)
         try:
-            response = self._http.request(
-                method, path, json=body, timeout=timeout or self._timeout, headers=headers
-            )
-        except httpx.TransportError as e:
-            raise unavailable(self.url, e) from e
-        return read_reply(response.status_code, _json(response))
-
-
-class AsyncClient:
-    """`Client` for asyncio; one per event loop."""
-
-    def __init__(
-        self,
-        url: str,
-        credential: str | None = None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-        events: bool = True,
-    ) -> None:
-        self.url, self._timeout, self.events = url.rstrip("/"), timeout, events
-        self._credential = credential
-        self._headers = _headers(credential)
-        self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=timeout, transport=transport
-        )
-        self._pool: Pool | None = None
-        where = httpx.URL(self.url)
-        if transport is None and where.scheme == "http":
-            self._pool = Pool(where.host, where.port or 80)
-            self._prefix = where.raw_path.rstrip(b"/")
-            self._wire_headers = [
-                (b"Host", where.netloc),
-                (b"Accept", b"application/json"),
-                (b"Content-Type", b"application/json"),
-            ]
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-        await self._http.aclose()
-
-    async def request(
-        self,
-        principal: Ref,
-        action: Ref,
-        resource: Ref,
-        context: Mapping[str, Any] | None = None,
-        parent_grant: str | None = None,
-        ttl: int | None = None,
-        *,
-        definition: str | None = None,
-    ) -> dict[str, Any]:
-        """`Client.request`."""
-        body = request_body(principal, action, resource, context, parent_grant, ttl, definition)
-        headers = grant_headers(self._credential, parent_grant)
-        try:
-            status, reply = await self._send("POST", "/v1/executions", body, self._timeout, headers)
-        except httpx.TransportError as e:
-            raise unreachable(self.url, e) from e
-        return read_grant(status, reply)
-
-    async def renew(
-        self,
-        execution_id: str,
-        ttl: int | None = None,
-        *,
-        timeout: float | None = None,
-        grant: str | None = None,
-    ) -> dict[str, Any]:
-        """`Client.renew`."""
-        path = f"/v1/executions/{execution_id}/renew"
-        return await self._call("POST", path, _ttl_body(ttl), timeout, grant)
-
-    async def complete(
-        self,
-        execution_id: str,
-        outcome: str,
-        exit_code: int | None = None,
-        summary: str | None = None,
-        *,
-        result_hash: str | None = None,
-        grant: str | None = None,
-    ) -> dict[str, Any]:
-        """`Client.complete`."""
-        body = complete_body(outcome, exit_code, summary, result_hash)
-        path = f"/v1/executions/{execution_id}/complete"
-        return await self._call("POST", path, body, grant=grant)
-
-    async def complete_many(
-        self, completions: Sequence[Mapping[str, Any]]
-    ) -> list[dict[str, Any] | LictorError]:
-        """`Client.complete_many`."""
-        body = completions_body(completions)
-        reply = await self._call("POST", "/v1/executions/completions", body)
-        return completed(reply, len(completions))
-
-    async def get(self, execution_id: str, *, grant: str | None = None) -> dict[str, Any]:
-        """`Client.get`."""
-        return await self._call("GET", f"/v1/executions/{execution_id}", grant=grant)
-
-    async def observe_tools(
-        self, server: str, tools: Sequence[Mapping[str, Any]]
-    ) -> dict[str, Any]:
-        """`Client.observe_tools`."""
-        return await self._call("POST", "/v1/tools/observe", observe_body(server, tools))
-
-    async def preview(self, principal: Ref, action: Ref, resources: Sequence[Ref]) -> list[bool]:
-        """`Client.preview`."""
-        body = preview_body(principal, action, resources)
-        return possible(await self._call("POST", "/v1/executions/preview", body))
-
-    def watch(self, handle: ExecutionHandle, after: int) -> AsyncEventWatcher | NoAsyncWatcher:
-        """`Client.watch`, as a task."""
-        if not self.events:
-            return NoAsyncWatcher()
-        headers = grant_headers(self._credential, handle.grant) or self._headers
-        return AsyncEventWatcher(self.url, headers, handle, after)
-
-    def execution(
-        self,
-        principal: Ref,
-        action: Ref,
-        resource: Ref,
-        context: Mapping[str, Any] | None = None,
-        ttl: int | None = None,
-        parent_grant: str | None = None,
-        root: bool = False,
-        stop_ahead: float = 0.0,
-    ) -> AsyncExecutionScope:
-        """Govern an ``async with`` block: see `lictor.sdk.scope.AsyncExecutionScope`."""
-        spec = Spec(principal, action, resource, context, ttl, parent_grant, root, stop_ahead)
-        return AsyncExecutionScope(self, spec)
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        timeout: float | None = None,
-        grant: str | None = None,
-    ) -> dict[str, Any]:
-        headers = grant_headers(self._credential, grant)
-        try:
-            status, reply = await self._send(method, path, body, timeout or self._timeout, headers)
-        except httpx.TransportError as e:
+            status, reply = self._send(method, path, body, timeout or self._timeout, headers)
+        except TransportError as e:
             raise unavailable(self.url, e) from e
         return read_reply(status, reply)
 
-    async def _send(
+    def _send(
         self,
         method: str,
         path: str,
@@ -495,22 +346,12 @@ class AsyncClient:
         timeout: float,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        """The status and parsed JSON (None if none) of one call, through the lean pool
-        for plain HTTP (`lictor.sdk.transport`), else through httpx; ``headers`` stand
-        for the client's own authorization."""
-        if self._pool is None:
-            response = await self._http.request(
-                method, path, json=body, timeout=timeout, headers=headers
-            )
-            return response.status_code, _json(response)
-        content = b"" if body is None else json_bytes(body)
-        target = self._prefix + quote(path, safe=URL_SAFE).encode()
-        auth = (headers if headers is not None else self._headers).items()
-        wire = [*self._wire_headers, *((k.encode(), v.encode()) for k, v in auth)]
-        status, _, data = await self._pool.exchange(
-            method.encode(), target, wire, content, timeout, timeout
+        """The status and parsed JSON (None if none) of one call; ``headers`` stand for
+        the client's own authorization."""
+        content = None if body is None else json_bytes(body)
+        auth = headers if headers is not None else self._headers
+        target = self._connections.target(path)
+        status, data = self._connections.exchange(
+            method, target, content, {**JSON_HEADERS, **auth}, timeout
         )
-        try:
-            return status, json.loads(data)
-        except ValueError:
-            return status, None
+        return status, parsed(data)

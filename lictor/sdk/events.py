@@ -12,20 +12,24 @@ later (at the next renewal).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import http.client
 import json
+import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode
 
 from lictor.errors import ExecutionRevokedError
+from lictor.sdk.connections import Connections
 from lictor.sdk.enforce import ExecutionHandle
 
 ENDED = frozenset({"revoked", "expired", "completed", "denied"})
 RETRY_S = 0.5
 READ_TIMEOUT_S = 45.0  # the server sends a keepalive every 15 s
+CONNECT_TIMEOUT_S = 10.0
+STREAM_HEADERS = {"Accept": "text/event-stream"}
 
 
 class EventReader:
@@ -73,14 +77,6 @@ def ended(handle: ExecutionHandle, data: str) -> bool:
     return True
 
 
-def _request(handle: ExecutionHandle, last: int) -> dict[str, Any]:
-    return {
-        "params": {"execution": handle.id},
-        "headers": {"Last-Event-ID": str(last), "Accept": "text/event-stream"},
-        "timeout": httpx.Timeout(10.0, read=READ_TIMEOUT_S),
-    }
-
-
 class NoWatcher:
     """What a client that follows no events watches with: nothing."""
 
@@ -91,23 +87,24 @@ class NoWatcher:
         pass
 
 
-class NoAsyncWatcher:
-    """`NoWatcher` for an `AsyncClient`."""
-
-    def start(self) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-
 class EventWatcher:
-    """Follows one execution's events in a daemon thread until stopped or lost."""
+    """Follows one execution's events in a daemon thread until stopped or lost.
 
-    def __init__(self, url: str, headers: dict[str, str], handle: ExecutionHandle, after: int):
-        self._http = httpx.Client(base_url=url, headers=headers)
+    The stream has a connection of its own (`Connections.connect`); `stop`
+    shuts its socket down, which ends a read blocked on it at once."""
+
+    def __init__(
+        self,
+        connections: Connections,
+        headers: Mapping[str, str],
+        handle: ExecutionHandle,
+        after: int,
+    ) -> None:
+        self._connections, self._headers = connections, dict(headers)
         self._handle, self._last = handle, after
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # orders `stop` and a new stream's socket
+        self._socket: socket.socket | None = None
         name = f"lictor-events-{handle.id}"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -115,9 +112,12 @@ class EventWatcher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop following (a stream blocked in a read is left to its daemon thread)."""
+        """Stop following, and wait for the thread (a connect under way is left to it,
+        after a second)."""
         self._stop.set()
-        self._http.close()
+        with self._lock:
+            if self._socket is not None:
+                _shut(self._socket)
         self._thread.join(timeout=1.0)
 
     def _run(self) -> None:
@@ -125,63 +125,52 @@ class EventWatcher:
             try:
                 if self._follow():
                     return
-            except Exception:  # a cut stream, or the client closed under it by `stop`
+            except Exception:  # a cut stream, or one `stop` shut down
                 pass
             self._stop.wait(RETRY_S)
 
     def _follow(self) -> bool:
-        with self._http.stream("GET", "/v1/events", **_request(self._handle, self._last)) as r:
-            if r.status_code != 200:
-                return False
-            for event_id, data in events(r.iter_lines()):
+        """Read one stream until it ends (False) or shows the end of the execution, or
+        the watcher is stopped (True)."""
+        connection = self._connections.connect(CONNECT_TIMEOUT_S)
+        try:
+            if not self._hold(connection.sock):
+                return True
+            for event_id, data in events(self._lines(connection)):
                 if self._stop.is_set():
                     return True
                 if event_id is not None and event_id.isdigit():
                     self._last = int(event_id)
                 if ended(self._handle, data):
                     return True
+        finally:
+            self._hold(None)
+            connection.close()
         return False
 
-
-class AsyncEventWatcher:
-    """`EventWatcher` as an asyncio task."""
-
-    def __init__(self, url: str, headers: dict[str, str], handle: ExecutionHandle, after: int):
-        self._http = httpx.AsyncClient(base_url=url, headers=headers)
-        self._handle, self._last = handle, after
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"lictor-events-{self._handle.id}")
-
-    async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._http.aclose()
-
-    async def _run(self) -> None:
-        while self._handle.lost is None:
-            try:
-                if await self._follow():
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(RETRY_S)
-
-    async def _follow(self) -> bool:
-        request = _request(self._handle, self._last)
-        async with self._http.stream("GET", "/v1/events", **request) as r:
-            if r.status_code != 200:
+    def _hold(self, sock: socket.socket | None) -> bool:
+        """Make ``sock`` the one `stop` shuts down; False if stopped already."""
+        with self._lock:
+            if sock is not None and self._stop.is_set():
                 return False
-            reader = EventReader()
-            async for line in r.aiter_lines():
-                event = reader.feed(line)
-                if event is None:
-                    continue
-                event_id, data = event
-                if event_id is not None and event_id.isdigit():
-                    self._last = int(event_id)
-                if ended(self._handle, data):
-                    return True
-        return False
+            self._socket = sock
+            return True
+
+    def _lines(self, connection: http.client.HTTPConnection) -> Iterator[str]:
+        """Ask for the stream after the last event seen; its lines, without line ends
+        (none if the server refuses it)."""
+        query = urlencode({"execution": self._handle.id})
+        headers = {**self._headers, "Last-Event-ID": str(self._last), **STREAM_HEADERS}
+        connection.request("GET", self._connections.target("/v1/events", query), headers=headers)
+        if connection.sock is not None:
+            connection.sock.settimeout(READ_TIMEOUT_S)
+        response = connection.getresponse()
+        if response.status != 200:
+            return
+        for line in iter(response.readline, b""):
+            yield line.decode("utf-8", "replace").rstrip("\r\n")
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already
+        sock.shutdown(socket.SHUT_RDWR)

@@ -11,13 +11,15 @@ The running call reads its handle with `current_execution`.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from lictor.sdk.client import AsyncClient, Client, Ref
+from lictor.sdk.client import Client, Ref
 from lictor.sdk.enforce import ExecutionHandle, current
-from lictor.sdk.scope import AsyncExecutionScope, ExecutionScope, Spec
+from lictor.sdk.scope import ExecutionScope, Spec
+
+if TYPE_CHECKING:
+    from lictor.sdk.async_client import AsyncClient
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,9 +43,9 @@ def governed(
     spec = Spec(principal, action, resource, context, ttl)
 
     def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        import inspect  # here: `lictor run` imports this module, and inspect costs it ~7 ms
+
         if inspect.iscoroutinefunction(fn):
-            if not isinstance(client, AsyncClient):
-                raise TypeError("an async function needs an AsyncClient")
             return cast(Callable[P, R], _wrap_async(client, spec, fn))
         if not isinstance(client, Client):
             raise TypeError("a plain function needs a Client")
@@ -61,7 +63,13 @@ def _wrap_sync(client: Client, spec: Spec, fn: Callable[P, R]) -> Callable[P, R]
     return call
 
 
-def _wrap_async(client: AsyncClient, spec: Spec, fn: Callable[P, Any]) -> Callable[P, Any]:
+def _wrap_async(client: Client | AsyncClient, spec: Spec, fn: Callable[P, Any]) -> Callable[P, Any]:
+    from lictor.sdk.async_client import AsyncClient  # asyncio and httpx: for async work only
+    from lictor.sdk.async_scope import AsyncExecutionScope
+
+    if not isinstance(client, AsyncClient):
+        raise TypeError("an async function needs an AsyncClient")
+
     @functools.wraps(fn)
     async def call(*args: P.args, **kwargs: P.kwargs) -> Any:
         async with AsyncExecutionScope(client, spec):

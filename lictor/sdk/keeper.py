@@ -1,4 +1,6 @@
-"""The drivers of a `Keeper`: a thread for `Client`, a task for `AsyncClient`.
+"""The drivers of a `Keeper`: a thread for `Client` here, a task for `AsyncClient` in
+`lictor.sdk.async_scope` (so a process that governs work with threads, `lictor
+run`, does not load asyncio).
 
 Each loop waits until the next renewal is due or the local deadline comes,
 renews with a timeout that ends at the deadline (so a hung control plane
@@ -17,17 +19,15 @@ A push source of revocations (the events stream) would call
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from lictor.errors import LictorError, UnavailableError
 from lictor.sdk.enforce import Keeper
 
 Renew = Callable[[float], dict[str, Any]]
-AsyncRenew = Callable[[float], Awaitable[dict[str, Any]]]
 
 
 class ThreadKeeper:
@@ -61,44 +61,10 @@ class ThreadKeeper:
         try:
             self._keeper.renewed(self._renew(self._keeper.deadline - sent), sent)
         except Exception as e:
-            self._keeper.failed(_as_failure(e), time.monotonic())
+            self._keeper.failed(as_failure(e), time.monotonic())
 
 
-class TaskKeeper:
-    """Renews in an asyncio task until stopped or lost."""
-
-    def __init__(self, keeper: Keeper, renew: AsyncRenew) -> None:
-        self._keeper, self._renew = keeper, renew
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(
-            self._run(), name=f"lictor-keeper-{self._keeper.handle.id}"
-        )
-
-    async def stop(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        keeper = self._keeper
-        while keeper.handle.lost is None:
-            await asyncio.sleep(max(0.0, keeper.wake_at() - time.monotonic()))
-            sent = time.monotonic()
-            if keeper.expired(sent):
-                keeper.expire()
-            elif sent >= keeper.due_at:
-                await self._renew_once(sent)
-
-    async def _renew_once(self, sent: float) -> None:
-        try:
-            self._keeper.renewed(await self._renew(self._keeper.deadline - sent), sent)
-        except Exception as e:
-            self._keeper.failed(_as_failure(e), time.monotonic())
-
-
-def _as_failure(error: Exception) -> LictorError:
+def as_failure(error: Exception) -> LictorError:
     """A renewal's failure as the `Keeper` judges it: anything unexpected (a malformed
     reply, a bug) is a failure to retry until the deadline, never the driver's end."""
     if isinstance(error, LictorError):

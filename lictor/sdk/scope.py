@@ -26,15 +26,13 @@ for a child, and the child's own its renewals, completion and events.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
 from collections.abc import Mapping
 from contextvars import Token
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lictor.errors import (
     ExecutionRevokedError,
@@ -44,16 +42,15 @@ from lictor.errors import (
     LictorError,
 )
 from lictor.sdk.enforce import ExecutionHandle, Keeper, current, outcome_for
-from lictor.sdk.keeper import TaskKeeper, ThreadKeeper
+from lictor.sdk.keeper import ThreadKeeper
 
 if TYPE_CHECKING:
-    from lictor.sdk.client import AsyncClient, Client, Ref
+    from lictor.sdk.client import Client, Ref
 
 GRANT_ENV = "LICTOR_GRANT"
 
 
-@dataclass(frozen=True)
-class Spec:
+class Spec(NamedTuple):
     """What a governed block asks for."""
 
     principal: Ref
@@ -93,7 +90,7 @@ class ExecutionScope:
         keeper = Keeper(handle, sent, random.Random(), spec.stop_ahead)
         self._keeper = ThreadKeeper(keeper, self._renew)
         self._keeper.start()
-        self._watcher = self._client.watch(handle, _log_index(handle))
+        self._watcher = self._client.watch(handle, log_index(handle))
         self._watcher.start()
         self._token: Token[ExecutionHandle | None] = current.set(handle)
         return handle
@@ -118,81 +115,16 @@ class ExecutionScope:
             return
         try:
             self._client.complete(
-                self.handle.id, *_outcome(self.handle, exc), grant=self.handle.grant
+                self.handle.id, *outcome(self.handle, exc), grant=self.handle.grant
             )
         except LictorError as e:
-            error = _ended_meanwhile(self.handle, e)
+            error = ended_meanwhile(self.handle, e)
             if exc is None:
                 raise error from e
             exc.add_note(f"completing execution {self.handle.id} failed: {e.code}: {e}")
 
 
-class AsyncExecutionScope:
-    """An ``async with`` block governed by one execution; its keeper is a task."""
-
-    def __init__(self, client: AsyncClient, spec: Spec) -> None:
-        self._client, self._spec = client, spec
-        self._cancelled = False
-
-    async def __aenter__(self) -> ExecutionHandle:
-        spec, sent = self._spec, time.monotonic()
-        reply = await self._client.request(
-            spec.principal, spec.action, spec.resource, spec.context, spec.parent(), spec.ttl
-        )
-        self.handle = handle = ExecutionHandle(reply)
-        self._task = asyncio.current_task()
-        handle.on_cancel(self._cancel_block)
-        keeper = Keeper(handle, sent, random.Random(), spec.stop_ahead)
-        self._keeper = TaskKeeper(keeper, self._renew)
-        self._keeper.start()
-        self._watcher = self._client.watch(handle, _log_index(handle))
-        self._watcher.start()
-        self._token: Token[ExecutionHandle | None] = current.set(handle)
-        return handle
-
-    def _cancel_block(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._cancelled = True
-            self._task.cancel()
-
-    async def _renew(self, timeout: float) -> dict[str, Any]:
-        handle = self.handle
-        return await self._client.renew(
-            handle.id, self._spec.ttl, timeout=timeout, grant=handle.grant
-        )
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        current.reset(self._token)
-        await self._watcher.stop()
-        lost = self.handle.lost
-        if lost is not None:  # the keeper has ended: nothing to await
-            self._uncancel()
-            if exc is None or isinstance(exc, asyncio.CancelledError):
-                raise lost from exc
-            return
-        await self._keeper.stop()
-        try:
-            await self._client.complete(
-                self.handle.id, *_outcome(self.handle, exc), grant=self.handle.grant
-            )
-        except LictorError as e:
-            error = _ended_meanwhile(self.handle, e)
-            if exc is None:
-                raise error from e
-            exc.add_note(f"completing execution {self.handle.id} failed: {e.code}: {e}")
-
-    def _uncancel(self) -> None:
-        """Withdraw the cancellation this scope requested, as `asyncio.timeout` does."""
-        if self._cancelled and self._task is not None:
-            self._task.uncancel()
-
-
-def _ended_meanwhile(handle: ExecutionHandle, error: LictorError) -> LictorError:
+def ended_meanwhile(handle: ExecutionHandle, error: LictorError) -> LictorError:
     """A completion refused because the execution already ended (revoked, or its lease
     ran out, before the keeper or the events saw it) is a loss like any other."""
     if isinstance(error, LeaseExpiredError):
@@ -205,14 +137,14 @@ def _ended_meanwhile(handle: ExecutionHandle, error: LictorError) -> LictorError
     return handle.lost or lost
 
 
-def _outcome(
+def outcome(
     handle: ExecutionHandle, error: BaseException | None
 ) -> tuple[str, int | None, str | None]:
     """What to complete with: what the work reported, else what the block raised."""
     return handle.reported or (outcome_for(error), None, None)
 
 
-def _log_index(handle: ExecutionHandle) -> int:
+def log_index(handle: ExecutionHandle) -> int:
     """The log index of the execution's decision: its events come after it."""
     receipt = handle.receipt or {}
     index = receipt.get("index")

@@ -53,3 +53,24 @@ def test_governing_a_command_does_not_load_the_receipt_verifier() -> None:
     assert "lictor.sdk.verify" not in loaded and "lictor.audit" not in loaded
     loaded = loaded_after("from lictor.sdk import VerifiedReceipt, verify_receipt")
     assert "lictor.sdk.verify" in loaded  # loaded when asked for
+
+
+HEAVY_CLIENT_MODULES = ("httpx", "msgspec", "pydantic", "fastapi", "asyncio")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import lictor.sdk",
+        "from lictor.cli.main import build_parser; build_parser(['run', '--', 'true'])",
+        "from lictor.cli.main import build_parser; build_parser(['exec', 'list'])",
+    ],
+)
+def test_a_governed_command_loads_no_http_or_schema_library(code: str) -> None:
+    """`lictor run` starts its command within tens of milliseconds only if it leaves
+    these out: their imports alone took longer (ADR 11)."""
+    assert not loaded_after(code).intersection(HEAVY_CLIENT_MODULES)
+
+
+def test_the_async_client_loads_httpx_when_asked_for() -> None:
+    assert "httpx" in loaded_after("from lictor.sdk import AsyncClient")

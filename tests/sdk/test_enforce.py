@@ -16,8 +16,8 @@ from lictor.errors import (
     UnavailableError,
 )
 from lictor.sdk import ExecutionHandle, ExecutionRevokedError, LeaseLostError
+from lictor.sdk.async_scope import TaskKeeper
 from lictor.sdk.enforce import Keeper, outcome_for
-from lictor.sdk.keeper import TaskKeeper
 
 
 def reply(state: str = "active", seconds: float = 3.0, ttl: int = 3) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import pytest
 
 from lictor.core.lease import MIN_TTL_MS
 from lictor.sdk import Client, ExecutionRevokedError, LeaseLostError
+from lictor.sdk.connections import Connections
+from lictor.sdk.events import EventWatcher
 
 from .conftest import DEPLOY, PLANNER, STAGING, Plane
 
@@ -78,3 +80,20 @@ def test_a_revocation_is_pushed_well_before_the_next_renewal(plane: Plane, clien
         assert cancelled.wait(timeout=2.0), "the revocation was not pushed"
         assert "pushed by the log" in str(e.lost)
         e.check()
+
+
+def test_stopping_a_watcher_ends_its_blocked_read_at_once(plane: Plane) -> None:
+    """The stream waits for events in a read when `stop` is called: stopping shuts its
+    socket down, so the thread is over when `stop` returns (not left to time out)."""
+    headers = {"Authorization": f"Bearer {plane.runtime_secret}"}
+    with (
+        Client(plane.url, plane.runtime_secret, events=False) as client,
+        client.execution(PLANNER, DEPLOY, STAGING, ttl=15) as e,
+    ):
+        after = (e.receipt or {})["index"]
+        watcher = EventWatcher(Connections(plane.url), headers, e, after)
+        watcher.start()
+        time.sleep(0.3)  # let the stream open and block in its read
+        watcher.stop()
+        following = [t for t in threading.enumerate() if t.name == f"lictor-events-{e.id}"]
+        assert not following and e.lost is None
