@@ -20,9 +20,9 @@ from lictor.sdk.async_scope import AsyncExecutionScope
 from lictor.sdk.client import (
     DEFAULT_TIMEOUT,
     Ref,
+    answered,
     bearer,
     complete_body,
-    completed,
     completions_body,
     grant_headers,
     json_bytes,
@@ -142,7 +142,7 @@ class AsyncClient:
         """`Client.complete_many`."""
         body = completions_body(completions)
         reply = await self._call("POST", "/v1/executions/completions", body)
-        return completed(reply, len(completions))
+        return answered(reply, len(completions))
 
     async def get(self, execution_id: str, *, grant: str | None = None) -> dict[str, Any]:
         """`Client.get`."""

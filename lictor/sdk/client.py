@@ -37,6 +37,7 @@ from lictor.errors import DeniedError, InvalidRequestError, LictorError, Unavail
 from lictor.sdk.connections import Connections, TransportError
 from lictor.sdk.enforce import ExecutionHandle
 from lictor.sdk.events import EventWatcher, NoWatcher
+from lictor.sdk.heartbeat import Heartbeat
 from lictor.sdk.scope import ExecutionScope, Spec
 from lictor.wire_errors import error_for
 
@@ -120,15 +121,17 @@ def completions_body(completions: Sequence[Mapping[str, Any]]) -> dict[str, Any]
     return {"completions": items}
 
 
-def completed(reply: dict[str, Any], count: int) -> list[dict[str, Any] | LictorError]:
-    """Each of ``count`` completions' answer, or its error rebuilt."""
+def answered(
+    reply: dict[str, Any], count: int, what: str = "completions"
+) -> list[dict[str, Any] | LictorError]:
+    """Each of ``count`` items' answer (completions or renewals), or its error rebuilt."""
     items = reply.get("results")
     if not isinstance(items, list) or len(items) != count:
-        raise LictorError(f"the reply does not answer each of {count} completions")
+        raise LictorError(f"the reply does not answer each of {count} {what}")
     results: list[dict[str, Any] | LictorError] = []
     for item in items:
         if not isinstance(item, dict):
-            raise LictorError("a completion's answer is not a JSON object")
+            raise LictorError(f"an answer among the {what} is not a JSON object")
         results.append(error_for(item, 200) if "error" in item else item)
     return results
 
@@ -212,6 +215,8 @@ class Client:
         self._credential = credential
         self._headers = bearer(credential)
         self._connections = Connections(self.url)
+        # a runtime's keepers renew together (ADR 22); a grant renews its execution alone
+        self.heartbeat = Heartbeat(self.renew_many, self._renew_alone) if credential else None
 
     def __enter__(self) -> Client:
         return self
@@ -258,6 +263,20 @@ class Client:
         path = f"/v1/executions/{execution_id}/renew"
         return self._call("POST", path, ttl_body(ttl), timeout, grant)
 
+    def _renew_alone(self, execution_id: str, ttl: int | None, timeout: float) -> dict[str, Any]:
+        return self.renew(execution_id, ttl, timeout=timeout)
+
+    def renew_many(
+        self, renewals: Sequence[Mapping[str, Any]], timeout: float | None = None
+    ) -> list[dict[str, Any] | LictorError]:
+        """Renew several executions in one call and one commit (at most 256), each
+        re-verified as `renew` does: a runtime's heartbeat. Each item holds
+        ``execution``, and may hold ``ttl`` and ``grant`` (true to get a new grant);
+        each is answered alone: the execution, its lease (and grant), or its error."""
+        body = {"renewals": [dict(r) for r in renewals]}
+        reply = self._call("POST", "/v1/executions/renewals", body, timeout)
+        return answered(reply, len(renewals), "renewals")
+
     def complete(
         self,
         execution_id: str,
@@ -281,7 +300,7 @@ class Client:
         holds ``execution`` and ``outcome``, and may hold ``exit_code``, ``summary`` and
         ``result_hash``; each is answered alone: `complete`'s reply, or its error."""
         reply = self._call("POST", "/v1/executions/completions", completions_body(completions))
-        return completed(reply, len(completions))
+        return answered(reply, len(completions))
 
     def get(self, execution_id: str, *, grant: str | None = None) -> dict[str, Any]:
         """An execution with its decision and every transition."""

@@ -96,7 +96,11 @@ class ExecutionScope:
         return handle
 
     def _renew(self, timeout: float) -> dict[str, Any]:
-        handle = self.handle
+        """One renewal: in the client's heartbeat with the others that fall due at about
+        the same time (a runtime's client), else alone (a grant renews its own)."""
+        handle, heartbeat = self.handle, self._client.heartbeat
+        if heartbeat is not None:
+            return heartbeat.renew(handle.id, self._spec.ttl, timeout)
         return self._client.renew(handle.id, self._spec.ttl, timeout=timeout, grant=handle.grant)
 
     def __exit__(

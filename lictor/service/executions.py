@@ -542,8 +542,14 @@ class Executions:
                 planned.append(self._renew_command(r.execution_id, runtime_id, r.ttl_ms))
             except LictorError as e:
                 planned.append(e)
-        commands = [p if isinstance(p, LictorError) else p[0] for p in planned]
-        settled = await self._run_together(commands)
+        # parents before their children: a child's new lease may then reach as far as
+        # its parent's new one (it is capped at the parent's expiry as planned)
+        order = sorted(range(len(renewals)), key=lambda i: self._depth(renewals[i].execution_id))
+        commands = [p if isinstance(p, LictorError) else p[0] for p in (planned[i] for i in order)]
+        settled_in_order = await self._run_together(commands)
+        settled: list[Any] = [None] * len(renewals)
+        for i, answer in zip(order, settled_in_order, strict=True):
+            settled[i] = answer
         done: list[Outcome | LictorError] = []
         for r, planning, answer in zip(renewals, planned, settled, strict=True):
             if isinstance(answer, StaleDecisionError):  # decided under a policy since replaced
@@ -554,6 +560,12 @@ class Executions:
                 answer = self._with_grant(answer, planning[1])  # signed at the decision's time
             done.append(answer)
         return done
+
+    def _depth(self, execution_id: str) -> int:
+        """How deep ``execution_id`` is in its lineage, as last read (0 if unknown)."""
+        with self._parsed_lock:
+            known = self._parsed.get(execution_id)
+        return known.stored.execution.depth if known is not None else 0
 
     async def _renewed_again(self, renewal: Renewal, runtime_id: str) -> Outcome:
         outcome = await self.renew_async(renewal.execution_id, runtime_id, renewal.ttl_ms)

@@ -232,6 +232,23 @@ def test_renewals_are_answered_each_alone_and_committed_together(
     assert len(commits) == 1  # three leases moved in one transaction, nothing to log
 
 
+def test_a_child_renewed_before_its_parent_in_one_call_follows_the_parents_new_lease(
+    client: TestClient, governed: dict[str, Any]
+) -> None:
+    runtime = governed["runtime"]
+    parent = _ask(client, runtime, ttl=5).json()
+    child = _ask(client, runtime, ttl=5, parent_grant=parent["grant"]).json()
+    items = [  # the child first: the parent is renewed first all the same
+        {"execution": child["execution"]["id"], "ttl": 60},
+        {"execution": parent["execution"]["id"], "ttl": 60},
+    ]
+    r = client.post("/v1/executions/renewals", json={"renewals": items}, headers=runtime)
+    assert r.status_code == 200, r.text
+    renewed_child, renewed_parent = (x["lease"]["expires_at_ms"] for x in r.json()["results"])
+    assert renewed_parent > parent["lease"]["expires_at_ms"] + 50_000
+    assert renewed_child == renewed_parent  # capped at the parent's new expiry, not its old
+
+
 def test_a_renewal_among_others_is_revoked_when_its_authorization_no_longer_holds(
     client: TestClient, governed: dict[str, Any], admin: dict[str, str]
 ) -> None:
