@@ -1,31 +1,36 @@
-"""Kept-alive connections to one control plane, over the standard library's `http.client`.
+"""Kept-alive connections to one control plane: HTTP/1.1 over a plain socket.
 
 What `Client`, its events watcher and the command line send their calls
-through. httpx did this job before, but it costs about 100 ms to import and
-builds a TLS context (about 35 ms) even for ``http://``, twice per `lictor
-run`; `http.client` is what it is built on anyway (ADR 11). The rules:
+through. httpx did this job first, then `http.client`; both cost `lictor run`
+more to import than its whole HTTP exchange (httpx about 100 ms, `http.client`
+about 19 ms, most of it the ``email`` package), so the messages are written
+and read by `lictor.sdk.http11`, and this module does the I/O (ADR 11). The
+rules:
 
 - ``http://`` gets plain connections; ``https://`` gets TLS with the trust
   httpx gave by default (``SSL_CERT_FILE``, else ``SSL_CERT_DIR``, else
-  certifi's bundle), built once per process, when first needed;
+  certifi's bundle), built once per process, when first needed (``ssl`` is
+  not even imported for ``http://``);
 - a request body is sent whole and the reply read whole (Lictor's JSON
-  calls are small); a stream (server-sent events) gets a connection of its
-  own from `Connections.connect`;
+  calls are small, and bounded by ``http11.MAX_BODY_BYTES``); a stream
+  (server-sent events) gets a connection of its own from
+  `Connections.connect`, and its reply is read as it arrives;
 - idle connections are kept for the next call, each used by one call at a
   time, so one `Connections` may be shared between threads. One the server
-  has closed meanwhile (its socket reads as ready) is dropped before use;
+  has closed meanwhile (its socket reads as ready) is dropped before use; a
+  reply that closes its connection (``Connection: close``, HTTP/1.0, a body
+  framed by the close) or is not read to its end leaves it unkept;
 - a request is never sent twice, with one exception: a kept connection whose
   send fails was closed by the server before the request reached it, so the
   request is sent once more on a new connection. A failure after the request
   went out is raised, never retried;
 - every connect, send and read is bounded by the call's timeout; a call that
-  gets no reply raises `TransportError`.
+  gets no reply, or one `lictor.sdk.http11` refuses, raises `TransportError`.
 """
 
 from __future__ import annotations
 
 import functools
-import http.client
 import os
 import select
 import socket
@@ -34,6 +39,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
+from lictor.sdk.http11 import Reader, Reply, request_bytes
+from lictor.sdk.http11 import TransportError as TransportError  # what callers catch
+
 if TYPE_CHECKING:
     import ssl
 
@@ -41,8 +49,26 @@ URL_SAFE = "/?&=:@!$'()*+,;-._~%"  # what a path and query may hold as they are
 MAX_IDLE = 20  # as httpx kept
 
 
-class TransportError(Exception):
-    """A call that got no reply: no connection, a timeout, or a reply cut short."""
+class Connection:
+    """One HTTP/1.1 connection: its socket (which another thread may shut down to end
+    a read blocked on it) and what was read from it but not yet used."""
+
+    def __init__(self, sock: socket.socket, authority: str) -> None:
+        self.sock, self._authority = sock, authority
+        self._reader = Reader(sock.recv)
+
+    def send(
+        self, method: str, target: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> None:
+        """Write one request; `OSError` as the socket raises it."""
+        self.sock.sendall(request_bytes(method, target, self._authority, headers, body))
+
+    def reply(self, method: str) -> Reply:
+        """Read the reply's head; its body is left to the caller (`Reply`)."""
+        return Reply(self._reader, method)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Connections:
@@ -55,7 +81,10 @@ class Connections:
         self._prefix = parts.path.rstrip("/")
         usable = parts.scheme in ("http", "https") and parts.hostname
         self._unusable = None if usable else f"not an http:// or https:// URL: {url!r}"
-        self._idle: list[http.client.HTTPConnection] = []
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = self.port == (443 if self._tls else 80)
+        self._authority = host if default else f"{host}:{self.port}"
+        self._idle: list[Connection] = []
         self._max_idle = max_idle
         self._lock = threading.Lock()
 
@@ -75,27 +104,25 @@ class Connections:
         """Send one request and read its whole reply: (status, body)."""
         connection, kept = self._take(timeout)
         try:
-            response = _send(connection, kept, method, target, body, headers)
-            data = response.read()
-        except (OSError, http.client.HTTPException) as e:
+            connection = self._send(connection, kept, timeout, method, target, body, headers)
+            reply = connection.reply(method)
+            data = reply.read()
+        except OSError as e:
             connection.close()
             raise TransportError(str(e) or type(e).__name__) from e
         except BaseException:
             connection.close()
             raise
-        self._give_back(connection)
-        return response.status, data
+        self._give_back(connection, reply.keep_alive)
+        return reply.status, data
 
-    def connect(self, timeout: float) -> http.client.HTTPConnection:
+    def connect(self, timeout: float) -> Connection:
         """A new connection of the caller's own, already connected (so another thread
         may shut its socket down to end a read); raises `TransportError`."""
-        connection = self._new(timeout)
         try:
-            connection.connect()
+            return self._new(timeout)
         except OSError as e:
-            connection.close()
             raise TransportError(str(e) or type(e).__name__) from e
-        return connection
 
     def close(self) -> None:
         """Close the idle connections; a call in flight closes its own after."""
@@ -104,56 +131,64 @@ class Connections:
         for connection in idle:
             connection.close()
 
-    def _take(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self, timeout: float) -> tuple[Connection, bool]:
         """An idle connection still open (and True), else a new one (and False)."""
         while True:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
             if connection is None:
-                return self._new(timeout), False
-            if connection.sock is not None and not _readable(connection.sock):
+                return self.connect(timeout), False
+            if not _readable(connection.sock):
                 connection.sock.settimeout(timeout)
-                connection.timeout = timeout  # for the new connection of a resend
                 return connection, True
             connection.close()
 
-    def _new(self, timeout: float) -> http.client.HTTPConnection:
+    def _send(
+        self,
+        connection: Connection,
+        kept: bool,
+        timeout: float,
+        method: str,
+        target: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+    ) -> Connection:
+        """Send the request on ``connection``, or once more on a new one if a kept one
+        was found closed while sending; the connection it went out on."""
+        try:
+            connection.send(method, target, body, headers)
+        except OSError:
+            if not kept:
+                raise
+            connection.close()
+            connection = self.connect(timeout)
+            try:
+                connection.send(method, target, body, headers)
+            except BaseException:
+                connection.close()
+                raise
+        return connection
+
+    def _new(self, timeout: float) -> Connection:
         if self._unusable:
             raise TransportError(self._unusable)
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
         if self._tls:
-            return http.client.HTTPSConnection(
-                self.host, self.port, timeout=timeout, context=tls_context()
-            )
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            try:
+                sock = tls_context().wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        return Connection(sock, self._authority)
 
-    def _give_back(self, connection: http.client.HTTPConnection) -> None:
+    def _give_back(self, connection: Connection, keep: bool) -> None:
         """Keep a connection the reply left open, unless enough are kept already."""
-        if connection.sock is not None:  # http.client closes it for ``Connection: close``
+        if keep:
             with self._lock:
                 if len(self._idle) < self._max_idle:
                     self._idle.append(connection)
                     return
         connection.close()
-
-
-def _send(
-    connection: http.client.HTTPConnection,
-    kept: bool,
-    method: str,
-    target: str,
-    body: bytes | None,
-    headers: Mapping[str, str],
-) -> http.client.HTTPResponse:
-    """Send the request (once more on a new connection if a kept one was found closed
-    while sending) and read the reply's head."""
-    try:
-        connection.request(method, target, body, dict(headers))
-    except OSError:
-        if not kept:
-            raise
-        connection.close()  # the next request opens a new connection
-        connection.request(method, target, body, dict(headers))
-    return connection.getresponse()
 
 
 def _readable(sock: socket.socket) -> bool:

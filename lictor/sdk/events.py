@@ -13,7 +13,6 @@ later (at the next renewal).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import socket
 import threading
@@ -22,7 +21,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from lictor.errors import ExecutionRevokedError
-from lictor.sdk.connections import Connections
+from lictor.sdk.connections import Connection, Connections
 from lictor.sdk.enforce import ExecutionHandle
 
 ENDED = frozenset({"revoked", "expired", "completed", "denied"})
@@ -156,19 +155,19 @@ class EventWatcher:
             self._socket = sock
             return True
 
-    def _lines(self, connection: http.client.HTTPConnection) -> Iterator[str]:
+    def _lines(self, connection: Connection) -> Iterator[str]:
         """Ask for the stream after the last event seen; its lines, without line ends
         (none if the server refuses it)."""
         query = urlencode({"execution": self._handle.id})
         headers = {**self._headers, "Last-Event-ID": str(self._last), **STREAM_HEADERS}
-        connection.request("GET", self._connections.target("/v1/events", query), headers=headers)
-        if connection.sock is not None:
-            connection.sock.settimeout(READ_TIMEOUT_S)
-        response = connection.getresponse()
-        if response.status != 200:
+        target = self._connections.target("/v1/events", query)
+        connection.sock.settimeout(READ_TIMEOUT_S)
+        connection.send("GET", target, None, headers)
+        reply = connection.reply("GET")
+        if reply.status != 200:
             return
-        for line in iter(response.readline, b""):
-            yield line.decode("utf-8", "replace").rstrip("\r\n")
+        for line in reply.lines():
+            yield line.decode("utf-8", "replace")
 
 
 def _shut(sock: socket.socket) -> None:
