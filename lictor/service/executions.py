@@ -480,7 +480,10 @@ class Executions:
         return read.stored
 
     def _keep(self, read: Read) -> None:
+        """Keep ``read`` as the newest; past `PARSED_RECORDS`, the longest unwritten
+        and unread goes (an execution renewing stays, however old)."""
         with self._parsed_lock:
+            self._parsed.pop(read.record.key, None)
             if len(self._parsed) >= PARSED_RECORDS:
                 self._parsed.pop(next(iter(self._parsed)))
             self._parsed[read.record.key] = read

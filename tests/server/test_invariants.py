@@ -815,3 +815,17 @@ def test_a_record_kept_parsed_after_its_write_is_the_one_stored(
     renew(client, runtime, execution_id)
     kept_is_stored()  # a renewal under new runtime facts: a transition, logged
     assert len(shown(client, admin, execution_id)["transitions"]) == 2
+
+
+def test_a_record_renewed_again_stays_kept_while_older_ones_go(
+    client: TestClient, runtime: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app: Any = client.app
+    executions = app.state.executions
+    monkeypatch.setattr(executions_module, "PARSED_RECORDS", 3)
+    executions._parsed.clear()
+    first, second, third = (started(client, runtime)["execution"]["id"] for _ in range(3))
+    renew(client, runtime, first)  # the oldest, but renewed: now the newest
+    fourth = started(client, runtime)["execution"]["id"]
+    assert list(executions._parsed) == [third, first, fourth]
+    assert second not in executions._parsed
