@@ -480,8 +480,8 @@ class Executions:
         return read.stored
 
     def _keep(self, read: Read) -> None:
-        """Keep ``read`` as the newest; past `PARSED_RECORDS`, the longest unwritten
-        and unread goes (an execution renewing stays, however old)."""
+        """Keep ``read`` as the newest; past `PARSED_RECORDS`, the one kept longest ago
+        goes (each renewal keeps its record again: an execution renewing stays)."""
         with self._parsed_lock:
             self._parsed.pop(read.record.key, None)
             if len(self._parsed) >= PARSED_RECORDS:
