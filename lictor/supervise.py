@@ -24,13 +24,11 @@ import ctypes
 import itertools
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 PR_SET_DUMPABLE = 4
 _JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
@@ -57,6 +55,8 @@ def as_user(user: str) -> list[str]:
         raise FileNotFoundError(f"no user {user!r}") from None
     if os.geteuid() != 0:
         raise PermissionError(f"only root may run a command as {user!r}")
+    import shutil  # here: `lictor run` without --user need not load it
+
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         raise FileNotFoundError("setpriv (util-linux) is needed to run a command as a user")
@@ -64,23 +64,26 @@ def as_user(user: str) -> list[str]:
     return [setpriv, *ids, "--init-groups", "--"]
 
 
-def cgroup_home() -> Path | None:
-    """This process's own cgroup v2 directory, if it can hold new cgroups; else None."""
+def cgroup_home() -> str | None:
+    """This process's own cgroup v2 directory, if it can hold new cgroups; else None.
+
+    Paths here are strings (`os.path`): `pathlib` would cost every `lictor run` about
+    8 ms of imports before its command starts."""
     try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-        own = Path("/proc/self/cgroup").read_text().splitlines()
+        mounts = _read("/proc/self/mounts").splitlines()
+        own = _read("/proc/self/cgroup").splitlines()
     except OSError:
         return None
     mount = next((line.split()[1] for line in mounts if line.split()[2:3] == ["cgroup2"]), None)
     path = next((line[3:] for line in own if line.startswith("0::")), None)
     if mount is None or path is None:
         return None
-    home = Path(mount) / path.lstrip("/")
-    probe = home / f"lictor-probe-{os.getpid()}"
+    home = os.path.join(mount, path.lstrip("/"))
+    probe = os.path.join(home, f"lictor-probe-{os.getpid()}")
     try:
-        probe.mkdir()
-        usable = (probe / "cgroup.procs").exists()
-        probe.rmdir()
+        os.mkdir(probe)
+        usable = os.path.exists(os.path.join(probe, "cgroup.procs"))
+        os.rmdir(probe)
     except OSError:
         return None
     return home if usable else None
@@ -89,7 +92,7 @@ def cgroup_home() -> Path | None:
 class Supervised:
     """A started command: its process, its process group and, if any, its cgroup."""
 
-    def __init__(self, process: subprocess.Popen[bytes], cgroup: Path | None) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], cgroup: str | None) -> None:
         self.process = process
         self.pgid = process.pid  # a new session: the leader's pid is the group id
         self.cgroup = cgroup
@@ -99,7 +102,7 @@ class Supervised:
         cls,
         argv: Sequence[str],
         env: Mapping[str, str],
-        home: Path | None,
+        home: str | None,
         user: str | None = None,
     ) -> Supervised:
         """Start ``argv`` (as ``user`` if given: its uid, gid and groups, set by
@@ -110,15 +113,15 @@ class Supervised:
             argv = [*as_user(user), *argv]
         cgroup = None
         if home is not None:
-            cgroup = home / f"lictor-run-{os.getpid()}-{next(_names)}"
+            cgroup = os.path.join(home, f"lictor-run-{os.getpid()}-{next(_names)}")
             try:
-                cgroup.mkdir()
+                os.mkdir(cgroup)
             except OSError:
                 cgroup = None
         if cgroup is None:
             process = subprocess.Popen(list(argv), env=dict(env), start_new_session=True)
         else:
-            shim = ["/bin/sh", "-c", _JOIN_CGROUP, str(cgroup), *argv]
+            shim = ["/bin/sh", "-c", _JOIN_CGROUP, cgroup, *argv]
             process = subprocess.Popen(shim, env=dict(env), start_new_session=True)
         return cls(process, cgroup)
 
@@ -127,7 +130,7 @@ class Supervised:
         if self.cgroup is None:
             return []
         try:
-            text = (self.cgroup / "cgroup.procs").read_text()
+            text = _read(os.path.join(self.cgroup, "cgroup.procs"))
         except OSError:
             return []
         return [int(p) for p in text.split()]
@@ -144,7 +147,7 @@ class Supervised:
         """SIGKILL everything: ``cgroup.kill`` where the kernel has it, then each process."""
         if self.cgroup is not None:
             with contextlib.suppress(OSError):
-                (self.cgroup / "cgroup.kill").write_text("1")
+                _write(os.path.join(self.cgroup, "cgroup.kill"), "1")
         self.signal(signal.SIGKILL)
 
     def terminate(self, grace: float) -> None:
@@ -173,7 +176,7 @@ class Supervised:
         while self.pids() and time.monotonic() < deadline:
             time.sleep(0.01)
         with contextlib.suppress(OSError):
-            self.cgroup.rmdir()
+            os.rmdir(self.cgroup)
 
 
 class Watchdog:
@@ -192,7 +195,7 @@ class Watchdog:
         os.close(read)
 
     def guard(self, supervised: Supervised) -> None:
-        cgroup = str(supervised.cgroup) if supervised.cgroup else "-"
+        cgroup = supervised.cgroup or "-"
         os.write(self._write, f"{supervised.pgid} {cgroup}\n".encode())
 
     def release(self) -> None:
@@ -226,16 +229,16 @@ def _watch(read: int) -> None:
         with contextlib.suppress(OSError):
             os.killpg(int(pgid), signal.SIGKILL)
         if cgroup != "-":
-            _kill_cgroup(Path(cgroup))
+            _kill_cgroup(cgroup)
     os._exit(0)
 
 
-def _kill_cgroup(cgroup: Path) -> None:
+def _kill_cgroup(cgroup: str) -> None:
     with contextlib.suppress(OSError):
-        (cgroup / "cgroup.kill").write_text("1")
+        _write(os.path.join(cgroup, "cgroup.kill"), "1")
     for _ in range(200):
         try:
-            pids = [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+            pids = [int(p) for p in _read(os.path.join(cgroup, "cgroup.procs")).split()]
         except OSError:
             return
         if not pids:
@@ -245,4 +248,14 @@ def _kill_cgroup(cgroup: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.01)
     with contextlib.suppress(OSError):
-        cgroup.rmdir()
+        os.rmdir(cgroup)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)

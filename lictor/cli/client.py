@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,7 +22,7 @@ from lictor.sdk.connections import Connections, TransportError
 from lictor.wire_errors import error_for
 
 DEFAULT_URL = "http://127.0.0.1:7300"
-DEFAULT_CREDENTIAL_FILE = Path("lictor-data") / "admin.token"
+DEFAULT_CREDENTIAL_FILE = os.path.join("lictor-data", "admin.token")
 TIMEOUT_S = 30.0
 
 
@@ -41,15 +40,22 @@ def explicit_credential(args: argparse.Namespace) -> bool:
 def credential(args: argparse.Namespace) -> str | None:
     if args.credential_file:
         try:
-            return Path(args.credential_file).read_text().strip()
+            return _read(args.credential_file)
         except OSError as e:
             raise InvalidRequestError(f"cannot read {args.credential_file}: {e}") from e
     if os.environ.get("LICTOR_CREDENTIAL"):
         return os.environ["LICTOR_CREDENTIAL"].strip()
     try:
-        return DEFAULT_CREDENTIAL_FILE.read_text().strip()
+        return _read(DEFAULT_CREDENTIAL_FILE)
     except OSError:
         return None
+
+
+def _read(path: str) -> str:
+    """A credential file's text, stripped (with `open`: `pathlib` costs `lictor run`
+    about 8 ms of imports)."""
+    with open(path) as f:
+        return f.read().strip()
 
 
 def call(

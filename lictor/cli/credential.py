@@ -132,7 +132,8 @@ def _credential_file(args: argparse.Namespace) -> Path | None:
         return Path(args.credential_file)
     if os.environ.get("LICTOR_CREDENTIAL"):
         return None
-    return DEFAULT_CREDENTIAL_FILE if DEFAULT_CREDENTIAL_FILE.is_file() else None
+    default = Path(DEFAULT_CREDENTIAL_FILE)
+    return default if default.is_file() else None
 
 
 def _when(ms: int | None) -> str:
