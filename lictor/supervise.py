@@ -11,6 +11,12 @@ What `lictor run` needs from the operating system, and nothing about Lictor:
   process group but never the cgroup, so `Supervised.kill` still reaches it.
   Without a usable cgroup, such a process escapes: only the process group is
   signalled (`Supervised.cgroup` is None and `lictor run` says so).
+- Joining a cgroup can take the kernel ten milliseconds or more (it waits
+  for an RCU grace period). `Supervised.prepare` starts that shell early,
+  held at a gate (a pipe), while the caller does something else (`lictor
+  run`: its decision); `Pending.open` hands it the last variables of its
+  environment and lets it ``exec`` the command at once, `Pending.cancel`
+  ends it unstarted, and so does the gate closing with its supervisor.
 - A `Watchdog`, forked before any thread starts, holds the read end of a
   pipe. When the supervisor dies, even by SIGKILL, the pipe closes and the
   watchdog kills the command's group and cgroup, so the work cannot outlive
@@ -32,6 +38,16 @@ from collections.abc import Mapping, Sequence
 
 PR_SET_DUMPABLE = 4
 _JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+# $0 the cgroup, $1 the gate's descriptor: join, then read NAME=value lines from the
+# gate and export them until "go", then run the command; an early EOF starts nothing
+_JOIN_CGROUP_AT_GATE = """echo $$ > "$0/cgroup.procs" || exit 125
+[ "$1" = 3 ] || eval "exec 3<&$1 $1<&-"
+shift
+while IFS= read -r line <&3; do
+  if [ "$line" = go ]; then exec 3<&-; exec "$@"; fi
+  export "$line"
+done
+exit 0"""
 _names = itertools.count()
 
 
@@ -125,6 +141,18 @@ class Supervised:
             process = subprocess.Popen(shim, env=dict(env), start_new_session=True)
         return cls(process, cgroup)
 
+    @classmethod
+    def prepare(
+        cls,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        home: str | None,
+        user: str | None = None,
+    ) -> Pending:
+        """`start`, in two steps: with a cgroup, its shell starts now and joins the
+        cgroup while the caller goes on; the command runs only at `Pending.open`."""
+        return Pending(argv, env, home, user)
+
     def pids(self) -> list[int]:
         """Processes in the cgroup (empty without one)."""
         if self.cgroup is None:
@@ -177,6 +205,82 @@ class Supervised:
             time.sleep(0.01)
         with contextlib.suppress(OSError):
             os.rmdir(self.cgroup)
+
+
+class Pending:
+    """A command not started yet (`Supervised.prepare`): with a cgroup, a shell already
+    in it, waiting at its gate; else only what to start."""
+
+    def __init__(
+        self, argv: Sequence[str], env: Mapping[str, str], home: str | None, user: str | None
+    ) -> None:
+        self.argv, self._env, self._user = list(argv), dict(env), user
+        self._shell: subprocess.Popen[bytes] | None = None
+        self._gate, self._cgroup = -1, ""
+        self._home: str | None = None  # set if the cgroup is to be joined only at `open`
+        self._error: OSError | None = None
+        if home is not None:
+            try:
+                self._hold(home)
+            except OSError as e:  # raised where `start` would raise it: at `open`
+                self._error = e
+
+    def _hold(self, home: str) -> None:
+        argv = [*as_user(self._user), *self.argv] if self._user is not None else self.argv
+        read, gate = os.pipe()  # the lowest free descriptors
+        if read >= 10:  # a POSIX shell reads only descriptors 0 to 9: join at `open`
+            os.close(read)
+            os.close(gate)
+            self._home = home
+            return
+        cgroup = os.path.join(home, f"lictor-run-{os.getpid()}-{next(_names)}")
+        try:
+            os.mkdir(cgroup)
+            shell = ["/bin/sh", "-c", _JOIN_CGROUP_AT_GATE, cgroup, str(read), *argv]
+            self._shell = subprocess.Popen(
+                shell, env=self._env, start_new_session=True, pass_fds=(read,)
+            )
+        except OSError:
+            os.close(gate)
+            with contextlib.suppress(OSError):
+                os.rmdir(cgroup)
+            self._home = home  # as `start` does: a cgroup if it can, else none
+            return
+        finally:
+            os.close(read)
+        self._gate, self._cgroup = gate, cgroup
+
+    def open(self, extra: Mapping[str, str]) -> Supervised:
+        """Start the command with ``extra`` added to its environment; `FileNotFoundError`
+        and `PermissionError` as `Supervised.start` raises."""
+        if self._error is not None:
+            raise self._error
+        if self._shell is None:
+            return Supervised.start(self.argv, {**self._env, **extra}, self._home, self._user)
+        lines = [f"{name}={value}\n" for name, value in extra.items()]
+        if any(
+            not name.isidentifier() or "\n" in value or "\0" in value
+            for name, value in extra.items()
+        ):
+            raise ValueError("an environment variable the gate cannot pass on")
+        try:
+            os.write(self._gate, ("".join(lines) + "go\n").encode())
+        finally:
+            os.close(self._gate)
+            self._gate = -1
+        shell, self._shell = self._shell, None
+        return Supervised(shell, self._cgroup)
+
+    def cancel(self) -> None:
+        """End the waiting shell, the command unstarted (nothing once `open` ran)."""
+        if self._gate >= 0:
+            os.close(self._gate)  # the shell reads EOF and exits
+            self._gate = -1
+        if self._shell is not None:
+            self._shell.wait()
+            self._shell = None
+            with contextlib.suppress(OSError):
+                os.rmdir(self._cgroup)
 
 
 class Watchdog:

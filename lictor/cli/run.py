@@ -45,7 +45,7 @@ import sys
 import time
 from collections.abc import Mapping
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lictor.cli.client import DEFAULT_URL, credential, explicit_credential
 from lictor.errors import (
@@ -54,9 +54,12 @@ from lictor.errors import (
     InvalidRequestError,
     LeaseLostError,
 )
-from lictor.sdk import Client, ExecutionHandle
-from lictor.sdk.scope import GRANT_ENV
-from lictor.supervise import Supervised, Watchdog, cgroup_home, not_dumpable
+from lictor.supervise import Pending, Supervised, Watchdog, cgroup_home, not_dumpable
+
+if TYPE_CHECKING:
+    from lictor.sdk import ExecutionHandle
+
+GRANT_ENV = "LICTOR_GRANT"  # as `lictor.sdk.scope` reads it (the SDK loads later)
 
 DENIED = 77
 UNREACHABLE = 69
@@ -101,9 +104,13 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidRequestError("--grace must not be negative")
     not_dumpable()  # before the watchdog forks: it holds the same memory
     watchdog = Watchdog()  # forked first: no thread may exist yet
+    # held at its gate, the command's shell joins its cgroup (which can take the kernel
+    # 10 ms or more) while the SDK loads and the decision is made (`lictor.supervise`)
+    command = Supervised.prepare(argv, environment(url), cgroup_home(), args.user)
     try:
-        return _govern(url, secret, principal, action, args, context, argv, watchdog)
+        return _govern(url, secret, principal, action, args, context, command, watchdog)
     finally:
+        command.cancel()  # denied, or no decision: it never starts
         watchdog.release()
         # Python puts default handlers back while it exits: a parent stopping its whole
         # tree would then kill this process, and its exit code would be lost. Ignored
@@ -130,16 +137,18 @@ def _govern(
     action: str,
     args: argparse.Namespace,
     context: dict[str, Any],
-    argv: list[str],
+    command: Pending,
     watchdog: Watchdog,
 ) -> int:
+    from lictor.sdk import Client  # here: its imports overlap the cgroup's join
+
     with Client(url, secret) as client:
         try:
             scope = client.execution(
                 principal, action, args.resource, context, args.ttl, stop_ahead=args.grace
             )
             with scope as handle:
-                return _supervise(handle, argv, args, url, watchdog)
+                return _supervise(handle, command, args, watchdog)
         except DeniedError as e:
             if e.receipt is None:
                 print(f"lictor run: no decision: {e.reason_code}: {e.message}", file=sys.stderr)
@@ -157,9 +166,8 @@ def _govern(
 
 def _supervise(
     handle: ExecutionHandle,
-    argv: list[str],
+    command: Pending,
     args: argparse.Namespace,
-    url: str,
     watchdog: Watchdog,
 ) -> int:
     """Run the command under ``handle``; its exit code (the scope raises if it was lost).
@@ -173,9 +181,9 @@ def _supervise(
     interrupted: list[int] = []
     _forward_signals(started, interrupted)
     try:
-        supervised = Supervised.start(argv, environment(handle, url), cgroup_home(), args.user)
+        supervised = command.open(execution_variables(handle, os.environ))
     except OSError as e:
-        print(f"lictor run: cannot start {argv[0]}: {e}", file=sys.stderr)
+        print(f"lictor run: cannot start {command.argv[0]}: {e}", file=sys.stderr)
         handle.report("failed", NOT_STARTED, f"not started: {e}")
         return NOT_STARTED
     started.append(supervised)
@@ -209,15 +217,22 @@ def _grace(handle: ExecutionHandle, grace: float) -> float:
     return max(0.0, min(grace, handle.stop_by - time.monotonic()))
 
 
-def environment(handle: ExecutionHandle, url: str) -> dict[str, str]:
-    """The command's environment: this one's, less every ``LICTOR_*`` variable (a
-    credential among them), plus what identifies its execution."""
+def environment(url: str) -> dict[str, str]:
+    """The command's environment before its execution is known: this one's, less every
+    ``LICTOR_*`` variable (a credential among them), plus the control plane's URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LICTOR_")}
-    env["LICTOR_EXECUTION_ID"] = handle.id
-    env[GRANT_ENV] = handle.grant or ""
     env["LICTOR_URL"] = url
-    env["TRACEPARENT"] = traceparent(str(handle.execution["root_id"]), handle.id, env)
     return env
+
+
+def execution_variables(handle: ExecutionHandle, env: Mapping[str, str]) -> dict[str, str]:
+    """What identifies the command's execution, added to `environment` as it starts:
+    its id, its grant and a W3C ``TRACEPARENT`` (in the trace of ``env``'s, if any)."""
+    return {
+        "LICTOR_EXECUTION_ID": handle.id,
+        GRANT_ENV: handle.grant or "",
+        "TRACEPARENT": traceparent(str(handle.execution["root_id"]), handle.id, env),
+    }
 
 
 def traceparent(root_id: str, execution_id: str, env: Mapping[str, str]) -> str:

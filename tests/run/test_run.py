@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
 from collections.abc import Callable
 
 from lictor.cli.run import DENIED, REVOKED, UNREACHABLE
+from lictor.supervise import cgroup_home
 
 from ..conftest import free_port
 from ..sdk.conftest import Plane
@@ -31,10 +33,14 @@ def test_an_allowed_command_runs_with_its_execution_and_reports_its_exit_code(
 
 
 def test_a_denied_command_never_starts(plane: Plane, start_run: Callable[..., Run]) -> None:
+    home = cgroup_home()
+    before = set(os.listdir(home)) if home else set()
     run = start_run(plane, "sh", "-c", 'echo > "$PIDS/ran"', resource=PRODUCTION)
     code, _, err = run.finish()
     assert code == DENIED and "denied" in err and "log index" in err, err
     assert not (run.pids_dir / "ran").exists()
+    if home:  # the shell held in its cgroup while the decision was made is gone with it
+        assert set(os.listdir(home)) <= before
 
 
 def test_no_control_plane_at_start_is_its_own_exit_code(

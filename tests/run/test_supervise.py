@@ -1,0 +1,109 @@
+"""A command held at its gate (`lictor.supervise.Pending`): in its cgroup before it runs,
+started only by `open` with the variables given, never by anything else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lictor.supervise import Pending, Supervised, cgroup_home
+
+RECORD = 'echo "$LICTOR_EXECUTION_ID|$TRACEPARENT|$KEPT" > "$OUT"; cat /proc/self/cgroup >> "$OUT"'
+
+
+@pytest.fixture(params=["cgroup", "no cgroup"])
+def home(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Where the command's cgroup goes: this machine's, when it has one, and none."""
+    found = cgroup_home()
+    if request.param == "cgroup" and found is None:
+        pytest.skip("no writable cgroup v2 hierarchy here: the other case covers it")
+    yield found if request.param == "cgroup" else None
+
+
+def held(tmp_path: Path, home: str | None) -> tuple[Pending, Path]:
+    out = tmp_path / "out"
+    env = {"PATH": os.environ["PATH"], "OUT": str(out), "KEPT": "kept", "TRACEPARENT": "old"}
+    return Supervised.prepare(["sh", "-c", RECORD], env, home), out
+
+
+def cgroups(home: str | None) -> set[str]:
+    """This process's commands' cgroups that are still there."""
+    if home is None:
+        return set()
+    return {name for name in os.listdir(home) if name.startswith(f"lictor-run-{os.getpid()}-")}
+
+
+HOLD_AND_OPEN = """
+import os, sys, time
+from lictor.supervise import Supervised
+home = sys.argv[1] if sys.argv[1] != "-" else None
+env = {"PATH": os.environ["PATH"], "OUT": sys.argv[2], "KEPT": "kept", "TRACEPARENT": "old"}
+command = Supervised.prepare(["sh", "-c", sys.argv[3]], env, home)
+time.sleep(0.2)
+mine = f"lictor-run-{os.getpid()}-"
+waiting = sorted(n for n in os.listdir(home) if n.startswith(mine)) if home else []
+procs = [open(os.path.join(home, n, "cgroup.procs")).read().split() for n in waiting]
+refused = 0
+for bad in ({"LICTOR_GRANT": "a\\ngo"}, {"NOT-A-NAME": "x"}) if home else ():
+    try:
+        command.open(bad)  # a line break or a bad name must never reach the gate
+    except ValueError:
+        refused += 1
+print(os.path.exists(sys.argv[2]), len(waiting), all(procs), refused)
+supervised = command.open({"LICTOR_EXECUTION_ID": "ex_1", "TRACEPARENT": sys.argv[4]})
+print(supervised.wait(), os.path.basename(supervised.cgroup or "-"))
+supervised.clean_up()
+"""
+
+
+def test_a_held_command_runs_at_open_with_the_variables_given(
+    tmp_path: Path, home: str | None
+) -> None:
+    """In a process of its own, as `lictor run` holds it: few descriptors open, so its
+    gate's is one a POSIX shell can read (0 to 9)."""
+    out, traceparent = tmp_path / "out", "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    argv = [sys.executable, "-c", HOLD_AND_OPEN, home or "-", str(out), RECORD, traceparent]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, close_fds=True)
+    assert done.returncode == 0, done.stderr
+    before_open, after = done.stdout.splitlines()
+    ran_early, waiting, joined, refused = before_open.split()
+    assert ran_early == "False"  # held: nothing ran before `open`
+    if home is not None:  # but its shell was in its cgroup already
+        assert (waiting, joined, refused) == ("1", "True", "2")
+    code, cgroup = after.split()
+    assert code == "0"
+    first, *groups = out.read_text().splitlines()
+    assert first == f"ex_1|{traceparent}|kept"
+    if home is not None:  # it ran in that cgroup, which is gone now
+        assert next(line for line in groups if line.startswith("0::")).endswith("/" + cgroup)
+    assert not os.path.exists(os.path.join(home or "-", cgroup))
+
+
+def test_a_cancelled_command_never_runs_and_leaves_no_cgroup(
+    tmp_path: Path, home: str | None
+) -> None:
+    before = cgroups(home)
+    command, out = held(tmp_path, home)
+    command.cancel()
+    time.sleep(0.2)
+    assert not out.exists()
+    assert cgroups(home) == before
+
+
+def test_a_command_that_cannot_start_is_reported_as_not_started(
+    tmp_path: Path, home: str | None
+) -> None:
+    command = Supervised.prepare(["/nonexistent/tool"], {"PATH": os.environ["PATH"]}, home)
+    if home is None:  # started directly: the error is raised
+        with pytest.raises(FileNotFoundError):
+            command.open({})
+        return
+    supervised = command.open({})  # its shell could not exec it: 127, as a shell says
+    assert supervised.wait() == 127
+    supervised.clean_up()
