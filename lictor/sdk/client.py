@@ -22,9 +22,11 @@ those, and nothing else: ``Client(os.environ["LICTOR_URL"])`` inside such a
 command, then ``with client.execution(...)``, starts a child of the command's
 execution.
 
-`Client` speaks through `lictor.sdk.connections` (the standard library's
-`http.client`), so a process that governs work with it (`lictor run`) does
-not load httpx or asyncio; `AsyncClient` keeps httpx.
+`Client` speaks through `lictor.sdk.connections` (HTTP/1.1 read by
+`lictor.sdk.http11` over a socket, TLS by `ssl` for ``https://``), so a
+process that governs work with it (`lictor run`) loads neither httpx nor
+asyncio nor `http.client`; `AsyncClient` keeps httpx. With a runtime's
+credential, its keepers renew together (`lictor.sdk.heartbeat`).
 """
 
 from __future__ import annotations
