@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
-from urllib.parse import urlencode
 
 from lictor.errors import InvalidRequestError, UnavailableError
-from lictor.sdk.client import JSON_HEADERS, bearer, json_bytes, parsed
-from lictor.sdk.connections import Connections, TransportError
 from lictor.wire_errors import error_for
+
+TYPE_CHECKING = False  # `typing` costs `lictor run` 3 ms before its command starts
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:7300"
 DEFAULT_CREDENTIAL_FILE = os.path.join("lictor-data", "admin.token")
@@ -66,6 +66,13 @@ def call(
     params: dict[str, str] | None = None,
 ) -> Any:
     """One API call; returns the JSON reply or raises the server's error."""
+    # here, not above: `lictor run` reads the rest of this module before its command's
+    # shell is started, and the SDK's imports then overlap that shell's start
+    from urllib.parse import urlencode
+
+    from lictor.sdk.client import JSON_HEADERS, bearer, json_bytes, parsed
+    from lictor.sdk.connections import Connections, TransportError
+
     url = args.url or os.environ.get("LICTOR_URL") or DEFAULT_URL
     headers = {**JSON_HEADERS, **bearer(credential(args))}
     content = None if body is None else json_bytes(body)

@@ -79,5 +79,20 @@ def test_a_governed_command_loads_no_http_or_schema_library(code: str) -> None:
     assert not loaded_after(code).intersection(HEAVY_CLIENT_MODULES)
 
 
+def test_lictor_run_loads_its_command_shell_before_the_sdk_and_never_typing() -> None:
+    """Before its command's shell is started (`lictor.supervise.Pending`), `lictor run`
+    loads neither the SDK (whose imports overlap the shell joining its cgroup) nor
+    argparse's `shutil`; and the SDK itself loads no `typing` or `hashlib` (3 ms each)."""
+    before_shell = loaded_after(
+        "from lictor.cli.main import build_parser; build_parser(['run', '--', 'true'])"
+    )
+    assert not before_shell & {"lictor.sdk", "lictor.sdk.client", "shutil", "typing", "json"}
+    with_sdk = loaded_after(
+        "from lictor.cli.main import build_parser; build_parser(['run', '--', 'true'])\n"
+        "import lictor.sdk"
+    )
+    assert "lictor.sdk.client" in with_sdk and not with_sdk & {"typing", "hashlib", "shutil"}
+
+
 def test_the_async_client_loads_httpx_when_asked_for() -> None:
     assert "httpx" in loaded_after("from lictor.sdk import AsyncClient")

@@ -8,7 +8,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from lictor.cli.run import DENIED, REVOKED, UNREACHABLE
+from lictor.cli.run import DENIED, REVOKED, UNREACHABLE, traceparent
 from lictor.supervise import cgroup_home
 
 from ..conftest import free_port
@@ -105,3 +105,17 @@ def test_sigterm_while_lictor_run_exits_never_kills_it(
         time.sleep(0.0005)
     code, _, err = run.finish()
     assert code >= 0, f"lictor run was killed by signal {-code}: {err}"
+
+
+def test_a_traceparent_is_one_trace_per_root_and_one_span_per_execution() -> None:
+    root, child = "ex_01m959z3pabsn5s13t3dm2h4ge", "ex_01m959z3pabsn5s13t3dm2h4gf"
+    shape = r"00-[0-9a-f]{32}-[0-9a-f]{16}-01"
+    mine = traceparent(root, root, {})
+    assert re.fullmatch(shape, mine) and mine == traceparent(root, root, {})
+    theirs = traceparent(root, child, {"TRACEPARENT": mine})  # a child run: the same trace
+    assert theirs.split("-")[1] == mine.split("-")[1] and theirs != mine
+    other = traceparent(child, child, {})
+    assert other.split("-")[1] != mine.split("-")[1]  # another root, another trace
+    zeros = "00-" + "0" * 32 + "-" + "1" * 16 + "-01"  # invalid: not followed
+    assert traceparent(root, root, {"TRACEPARENT": zeros}) == mine
+    assert re.fullmatch(shape, traceparent("not an id", "?", {}))
