@@ -115,17 +115,25 @@ def test_renew_complete_and_terminal_states_never_change(
     assert states == ["active", "completed"]
 
 
+def _four_and_another_runtimes(
+    client: TestClient, runtime: dict[str, str], admin: dict[str, str]
+) -> tuple[list[str], str]:
+    """Four executions of ``runtime`` (the last completed already) and one of another
+    runtime's: their ids."""
+    ids = [_ask(client, runtime).json()["execution"]["id"] for _ in range(4)]
+    body = {"name": "edge-us", "region": "us-east-1", "cluster": "prod-b"}
+    other = client.post("/v1/runtimes", json=body, headers=admin).json()["credential"]
+    theirs = _ask(client, {"Authorization": f"Bearer {other}"}).json()["execution"]["id"]
+    done = {"outcome": "failed"}
+    assert client.post(f"/v1/executions/{ids[3]}/complete", json=done, headers=runtime).is_success
+    return ids, theirs
+
+
 def test_completions_are_answered_each_alone_and_committed_together(
     client: TestClient, governed: dict[str, Any], admin: dict[str, str]
 ) -> None:
     runtime = governed["runtime"]
-    ids = [_ask(client, runtime).json()["execution"]["id"] for _ in range(4)]
-    body = {"name": "edge-us", "region": "us-east-1", "cluster": "prod-b"}
-    other = client.post("/v1/runtimes", json=body, headers=admin).json()["credential"]
-    theirs = _ask(client, {"Authorization": f"Bearer {other}"})
-    assert client.post(
-        f"/v1/executions/{ids[3]}/complete", json={"outcome": "failed"}, headers=runtime
-    ).is_success
+    ids, theirs = _four_and_another_runtimes(client, runtime, admin)
     digest = "sha256:" + "ab" * 32
     items = [
         {"execution": ids[0], "outcome": "succeeded", "result_hash": digest},
@@ -159,7 +167,7 @@ def test_completions_are_answered_each_alone_and_committed_together(
     assert grown == size + 3
     # another runtime's execution is refused in its place, the rest goes on
     mixed = [
-        {"execution": theirs.json()["execution"]["id"], "outcome": "succeeded"},
+        {"execution": theirs, "outcome": "succeeded"},
         {"execution": ids[0], "outcome": "succeeded"},
     ]
     r = client.post("/v1/executions/completions", json={"completions": mixed}, headers=runtime)
@@ -191,13 +199,7 @@ def test_renewals_are_answered_each_alone_and_committed_together(
     client: TestClient, governed: dict[str, Any], admin: dict[str, str]
 ) -> None:
     runtime = governed["runtime"]
-    ids = [_ask(client, runtime).json()["execution"]["id"] for _ in range(4)]
-    body = {"name": "edge-us", "region": "us-east-1", "cluster": "prod-b"}
-    other = client.post("/v1/runtimes", json=body, headers=admin).json()["credential"]
-    theirs = _ask(client, {"Authorization": f"Bearer {other}"}).json()["execution"]["id"]
-    assert client.post(
-        f"/v1/executions/{ids[3]}/complete", json={"outcome": "failed"}, headers=runtime
-    ).is_success
+    ids, theirs = _four_and_another_runtimes(client, runtime, admin)
     items = [
         {"execution": ids[0], "ttl": 60, "grant": True},
         {"execution": "ex_" + "z" * 26},

@@ -278,15 +278,13 @@ completion_items = st.lists(
 )
 
 
-@FUZZ
-@given(items=completion_items, mangled=st.none() | json_values)
-def test_completions(
-    quiet: TestClient, governed: Headers, admin: Headers, items: Any, mangled: Any
-) -> None:
-    """A batch of completions: each live one ends with one entry, each other one is
-    answered with its error, and a malformed batch changes nothing."""
+def _batch_items(
+    quiet: TestClient, governed: Headers, admin: Headers, items: Any
+) -> list[dict[str, Any]]:
+    """Each ``(kind, body)`` as a batch's item: ``body`` naming a live execution, one
+    revoked, or one that does not exist."""
     asked = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING}
-    completions = []
+    batch = []
     for n, (kind, body) in enumerate(items):
         execution_id = f"ex_{n:026d}"
         if kind != "missing":
@@ -295,7 +293,18 @@ def test_completions(
         if kind == "ended":
             path = f"/v1/executions/{execution_id}/revoke"
             assert quiet.post(path, json={"reason": "x"}, headers=admin).status_code == 200
-        completions.append({"execution": execution_id, **body})
+        batch.append({"execution": execution_id, **body})
+    return batch
+
+
+@FUZZ
+@given(items=completion_items, mangled=st.none() | json_values)
+def test_completions(
+    quiet: TestClient, governed: Headers, admin: Headers, items: Any, mangled: Any
+) -> None:
+    """A batch of completions: each live one ends with one entry, each other one is
+    answered with its error, and a malformed batch changes nothing."""
+    completions = _batch_items(quiet, governed, admin, items)
     before = _size(quiet)
     payload = {"completions": completions} if mangled is None else mangled
     r = quiet.post("/v1/executions/completions", json=payload, headers=governed)
@@ -328,17 +337,7 @@ def test_renewals(
     """A runtime's renewals together: each live one gets a new lease (and logs nothing
     new, its authorization unchanged), each other one is answered with its error, and
     a malformed batch changes nothing."""
-    asked = {"principal": PLANNER, "action": DEPLOY, "resource": STAGING}
-    renewals = []
-    for n, (kind, body) in enumerate(items):
-        execution_id = f"ex_{n:026d}"
-        if kind != "missing":
-            created = quiet.post("/v1/executions", json=asked, headers=governed).json()
-            execution_id = created["execution"]["id"]
-        if kind == "ended":
-            path = f"/v1/executions/{execution_id}/revoke"
-            assert quiet.post(path, json={"reason": "x"}, headers=admin).status_code == 200
-        renewals.append({"execution": execution_id, **body})
+    renewals = _batch_items(quiet, governed, admin, items)
     before = _size(quiet)
     payload = {"renewals": renewals} if mangled is None else mangled
     r = quiet.post("/v1/executions/renewals", json=payload, headers=governed)
