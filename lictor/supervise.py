@@ -271,6 +271,12 @@ class Pending:
         shell, self._shell = self._shell, None
         return Supervised(shell, self._cgroup)
 
+    @property
+    def held(self) -> tuple[int, str] | None:
+        """The waiting shell's process group and cgroup, for a `Watchdog` to guard (None
+        while nothing waits)."""
+        return (self._shell.pid, self._cgroup) if self._shell is not None else None
+
     def cancel(self) -> None:
         """End the waiting shell, the command unstarted (nothing once `open` ran)."""
         if self._gate >= 0:
@@ -299,8 +305,12 @@ class Watchdog:
         os.close(read)
 
     def guard(self, supervised: Supervised) -> None:
-        cgroup = supervised.cgroup or "-"
-        os.write(self._write, f"{supervised.pgid} {cgroup}\n".encode())
+        self.guard_group(supervised.pgid, supervised.cgroup)
+
+    def guard_group(self, pgid: int, cgroup: str | None) -> None:
+        """Kill process group ``pgid`` and ``cgroup`` (and remove it) if the supervisor
+        dies: a started command, or a shell waiting at its gate (`Pending.held`)."""
+        os.write(self._write, f"{pgid} {cgroup or '-'}\n".encode())
 
     def release(self) -> None:
         with contextlib.suppress(OSError):

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     # held at its gate, the command's shell joins its cgroup (which can take the kernel
     # 10 ms or more) while the SDK loads and the decision is made (`lictor.supervise`)
     command = Supervised.prepare(argv, environment(url), cgroup_home(), args.user)
+    if command.held is not None:  # killed while it waits, this process leaves no cgroup
+        watchdog.guard_group(*command.held)
     try:
         return _govern(url, secret, principal, action, args, command, watchdog)
     finally:

@@ -212,3 +212,30 @@ def test_with_the_events_stream_cut_renewals_still_enforce_revocation(
     assert wait_dead(pids, timeout=interval + 1.0) == [], "not enforced by the next renewal"
     code, _, err = run.finish()
     assert code == REVOKED and "pushed" not in err, err  # seen by a renewal, not an event
+
+
+def test_a_supervisor_killed_while_it_waits_for_its_decision_leaves_nothing(
+    plane: Plane, start_run: Callable[..., Run]
+) -> None:
+    """Its command's shell is already waiting at its gate, in its cgroup (ADR 11): the
+    watchdog ends it and removes the cgroup; the command never runs."""
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        run = start_run(plane, "sh", "-c", 'echo > "$PIDS/ran"', url=url)
+        home = cgroup_home()
+        mine = f"lictor-run-{run.process.pid}-"
+        deadline = time.monotonic() + 10
+        while home and not any(n.startswith(mine) for n in os.listdir(home)):
+            assert time.monotonic() < deadline, "no cgroup was made for the command"
+            time.sleep(0.02)
+        time.sleep(0.3)  # its request is out, unanswered
+        run.process.kill()
+        run.process.communicate()
+        deadline = time.monotonic() + 5
+        while home and any(n.startswith(mine) for n in os.listdir(home)):
+            assert time.monotonic() < deadline, "the waiting command's cgroup was left behind"
+            time.sleep(0.02)
+        assert not (run.pids_dir / "ran").exists()
+    finally:
+        silent.close()
