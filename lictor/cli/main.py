@@ -54,7 +54,8 @@ def columns() -> int:
     """The terminal's width as `shutil.get_terminal_size` reads it: ``COLUMNS``, else
     the standard output's terminal, else 80."""
     try:
-        return int(os.environ["COLUMNS"])
+        if (given := int(os.environ["COLUMNS"])) > 0:
+            return given
     except (KeyError, ValueError):
         pass
     try:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lictor.cli.main import COMMANDS, build_parser
+from lictor.cli.main import COMMANDS, build_parser, columns
 
 SERVER_MODULES = ("fastapi", "uvicorn", "lictor.server.app")
 
@@ -96,3 +96,14 @@ def test_lictor_run_loads_its_command_shell_before_the_sdk_and_never_typing() ->
 
 def test_the_async_client_loads_httpx_when_asked_for() -> None:
     assert "httpx" in loaded_after("from lictor.sdk import AsyncClient")
+
+
+@pytest.mark.parametrize("given", ["50", "0", "wide"])
+def test_help_is_as_wide_as_argparse_would_make_it(
+    given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Formatter` finds the width as `shutil.get_terminal_size` would (without loading it)."""
+    import shutil
+
+    monkeypatch.setenv("COLUMNS", given)
+    assert columns() == shutil.get_terminal_size().columns
