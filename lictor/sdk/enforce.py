@@ -96,6 +96,7 @@ class ExecutionHandle:
         self.grant: str | None = reply.get("grant")
         self.receipt: dict[str, Any] | None = reply.get("receipt")
         self.lease = Lease.from_reply(reply)
+        self.grant_until_ms = _grant_until(reply)
         self._lost: LictorError | None = None
         self._callbacks: list[Callable[[], object]] = []
         self._lock = threading.Lock()
@@ -131,9 +132,11 @@ class ExecutionHandle:
         self.reported = (outcome, exit_code, summary)
 
     def renewed(self, reply: dict[str, Any]) -> None:
-        """Take a renewal's new execution, lease and grant."""
+        """Take a renewal's new execution, lease and grant (a heartbeat's renewal
+        brings no grant: the one held stays, until `grant_until_ms`)."""
         self.execution, self.lease = reply["execution"], Lease.from_reply(reply)
-        self.grant = reply.get("grant") or self.grant
+        if reply.get("grant"):
+            self.grant, self.grant_until_ms = reply["grant"], _grant_until(reply)
 
     def lose(self, error: LictorError) -> bool:
         """Mark the execution lost and run the cancel callbacks; False if it already was."""
@@ -144,6 +147,14 @@ class ExecutionHandle:
         for callback in callbacks:
             _run(callback)
         return True
+
+
+def _grant_until(reply: dict[str, Any]) -> int:
+    """Until when a reply's grant is valid: its lease's expiry, down to the second (as
+    the control plane writes its ``exp``); 0 without a grant."""
+    if not reply.get("grant"):
+        return 0
+    return int(reply["lease"]["expires_at_ms"]) // 1000 * 1000
 
 
 def _run(callback: Callable[[], object]) -> None:

@@ -13,9 +13,11 @@ Each renewal keeps its own timeout (the keeper's local deadline): one that
 passes while it waits fails that renewal alone, as a lost answer would, and
 a call waits no longer than the timeout of the renewal that leads it, so no
 keeper is held past its deadline. A renewal with less than `ALONE_S` left
-(a retry close to its deadline) is sent alone, at once. Each asks for a new
-grant, which its handle keeps for the children it may start. A whole call
-that fails (unreachable, refused) fails each renewal it carried.
+(a retry close to its deadline) is sent alone, at once. None asks for a new
+grant: signing one costs the control plane a quarter of a renewal, and a
+handle needs one only to start a child, which asks for a fresh one then
+(`lictor.sdk.scope`). A whole call that fails (unreachable, refused) fails
+each renewal it carried.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class Heartbeat:
         error raised; `UnavailableError` if no answer came within ``timeout`` seconds."""
         if timeout < ALONE_S:
             return self._alone(execution_id, ttl, timeout)
-        item: dict[str, Any] = {"execution": execution_id, "grant": True}
+        item: dict[str, Any] = {"execution": execution_id}
         if ttl is not None:
             item["ttl"] = ttl
         renewal = _Renewal(item, time.monotonic() + timeout)

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from lictor.sdk.client import Client, Ref
 
 GRANT_ENV = "LICTOR_GRANT"
+GRANT_MARGIN_MS = 2_000  # a parent grant closer than this to its end is renewed first
 
 
 class Spec:
@@ -103,7 +104,7 @@ class ExecutionScope:
     def __enter__(self) -> ExecutionHandle:
         spec, sent = self._spec, time.monotonic()
         reply = self._client.request(
-            spec.principal, spec.action, spec.resource, spec.context, spec.parent(), spec.ttl
+            spec.principal, spec.action, spec.resource, spec.context, self._parent(), spec.ttl
         )
         self.handle = handle = ExecutionHandle(reply)
         keeper = Keeper(handle, sent, random.Random(), spec.stop_ahead)
@@ -113,6 +114,22 @@ class ExecutionScope:
         self._watcher.start()
         self._token: Token[ExecutionHandle | None] = current.set(handle)
         return handle
+
+    def _parent(self) -> str | None:
+        """`Spec.parent`; an enclosing execution whose grant is about to run out (its
+        renewals in heartbeats bring none) is renewed alone first, for a fresh one."""
+        enclosing = current.get()
+        if self._spec.root or self._spec.parent_grant is not None or enclosing is None:
+            return self._spec.parent()
+        if enclosing.grant_until_ms - GRANT_MARGIN_MS <= time.time() * 1000:
+            ttl = round(enclosing.lease.ttl)
+            try:  # else the request goes with the grant held, and is decided on it
+                reply = self._client.renew(enclosing.id, ttl, grant=enclosing.grant)
+            except LictorError:
+                return enclosing.grant
+            if reply["execution"]["state"] == "active":
+                enclosing.renewed(reply)
+        return enclosing.grant
 
     def _renew(self, timeout: float) -> dict[str, Any]:
         """One renewal: in the client's heartbeat with the others that fall due at about

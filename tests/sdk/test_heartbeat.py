@@ -46,9 +46,24 @@ def test_keepers_due_together_renew_in_one_call(plane: Plane) -> None:
     renewed = [item["execution"] for call in calls for item in call]
     assert set(renewed) == {h.id for h in handles}
     assert max(len(call) for call in calls) > 1  # gathered, not one call each
-    assert all(item["grant"] is True for call in calls for item in call)
+    assert not any("grant" in item for call in calls for item in call)  # none signed
     for h in handles:
         assert plane.execution(h.id)["execution"]["state"] == "completed"
+
+
+def test_a_child_started_after_its_parents_grant_ran_out_gets_a_fresh_one(
+    plane: Plane,
+) -> None:
+    with plane.client() as client:
+        calls = spied(client, window=0.05)
+        with client.execution(PLANNER, DEPLOY, STAGING, ttl=3) as parent:
+            first = parent.grant
+            time.sleep(4.5)  # past the first grant's end: renewed in heartbeats, no grant
+            assert calls and parent.grant == first and parent.lost is None
+            assert parent.grant_until_ms <= time.time() * 1000
+            with client.execution(PLANNER, DEPLOY, STAGING, ttl=3) as child:
+                assert child.execution["parent_id"] == parent.id
+            assert parent.grant != first and parent.grant_until_ms > time.time() * 1000
 
 
 def test_a_revoked_execution_is_lost_alone_in_its_heartbeat(plane: Plane) -> None:
@@ -117,5 +132,5 @@ def test_a_renewal_out_of_time_fails_alone_and_the_next_one_leads() -> None:
     release.set()
     first.join(10)
     assert heartbeat.renew("ex_next", 30, 5.0) == {"execution": {"id": "ex_next"}}
-    assert sent[-1] == [{"execution": "ex_next", "grant": True, "ttl": 30}]
+    assert sent[-1] == [{"execution": "ex_next", "ttl": 30}]
     assert all(i["execution"] != "ex_waiting" for call in sent[1:] for i in call)
