@@ -127,13 +127,7 @@ class Supervised:
         standard input, output and error."""
         if user is not None:
             argv = [*as_user(user), *argv]
-        cgroup = None
-        if home is not None:
-            cgroup = os.path.join(home, f"lictor-run-{os.getpid()}-{next(_names)}")
-            try:
-                os.mkdir(cgroup)
-            except OSError:
-                cgroup = None
+        cgroup = _new_cgroup(home) if home is not None else None
         if cgroup is None:
             process = subprocess.Popen(list(argv), env=dict(env), start_new_session=True)
         else:
@@ -228,27 +222,25 @@ class Pending:
     def _hold(self, home: str) -> None:
         argv = [*as_user(self._user), *self.argv] if self._user is not None else self.argv
         read, gate = os.pipe()  # the lowest free descriptors
-        if read >= 10:  # a POSIX shell reads only descriptors 0 to 9: join at `open`
-            os.close(read)
+        cgroup = _new_cgroup(home) if read < 10 else None  # a shell reads only fds 0 to 9
+        shell = None
+        if cgroup is not None:
+            try:
+                shell = subprocess.Popen(
+                    ["/bin/sh", "-c", _JOIN_CGROUP_AT_GATE, cgroup, str(read), *argv],
+                    env=self._env,
+                    start_new_session=True,
+                    pass_fds=(read,),
+                )
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.rmdir(cgroup)
+        os.close(read)
+        if shell is None or cgroup is None:  # started at `open`, as `Supervised.start` does
             os.close(gate)
             self._home = home
             return
-        cgroup = os.path.join(home, f"lictor-run-{os.getpid()}-{next(_names)}")
-        try:
-            os.mkdir(cgroup)
-            shell = ["/bin/sh", "-c", _JOIN_CGROUP_AT_GATE, cgroup, str(read), *argv]
-            self._shell = subprocess.Popen(
-                shell, env=self._env, start_new_session=True, pass_fds=(read,)
-            )
-        except OSError:
-            os.close(gate)
-            with contextlib.suppress(OSError):
-                os.rmdir(cgroup)
-            self._home = home  # as `start` does: a cgroup if it can, else none
-            return
-        finally:
-            os.close(read)
-        self._gate, self._cgroup = gate, cgroup
+        self._shell, self._gate, self._cgroup = shell, gate, cgroup
 
     def open(self, extra: Mapping[str, str]) -> Supervised:
         """Start the command with ``extra`` added to its environment; `FileNotFoundError`
@@ -363,6 +355,16 @@ def _kill_cgroup(cgroup: str) -> None:
         time.sleep(0.01)
     with contextlib.suppress(OSError):
         os.rmdir(cgroup)
+
+
+def _new_cgroup(home: str) -> str | None:
+    """A new cgroup under ``home`` for one command, None if none can be made."""
+    cgroup = os.path.join(home, f"lictor-run-{os.getpid()}-{next(_names)}")
+    try:
+        os.mkdir(cgroup)
+    except OSError:
+        return None
+    return cgroup
 
 
 def _read(path: str) -> str:

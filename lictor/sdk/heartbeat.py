@@ -47,7 +47,7 @@ class _Renewal:
 
     def __init__(self, item: dict[str, Any], until: float) -> None:
         self.item, self.until = item, until
-        self.answer: dict[str, Any] | LictorError | None = None
+        self.answer: dict[str, Any] | Exception | None = None
 
 
 class Heartbeat:
@@ -72,8 +72,8 @@ class Heartbeat:
             self._lead(renewal)
         if renewal.answer is None:
             raise UnavailableError(f"no answer to the renewal of {execution_id} in {timeout:g} s")
-        if isinstance(renewal.answer, LictorError):
-            raise renewal.answer
+        if isinstance(renewal.answer, Exception):
+            raise renewal.answer  # the keeper judges it (`lictor.sdk.keeper.as_failure`)
         return renewal.answer
 
     def _joined(self, renewal: _Renewal) -> bool:
@@ -109,12 +109,9 @@ class Heartbeat:
                 self._leading = False
                 self._changed.notify_all()
 
-    def _answers(self, batch: list[_Renewal], until: float) -> list[dict[str, Any] | LictorError]:
+    def _answers(self, batch: list[_Renewal], until: float) -> list[dict[str, Any] | Exception]:
         timeout = max(0.001, until - time.monotonic())
         try:
-            return self._send([r.item for r in batch], timeout)
-        except LictorError as e:
+            return list(self._send([r.item for r in batch], timeout))
+        except Exception as e:  # the whole call failed: so did each renewal it carried
             return [e] * len(batch)
-        except Exception as e:  # a malformed reply: each keeper retries until its deadline
-            failed = UnavailableError(f"renewals failed: {type(e).__name__}: {e}")
-            return [failed] * len(batch)

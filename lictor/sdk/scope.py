@@ -116,17 +116,18 @@ class ExecutionScope:
         return handle
 
     def _parent(self) -> str | None:
-        """`Spec.parent`; an enclosing execution whose grant is about to run out (its
-        renewals in heartbeats bring none) is renewed alone first, for a fresh one."""
-        enclosing = current.get()
-        if self._spec.root or self._spec.parent_grant is not None or enclosing is None:
-            return self._spec.parent()
+        """`Spec.parent`; when that is the enclosing execution's grant and it is about
+        to run out (renewals in heartbeats bring none), the enclosing execution is
+        renewed alone first, for a fresh one."""
+        grant, enclosing = self._spec.parent(), current.get()
+        if enclosing is None or grant != enclosing.grant:
+            return grant
         if enclosing.grant_until_ms - GRANT_MARGIN_MS <= time.time() * 1000:
             ttl = round(enclosing.lease.ttl)
             try:  # else the request goes with the grant held, and is decided on it
                 reply = self._client.renew(enclosing.id, ttl, grant=enclosing.grant)
             except LictorError:
-                return enclosing.grant
+                return grant
             if reply["execution"]["state"] == "active":
                 enclosing.renewed(reply)
         return enclosing.grant

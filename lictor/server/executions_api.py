@@ -34,7 +34,8 @@ from lictor.wire import MAX_BATCH, TypedRef, error_body, ref_value
 
 router = APIRouter(prefix="/v1/executions", tags=["executions"])
 MAX_CONTEXT_DEPTH = 8
-Runtime = Annotated[Credential, Depends(require_role("runtime"))]
+RUNTIME = require_role("runtime")  # who may act on several executions at once
+Runtime = Annotated[Credential, Depends(RUNTIME)]
 ACTING = require_role("runtime", GRANT_ROLE)  # who may request, renew and complete
 Acting = Annotated[Credential, Depends(ACTING)]
 Reader = Annotated[Credential, Depends(require_role("admin", "auditor", "runtime"))]
@@ -362,14 +363,13 @@ def _results(
     ids: list[str],
     outcomes: list[Outcome | LictorError],
     executions: Executions,
-    answer: Callable[[Outcome, Executions], dict[str, Any]] | None = None,
+    answer: Callable[[Outcome, Executions], dict[str, Any]] = _body,
 ) -> list[dict[str, Any]]:
-    """Each outcome's ``answer`` (`_body`), or its error naming its execution, in its place."""
-    body = answer or _body
+    """Each outcome's ``answer``, or its error naming its execution, in its place."""
     return [
         {"execution": execution_id, **error_body(o.code, o.message)}
         if isinstance(o, LictorError)
-        else body(o, executions)
+        else answer(o, executions)
         for execution_id, o in zip(ids, outcomes, strict=True)
     ]
 

@@ -36,6 +36,7 @@ from lictor.errors import InvalidRequestError, LictorError, PayloadTooLargeError
 from lictor.server.auth import admit, authenticate
 from lictor.server.executions_api import (
     ACTING,
+    RUNTIME,
     complete_answer,
     decide,
     renew_answer,
@@ -59,7 +60,6 @@ logger = logging.getLogger("lictor.server")
 JSON_HEADERS = [(b"content-type", b"application/json")]
 Handler = Callable[[Any, Credential, str, Any], Awaitable[tuple[int, dict[str, Any]]]]
 Body = TypeVar("Body")
-RUNTIMES = frozenset({"runtime"})  # who may renew several executions at once
 
 
 class HotRoutes:
@@ -141,7 +141,7 @@ def _route(path: str) -> tuple[Handler, str, frozenset[str]] | None:
         return None
     execution_id, slash, verb = path[len(PREFIX) + 1 :].partition("/")
     if not slash:
-        return (_renew_many, "", RUNTIMES) if execution_id == "renewals" else None
+        return (_renew_many, "", RUNTIME.roles) if execution_id == "renewals" else None
     if not execution_id:
         return None
     if verb == "renew":
