@@ -23,6 +23,12 @@ server CPU per request at c=32 (utime + stime of every server process, from
 reference. Every request must be answered 201 (Cerbos: 200); other answers
 are counted and printed.
 
+``--perf`` adds, where Linux's ``perf`` is installed, one more c=32 run of each
+target under ``perf record`` and prints where its server CPU per request goes,
+by shared object (the interpreter, cedarpy, SQLite, the kernel...), beside the
+reference's: two servers that call the same libraries differ only where their
+own code runs.
+
 Run: ``.venv/bin/python bench/http_bench.py [--rounds 3] [--seconds 8]``;
 ``--quick`` for a smoke run (1 round of 2 s); ``--compare DIR`` also runs the
 Lictor of another checkout (``git worktree add DIR REV``) in the same rounds.
@@ -35,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -309,6 +316,7 @@ def main() -> None:
         metavar="DIR",
         help="also run the lictor of DIR (a checkout of another commit, e.g. `git worktree add`)",
     )
+    parser.add_argument("--perf", action="store_true", help="CPU by shared object, with perf")
     args = parser.parse_args()
     rounds, seconds = (1, 2.0) if args.quick else (args.rounds, args.seconds)
     if shutil.which("wrk") is None:
@@ -330,11 +338,13 @@ def main() -> None:
             else:
                 targets.append(cerbos)
             results = measure(targets, workdir, rounds, seconds)
+            split = cpu_split(targets, workdir, seconds) if args.perf else {}
         finally:
             for target in targets:
                 target.stop()
     print(f"load at end: {os.getloadavg()[0]:.2f} (1 min)")
     report(results)
+    report_split(split)
 
 
 def measure(
@@ -358,6 +368,52 @@ def measure(
                 flush=True,
             )
     return results
+
+
+def cpu_split(
+    targets: Sequence[Target], workdir: Path, seconds: float
+) -> dict[str, dict[str, float]]:
+    """Per target, one c=32 run under ``perf record``: server CPU per request (µs)
+    by shared object. Empty without ``perf``."""
+    if shutil.which("perf") is None:
+        print("--perf: perf is not installed (Debian: linux-perf)")
+        return {}
+    split: dict[str, dict[str, float]] = {}
+    for target in targets:
+        data = workdir / f"{re.sub(r'[^a-z0-9]+', '-', target.name)}.perf"
+        pids = ",".join(str(pid) for pid in descendants(target.pids()))
+        argv = ["perf", "record", "-q", "-F", "999", "-p", pids, "-o", str(data)]
+        recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run = load(target, _script(target, workdir), 32, seconds)
+        recorder.send_signal(signal.SIGINT)
+        recorder.wait()
+        argv = ["perf", "report", "-i", str(data), "--no-children", "--sort", "dso", "--stdio"]
+        text = subprocess.run(argv, capture_output=True, text=True).stdout
+        shares = re.findall(r"^\s+([\d.]+)%\s+(\S+)", text, re.MULTILINE)
+        split[target.name] = {dso: float(p) / 100 * run.cpu_us for p, dso in shares}
+    return split
+
+
+def report_split(split: dict[str, dict[str, float]]) -> None:
+    """The `cpu_split` table: µs per request by shared object, the biggest first."""
+    if not split:
+        return
+    names = list(split)
+    reference = split.get("reference", {})
+    total = {dso: sum(s.get(dso, 0.0) for s in split.values()) for s in split.values() for dso in s}
+    shown = sorted(total, key=total.__getitem__, reverse=True)[:10]
+    print("\nserver CPU per request at c=32 by shared object (µs; perf record):")
+    print("| shared object | " + " | ".join(names) + " |")
+    print("|" + " --- |" * (len(names) + 1))
+    for dso in shown:
+        cells = []
+        for name in names:
+            us = split[name].get(dso, 0.0)
+            more = us - reference.get(dso, 0.0)
+            cells.append(
+                f"{us:,.0f}" + (f" ({more:+,.0f})" if reference and name != "reference" else "")
+            )
+        print(f"| {dso} | " + " | ".join(cells) + " |")
 
 
 def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:

@@ -65,6 +65,7 @@ def measure(decisions: int, renewals: bool = False) -> dict[str, Any]:
     """One run in this process (of whichever checkout ``sys.path`` imports)."""
     from fastapi.testclient import TestClient
 
+    from lictor.cli.serve import settle_collector
     from lictor.core.types import EntityRef
     from lictor.datadir import open_data_dir
     from lictor.policydir import load_policy_dir
@@ -128,6 +129,7 @@ def measure(decisions: int, renewals: bool = False) -> dict[str, Any]:
             await asyncio.gather(*(one(i) for i in range(count)))
 
         asyncio.run(run(300))  # warm up
+        settle_collector()  # the collector as `lictor serve` tunes it
         collected = [0.0]
         started_at: list[float] = []
 
