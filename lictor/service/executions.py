@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -147,7 +148,8 @@ class Executions:
         self.max_depth = max_depth
         self.seal = seal or ArgumentSeal(os.urandom(32))
         self.parent_grants = VerifiedGrants(grants.verifier)
-        self._parsed: dict[str, Read] = {}  # by key; reused only for the very same record
+        # by key, oldest first; reused only for the very same record
+        self._parsed: OrderedDict[str, Read] = OrderedDict()
         self._allowed: dict[tuple[str, str, str, RuntimeFacts], Decision] = {}  # `_decide`
         self._parsed_lock = threading.Lock()
 
@@ -483,10 +485,10 @@ class Executions:
         """Keep ``read`` as the newest; past `PARSED_RECORDS`, the one kept longest ago
         goes (each renewal keeps its record again: an execution renewing stays)."""
         with self._parsed_lock:
-            self._parsed.pop(read.record.key, None)
-            if len(self._parsed) >= PARSED_RECORDS:
-                self._parsed.pop(next(iter(self._parsed)))
             self._parsed[read.record.key] = read
+            self._parsed.move_to_end(read.record.key)
+            if len(self._parsed) > PARSED_RECORDS:
+                self._parsed.popitem(last=False)  # constant time, as a dict's is not
 
     def find(
         self, filters: Mapping[str, str], after: str = "", limit: int = 100

@@ -19,6 +19,7 @@ from lictor.store.sqlite import (
     _SCHEMA_V4,
     SCHEMA_VERSION,
     SQLiteStore,
+    _RecordCache,
 )
 
 
@@ -162,3 +163,15 @@ def test_database_failures_are_store_errors(tmp_path: Path) -> None:
         store.head()
     with pytest.raises(StoreError):
         SQLiteStore(tmp_path / "missing-dir" / "s.db")
+
+
+def test_the_record_cache_keeps_its_newest_and_drops_the_oldest_first() -> None:
+    cache = _RecordCache(3)
+    cache.fill("execution", "a", None, cache.generation)
+    cache.committed([RecordWrite("execution", key, b"{}", 0) for key in ("b", "c", "d")])
+    assert [cache.get("execution", key)[0] for key in "abcd"] == [False, True, True, True]
+    cache.committed([RecordWrite("execution", "b", b"[]", 1)])  # the oldest goes, b is newest
+    found, record = cache.get("execution", "b")
+    assert found and record is not None and (record.version, record.doc) == (2, b"[]")
+    cache.fill("execution", "e", None, cache.generation)
+    assert [cache.get("execution", key)[0] for key in "bcde"] == [True, False, True, True]
