@@ -205,6 +205,74 @@ def prove_inclusion(
     return [found[r] for r in reversed(siblings)]
 
 
+MAX_PROOFS_AT_ONCE = 4096  # leaves `prove_inclusions` proves in one call at most
+
+
+def prove_inclusions(
+    first: int,
+    size: int,
+    reader: HashReader,
+    known: MutableMapping[tuple[int, int], bytes] | None = None,
+) -> list[list[bytes]]:
+    """`prove_inclusion` of every leaf from ``first`` to ``size - 1`` (a batch just
+    appended), in order: one walk down the tree for all of them, each sibling found
+    once, where one proof at a time walks ``log2(size)`` levels for every leaf.
+    ``known`` is `prove_inclusion`'s memo."""
+    _check_tree_size(size)
+    if not 0 <= first < size or size - first > MAX_PROOFS_AT_ONCE:
+        raise TreeError(f"cannot prove leaves {describe_int(first)} to {size - 1} at once")
+    siblings: list[tuple[int, int]] = []
+    _sibling_ranges(0, size, first, siblings)
+    memo = {} if known is None else known
+    found = {r: h for r in siblings if (h := memo.get(r)) is not None}
+    missing = [r for r in dict.fromkeys(siblings) if r not in found]
+    if missing:
+        need: list[int] = []
+        for lo, hi in missing:
+            _subtree_index(lo, hi, need)
+        hashes, pos = _read(reader, need), 0
+        for r in missing:
+            found[r], pos = _subtree_hash(r[0], r[1], hashes, pos)
+        if known is not None:
+            if len(known) > MAX_KNOWN_SUBTREES:
+                known.clear()
+            known.update((r, found[r]) for r in missing)
+    proofs: list[list[bytes]] = []
+    _paths(0, size, first, [], found, proofs)
+    return proofs
+
+
+def _sibling_ranges(lo: int, hi: int, first: int, out: list[tuple[int, int]]) -> None:
+    """The sibling ranges on the paths to leaves ``first``.. of ``[lo, hi)``."""
+    if hi - lo == 1:
+        return
+    mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+    if first < mid:
+        out.append((mid, hi))
+        _sibling_ranges(lo, mid, first, out)
+    out.append((lo, mid))
+    _sibling_ranges(mid, hi, first, out)
+
+
+def _paths(
+    lo: int,
+    hi: int,
+    first: int,
+    above: list[bytes],
+    found: dict[tuple[int, int], bytes],
+    out: list[list[bytes]],
+) -> None:
+    """Append the proof of each leaf ``first``.. of ``[lo, hi)``, left to right;
+    ``above`` holds the siblings above ``[lo, hi)``, lowest first."""
+    if hi - lo == 1:
+        out.append(above)
+        return
+    mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+    if first < mid:
+        _paths(lo, mid, first, [found[(mid, hi)], *above], found, out)
+    _paths(mid, hi, first, [found[(lo, mid)], *above], found, out)
+
+
 def prove_consistency(first: int, second: int, reader: HashReader) -> list[bytes]:
     """RFC 6962 ``PROOF(first, D[second])`` for ``0 < first <= second``."""
     _check_tree_size(second)

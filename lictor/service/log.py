@@ -32,7 +32,15 @@ from typing import Any
 from lictor.errors import EntryError, NotFoundError, TreeError
 from lictor.log.commitment import SALT_SIZE, commit_canonical
 from lictor.log.entry import canonical_entry, parse_entry
-from lictor.log.merkle import leaf_hash, prove_consistency, prove_inclusion, stored_hash_index
+from lictor.log.merkle import (
+    MAX_PROOFS_AT_ONCE,
+    HashReader,
+    leaf_hash,
+    prove_consistency,
+    prove_inclusion,
+    prove_inclusions,
+    stored_hash_index,
+)
 from lictor.log.note import Ed25519Signer
 from lictor.log.proof import TlogProof
 from lictor.log.tiles import MAX_ENTRY_SIZE, Tile, encode_bundle, level_width
@@ -181,6 +189,25 @@ def _encoded(entry: dict[str, Any], full: dict[str, Any], salt: bytes, at_ms: in
     return PreparedEntry(canonical_entry(entry), private_data, entry, full, salt_text, at_ms)
 
 
+class BatchProofs:
+    """The inclusion proofs of one batch's entries at the size it made, all made on
+    first use (`lictor.log.merkle.prove_inclusions`). Thread-safe."""
+
+    def __init__(self, first: int, size: int) -> None:
+        self.first, self.size = first, size
+        self._lock = threading.Lock()
+        self._proofs: list[tuple[bytes, ...]] | None = None
+
+    def proof(
+        self, index: int, reader: HashReader, known: dict[tuple[int, int], bytes]
+    ) -> tuple[bytes, ...]:
+        with self._lock:
+            if self._proofs is None:
+                made = prove_inclusions(self.first, self.size, reader, known)
+                self._proofs = [tuple(proof) for proof in made]
+            return self._proofs[index - self.first]
+
+
 class EntryTimes:
     """Keeps entry times non-decreasing in log order, across replicas and restarts.
 
@@ -249,7 +276,9 @@ class AuditLog:
         self.times = EntryTimes(store, self.clock)
         self.sequencer = Sequencer(store, signer, max_batch, self.times)
         self._subtrees: dict[tuple[int, int], bytes] = {}  # `prove_inclusion`'s memo
+        self._batch: BatchProofs | None = None  # this process's newest batch
         self.sequencer.add_commit_listener(self.times.committed)
+        self.sequencer.add_commit_listener(self._batch_committed)
         # never before the newest logged time, even if the wall clock went back since
         self.times.planning(self.sequencer.head)
 
@@ -306,7 +335,7 @@ class AuditLog:
     def receipt(self, appended: Appended, stored: StoredEntry | None = None) -> Receipt:
         """The receipt of an entry against the checkpoint that first included it."""
         index, head = appended.index, appended.head
-        hashes = tuple(prove_inclusion(index, head.size, self.sequencer, self._subtrees))
+        hashes = self._inclusion(index, head.size)
         event: dict[str, Any] | None
         salt: str | None
         if isinstance(stored, PreparedEntry):
@@ -321,6 +350,19 @@ class AuditLog:
             entry, (event, salt) = parse_entry(data), _split_private(private)
             leaf = leaf_hash(data)
         return Receipt(index, entry, head.size, hashes, head.checkpoint, event, salt, leaf)
+
+    def _batch_committed(self, head: Head, entries: Sequence[StoredEntry]) -> None:
+        if 0 < len(entries) <= MAX_PROOFS_AT_ONCE:
+            self._batch = BatchProofs(head.size - len(entries), head.size)
+
+    def _inclusion(self, index: int, size: int) -> tuple[bytes, ...]:
+        """``index``'s inclusion proof at ``size``: made with the rest of its batch's when
+        it is in the newest batch this process committed (the receipts of a batch are
+        asked for together, by the committer, right after it)."""
+        batch = self._batch
+        if batch is not None and batch.size == size and batch.first <= index < size:
+            return batch.proof(index, self.sequencer, self._subtrees)
+        return tuple(prove_inclusion(index, size, self.sequencer, self._subtrees))
 
     def entry(self, index: int) -> tuple[bytes, bytes | None]:
         """Entry bytes and private record of ``index``, or `NotFoundError`."""

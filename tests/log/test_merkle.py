@@ -155,6 +155,35 @@ def test_inclusion_proofs_sharing_a_memo_read_each_subtree_once() -> None:
     assert reader.calls == []
 
 
+def test_a_batch_is_proven_at_once_as_one_leaf_at_a_time_would_be() -> None:
+    reader = CountingReader(TREE)
+    for size in range(1, len(ENTRIES) + 1):
+        for first in range(size):
+            reader.calls.clear()
+            proofs = merkle.prove_inclusions(first, size, reader)
+            assert proofs == [NAIVE.inclusion(i, size) for i in range(first, size)]
+            assert len(reader.calls) <= 1  # every missing sibling in one read
+
+
+def test_a_batch_proven_at_once_uses_and_fills_the_memo() -> None:
+    reader, known = CountingReader(TREE), {}
+    assert merkle.prove_inclusions(40, 64, reader, known) == [
+        NAIVE.inclusion(i, 64) for i in range(40, 64)
+    ]
+    reader.calls.clear()
+    for index in range(40, 64):  # one at a time now: nothing left to read
+        assert merkle.prove_inclusion(index, 64, reader, known) == NAIVE.inclusion(index, 64)
+    assert reader.calls == []
+
+
+@pytest.mark.parametrize(
+    "first,size", [(-1, 5), (5, 5), (6, 5), (0, 0), (1, merkle.MAX_PROOFS_AT_ONCE + 2)]
+)
+def test_prove_inclusions_out_of_range(first: int, size: int) -> None:
+    with pytest.raises(TreeError):
+        merkle.prove_inclusions(first, size, TREE)
+
+
 def test_a_full_memo_starts_over() -> None:
     known = {(-i - 1, -i): H for i in range(merkle.MAX_KNOWN_SUBTREES + 1)}
     assert merkle.prove_inclusion(5, 70, TREE, known) == NAIVE.inclusion(5, 70)
