@@ -19,6 +19,7 @@ moves an entry prepared before an earlier-logged one up to that one's time.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import threading
@@ -63,8 +64,15 @@ def epoch_ms(at: datetime) -> int:
 
 def entry_time(at_ms: int) -> str:
     """An entry's ``time``: RFC 3339 UTC with milliseconds, e.g. ``2025-01-02T03:04:05.678Z``."""
-    at = _EPOCH + at_ms * _MS
-    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    seconds, ms = divmod(at_ms, 1000)
+    return f"{_second_text(seconds)}.{ms:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(seconds: int) -> str:
+    """Entries come many to a second: each second's text is written once."""
+    at = _EPOCH + timedelta(seconds=seconds)
+    return at.isoformat(timespec="seconds").removesuffix("+00:00")
 
 
 def elapsed_ns() -> int:

@@ -16,18 +16,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lictor.audit import verify_proof
+from lictor.core.types import MAX_TIME_MS
 from lictor.log.commitment import commit_canonical
 from lictor.log.entry import canonical_entry
 from lictor.log.proof import TlogProof
-from lictor.service.log import AuditLog, ServerClock, epoch_ms
+from lictor.service.log import AuditLog, ServerClock, entry_time, epoch_ms
 
 from ..conftest import REPO, Server
 from ..sdk.conftest import DEPLOY, PLANNER, STAGING, Plane, govern
@@ -250,3 +253,11 @@ def test_after_a_restart_with_the_clock_gone_back_no_time_goes_back(
     assert later["execution"]["lease"]["issued_at_ms"] >= before[-1]
     times = entry_times(again.server)
     assert times[: len(before)] == before and times == sorted(times)
+
+
+@given(st.integers(min_value=0, max_value=MAX_TIME_MS))
+def test_an_entry_time_is_rfc_3339_with_milliseconds(at_ms: int) -> None:
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=at_ms)
+    expected = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert entry_time(at_ms) == expected
+    assert entry_time(at_ms - at_ms % 1000) == expected[:-5] + ".000Z"  # its second, again
