@@ -280,6 +280,7 @@ def check_execution_id(value: object) -> str:
 
 
 Frozen = TypeVar("Frozen")
+_NEEDS_INIT: dict[type, bool] = {}  # by class: whether `changed` must call __init__
 
 
 def changed(value: Frozen, **changes: Any) -> Frozen:
@@ -287,7 +288,12 @@ def changed(value: Frozen, **changes: Any) -> Frozen:
     calling ``__init__`` again (on a decision's path that costs as much as the rest of
     its bookkeeping) where ``__init__`` only assigns: no ``__post_init__``, no slots."""
     kind = type(value)
-    if hasattr(kind, "__post_init__") or hasattr(kind, "__slots__"):
+    needs_init = _NEEDS_INIT.get(kind)
+    if needs_init is None:  # asked once per class: hasattr raises inside when it is not
+        needs_init = _NEEDS_INIT[kind] = hasattr(kind, "__post_init__") or hasattr(
+            kind, "__slots__"
+        )
+    if needs_init:
         return dataclasses.replace(value, **changes)  # type: ignore[type-var]
     fields = value.__dataclass_fields__  # type: ignore[attr-defined]
     if not changes.keys() <= fields.keys():
