@@ -188,9 +188,20 @@ def prove_inclusion(
         else:
             siblings.append((lo, lo + k))
             lo += k
+    found = _range_hashes(siblings, reader, known)
+    return [found[r] for r in reversed(siblings)]
+
+
+def _range_hashes(
+    ranges: list[tuple[int, int]],
+    reader: HashReader,
+    known: MutableMapping[tuple[int, int], bytes] | None,
+) -> dict[tuple[int, int], bytes]:
+    """The hash of each leaf range: from the memo ``known``, else folded from stored
+    hashes read in one call (and then kept in ``known``)."""
     memo = {} if known is None else known
-    found = {r: h for r in siblings if (h := memo.get(r)) is not None}
-    missing = [r for r in siblings if r not in found]
+    found = {r: h for r in ranges if (h := memo.get(r)) is not None}
+    missing = [r for r in dict.fromkeys(ranges) if r not in found]
     if missing:
         need: list[int] = []
         for lo, hi in missing:
@@ -202,7 +213,7 @@ def prove_inclusion(
             if len(known) > MAX_KNOWN_SUBTREES:
                 known.clear()
             known.update((r, found[r]) for r in missing)
-    return [found[r] for r in reversed(siblings)]
+    return found
 
 
 MAX_PROOFS_AT_ONCE = 4096  # leaves `prove_inclusions` proves in one call at most
@@ -223,20 +234,7 @@ def prove_inclusions(
         raise TreeError(f"cannot prove leaves {describe_int(first)} to {size - 1} at once")
     siblings: list[tuple[int, int]] = []
     _sibling_ranges(0, size, first, siblings)
-    memo = {} if known is None else known
-    found = {r: h for r in siblings if (h := memo.get(r)) is not None}
-    missing = [r for r in dict.fromkeys(siblings) if r not in found]
-    if missing:
-        need: list[int] = []
-        for lo, hi in missing:
-            _subtree_index(lo, hi, need)
-        hashes, pos = _read(reader, need), 0
-        for r in missing:
-            found[r], pos = _subtree_hash(r[0], r[1], hashes, pos)
-        if known is not None:
-            if len(known) > MAX_KNOWN_SUBTREES:
-                known.clear()
-            known.update((r, found[r]) for r in missing)
+    found = _range_hashes(siblings, reader, known)
     proofs: list[list[bytes]] = []
     _paths(0, size, first, [], found, proofs)
     return proofs
