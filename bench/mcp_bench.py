@@ -11,7 +11,10 @@ server, then through `lictor mcp` governing it against a real
   ``echo``), directly, and fronted by ``lictor mcp --upstream ... --listen ...``.
 
 Per path: median, p99 and throughput; then the added latency (median and
-p99 of gateway minus direct; the target is <= 2 ms at the median). To tell
+p99 of gateway minus direct; the target is <= 2 ms at the median). Over stdio
+the same calls also go through the floor (``bench/reference/mcp_floor.py``, a
+relay in as little Python as possible that asks ``bench/reference/reference.py``
+for each call's decision): what governing a call adds with nothing more. To tell
 the gateway's own work from the control plane's, it also times the
 control-plane round trip a governed call waits for (``POST /v1/executions``
 as a child of a session, through `lictor.sdk.AsyncClient`, and the
@@ -51,6 +54,7 @@ from lictor.core.tools import definition_hash
 from lictor.sdk import AsyncClient
 
 REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "bench" / "reference"
 PEER = REPO / "tests" / "mcp" / "peer.py"
 PRINCIPAL = 'Agent::"planner-7"'
 TARGET_MS = 2.0
@@ -284,7 +288,7 @@ async def control_plane(plane: Plane, calls: int, warmup: int) -> None:
     report("complete (after the answer)", done, sum(done) / 1000)
 
 
-async def bench_stdio(plane: Plane, calls: int, warmup: int) -> None:
+async def bench_stdio(plane: Plane, root: Path, calls: int, warmup: int) -> None:
     direct_argv = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
     gateway_argv = [sys.executable, "-m", "lictor.cli.main", "mcp", "--principal", PRINCIPAL]
     gateway_argv += ["--", *direct_argv]
@@ -297,11 +301,42 @@ async def bench_stdio(plane: Plane, calls: int, warmup: int) -> None:
         meter = CpuMeter({**found, "control plane": plane.process.pid, "client": os.getpid()})
         gateway = await timed(s, "get_current_time", arguments, calls, 0)
         cpu = meter.per_call(calls)
+    floor, floor_cpu = await through_floor(root, direct_argv, arguments, calls, warmup)
     print(f"stdio: mcp-server-time get_current_time, {calls} calls after {warmup}:")
     report("direct", *direct)
     report("through lictor mcp", *gateway)
     added(direct[0], gateway[0])
     print(cpu)
+    report("through the floor relay", *floor)
+    median = statistics.median(floor[0]) - statistics.median(direct[0])
+    print(f"  {'added by the floor relay':28} median {median:7.3f} ms   (the reference's decision)")
+    print(floor_cpu)
+
+
+async def through_floor(
+    root: Path, upstream: list[str], arguments: dict[str, str], calls: int, warmup: int
+) -> tuple[tuple[list[float], float], str]:
+    """The same calls through `bench/reference/mcp_floor.py` deciding with the reference
+    (`bench/reference/reference.py`): the floor of what governing a call can add."""
+    port, token = free_port(), "mcp-floor-token"
+    argv = [sys.executable, str(REFERENCE / "reference.py"), "serve", str(port)]
+    environment = {**os.environ, "REF_TOKEN": token}
+    server = subprocess.Popen(
+        [*argv, str(root / "floor.db")], env=environment, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(lambda: listening(port), server)
+        relay = [sys.executable, str(REFERENCE / "mcp_floor.py"), f"http://127.0.0.1:{port}"]
+        relay += [token, "--", *upstream]
+        async with over_stdio(relay) as s:
+            await timed(s, "get_current_time", arguments, warmup, 0)
+            found = processes(relay=" ".join(relay[:2]), upstream=" ".join(upstream[:3]))
+            meter = CpuMeter({**found, "reference": server.pid, "client": os.getpid()})
+            through = await timed(s, "get_current_time", arguments, calls, 0)
+            return through, meter.per_call(calls).replace("through", "floor  ")
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 async def bench_http(plane: Plane, root: Path, calls: int, warmup: int) -> None:
@@ -337,7 +372,7 @@ async def bench_http(plane: Plane, root: Path, calls: int, warmup: int) -> None:
 async def run(args: argparse.Namespace, root: Path, plane: Plane) -> None:
     steps: list[Callable[[], Awaitable[None]]] = []
     if args.only in (None, "stdio"):
-        steps.append(lambda: bench_stdio(plane, args.calls, args.warmup))
+        steps.append(lambda: bench_stdio(plane, root, args.calls, args.warmup))
     if args.only in (None, "http"):
         steps.append(lambda: bench_http(plane, root, args.calls, args.warmup))
     for step in steps:
