@@ -36,11 +36,11 @@ import hashlib
 from typing import Any
 
 import mcp_types as types
-import rfc8785
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 
 from lictor.errors import DeniedError, LictorError, UnavailableError
+from lictor.log.entry import canonical_json
 
 DENIED = -32003
 REVOKED = -32004
@@ -58,7 +58,7 @@ def wire(model: BaseModel) -> dict[str, Any]:
 
 def result_hash(value: BaseModel | dict[str, Any]) -> str:
     """``sha256:<hex>`` of the canonical JSON of a result (or error) as sent."""
-    data = rfc8785.dumps(wire(value) if isinstance(value, BaseModel) else value)
+    data = canonical_json(wire(value) if isinstance(value, BaseModel) else value)
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

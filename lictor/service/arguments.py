@@ -27,11 +27,11 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
-import rfc8785
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from lictor.core.policy_schema import ARGUMENTS
+from lictor.log.entry import canonical_json
 
 PREFIX = "hmac-sha256:"
 _INFO = b"lictor/arguments-hmac/v1"
@@ -53,7 +53,7 @@ class ArgumentSeal:
 
     def hash(self, arguments: Any) -> str:
         """``hmac-sha256:<hex>`` of ``arguments`` (any JSON value)."""
-        data = rfc8785.dumps(arguments)
+        data = canonical_json(arguments)
         return PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
     def shown(self, context: Mapping[str, Any], sealed: bool) -> dict[str, Any]:

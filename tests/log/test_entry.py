@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lictor.errors import EntryError
-from lictor.log.entry import canonical_entry, may_hold_long_integer, parse_entry
+from lictor.log.entry import canonical_entry, canonical_json, may_hold_long_integer, parse_entry
 from lictor.log.tiles import MAX_ENTRY_SIZE
 
 
@@ -166,3 +166,29 @@ def test_a_long_integer_is_spotted_as_nineteen_digits_in_a_row(raw: bytes) -> No
 def test_eighteen_digits_are_not_a_long_integer_and_nineteen_are() -> None:
     assert not may_hold_long_integer(b'{"x": 123456789012345678, "y": "1234567890"}')
     assert may_hold_long_integer(b'{"x": 1234567890123456789}')
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_canonical_json_is_rfc8785_for_any_value(value: Any) -> None:
+    """Any JSON value, top level included, floats, long integers and keys beyond
+    ASCII too: the general encoder's bytes, or its refusal."""
+    try:
+        expected = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, ValueError) as e:
+        with pytest.raises(type(e)):
+            canonical_json(value)
+        return
+    assert canonical_json(value) == expected
