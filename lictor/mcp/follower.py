@@ -2,9 +2,10 @@
 that their execution ended.
 
 The follower reads ``GET /v1/events`` with the runtime's credential (which
-sees its own runtime's entries) from the session's decision on, and hands
-each entry that shows an execution ended (revoked, expired, completed,
-denied) to the handle tracked under that id, which loses it at once: the
+sees its own runtime's entries) from the session's decision on, asking only
+for entries that show an execution ended (revoked, expired, completed,
+denied: not every call's start), and hands each to the handle tracked under
+that id, which loses it at once: the
 request's upstream call is cancelled well before a renewal would notice.
 One stream serves every call, however many are in flight. An id that ended
 before it was tracked (a revocation racing the grant's reply) is remembered
@@ -127,7 +128,11 @@ class EventFollower:
     async def _follow(self) -> None:
         headers = {"Last-Event-ID": str(self._last), "Accept": "text/event-stream"}
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT_S)
-        async with self._http.stream("GET", "/v1/events", headers=headers, timeout=timeout) as r:
+        params = {"state": sorted(ENDED)}  # an older server sends all: the rest are skipped
+        stream = self._http.stream(
+            "GET", "/v1/events", params=params, headers=headers, timeout=timeout
+        )
+        async with stream as r:
             if r.status_code != 200:
                 raise StreamRefusedError(f"HTTP {r.status_code}")
             reader = EventReader()

@@ -5,8 +5,10 @@
 index, so a subscriber that reconnects misses nothing: the database is the
 source of truth; the in-process commit listener wakes streams up and hands
 over what this process committed, a copy of what the database holds.
-Filters: ``runtime`` and ``execution`` match the entry's public fields. A
-runtime credential sees only its own runtime's events.
+Filters: ``runtime`` and ``execution`` match the entry's public fields, and
+``state`` (repeated: any of them) its ``state``, so a follower that cares only
+about executions ending is not sent every other step. A runtime credential sees
+only its own runtime's events.
 
 Every stream reads through one `EntryTail`: the newest entries, decoded and
 formatted once, shared by all streams. The committer hands this process's new
@@ -39,6 +41,8 @@ KEEPALIVE_SECONDS = 15.0
 CHUNK = 256
 TAIL_SIZE = 4096
 _UINT = re.compile(r"0|[1-9][0-9]{0,18}")
+_STATE = re.compile(r"[a-z_]{1,20}")
+MAX_STATES = 8
 
 
 class CommitSignal:
@@ -174,8 +178,16 @@ def _start_index(last_event_id: str | None, after: str | None) -> int:
     return int(raw)
 
 
-def _matches(entry: dict[str, Any], filters: dict[str, str]) -> bool:
+def _matches(entry: dict[str, Any], filters: dict[str, str], states: frozenset[str]) -> bool:
+    if states and entry.get("state") not in states:
+        return False
     return all(entry.get(field) == value for field, value in filters.items())
+
+
+def _states(given: list[str] | None) -> frozenset[str]:
+    if given and (len(given) > MAX_STATES or not all(_STATE.fullmatch(s) for s in given)):
+        raise InvalidRequestError(f"state: at most {MAX_STATES} states, each a lowercase word")
+    return frozenset(given or ())
 
 
 def _format(index: int, entry: dict[str, Any]) -> str:
@@ -184,7 +196,12 @@ def _format(index: int, entry: dict[str, Any]) -> str:
 
 
 async def _stream(
-    log: AuditLog, tail: EntryTail, signal: CommitSignal, last: int, filters: dict[str, str]
+    log: AuditLog,
+    tail: EntryTail,
+    signal: CommitSignal,
+    last: int,
+    filters: dict[str, str],
+    states: frozenset[str],
 ) -> AsyncIterator[bytes]:
     yield b"retry: 1000\n\n"
     size = signal.size
@@ -192,7 +209,7 @@ async def _stream(
         while last + 1 < size:
             end = min(size, last + 1 + CHUNK)
             events = await tail.read(last + 1, end)
-            chunk = b"".join(e.text for e in events if _matches(e.entry, filters))
+            chunk = b"".join(e.text for e in events if _matches(e.entry, filters, states))
             if chunk:
                 yield chunk
             last = end - 1
@@ -211,6 +228,7 @@ async def events(
     runtime: Annotated[str | None, Query(max_length=63)] = None,
     execution: Annotated[str | None, Query(max_length=64)] = None,
     after: Annotated[str | None, Query(max_length=20)] = None,
+    state: Annotated[list[str] | None, Query(max_length=20)] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
     """Every log entry from ``Last-Event-ID`` on, as server-sent events."""
@@ -219,8 +237,8 @@ async def events(
         filters["runtime"] = who.name
     if isinstance(who, GrantCaller):  # a grant follows its own execution only
         filters["execution"] = who.execution_id
-    start = _start_index(last_event_id, after)
-    state = request.app.state
-    stream = _stream(state.log, state.tail, state.commits, start, filters)
+    start, states = _start_index(last_event_id, after), _states(state)
+    app = request.app.state
+    stream = _stream(app.log, app.tail, app.commits, start, filters, states)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)

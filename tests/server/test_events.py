@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 
+from ..sdk.conftest import DEPLOY, PLANNER, STAGING, govern
+
 
 def _read_events(
-    url: str, headers: dict[str, str], count: int, params: dict[str, str] | None = None
+    url: str, headers: dict[str, str], count: int, params: dict[str, Any] | None = None
 ) -> list[tuple[int, str, dict[str, Any]]]:
     events: list[tuple[int, str, dict[str, Any]]] = []
     current: dict[str, str] = {}
@@ -82,6 +84,26 @@ def test_event_access_and_filters(serve: Callable[..., Any]) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
 
 
+def test_a_state_filter_sends_only_those_steps(serve: Callable[..., Any]) -> None:
+    plane = govern(serve())
+    with plane.client() as client:
+        first = client.request(PLANNER, DEPLOY, STAGING)["execution"]["id"]
+        second = client.request(PLANNER, DEPLOY, STAGING)["execution"]["id"]
+        client.complete(first, "succeeded")
+    runtime = {"Authorization": f"Bearer {plane.runtime_secret}"}
+    ended = _read_events(plane.url, runtime, 1, params={"state": ["completed", "revoked"]})
+    assert [(e["execution"], e["state"]) for _, _, e in ended] == [(first, "completed")]
+    both = _read_events(plane.url, runtime, 2, params={"state": "active"})
+    assert [(e["execution"], e["state"]) for _, _, e in both] == [
+        (first, "active"),
+        (second, "active"),
+    ]
+    admin = {"Authorization": f"Bearer {plane.server.token}"}
+    for bad in (["Active"], ["x"] * 9, ["completed!"]):
+        r = httpx.get(plane.url + "/v1/events", params={"state": bad}, headers=admin, timeout=5)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+
+
 def _wire(index: int, data: bytes) -> bytes:
     """An entry's event as the stream has always written it."""
     entry = json.loads(data)
@@ -143,7 +165,7 @@ def test_committed_entries_reach_streams_without_a_store_read(log: Any, monkeypa
 
     async def follow() -> list[bytes]:
         signal.attach(asyncio.get_running_loop())
-        stream = _stream(log, tail, signal, log.head().size - 1, {})
+        stream = _stream(log, tail, signal, log.head().size - 1, {}, frozenset())
         assert await anext(stream) == b"retry: 1000\n\n"
         chunks = []
         for n in range(3):
