@@ -14,6 +14,8 @@ from lictor.errors import EntryError
 from lictor.log.entry import canonical_entry, canonical_json, may_hold_long_integer, parse_entry
 from lictor.log.tiles import MAX_ENTRY_SIZE
 
+from ..strategies import json_values
+
 
 def test_canonical_form() -> None:
     entry = {"b": [1, 2.5, True, None], "a": "é\u2028", "c": {"z": 1, "y": -0.0}}
@@ -168,20 +170,7 @@ def test_eighteen_digits_are_not_a_long_integer_and_nineteen_are() -> None:
     assert may_hold_long_integer(b'{"x": 1234567890123456789}')
 
 
-_json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=20,
-)
-
-
-@given(_json_values)
+@given(json_values(max_leaves=20))
 def test_canonical_json_is_rfc8785_for_any_value(value: Any) -> None:
     """Any JSON value, top level included, floats, long integers and keys beyond
     ASCII too: the general encoder's bytes, or its refusal."""

@@ -10,22 +10,14 @@ from hypothesis import strategies as st
 
 from lictor.wire import ERROR_CLASSES
 
+from ..strategies import json_values as any_json_value
+
 FUZZ = settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**80), max_value=2**80)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=10,
-)
+json_values = any_json_value()
 path_segment = st.text(alphabet="0123456789x.p/-entries", min_size=0, max_size=30)
 
 
