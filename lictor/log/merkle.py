@@ -244,7 +244,7 @@ def _sibling_ranges(lo: int, hi: int, first: int, out: list[tuple[int, int]]) ->
     """The sibling ranges on the paths to leaves ``first``.. of ``[lo, hi)``."""
     if hi - lo == 1:
         return
-    mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+    mid = lo + _maxpow2(hi - lo)[0]
     if first < mid:
         out.append((mid, hi))
         _sibling_ranges(lo, mid, first, out)
@@ -265,7 +265,7 @@ def _paths(
     if hi - lo == 1:
         out.append(above)
         return
-    mid = lo + (1 << ((hi - lo - 1).bit_length() - 1))
+    mid = lo + _maxpow2(hi - lo)[0]
     if first < mid:
         _paths(lo, mid, first, [found[(mid, hi)], *above], found, out)
     _paths(mid, hi, first, [found[(lo, mid)], *above], found, out)
