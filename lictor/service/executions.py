@@ -43,6 +43,7 @@ from lictor.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from lictor.log.entry import is_plain
 from lictor.sequencer import Appended, Command, Plan
 from lictor.service.arguments import ArgumentSeal
 from lictor.service.log import AuditLog, Receipt
@@ -394,18 +395,22 @@ class Executions:
             "policy_version": e.policy_version,
             "state": str(e.state),
         }
+        context = self.seal.shown(e.context, sealed)
         event = {
             **public,
             "principal": e.principal.to_json(),
             "action": e.action.to_json(),
             "resource": e.resource.to_json(),
-            "context": self.seal.shown(e.context, sealed),
+            "context": context,
             "reason": e.reason,
             "decision": self.seal.decision(decided, sealed) if decision else None,
         }
         extra = {"summary": summary, "definition": definition, "result_hash": result_hash}
         event.update({k: v for k, v in extra.items() if v is not None})
-        return self.log.prepare_event("execution", event, public)
+        # every field but the context is text, None or a decision built from typed text
+        # (mypy holds them to it): the entry is plain JSON exactly when the context is
+        plain = is_plain(context)
+        return self.log.prepare_event("execution", event, public, plain=plain)
 
     def raw_arguments(self, decision: Mapping[str, Any] | None) -> bool:
         """Whether ``decision`` (as stored) was determined by a policy annotated

@@ -19,6 +19,7 @@ moves an entry prepared before an earlier-logged one up to that one's time.
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
 import os
@@ -32,7 +33,7 @@ from typing import Any
 
 from lictor.errors import EntryError, NotFoundError, TreeError
 from lictor.log.commitment import SALT_SIZE, commit_canonical
-from lictor.log.entry import canonical_entry, parse_entry
+from lictor.log.entry import canonical_entry, canonical_plain, parse_entry
 from lictor.log.merkle import (
     MAX_PROOFS_AT_ONCE,
     HashReader,
@@ -43,6 +44,7 @@ from lictor.log.merkle import (
     stored_hash_index,
 )
 from lictor.log.note import Ed25519Signer
+from lictor.log.proof import HEADER as PROOF_HEADER
 from lictor.log.proof import TlogProof
 from lictor.log.tiles import MAX_ENTRY_SIZE, Tile, encode_bundle, level_width
 from lictor.sequencer import Appended, Sequencer
@@ -148,19 +150,29 @@ class Receipt:
         return TlogProof(self.index, self.hashes, self.checkpoint).encode()
 
     def to_json(self) -> dict[str, Any]:
+        path = [_b64(h) for h in self.hashes]
+        checkpoint = self.checkpoint.decode()
         body: dict[str, Any] = {
             "index": self.index,
             "entry": self.entry,
-            "leaf_hash": base64.b64encode(self.leaf_hash()).decode(),
+            "leaf_hash": _b64(self.leaf_hash()),
             "tree_size": self.tree_size,
-            "inclusion_proof": [base64.b64encode(h).decode() for h in self.hashes],
-            "checkpoint": self.checkpoint.decode(),
-            "tlog_proof": self.tlog_proof(),
+            "inclusion_proof": path,
+            "checkpoint": checkpoint,
+            # `tlog_proof()`, from the texts above (each hash is encoded once)
+            "tlog_proof": "\n".join([PROOF_HEADER, f"index {self.index}", *path])
+            + "\n\n"
+            + checkpoint,
         }
         if self.event is not None:
             body["event"] = self.event
             body["salt"] = self.salt
         return body
+
+
+def _b64(data: bytes) -> str:
+    """Standard base64 text (`base64.b64encode` without its wrapper)."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -185,16 +197,23 @@ class PreparedEntry(StoredEntry):
         return _encoded({**public, "time": time_text}, full, salt, at_ms)
 
 
-def _encoded(entry: dict[str, Any], full: dict[str, Any], salt: bytes, at_ms: int) -> PreparedEntry:
-    """The public entry (``entry`` plus the commitment to ``full``) and private record."""
-    event_data = canonical_entry(full)
+def _encoded(
+    entry: dict[str, Any], full: dict[str, Any], salt: bytes, at_ms: int, plain: bool = False
+) -> PreparedEntry:
+    """The public entry (``entry`` plus the commitment to ``full``) and private record;
+    ``plain``: both are known to be plain (`AuditLog.prepare_event`)."""
+    encode = canonical_plain if plain else canonical_entry
+    event_data = encode(full)
     entry = {**entry, "commitment": commit_canonical(event_data, salt)}
     salt_text = base64.b64encode(salt).decode()
     # the canonical form of {"event": full, "salt": salt_text}, built from its parts
     private_data = b'{"event":' + event_data + b',"salt":"' + salt_text.encode() + b'"}'
     if len(private_data) > MAX_ENTRY_SIZE:
         raise EntryError(f"event is {len(event_data)} bytes; too large to log")
-    return PreparedEntry(canonical_entry(entry), private_data, entry, full, salt_text, at_ms)
+    entry_data = encode(entry)
+    if len(entry_data) > MAX_ENTRY_SIZE:
+        raise EntryError(f"entry is {len(entry_data)} bytes; the limit is {MAX_ENTRY_SIZE}")
+    return PreparedEntry(entry_data, private_data, entry, full, salt_text, at_ms)
 
 
 class BatchProofs:
@@ -323,15 +342,22 @@ class AuditLog:
         return self.sequencer.submit(stored), stored
 
     def prepare_event(
-        self, kind: str, event: dict[str, Any], public: dict[str, Any] | None = None
+        self,
+        kind: str,
+        event: dict[str, Any],
+        public: dict[str, Any] | None = None,
+        *,
+        plain: bool = False,
     ) -> PreparedEntry:
         """The public entry and private record for an event (not yet logged), stamped
-        with the server's clock (the committer may move the stamp later: `EntryTimes`)."""
+        with the server's clock (the committer may move the stamp later: `EntryTimes`).
+        ``plain``: the caller knows ``event`` and ``public`` to be plain JSON
+        (`lictor.log.entry.is_plain`), so they are encoded without walking them."""
         at_ms = self.now_ms()
         time_text = entry_time(at_ms)
         full = {**event, "kind": kind, "time": time_text}
         entry = {**(public or {}), "kind": kind, "time": time_text}
-        return _encoded(entry, full, os.urandom(SALT_SIZE), at_ms)
+        return _encoded(entry, full, os.urandom(SALT_SIZE), at_ms, plain)
 
     def append_event(
         self, kind: str, event: dict[str, Any], public: dict[str, Any] | None = None

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lictor.core.grant import verify_grant
 from lictor.log.entry import canonical_entry
 from lictor.log.note import parse_verifier_key
-from lictor.log.proof import parse_tlog_proof, verify_tlog_proof
+from lictor.log.proof import TlogProof, parse_tlog_proof, verify_tlog_proof
 from lictor.policydir import load_policy_dir
 from lictor.service.policies import source_json
+
+from ..strategies import json_values
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PLANNER = {"type": "Agent", "id": "planner-7"}
@@ -51,6 +58,11 @@ def _verify_receipt(client: TestClient, receipt: dict[str, Any]) -> None:
     vkey = parse_verifier_key(client.get("/v1/log/key").json()["vkey"])
     proof = parse_tlog_proof(receipt["tlog_proof"])
     verify_tlog_proof(proof, canonical_entry(receipt["entry"]), [vkey])
+    # the proof's two spellings say the same
+    hashes = tuple(base64.b64decode(h) for h in receipt["inclusion_proof"])
+    checkpoint = receipt["checkpoint"].encode()
+    assert proof == TlogProof(receipt["index"], hashes, checkpoint)
+    assert receipt["tlog_proof"] == proof.encode()
 
 
 def test_allow_returns_grant_lease_and_a_verifying_receipt(
@@ -544,3 +556,26 @@ def test_a_read_execution_is_parsed_again_only_once_its_record_changed(
     after = executions.get(execution_id)
     assert after is not first and str(after.execution.state) == "completed"
     assert after.record_version == first.record_version + 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(context=st.dictionaries(st.text(max_size=8), json_values(8), max_size=4))
+def test_what_is_logged_is_rfc8785_whatever_the_context_holds(
+    client: TestClient, governed: dict[str, Any], context: dict[str, Any]
+) -> None:
+    """Floats and keys beyond ASCII in a context (allowed or not, a decision is logged)
+    leave an entry and a committed event in RFC 8785's bytes; an integer beyond 2**53,
+    which RFC 8785 cannot write, is refused and nothing is logged."""
+    r = _ask(client, governed["runtime"], context=context)
+    if r.status_code == 400:  # RFC 8785 has no form for an integer beyond 2**53
+        assert r.json()["error"]["code"] == "invalid_entry", r.text
+        return
+    assert r.status_code in (201, 403), r.text
+    receipt = r.json()["receipt"]
+    _verify_receipt(client, receipt)
+    leaf = hashlib.sha256(b"\x00" + rfc8785.dumps(receipt["entry"])).digest()
+    assert base64.b64decode(receipt["leaf_hash"]) == leaf
+    event = rfc8785.dumps(receipt["event"])
+    salt = base64.b64decode(receipt["salt"])
+    expected = "sha256:" + hashlib.sha256(salt + event).hexdigest()
+    assert receipt["entry"]["commitment"] == expected
