@@ -38,6 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, TypeVar
 
 from lictor.errors import InvalidRequestError
@@ -115,6 +116,12 @@ class EntityRef:
         check_label(self.id, "entity id", MAX_ID_LENGTH)
 
     def __str__(self) -> str:
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
+        """The text form ``Type::"id"`` (what `str` gives): made once per reference, as
+        a decision writes it for Cedar, the record's tags and the grant."""
         escaped = self.id.replace("\\", "\\\\").replace('"', '\\"')
         return f'{self.type}::"{escaped}"'
 
@@ -286,12 +293,18 @@ _NEEDS_INIT: dict[type, bool] = {}  # by class: whether `changed` must call __in
 def changed(value: Frozen, **changes: Any) -> Frozen:
     """The frozen dataclass ``value`` with ``changes``: `dataclasses.replace` without
     calling ``__init__`` again (on a decision's path that costs as much as the rest of
-    its bookkeeping) where ``__init__`` only assigns: no ``__post_init__``, no slots."""
+    its bookkeeping) where ``__init__`` only assigns: no ``__post_init__``, no slots,
+    and nothing cached from the fields (a copy would carry a stale value)."""
     kind = type(value)
     needs_init = _NEEDS_INIT.get(kind)
     if needs_init is None:  # asked once per class: hasattr raises inside when it is not
-        needs_init = _NEEDS_INIT[kind] = hasattr(kind, "__post_init__") or hasattr(
-            kind, "__slots__"
+        caches = any(
+            isinstance(member, cached_property)
+            for base in kind.__mro__
+            for member in vars(base).values()
+        )
+        needs_init = _NEEDS_INIT[kind] = (
+            caches or hasattr(kind, "__post_init__") or hasattr(kind, "__slots__")
         )
     if needs_init:
         return dataclasses.replace(value, **changes)  # type: ignore[type-var]

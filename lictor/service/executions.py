@@ -123,13 +123,6 @@ class Read(NamedTuple):
     stored: StoredExecution
 
 
-def runtime_facts(runtime: Runtime) -> RuntimeFacts:
-    attestation = runtime.attestation or {}
-    digests = tuple(sorted(attestation.get("digests", {}).values()))
-    state = str(attestation.get("state", "unverified"))
-    return RuntimeFacts(runtime.id, runtime.region, runtime.cluster, state, digests)
-
-
 class Executions:
     """The governance use cases over the log, runtimes and policies."""
 
@@ -245,7 +238,7 @@ class Executions:
             resource=ask.resource,
             now_ms=now,
             context=ask.context,
-            runtime=runtime_facts(runtime),
+            runtime=runtime.facts,
             lineage=facts,
         )
         decision = denial or self._runtime_denial(runtime) or self._decide(request, execution_id)
@@ -342,7 +335,7 @@ class Executions:
             raise NotFoundError(f"no runtime {runtime_id!r}")
         runtime = self.runtimes.parsed(record)
         denial = self._runtime_denial(runtime)
-        if denial is None and runtime_facts(runtime) != decided:
+        if denial is None and runtime.facts != decided:
             raise StaleDecisionError("the runtime's attestation changed")
         return denial
 
@@ -597,7 +590,7 @@ class Executions:
         if leases.effective_state(stored.execution, now) is not ExecutionState.ACTIVE:
             leases.renew(stored.execution, now, ttl_ms)  # raises the precise error
         runtime = self.runtimes.for_decision(runtime_id)
-        facts = runtime_facts(runtime)
+        facts = runtime.facts
         decided = self._runtime_denial(runtime) or self._decide(
             request_of(stored.execution, facts, stored.lineage, now), execution_id
         )

@@ -13,8 +13,10 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Any
 
+from lictor.core.policy import RuntimeFacts
 from lictor.datadir import hash_secret, new_secret
 from lictor.errors import ConflictError, InvalidRequestError, NotFoundError
 from lictor.log.entry import canonical_entry
@@ -40,6 +42,16 @@ class Runtime:
     attestation: dict[str, Any] | None = None
     last_heartbeat_ms: int | None = None
     created_at_ms: int = 0
+
+    @cached_property
+    def facts(self) -> RuntimeFacts:
+        """What a decision knows of this runtime (its ``context.lictor.runtime``); made
+        once per parsed runtime: `Runtimes.parsed` hands out the same one while its
+        record is unchanged, and each decision asks for it twice."""
+        attestation = self.attestation or {}
+        digests = tuple(sorted(attestation.get("digests", {}).values()))
+        state = str(attestation.get("state", "unverified"))
+        return RuntimeFacts(self.id, self.region, self.cluster, state, digests)
 
     def doc(self) -> bytes:
         return canonical_entry(asdict(self))

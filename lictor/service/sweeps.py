@@ -25,7 +25,6 @@ from lictor.service.executions import (
     Executions,
     reload,
     request_of,
-    runtime_facts,
 )
 from lictor.service.policies import SETTING
 from lictor.service.records import KIND, StoredExecution, expiry_tag
@@ -244,4 +243,4 @@ def _fresh_runtime(view: StateView, runtime_id: str | None) -> Any:
     if runtime_id is None:
         return None
     record = view.get(RUNTIME, runtime_id)
-    return None if record is None else runtime_facts(Runtime.from_doc(record.doc))
+    return None if record is None else Runtime.from_doc(record.doc).facts

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import unicodedata
 
 import pytest
@@ -308,3 +309,23 @@ def test_changed_is_dataclasses_replace() -> None:
     ref = EntityRef("User", "alice")  # validates in __post_init__: replace runs it
     with pytest.raises(InvalidRequestError):
         changed(ref, type="not a type")
+
+
+def test_a_reference_s_text_is_made_once_and_never_goes_stale() -> None:
+    ref = EntityRef("User", 'a"b\\c')
+    assert str(ref) == 'User::"a\\"b\\\\c"' and str(ref) is str(ref)  # made once
+    assert EntityRef.parse(str(ref)) == ref
+    # a copy with other fields is a new reference with its own text, even for a class
+    # `changed` would otherwise copy attribute by attribute
+    assert str(changed(ref, id="d")) == 'User::"d"'
+
+    @dataclasses.dataclass(frozen=True)
+    class Cached:
+        n: int
+
+        @functools.cached_property
+        def twice(self) -> int:
+            return self.n * 2
+
+    one = Cached(1)
+    assert one.twice == 2 and changed(one, n=5).twice == 10
