@@ -42,9 +42,17 @@ import orjson
 from lictor.errors import ConflictError, SchemaError, StoreError, TreeError
 from lictor.log.merkle import stored_hash_count
 from lictor.store.base import Credential, Head, Record, RecordWrite, Replica, StoredEntry
+from lictor.store.sqlite_index import (
+    BEHIND_COMMITS,
+    Indexer,
+    Indexing,
+    Tags,
+    carries,
+    index_changes,
+)
 from lictor.store.sqlite_wal import EVERY_SECOND, KEPT_WAL, WalCheckpointer, WalCheckpoints, connect
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _MAX_ROWS_PER_INSERT = 4096
 _MAX_IDLE_READERS = 8
 _CACHED_RECORDS = 1 << 16
@@ -140,8 +148,21 @@ UPDATE records SET tags = (
 DROP TABLE record_tags;
 """
 
+# v6: the tag index is brought up to date behind the commits: a commit writes one
+# pending row per record, the indexer thread moves them into ``record_index``
+# (`lictor.store.sqlite_index`)
+_SCHEMA_V6 = """
+CREATE TABLE record_index_pending (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    indexed TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+"""
+
 # Each entry upgrades the schema from the version before it.
-_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5)
+_MIGRATIONS = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6)
 
 
 class SQLiteStore:
@@ -150,22 +171,31 @@ class SQLiteStore:
     shared = False
 
     def __init__(
-        self, path: str | Path, exclusive: bool = False, wal: WalCheckpoints = EVERY_SECOND
+        self,
+        path: str | Path,
+        exclusive: bool = False,
+        wal: WalCheckpoints = EVERY_SECOND,
+        indexing: Indexing = BEHIND_COMMITS,
     ) -> None:
         self._path = str(path)
         self._cache = _RecordCache(_CACHED_RECORDS if exclusive else 0)
         self._credentials: dict[bytes, Credential] = {}  # never changed once stored
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._write_lock = threading.Lock()
+        self._records_written = 0  # by the open write transaction, for the indexer
         self._closed = False
         self._writer = connect(self._path)
         self._checkpointer = WalCheckpointer(self._path, wal, self._write_lock)
+        self._indexer: Indexer | None = None
         # a store dropped without `close` does not leave its thread behind
         weakref.finalize(self, self._checkpointer.stop).atexit = False
         try:
             self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the thread's job (see top)
             self._writer.execute(f"PRAGMA journal_size_limit={KEPT_WAL * wal.restart_bytes}")
             self._migrate()
+            index_pending = weakref.WeakMethod(self.index_pending)
+            self._indexer = Indexer(lambda limit: _call(index_pending, limit), indexing)
+            weakref.finalize(self, self._indexer.stop).atexit = False
         except BaseException as e:
             SQLiteStore.close(self)  # not a subclass's: its own state is not there yet
             if isinstance(e, sqlite3.Error):
@@ -199,6 +229,7 @@ class SQLiteStore:
                 raise StoreError("store is closed")
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
+            self._records_written = 0
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -207,6 +238,8 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
             self._checkpointer.committed()
+            if self._indexer is not None:
+                self._indexer.committed(self._records_written)
 
     def _migrate(self) -> None:
         """Bring the schema to `SCHEMA_VERSION`; refuse a newer one we do not know."""
@@ -263,7 +296,7 @@ class SQLiteStore:
                     conn, "hashes (idx, hash)", [(start + i, h) for i, h in enumerate(hashes)]
                 )
                 _record_checkpoint(conn, new, grew=bool(entries))
-                _write_records(conn, writes)
+                self._records_written += _write_records(conn, writes)
                 self._cache.forget(writes)
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"append conflicts with stored data: {e}") from e
@@ -354,9 +387,17 @@ class SQLiteStore:
     def find_records(
         self, kind: str, tags: dict[str, str], after: str = "", limit: int = 1000
     ) -> list[Record]:
-        with self._read() as conn:
-            rows = conn.execute(*_find_query(kind, tags, after, limit)).fetchall()
-        return [Record(kind, r[0], r[1], bytes(r[2]), _tags(r[3])) for r in rows]
+        if not tags:
+            with self._read() as conn:
+                rows = conn.execute(*_find_query(kind, tags, after, limit)).fetchall()
+            return [_record(kind, r) for r in rows]
+        with self._read() as conn, _snapshot(conn):  # the index and its pending rows
+            pending = _pending(conn, kind)
+            sql, args = _find_query(kind, tags, after, limit + len(pending))
+            found = [_record(kind, r) for r in conn.execute(sql, args) if r[0] not in pending]
+            keys = [k for k, (_, now) in pending.items() if k > after and carries(now, tags)]
+            found += _records(conn, kind, keys)
+        return sorted(found, key=lambda r: r.key)[:limit]
 
     def find_records_below(
         self, kind: str, tag: str, below: str, limit: int = 1000
@@ -366,20 +407,48 @@ class SQLiteStore:
             " CROSS JOIN records r ON r.kind = i.kind AND r.key = i.key"
             " WHERE i.kind = ? AND i.tag = ? AND i.value < ? ORDER BY i.value, i.key LIMIT ?"
         )
-        with self._read() as conn:
-            rows = conn.execute(sql, (kind, tag, below, limit)).fetchall()
-        return [Record(kind, r[0], r[1], bytes(r[2]), _tags(r[3])) for r in rows]
+        with self._read() as conn, _snapshot(conn):
+            pending = _pending(conn, kind)
+            args = (kind, tag, below, limit + len(pending))
+            found = [_record(kind, r) for r in conn.execute(sql, args) if r[0] not in pending]
+            keys = [k for k, (_, now) in pending.items() if dict(now).get(tag, below) < below]
+            found += _records(conn, kind, keys)
+        return sorted(found, key=lambda r: (r.tag(tag) or "", r.key))[:limit]
 
     def count_records(self, kind: str, tags: dict[str, str]) -> int:
         sql, args = _count_query(kind, tags)
-        with self._read() as conn:
-            row = conn.execute(sql, args).fetchone()
-        return int(row[0])
+        with self._read() as conn, _snapshot(conn):
+            counted = int(conn.execute(sql, args).fetchone()[0])
+            pending = _pending(conn, kind) if tags else {}
+        for indexed, now in pending.values():  # as the index holds them, and as they are
+            counted += carries(now, tags) - carries(indexed, tags)
+        return counted
+
+    def index_pending(self, limit: int = 8192) -> int:
+        """Move up to ``limit`` pending records into the tag index (the `Indexer`'s
+        pass, `lictor.store.sqlite_index`); how many it moved."""
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT kind, key, indexed, tags FROM record_index_pending LIMIT ?", (limit,)
+            ).fetchall()
+            changes = [(kind, key, _tags(old), _tags(now)) for kind, key, old, now in rows]
+            removed, added = index_changes(changes)
+            if removed:
+                conn.executemany(
+                    "DELETE FROM record_index WHERE kind = ? AND tag = ? AND value = ? AND key = ?",
+                    removed,
+                )
+            _insert_rows(conn, "record_index (kind, tag, value, key)", added)
+            conn.executemany(
+                "DELETE FROM record_index_pending WHERE kind = ? AND key = ?",
+                [(kind, key) for kind, key, _, _ in rows],
+            )
+        return len(rows)
 
     def put_record(self, write: RecordWrite) -> Record:
         try:
             with self._write() as conn:
-                _write_records(conn, [write])
+                self._records_written += _write_records(conn, [write])
                 self._cache.forget([write])
         except sqlite3.IntegrityError as e:
             raise ConflictError(f"record {write.kind}/{write.key} already exists") from e
@@ -463,7 +532,10 @@ class SQLiteStore:
         return True
 
     def close(self) -> None:
-        """Stop writing, let the checkpointer run its last checkpoint, close everything."""
+        """Index what is pending, stop writing, let the checkpointer run its last
+        checkpoint, close everything."""
+        if self._indexer is not None:
+            self._indexer.close()
         with self._write_lock:
             self._closed = True  # no write runs from here on
         self._checkpointer.close()  # not under the lock: a RESTART takes it
@@ -598,28 +670,29 @@ def _matching(kind: str, tags: dict[str, str]) -> tuple[str, list[Any]]:
     return sql, [*args, kind, first_tag, first_value]
 
 
-def _write_records(conn: sqlite3.Connection, writes: Sequence[RecordWrite]) -> None:
-    """Compare-and-swap records and index their tags (inside a transaction).
+def _write_records(conn: sqlite3.Connection, writes: Sequence[RecordWrite]) -> int:
+    """Compare-and-swap records (inside a transaction) and mark their tags pending for
+    the index (`lictor.store.sqlite_index`); how many records it wrote.
 
     New records go in as one multi-row ``INSERT`` (an existing key makes it
     fail: a conflict); updated ones are compare-and-swapped one by one against
-    the version and tags they hold. The index changes by the difference: a tag
-    whose value did not change touches no index page.
+    the version and tags they hold. A record whose tags changed gets a pending
+    row holding the tags its row had (what the index holds for it), unless it
+    has one: then only the pending row's tags change.
     """
-    if len({(w.kind, w.key) for w in writes}) != len(writes):  # the index diff needs one
+    if len({(w.kind, w.key) for w in writes}) != len(writes):  # one pending row each
         raise StoreError("a batch writes a record twice")
-    new = [w for w in writes if w.expected_version == 0]
+    new = [(w, _tags_text(w.tags)) for w in writes if w.expected_version == 0]
     _insert_rows(
         conn,
         "records (kind, key, version, doc, tags)",
-        [(w.kind, w.key, 1, w.doc, _tags_text(w.tags)) for w in new],
+        [(w.kind, w.key, 1, w.doc, text) for w, text in new],
     )
-    added = [(w.kind, tag, value, w.key) for w in new for tag, value in w.tags]
-    removed: list[tuple[str, str, str, str]] = []
+    pending = [(w.kind, w.key, "[]", text) for w, text in new if w.tags]
     for write in writes:
         if write.expected_version == 0:
             continue
-        kind, key = write.kind, write.key
+        kind, key, text = write.kind, write.key, _tags_text(write.tags)
         row = conn.execute(
             "SELECT version, tags FROM records WHERE kind = ? AND key = ?", (kind, key)
         ).fetchone()
@@ -627,17 +700,57 @@ def _write_records(conn: sqlite3.Connection, writes: Sequence[RecordWrite]) -> N
             raise ConflictError(f"record {kind}/{key} moved past its version")
         conn.execute(
             "UPDATE records SET version = ?, doc = ?, tags = ? WHERE kind = ? AND key = ?",
-            (write.expected_version + 1, write.doc, _tags_text(write.tags), kind, key),
+            (write.expected_version + 1, write.doc, text, kind, key),
         )
-        old, now = set(_tags(row[1])), set(write.tags)
-        removed += [(kind, tag, value, key) for tag, value in old - now]
-        added += [(kind, tag, value, key) for tag, value in now - old]
-    if removed:
-        conn.executemany(
-            "DELETE FROM record_index WHERE kind = ? AND tag = ? AND value = ? AND key = ?",
-            removed,
-        )
-    _insert_rows(conn, "record_index (kind, tag, value, key)", added)
+        if text != row[1]:
+            pending.append((kind, key, row[1], text))
+    _insert_rows(
+        conn,
+        "record_index_pending (kind, key, indexed, tags)",
+        pending,
+        " ON CONFLICT (kind, key) DO UPDATE SET tags = excluded.tags",
+    )
+    return len(writes)
+
+
+@contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction: the statements inside see one state of the database."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")  # a read transaction: nothing to keep or undo
+
+
+def _pending(conn: sqlite3.Connection, kind: str) -> dict[str, tuple[Tags, Tags]]:
+    """The pending records of ``kind``: the tags the index holds, and their own."""
+    rows = conn.execute(
+        "SELECT key, indexed, tags FROM record_index_pending WHERE kind = ?", (kind,)
+    )
+    return {key: (_tags(indexed), _tags(now)) for key, indexed, now in rows}
+
+
+def _record(kind: str, row: Sequence[Any]) -> Record:
+    """The `Record` of a row (key, version, doc, tags)."""
+    return Record(kind, row[0], row[1], bytes(row[2]), _tags(row[3]))
+
+
+def _records(conn: sqlite3.Connection, kind: str, keys: Sequence[str]) -> list[Record]:
+    """The records of ``kind`` at ``keys`` (pending ones: a few)."""
+    found: list[Record] = []
+    for lo in range(0, len(keys), 500):
+        part = keys[lo : lo + 500]
+        marks = ", ".join("?" * len(part))
+        sql = f"SELECT key, version, doc, tags FROM records WHERE kind = ? AND key IN ({marks})"
+        found += [_record(kind, r) for r in conn.execute(sql, [kind, *part])]
+    return found
+
+
+def _call(method: Callable[[], Callable[[int], int] | None], limit: int) -> int:
+    """``method(limit)`` while its store lives; 0 once it is gone."""
+    bound = method()
+    return 0 if bound is None else bound(limit)
 
 
 def _tags_text(tags: Sequence[tuple[str, str]]) -> str:
@@ -649,8 +762,11 @@ def _tags(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((tag, value) for tag, value in orjson.loads(text))
 
 
-def _insert_rows(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows of equal width with as few statements as SQLite allows (see top)."""
+def _insert_rows(
+    conn: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, ...]], then: str = ""
+) -> None:
+    """Insert rows of equal width with as few statements as SQLite allows (see top);
+    ``then``: what follows the values (an upsert's ``ON CONFLICT`` clause)."""
     if not rows:
         return
     width = len(rows[0])
@@ -661,4 +777,4 @@ def _insert_rows(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, 
     for lo in range(0, len(rows), per_statement):
         part = rows[lo : lo + per_statement]
         values = ",".join([row] * len(part))
-        conn.execute(f"INSERT INTO {into} VALUES {values}", list(chain.from_iterable(part)))
+        conn.execute(f"INSERT INTO {into} VALUES {values}{then}", list(chain.from_iterable(part)))

@@ -42,7 +42,7 @@ def test_upgrades_a_version_1_database(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     assert store.get_record("execution", "x") is None  # the v2 tables exist
     version = store._writer.execute("SELECT value FROM meta").fetchone()[0]
-    assert version == str(SCHEMA_VERSION) == "5"
+    assert version == str(SCHEMA_VERSION) == "6"
     store.close()
 
 
