@@ -429,19 +429,22 @@ class SQLiteStore:
         pass, `lictor.store.sqlite_index`); how many it moved."""
         with self._write() as conn:
             rows = conn.execute(
-                "SELECT kind, key, indexed, tags FROM record_index_pending LIMIT ?", (limit,)
+                "SELECT kind, key, indexed, tags FROM record_index_pending"
+                " ORDER BY kind, key LIMIT ?",
+                (limit,),
             ).fetchall()
-            changes = [(kind, key, _tags(old), _tags(now)) for kind, key, old, now in rows]
-            removed, added = index_changes(changes)
+            if not rows:
+                return 0
+            removed, added = index_changes(rows)
             if removed:
                 conn.executemany(
                     "DELETE FROM record_index WHERE kind = ? AND tag = ? AND value = ? AND key = ?",
                     removed,
                 )
             _insert_rows(conn, "record_index (kind, tag, value, key)", added)
-            conn.executemany(
-                "DELETE FROM record_index_pending WHERE kind = ? AND key = ?",
-                [(kind, key) for kind, key, _, _ in rows],
+            # the rows read, the first in key order: no one else writes in this transaction
+            conn.execute(
+                "DELETE FROM record_index_pending WHERE (kind, key) <= (?, ?)", rows[-1][:2]
             )
         return len(rows)
 

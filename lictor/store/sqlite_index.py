@@ -32,6 +32,8 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 logger = logging.getLogger("lictor.store.sqlite")
 
 RETRY_MAX_S = 60.0  # a failing pass is retried at most this far apart
@@ -114,14 +116,19 @@ class Indexer:
 
 
 def index_changes(
-    pending: Sequence[tuple[str, str, Tags, Tags]],
+    pending: Sequence[tuple[str, str, str, str]],
 ) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str, str, str]]]:
     """The ``record_index`` rows to delete and to insert for pending rows
-    ``(kind, key, indexed, tags)``: each record's difference."""
+    ``(kind, key, indexed, tags)`` (tags as their rows keep them: JSON pairs): each
+    record's difference. A new record (nothing indexed) adds its tags."""
     removed: list[tuple[str, str, str, str]] = []
     added: list[tuple[str, str, str, str]] = []
     for kind, key, indexed, tags in pending:
-        old, new = set(indexed), set(tags)
+        if indexed == "[]":
+            added += [(kind, tag, value, key) for tag, value in orjson.loads(tags)]
+            continue
+        old = {(tag, value) for tag, value in orjson.loads(indexed)}
+        new = {(tag, value) for tag, value in orjson.loads(tags)}
         removed += [(kind, tag, value, key) for tag, value in old - new]
         added += [(kind, tag, value, key) for tag, value in new - old]
     return removed, added
