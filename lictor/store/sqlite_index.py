@@ -34,9 +34,9 @@ from dataclasses import dataclass
 
 import orjson
 
-logger = logging.getLogger("lictor.store.sqlite")
+from lictor.store.passes import Passes
 
-RETRY_MAX_S = 60.0  # a failing pass is retried at most this far apart
+logger = logging.getLogger("lictor.store.sqlite")
 
 Tags = tuple[tuple[str, str], ...]
 
@@ -58,61 +58,43 @@ class Indexing:
 BEHIND_COMMITS = Indexing()
 
 
-class Indexer:
+class Indexer(Passes):
     """The thread that indexes pending records (see top); it holds no reference to
-    the store, only ``index_pending(limit) -> records indexed``, which raises
-    nothing it does not log here."""
+    the store, only ``index_pending(limit) -> records indexed``."""
 
     def __init__(self, index_pending: Callable[[int], int], policy: Indexing) -> None:
+        super().__init__("lictor-indexer", policy.interval_s)
         self._index_pending = index_pending
         self._policy = policy
-        self._written = 0  # records written since the last pass began (an estimate)
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lictor-indexer", daemon=True)
-        self._thread.start()
+        self._lock = threading.Lock()
+        self._written = 0  # records written and not yet covered by a pass that ended well
+        self._start()
 
     def committed(self, records: int) -> None:
         """A commit wrote ``records`` records (the commit path's whole cost: a sum)."""
         if records:
-            self._written += records
-            if self._written >= self._policy.every_records:
-                self._wake.set()
+            with self._lock:
+                self._written += records
+                if self._written >= self._policy.every_records:
+                    self._wake.set()
 
-    def stop(self) -> None:
-        """Ask the thread to index what is pending and end; does not wait."""
-        self._stopping.set()
-        self._wake.set()
+    def _due(self) -> bool:
+        return self._written > 0
 
-    def close(self) -> None:
-        self.stop()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            self._wake.wait(self._policy.interval_s)
-            self._wake.clear()
-            if not self._written or self._stopping.is_set():
-                continue
-            if self._drain():
-                failures = 0
-            else:
-                failures = min(failures + 1, 16)
-                self._stopping.wait(min(self._policy.interval_s * 2**failures, RETRY_MAX_S))
-        self._drain()
-
-    def _drain(self) -> bool:
-        """Index until a pass finds fewer than a batch; False if a pass failed."""
+    def _pass(self) -> bool:
+        """Index until a pass finds fewer than a batch; False if one failed (the
+        records stay due, so the next pass comes after the back-off)."""
+        with self._lock:
+            written = self._written
         try:
-            while True:
-                self._written = 0
-                if self._index_pending(self._policy.batch) < self._policy.batch:
-                    return True
+            while self._index_pending(self._policy.batch) >= self._policy.batch:
+                pass
         except Exception:  # logged and retried: queries stay exact meanwhile (see top)
             logger.exception("indexing pending records failed; will retry")
             return False
+        with self._lock:
+            self._written -= written  # what was committed during the pass stays due
+        return True
 
 
 def index_changes(

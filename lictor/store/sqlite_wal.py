@@ -26,7 +26,7 @@ that never ends holds the WAL however it is checkpointed). The WAL
 file is reused as it is, so commits overwrite it rather than grow it, unless
 it grew past `KEPT_WAL` times ``restart_bytes``: then it is cut back to
 that (``journal_size_limit``) when it starts over. A failed checkpoint is
-logged and retried, backing off to `RETRY_MAX_S`; `close` stops the
+logged and retried, backing off (`lictor.store.passes`); `close` stops the
 thread after a last checkpoint. None of this changes durability: a commit
 is durable once it is in the WAL, and recovery replays whatever no
 checkpoint had copied yet.
@@ -42,10 +42,10 @@ import time
 from dataclasses import dataclass
 
 from lictor.errors import StoreError
+from lictor.store.passes import Passes
 
 RESTART_BACKOFF_S = 10.0  # after readers defeated a RESTART, the next try waits this long
 KEPT_WAL = 4  # a WAL file that grew past this many times `restart_bytes` is cut back
-RETRY_MAX_S = 60.0  # a failing checkpoint is retried at most this far apart
 
 logger = logging.getLogger("lictor.store.sqlite")
 
@@ -77,7 +77,7 @@ class WalCheckpoints:
             raise ValueError("every_commits must be at least 1 and interval_s positive")
 
 
-class WalCheckpointer:
+class WalCheckpointer(Passes):
     """The thread that runs a store's WAL checkpoints, on a connection of its own.
 
     `committed` is all the commit path pays: a count, and every
@@ -88,46 +88,33 @@ class WalCheckpointer:
     """
 
     def __init__(self, path: str, policy: WalCheckpoints, write_lock: threading.Lock) -> None:
+        super().__init__("lictor-wal-checkpoint", policy.interval_s)
         self._path = path
         self._policy = policy
         self._write_lock = write_lock
         self._commits = 0
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
+        self._done = 0  # commits the last checkpoint covered
         self._restart_after = 0.0  # time.monotonic() before which no RESTART is tried
         self._conn: sqlite3.Connection | None = None
         self._page_size = 4096
-        self._thread = threading.Thread(target=self._run, name="lictor-wal-checkpoint", daemon=True)
-        self._thread.start()
+        self._start()
 
     def committed(self) -> None:
         self._commits += 1
         if self._commits % self._policy.every_commits == 0:
             self._wake.set()
 
-    def stop(self) -> None:
-        """Ask the thread to run a last checkpoint and end; does not wait."""
-        self._stopping.set()
-        self._wake.set()
+    def _due(self) -> bool:
+        return self._commits != self._done
 
-    def close(self) -> None:
-        self.stop()
-        self._thread.join()
+    def _pass(self) -> bool:
+        commits = self._commits
+        if not self._checkpoint():
+            return False
+        self._done = commits
+        return True
 
-    def _run(self) -> None:
-        done, failures = 0, 0
-        while not self._stopping.is_set():
-            self._wake.wait(self._policy.interval_s)
-            self._wake.clear()
-            commits = self._commits
-            if commits == done or self._stopping.is_set():
-                continue
-            if self._checkpoint():
-                done, failures = commits, 0
-            else:
-                failures = min(failures + 1, 16)
-                backoff = self._policy.interval_s * 2**failures
-                self._stopping.wait(min(backoff, RETRY_MAX_S))
+    def _last(self) -> None:
         self._checkpoint()
         self._disconnect()
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from lictor.store.base import RecordWrite
 from lictor.store.sqlite import SQLiteStore
-from lictor.store.sqlite_index import Indexing
+from lictor.store.sqlite_index import Indexer, Indexing
 
 KIND = "execution"
 NEVER = Indexing(interval_s=3600, every_records=1 << 30)  # passes only when a test asks
@@ -140,3 +140,22 @@ def test_pending_records_left_by_a_crash_are_found_and_then_indexed(tmp_path: Pa
         assert [r.key for r in store.find_records(KIND, {"state": "active"})] == ["ex_1"]
     finally:
         store.close()
+
+
+def test_a_failed_pass_is_logged_and_tried_again(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    def index_pending(limit: int) -> int:
+        calls.append(limit)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return 0
+
+    indexer = Indexer(index_pending, Indexing(interval_s=0.01, batch=5))
+    indexer.committed(1)
+    deadline = time.monotonic() + 10
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    indexer.close()  # and a last pass
+    assert len(calls) >= 3 and calls[0] == 5
+    assert "indexing pending records failed" in caplog.text
