@@ -49,6 +49,7 @@ from lictor.errors import (
     ProofError,
 )
 from lictor.log.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint
+from lictor.log.encoding import b64encode
 from lictor.log.merkle import (
     HASH_SIZE,
     CompactRange,
@@ -71,11 +72,6 @@ STATE_VERSION = 1
 
 
 # Checkpoints ------------------------------------------------------------------
-
-
-def b64(data: bytes) -> str:
-    """Standard base64 text, as in checkpoints, receipts and state files."""
-    return base64.b64encode(data).decode()
 
 
 def verify_checkpoint(note: bytes, verifier: Verifier, origin: str | None = None) -> Checkpoint:
@@ -191,8 +187,8 @@ class AuditState:
             "version": STATE_VERSION,
             "origin": self.origin,
             "size": self.size,
-            "root": b64(self.root),
-            "compact_range": [b64(h) for h in self.edge],
+            "root": b64encode(self.root),
+            "compact_range": [b64encode(h) for h in self.edge],
             "checkpoint": self.checkpoint.decode(),
         }
 
@@ -353,8 +349,8 @@ def _check_against_state(checkpoint: Checkpoint, state: AuditState) -> None:
         )
     if checkpoint.size == state.size and checkpoint.root != state.root:
         raise AuditError(
-            f"fork: two roots for size {state.size}: audited {b64(state.root)}, "
-            f"now {b64(checkpoint.root)}"
+            f"fork: two roots for size {state.size}: audited {b64encode(state.root)}, "
+            f"now {b64encode(checkpoint.root)}"
         )
 
 
@@ -476,8 +472,8 @@ class _Replay:
         if got != root:
             hint = "; ".join(self.tiles.mismatches[:1])
             raise AuditError(
-                f"entries {self._old_size}..{self._size - 1} give root {b64(got)} at size "
-                f"{self._size}, but the checkpoint says {b64(root)}"
+                f"entries {self._old_size}..{self._size - 1} give root {b64encode(got)} at size "
+                f"{self._size}, but the checkpoint says {b64encode(root)}"
                 + (f" (extending the audited tree of size {self._old_size})" if resumed else "")
                 + (f"; also {hint}" if hint else "")
             )

@@ -13,9 +13,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from lictor.audit import b64, read_checkpoint
+from lictor.audit import read_checkpoint
 from lictor.errors import ProofError
 from lictor.log.commitment import check_commitment
+from lictor.log.encoding import b64encode
 from lictor.log.entry import canonical_entry
 from lictor.log.merkle import leaf_hash
 from lictor.log.proof import TlogProof, parse_tlog_proof
@@ -78,12 +79,12 @@ def _check_receipt_fields(receipt: dict[str, Any], proof: TlogProof, entry: byte
         raise ProofError(
             f"receipt index {_brief(index)} differs from the proof's index {proof.index}"
         )
-    if "leaf_hash" in receipt and receipt["leaf_hash"] != b64(leaf_hash(entry)):
+    if "leaf_hash" in receipt and receipt["leaf_hash"] != b64encode(leaf_hash(entry)):
         raise ProofError("the receipt's leaf_hash is not the hash of its entry")
     if "checkpoint" in receipt and receipt["checkpoint"] != proof.checkpoint.decode():
         raise ProofError("the receipt's checkpoint differs from the one in its tlog_proof")
     if "inclusion_proof" in receipt and receipt["inclusion_proof"] != [
-        b64(h) for h in proof.hashes
+        b64encode(h) for h in proof.hashes
     ]:
         raise ProofError("the receipt's inclusion_proof differs from the hashes in its tlog_proof")
     if "tree_size" in receipt:

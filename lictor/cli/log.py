@@ -25,9 +25,9 @@ from typing import Any
 
 from lictor import audit as auditing
 from lictor import tilesource
-from lictor.audit import b64
 from lictor.errors import InvalidRequestError
 from lictor.log.checkpoint import Checkpoint, open_checkpoint
+from lictor.log.encoding import b64encode
 from lictor.receipt import read_proof_file
 
 
@@ -119,7 +119,11 @@ def _write_file(path: Path, data: bytes, what: str) -> None:
 
 
 def _checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {"origin": checkpoint.origin, "size": checkpoint.size, "root": b64(checkpoint.root)}
+    return {
+        "origin": checkpoint.origin,
+        "size": checkpoint.size,
+        "root": b64encode(checkpoint.root),
+    }
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
@@ -141,7 +145,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         _print_json({**_checkpoint_json(checkpoint), "verified": True, "note": note.decode()})
         return 0
     print(f"origin {checkpoint.origin}\nsize   {checkpoint.size}")
-    print(f"root   {b64(checkpoint.root)}\nsigned by {', '.join(signers)} (verified)")
+    print(f"root   {b64encode(checkpoint.root)}\nsigned by {', '.join(signers)} (verified)")
     return 0
 
 
@@ -165,7 +169,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
                 **_checkpoint_json(proved.checkpoint),
                 "index": args.index,
                 "verified": proved.verified,
-                "entry": b64(proved.entry),
+                "entry": b64encode(proved.entry),
                 "tlog_proof": text,
             }
         )
@@ -192,7 +196,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0
     print(
         f"OK: entry {proof.index} is in {checkpoint.origin} at tree size {checkpoint.size}"
-        f" (root {b64(checkpoint.root)})"
+        f" (root {b64encode(checkpoint.root)})"
     )
     if parsed.event_checked:
         print("OK: the receipt's event matches the entry's commitment")
@@ -212,7 +216,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _print_json(_audit_json(result, args.state))
         return 0
     print(f"OK: {result.origin}: size {result.old_size} -> {result.size}")
-    print(f"root {b64(result.root)}")
+    print(f"root {b64encode(result.root)}")
     print(
         f"checked {result.entries_checked} new entries ({result.bundles_checked} entry bundles)"
         f" and {result.tiles_checked} hash tiles"
@@ -228,7 +232,7 @@ def _audit_json(result: auditing.AuditResult, state: Path | None) -> dict[str, A
         "origin": result.origin,
         "old_size": result.old_size,
         "size": result.size,
-        "root": b64(result.root),
+        "root": b64encode(result.root),
         "entries_checked": result.entries_checked,
         "bundles_checked": result.bundles_checked,
         "tiles_checked": result.tiles_checked,

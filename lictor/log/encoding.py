@@ -11,10 +11,17 @@ calling format chooses, so each format keeps its own place in the error tree.
 from __future__ import annotations
 
 import base64
+import binascii
 
 from lictor.errors import LictorError
 
 _MESSAGE_BITS = 128
+
+
+def b64encode(data: bytes) -> str:
+    """Standard, padded base64 text of ``data`` (`base64.b64encode` without its wrapper:
+    a receipt writes a few dozen per decision)."""
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def b64decode_strict(text: str, error: type[LictorError], message: str) -> bytes:

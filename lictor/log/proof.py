@@ -13,13 +13,12 @@ receipts carry it beside the proof text).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lictor.errors import ProofError
 from lictor.log.checkpoint import Checkpoint, open_checkpoint
-from lictor.log.encoding import b64decode_strict, parse_canonical_decimal
+from lictor.log.encoding import b64decode_strict, b64encode, parse_canonical_decimal
 from lictor.log.merkle import HASH_SIZE, leaf_hash, verify_inclusion
 from lictor.log.note import OpenedNote, Verifier
 
@@ -38,12 +37,21 @@ class TlogProof:
     extra: bytes | None = None
 
     def encode(self) -> str:
-        lines = [HEADER]
-        if self.extra is not None:
-            lines.append("extra " + base64.b64encode(self.extra).decode())
-        lines.append(f"index {self.index}")
-        lines += [base64.b64encode(h).decode() for h in self.hashes]
-        return "\n".join(lines) + "\n\n" + self.checkpoint.decode()
+        path = [b64encode(h) for h in self.hashes]
+        return tlog_proof_text(self.index, path, self.checkpoint.decode(), self.extra)
+
+
+def tlog_proof_text(
+    index: int, path: Sequence[str], checkpoint: str, extra: bytes | None = None
+) -> str:
+    """tlog-proof text from its parts, the path's hashes already in base64 (a receipt
+    shows them in both spellings and encodes each once)."""
+    lines = [HEADER]
+    if extra is not None:
+        lines.append("extra " + b64encode(extra))
+    lines.append(f"index {index}")
+    lines += path
+    return "\n".join(lines) + "\n\n" + checkpoint
 
 
 def parse_tlog_proof(text: str) -> TlogProof:

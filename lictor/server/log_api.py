@@ -9,7 +9,6 @@ the checkpoint changes and is cached for a few seconds only.
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
 from typing import Annotated, Any, Literal
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lictor.errors import NotFoundError, TileError, TreeError
+from lictor.log.encoding import b64encode
 from lictor.log.entry import parse_entry
 from lictor.log.merkle import leaf_hash
 from lictor.log.tiles import parse_tile_path
@@ -55,10 +55,6 @@ def accepts_gzip(header: str) -> bool:
             except ValueError:
                 return False
     return False
-
-
-def _b64(h: bytes) -> str:
-    return base64.b64encode(h).decode()
 
 
 class NoteRequest(BaseModel):
@@ -123,7 +119,7 @@ def key(request: Request) -> dict[str, str]:
 def checkpoint(request: Request) -> dict[str, Any]:
     """The latest signed checkpoint."""
     head = _log(request).head()
-    return {"size": head.size, "root": _b64(head.root), "checkpoint": head.checkpoint.decode()}
+    return {"size": head.size, "root": b64encode(head.root), "checkpoint": head.checkpoint.decode()}
 
 
 @router.get("/entries/{index}", operation_id="get_entry", responses=answers(Entry, NotFoundError))
@@ -138,8 +134,8 @@ def entry(
     body: dict[str, Any] = {
         "index": int(index),
         "entry": parse_entry(data),
-        "data": _b64(data),
-        "leaf_hash": _b64(leaf_hash(data)),
+        "data": b64encode(data),
+        "leaf_hash": b64encode(leaf_hash(data)),
     }
     if private is not None and who is not None and who.role in PRIVATE_READERS:
         body.update(parse_entry(private))
@@ -176,7 +172,7 @@ def inclusion_proof(request: Request, index: Index, tree_size: Size = None) -> d
     log = _log(request)
     size = log.head().size if tree_size is None else int(tree_size)
     hashes = log.inclusion_proof(int(index), size)
-    return {"index": int(index), "tree_size": size, "hashes": [_b64(h) for h in hashes]}
+    return {"index": int(index), "tree_size": size, "hashes": [b64encode(h) for h in hashes]}
 
 
 @router.get(
@@ -189,7 +185,7 @@ def consistency_proof(request: Request, first: Index, second: Size = None) -> di
     log = _log(request)
     size = log.head().size if second is None else int(second)
     hashes = log.consistency_proof(int(first), size)
-    return {"first": int(first), "second": size, "hashes": [_b64(h) for h in hashes]}
+    return {"first": int(first), "second": size, "hashes": [b64encode(h) for h in hashes]}
 
 
 @tiles.get("/checkpoint", operation_id="get_checkpoint_note", response_class=PlainTextResponse)

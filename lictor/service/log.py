@@ -19,7 +19,6 @@ moves an entry prepared before an earlier-logged one up to that one's time.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
 import os
@@ -33,6 +32,7 @@ from typing import Any
 
 from lictor.errors import EntryError, NotFoundError, TreeError
 from lictor.log.commitment import SALT_SIZE, commit_canonical
+from lictor.log.encoding import b64encode
 from lictor.log.entry import canonical_entry, canonical_plain, parse_entry
 from lictor.log.merkle import (
     MAX_PROOFS_AT_ONCE,
@@ -44,8 +44,7 @@ from lictor.log.merkle import (
     stored_hash_index,
 )
 from lictor.log.note import Ed25519Signer
-from lictor.log.proof import HEADER as PROOF_HEADER
-from lictor.log.proof import TlogProof
+from lictor.log.proof import TlogProof, tlog_proof_text
 from lictor.log.tiles import MAX_ENTRY_SIZE, Tile, encode_bundle, level_width
 from lictor.sequencer import Appended, Sequencer
 from lictor.store.base import Head, Store, StoredEntry
@@ -150,29 +149,21 @@ class Receipt:
         return TlogProof(self.index, self.hashes, self.checkpoint).encode()
 
     def to_json(self) -> dict[str, Any]:
-        path = [_b64(h) for h in self.hashes]
+        path = [b64encode(h) for h in self.hashes]
         checkpoint = self.checkpoint.decode()
         body: dict[str, Any] = {
             "index": self.index,
             "entry": self.entry,
-            "leaf_hash": _b64(self.leaf_hash()),
+            "leaf_hash": b64encode(self.leaf_hash()),
             "tree_size": self.tree_size,
             "inclusion_proof": path,
             "checkpoint": checkpoint,
-            # `tlog_proof()`, from the texts above (each hash is encoded once)
-            "tlog_proof": "\n".join([PROOF_HEADER, f"index {self.index}", *path])
-            + "\n\n"
-            + checkpoint,
+            "tlog_proof": tlog_proof_text(self.index, path, checkpoint),
         }
         if self.event is not None:
             body["event"] = self.event
             body["salt"] = self.salt
         return body
-
-
-def _b64(data: bytes) -> str:
-    """Standard base64 text (`base64.b64encode` without its wrapper)."""
-    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -205,7 +196,7 @@ def _encoded(
     encode = canonical_plain if plain else canonical_entry
     event_data = encode(full)
     entry = {**entry, "commitment": commit_canonical(event_data, salt)}
-    salt_text = base64.b64encode(salt).decode()
+    salt_text = b64encode(salt)
     # the canonical form of {"event": full, "salt": salt_text}, built from its parts
     private_data = b'{"event":' + event_data + b',"salt":"' + salt_text.encode() + b'"}'
     if len(private_data) > MAX_ENTRY_SIZE:

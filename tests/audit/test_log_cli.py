@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from lictor.audit import b64, read_checkpoint
+from lictor.audit import read_checkpoint
 from lictor.cli.main import main
+from lictor.log.encoding import b64encode
 from lictor.log.entry import canonical_entry
 from lictor.log.merkle import leaf_hash
 from lictor.log.note import Ed25519Signer
@@ -192,9 +193,9 @@ def make_receipt(
     return {
         "index": index,
         "entry": entry,
-        "leaf_hash": b64(leaf_hash(canonical_entry(entry))),
+        "leaf_hash": b64encode(leaf_hash(canonical_entry(entry))),
         "tree_size": read_checkpoint(proof.checkpoint).size,
-        "inclusion_proof": [b64(h) for h in proof.hashes],
+        "inclusion_proof": [b64encode(h) for h in proof.hashes],
         "checkpoint": proof.checkpoint.decode(),
         "tlog_proof": out,
     }

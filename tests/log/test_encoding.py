@@ -7,12 +7,14 @@ import base64
 import pytest
 
 from lictor.errors import CheckpointError, KeyFormatError, NoteError, ProofError
-from lictor.log.encoding import b64decode_strict, describe_int, parse_canonical_decimal
+from lictor.log.encoding import b64decode_strict, b64encode, describe_int, parse_canonical_decimal
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00", b"ab", b"abc", bytes(range(256))])
 def test_b64decode_strict_round_trip(data: bytes) -> None:
     assert b64decode_strict(base64.b64encode(data).decode(), NoteError, "m") == data
+    assert b64encode(data) == base64.b64encode(data).decode()  # what every format writes
+    assert b64decode_strict(b64encode(data), NoteError, "m") == data
 
 
 @pytest.mark.parametrize(
