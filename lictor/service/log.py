@@ -44,7 +44,7 @@ from lictor.log.merkle import (
     stored_hash_index,
 )
 from lictor.log.note import Ed25519Signer
-from lictor.log.proof import TlogProof, tlog_proof_text
+from lictor.log.proof import tlog_proof_text
 from lictor.log.tiles import MAX_ENTRY_SIZE, Tile, encode_bundle, level_width
 from lictor.sequencer import Appended, Sequencer
 from lictor.store.base import Head, Store, StoredEntry
@@ -144,9 +144,6 @@ class Receipt:
 
     def leaf_hash(self) -> bytes:
         return self.leaf or leaf_hash(canonical_entry(self.entry))
-
-    def tlog_proof(self) -> str:
-        return TlogProof(self.index, self.hashes, self.checkpoint).encode()
 
     def to_json(self) -> dict[str, Any]:
         path = [b64encode(h) for h in self.hashes]
