@@ -174,9 +174,12 @@ def _lineage_record(lineage: LineageFacts) -> dict[str, object]:
     return record
 
 
-def _datetime(now_ms: int) -> dict[str, object]:
-    text = f"{_second(now_ms // 1000)}.{now_ms % 1000:03d}Z"
-    return {"__extn": {"fn": "datetime", "arg": text}}
+def _datetime(now_ms: int) -> str:
+    """``now`` as its RFC 3339 text: every decision passes the schema, which declares
+    ``now`` a ``datetime``, so Cedar reads the text as one (without the schema it would
+    need the ``{"__extn": {"fn": "datetime", ...}}`` form, which Cedar converts a
+    fifth slower)."""
+    return f"{_second(now_ms // 1000)}.{now_ms % 1000:03d}Z"
 
 
 @lru_cache(maxsize=4)

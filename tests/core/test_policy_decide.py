@@ -126,6 +126,28 @@ def test_decision_to_json(
     json.dumps(decision.to_json())
 
 
+@pytest.mark.parametrize("now_ms, allowed", [(NOW + 122, False), (NOW + 123, True)])
+def test_now_is_a_datetime_to_the_millisecond(now_ms: int, allowed: bool) -> None:
+    """``context.lictor.time.now`` goes to Cedar as text, which the schema makes a
+    ``datetime``: compared with one, to the millisecond, and with its methods."""
+    schema = PLAIN_SCHEMA.replace("resource: Photo }", "resource: Photo, context: {} }")
+    policies = (
+        "permit (principal, action, resource) when {\n"
+        '  context.lictor.time.now >= datetime("2023-11-14T22:13:20.123Z") &&\n'
+        '  context.lictor.time.now.toDate() == datetime("2023-11-14")\n};\n'
+    )
+    source = PolicySource.of({"time.cedar": policies}, "photos.cedarschema", schema)
+    compiled = compile_policies(source)
+    req = DecisionRequest(
+        principal=EntityRef("User", "bob"),
+        action=act("view"),
+        resource=EntityRef("Photo", "p1"),
+        now_ms=now_ms,
+    )
+    decision = decide(compiled, req, compile_entities(PLAIN_ENTITIES, compiled))
+    assert (decision.allowed, decision.errors) == (allowed, ())
+
+
 # --- a plain Cedar policy set ---------------------------------------------------------------
 
 PLAIN_SCHEMA = """\
@@ -379,7 +401,7 @@ def test_lictor_context_record() -> None:
         },
         "time": {
             "epoch_ms": 1_700_000_000_123,
-            "now": {"__extn": {"fn": "datetime", "arg": "2023-11-14T22:13:20.123Z"}},
+            "now": "2023-11-14T22:13:20.123Z",
         },
     }
     root = lictor_context(policy_module.NO_RUNTIME, LineageFacts.root(EntityRef("Agent", "a")), 0)
