@@ -28,6 +28,7 @@ from lictor.core.policy import (
     entities_version,
     lictor_context,
 )
+from lictor.core.policy_schema import ARGUMENTS
 from lictor.errors import InvalidRequestError
 
 NOW = 1_700_000_000_000
@@ -426,8 +427,12 @@ JSON_VALUES = st.recursive(
 
 
 @settings(max_examples=200, deadline=None)
-@given(context=st.dictionaries(st.text().filter(lambda k: k != "lictor"), JSON_VALUES))
+@given(
+    context=st.dictionaries(st.text().filter(lambda k: k not in ("lictor", ARGUMENTS)), JSON_VALUES)
+)
 def test_cedar_reads_the_context_given(context: dict[str, Any]) -> None:
+    """(``arguments`` the action's schema does not declare are dropped first: that is
+    tests/core/test_arguments.py's.)"""
     request = plain_request(context=context)
     given = json.loads(policy_module._context_json(request, {}))
     assert given.pop("lictor")["time"]["epoch_ms"] == NOW
