@@ -162,6 +162,7 @@ class Sequencer:
         self._outbox = _Outbox()
         self._cond = threading.Condition()
         self._closed = False
+        self._committing = False  # a batch is being planned or written (committer only)
         self._listeners: list[CommitListener] = []
         self._recent = _RecentHashes()
         self._head, self._frontier = self._initialize()
@@ -175,6 +176,11 @@ class Sequencer:
     @property
     def head(self) -> Head:
         return self._head
+
+    def idle(self) -> bool:
+        """Whether the committer has nothing to do: a command queued now is committed
+        alone, at once. A hint, read without the lock (it may be a moment old)."""
+        return not self._pending and not self._committing
 
     def _initialize(self) -> tuple[Head, CompactRange]:
         head = self._store.head()
@@ -252,9 +258,11 @@ class Sequencer:
         batch: list[tuple[Command, _Waiter]] = []
         try:
             while batch := self._next_batch():
+                self._committing = True
                 try:
                     self._commit_batch(batch)
                 finally:
+                    self._committing = False
                     self._outbox.deliver()
         except BaseException as e:  # never leave waiters hanging on a dead committer
             logger.exception("the log's committer stopped")

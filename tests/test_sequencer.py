@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -348,3 +349,28 @@ def test_a_failing_command_leaves_nothing_of_its_own_in_the_batch(
     kept = {key for key in "abcdef" if store.get_record("thing", key) is not None}
     assert kept == {"a", "c", "d"}
     _check_log(store, signer)
+
+
+def test_idle_until_a_command_is_queued_or_being_committed(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer)
+    assert sequencer.idle()
+    inside, release = threading.Event(), threading.Event()
+
+    def held(view: StateView, first_index: int) -> Plan:
+        inside.set()
+        release.wait(timeout=30)
+        return Plan([_entry(0)], [], lambda head: first_index)
+
+    committing = sequencer.submit_commands([held])[0]
+    assert inside.wait(timeout=30)
+    assert not sequencer.idle()  # planning a batch
+    queued = sequencer.submit(_entry(1))
+    release.set()
+    assert committing.result(timeout=30) == 0 and queued.result(timeout=30).index == 1
+    deadline = time.monotonic() + 30
+    while not sequencer.idle() and time.monotonic() < deadline:
+        time.sleep(0.001)  # the committer clears its flag just after settling the futures
+    assert sequencer.idle()
+    sequencer.close()

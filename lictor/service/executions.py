@@ -13,6 +13,7 @@ reason code (DESIGN.md §3).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections import OrderedDict
@@ -116,6 +117,16 @@ class Renewal(NamedTuple):
     grant: bool = False  # whether to sign a new grant for the new lease
 
 
+class Prepared(NamedTuple):
+    """A decision's command and the time it was decided at; for an allowed request,
+    the execution it activates if the committer finds nothing changed since (its
+    grant is signed while the command commits: `Executions._early_grant`)."""
+
+    command: Command
+    now: int
+    activated: Execution | None = None
+
+
 class Read(NamedTuple):
     """An execution record as read before planning, and what it parses to."""
 
@@ -193,34 +204,41 @@ class Executions:
         """`request` for an event loop: decides in the caller, awaits the commit."""
         return await self._decided_async(lambda: self._request_command(ask))
 
-    def _decided(self, prepare: Callable[[], tuple[Command, int]]) -> Outcome:
+    def _decided(self, prepare: Callable[[], Prepared]) -> Outcome:
         """Run a decision's command; decide again (`prepare`) while its decision is stale."""
         for _ in range(STALE_RETRIES):
-            command, now = prepare()
+            prepared = prepare()
+            alone = self.log.sequencer.idle()
+            committed = self.log.sequencer.submit_commands([prepared.command])[0]
+            early = self._early_grant(prepared) if alone else None
             try:
-                result = self.log.sequencer.submit_commands([command])[0].result()
+                result = committed.result()
             except StaleDecisionError:
                 self.policies.invalidate()
                 self.runtimes.forget()
                 continue
-            return self._with_grant(result, now)
+            return self._with_grant(result, prepared.now, early)
         raise StaleDecisionError("the active policy kept changing; try again")
 
-    async def _decided_async(self, prepare: Callable[[], tuple[Command, int]]) -> Outcome:
+    async def _decided_async(self, prepare: Callable[[], Prepared]) -> Outcome:
         """`_decided`, awaiting the commit instead of blocking on it."""
         for _ in range(STALE_RETRIES):
-            command, now = prepare()
+            prepared = prepare()
+            alone = self.log.sequencer.idle()
+            committed = self.log.sequencer.submit_async([prepared.command])[0]
+            early = self._early_grant(prepared) if alone else None
             try:
-                result = await self.log.sequencer.run(command)
+                result = await committed
             except StaleDecisionError:
                 self.policies.invalidate()
                 self.runtimes.forget()
                 continue
-            return self._with_grant(result, now)
+            return self._with_grant(result, prepared.now, early)
         raise StaleDecisionError("the active policy kept changing; try again")
 
-    def _request_command(self, ask: Ask) -> tuple[Command, int]:
-        """Decide ``ask`` now; the command that records it, and the decision time."""
+    def _request_command(self, ask: Ask) -> Prepared:
+        """Decide ``ask`` now: the command that records it, the decision time and, if
+        allowed, the execution it activates."""
         now = self.log.now_ms()
         runtime = self.runtimes.for_decision(ask.runtime_id)
         read, denial = self._parent(ask, now)
@@ -253,8 +271,15 @@ class Executions:
             now_ms=now,
         )
         stored = StoredExecution(execution, request.runtime, facts)
-        command = self._record_command(stored, decision, ask.ttl_ms, now, ask.definition, read)
-        return command, now
+        activated = None
+        if decision.allowed:  # as the committer will, unless something changed since
+            with contextlib.suppress(LictorError):
+                version = decision.policy_version
+                activated = leases.activate(execution, now, version, ask.ttl_ms, parent)
+        command = self._record_command(
+            stored, decision, ask.ttl_ms, now, ask.definition, read, activated
+        )
+        return Prepared(command, now, activated)
 
     def _parent(self, ask: Ask, now: int) -> tuple[Read | None, Decision | None]:
         if ask.parent_grant is None:
@@ -290,7 +315,13 @@ class Executions:
         now: int,
         definition: str | None = None,
         parent_read: Read | None = None,
+        activated: Execution | None = None,
     ) -> Command:
+        """The command recording ``stored``'s ``decision``; ``activated``: the execution
+        the decision activated, used as it is when the decision, and the parent it was
+        made under, are still those the committer finds."""
+        decided_parent = parent_read.stored.execution if parent_read else None
+
         def plan(view: StateView, first_index: int) -> Plan:
             current = decision
             self._check_fresh(view, current)
@@ -308,7 +339,10 @@ class Executions:
                 # lease (a busy committer, a frozen process) is denied
                 current = self._check_parent(parent, self.log.now_ms()) or current
             e = stored.execution
-            if current.allowed:
+            unchanged = current is decision and parent is decided_parent
+            if current.allowed and unchanged and activated is not None:
+                e = activated  # as decided: nothing it was decided on has moved since
+            elif current.allowed:
                 e = leases.activate(e, now, current.policy_version, ttl_ms, parent)
             else:
                 e = leases.deny(
@@ -443,9 +477,29 @@ class Executions:
     ) -> Outcome:
         return Outcome(stored, self.log.receipt(Appended(index, head), entry))
 
-    def _with_grant(self, outcome: Outcome, now: int) -> Outcome:
+    def _early_grant(self, prepared: Prepared) -> tuple[Execution, str] | None:
+        """The grant of the execution ``prepared`` activates, signed while its command
+        commits: the signature (most of a grant's cost) runs without the GIL, beside
+        the committer. It is handed out only with that very execution once committed
+        (`_with_grant`), and dropped otherwise.
+
+        Asked for only when the command is committed alone (`Sequencer.idle`): there
+        the grant leaves the answer's path. Under load a busy committer has the commit
+        to itself, and signing after it keeps its batches as large as before."""
+        if prepared.activated is None:
+            return None
+        try:
+            return prepared.activated, self.grants.sign(prepared.activated, prepared.now)
+        except LictorError:
+            return None
+
+    def _with_grant(
+        self, outcome: Outcome, now: int, early: tuple[Execution, str] | None = None
+    ) -> Outcome:
         if outcome.execution.state is not ExecutionState.ACTIVE:
             return outcome
+        if early is not None and early[0] is outcome.execution:  # committed as signed
+            return changed(outcome, grant=early[1])
         try:
             grant = self.grants.sign(outcome.execution, now)
         except LictorError:
@@ -539,7 +593,7 @@ class Executions:
         planned together and committed together: a runtime's heartbeat for the
         executions it holds. A new grant only for those that ask for one. Each
         succeeds or fails alone (its error in its place)."""
-        planned: list[tuple[Command, int] | LictorError] = []
+        planned: list[Prepared | LictorError] = []
         for r in renewals:
             try:
                 planned.append(self._renew_command(r.execution_id, runtime_id, r.ttl_ms))
@@ -548,7 +602,9 @@ class Executions:
         # parents before their children: a child's new lease may then reach as far as
         # its parent's new one (it is capped at the parent's expiry as planned)
         order = sorted(range(len(renewals)), key=lambda i: self._depth(renewals[i].execution_id))
-        commands = [p if isinstance(p, LictorError) else p[0] for p in (planned[i] for i in order)]
+        commands = [
+            p if isinstance(p, LictorError) else p.command for p in (planned[i] for i in order)
+        ]
         settled_in_order = await self._run_together(commands)
         settled: list[Any] = [None] * len(renewals)
         for i, answer in zip(order, settled_in_order, strict=True):
@@ -559,8 +615,8 @@ class Executions:
                 self.policies.invalidate()
                 self.runtimes.forget()
                 answer = await self._alone(self._renewed_again(r, runtime_id))
-            elif r.grant and isinstance(answer, Outcome) and isinstance(planning, tuple):
-                answer = self._with_grant(answer, planning[1])  # signed at the decision's time
+            elif r.grant and isinstance(answer, Outcome) and isinstance(planning, Prepared):
+                answer = self._with_grant(answer, planning.now)  # signed at the decision's time
             done.append(answer)
         return done
 
@@ -580,9 +636,7 @@ class Executions:
         except LictorError as e:
             return e
 
-    def _renew_command(
-        self, execution_id: str, runtime_id: str, ttl_ms: int
-    ) -> tuple[Command, int]:
+    def _renew_command(self, execution_id: str, runtime_id: str, ttl_ms: int) -> Prepared:
         now = self.log.now_ms()
         read = self._read(execution_id)
         stored = read.stored
@@ -622,7 +676,7 @@ class Executions:
                 lambda h: self._outcome(self._written(new, write), entry, first_index, h),
             )
 
-        return plan, now
+        return Prepared(plan, now)
 
     async def complete_async(
         self,

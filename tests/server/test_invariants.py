@@ -30,6 +30,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lictor.core.lineage import MAX_DEPTH
+from lictor.core.types import EntityRef
 from lictor.policydir import load_policy_dir
 from lictor.server.app import create_app
 from lictor.service import executions as executions_module
@@ -237,9 +238,42 @@ def test_a_child_lease_never_outlives_its_parent(client: TestClient, runtime: He
     assert claims["exp"] * 1000 <= leases[0] and claims["depth"] == 2
 
 
+def test_a_grant_names_the_lease_committed_when_the_parent_moved_before_the_commit(
+    client: TestClient, runtime: Headers
+) -> None:
+    """A grant is signed while its execution commits, for the lease the decision gave
+    it; when the committer finds the parent renewed since, the child's lease follows
+    the parent's new one, and the grant handed out is signed for that lease."""
+    root = started(client, runtime, ttl=5)
+    executions: executions_module.Executions = client.app.state.executions  # type: ignore[attr-defined]
+    child = executions_module.Ask(
+        "edge-eu",
+        EntityRef.from_json(PLANNER),
+        EntityRef.from_json(DEPLOY),
+        EntityRef.from_json(STAGING),
+        {},
+        root["grant"],
+        3_600_000,
+    )
+    prepared = executions._request_command(child)  # decided under the root's 5 s lease
+    assert prepared.activated is not None and prepared.activated.lease is not None
+    early = executions._early_grant(prepared)
+    renew = {"ttl": 60}
+    root_id = root["execution"]["id"]
+    renewed = client.post(f"/v1/executions/{root_id}/renew", json=renew, headers=runtime)
+    assert renewed.status_code == 200, renewed.text
+    committed = executions.log.sequencer.submit_commands([prepared.command])[0].result()
+    outcome = executions._with_grant(committed, prepared.now, early)
+    lease = outcome.execution.lease
+    assert lease is not None and lease.expires_at_ms == _expires(renewed.json())
+    assert lease.expires_at_ms > prepared.activated.lease.expires_at_ms
+    assert outcome.grant is not None
+    assert _claims(outcome.grant)["exp"] == lease.expires_at_ms // 1000
+
+
 def _claims(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * -len(payload)))
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     return claims
 
 
