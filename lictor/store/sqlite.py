@@ -392,7 +392,7 @@ class SQLiteStore:
                 rows = conn.execute(*_find_query(kind, tags, after, limit)).fetchall()
             return [_record(kind, r) for r in rows]
         with self._read() as conn, _snapshot(conn):  # the index and its pending rows
-            pending = _pending(conn, kind)
+            pending = _pending(conn, kind, [_pair_text(pair) for pair in tags.items()])
             sql, args = _find_query(kind, tags, after, limit + len(pending))
             found = [_record(kind, r) for r in conn.execute(sql, args) if r[0] not in pending]
             keys = [k for k, (_, now) in pending.items() if k > after and carries(now, tags)]
@@ -408,7 +408,7 @@ class SQLiteStore:
             " WHERE i.kind = ? AND i.tag = ? AND i.value < ? ORDER BY i.value, i.key LIMIT ?"
         )
         with self._read() as conn, _snapshot(conn):
-            pending = _pending(conn, kind)
+            pending = _pending(conn, kind, ["[" + orjson.dumps(tag).decode() + ","])
             args = (kind, tag, below, limit + len(pending))
             found = [_record(kind, r) for r in conn.execute(sql, args) if r[0] not in pending]
             keys = [k for k, (_, now) in pending.items() if dict(now).get(tag, below) < below]
@@ -419,7 +419,7 @@ class SQLiteStore:
         sql, args = _count_query(kind, tags)
         with self._read() as conn, _snapshot(conn):
             counted = int(conn.execute(sql, args).fetchone()[0])
-            pending = _pending(conn, kind) if tags else {}
+            pending = _pending(conn, kind, [_pair_text(p) for p in tags.items()]) if tags else {}
         for indexed, now in pending.values():  # as the index holds them, and as they are
             counted += carries(now, tags) - carries(indexed, tags)
         return counted
@@ -726,12 +726,28 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("COMMIT")  # a read transaction: nothing to keep or undo
 
 
-def _pending(conn: sqlite3.Connection, kind: str) -> dict[str, tuple[Tags, Tags]]:
-    """The pending records of ``kind``: the tags the index holds, and their own."""
-    rows = conn.execute(
-        "SELECT key, indexed, tags FROM record_index_pending WHERE kind = ?", (kind,)
-    )
+def _pending(
+    conn: sqlite3.Connection, kind: str, needles: Sequence[str]
+) -> dict[str, tuple[Tags, Tags]]:
+    """The pending records of ``kind`` a query could see, with the tags the index holds
+    for them and their own: those whose tags, as the index holds them or as they are,
+    hold each of ``needles`` (the text of a tag and value, or of a tag's start).
+
+    A query asks for records that carry every tag it names: a pending record that
+    carries one of them neither as indexed nor as it is now is not in what the index
+    found and does not match now, so it is left out here (SQLite's ``instr`` on the
+    row's text, instead of reading every pending record of the kind into Python).
+    """
+    sql = "SELECT key, indexed, tags FROM record_index_pending WHERE kind = ?"
+    sql += " AND (instr(indexed, ?) > 0 OR instr(tags, ?) > 0)" * len(needles)
+    args = [kind, *(n for needle in needles for n in (needle, needle))]
+    rows = conn.execute(sql, args)
     return {key: (_tags(indexed), _tags(now)) for key, indexed, now in rows}
+
+
+def _pair_text(pair: tuple[str, str]) -> str:
+    """A tag and its value as they appear in a row's tags (`_tags_text`)."""
+    return orjson.dumps(pair).decode()
 
 
 def _record(kind: str, row: Sequence[Any]) -> Record:
