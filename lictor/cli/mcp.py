@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from lictor.cli.client import DEFAULT_URL, add_client_options, call, credential
@@ -111,10 +112,23 @@ def _wrap(args: argparse.Namespace, command: list[str]) -> int:
     _log_to_stderr()
     if address is not None:
         host, port = address
-        asyncio.run(serve_http(config, host, port, lambda: _announce(host, port, target)))
+        _run(serve_http(config, host, port, lambda: _announce(host, port, target)))
     else:
-        asyncio.run(serve_stdio(config))
+        _run(serve_stdio(config))
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the gateway on uvloop where it is installed (as ``lictor serve`` does): a
+    relay whose every call is reads and writes on pipes and sockets spends a good part
+    of its time in the event loop."""
+    try:
+        import uvloop
+    except ImportError:  # not on this platform (see pyproject.toml): asyncio's own loop
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _config(args: argparse.Namespace, target: Target) -> Config:
