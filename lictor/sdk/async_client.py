@@ -7,7 +7,6 @@ asyncio) is loaded by the processes that use it, not by `lictor run`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +26,7 @@ from lictor.sdk.client import (
     grant_headers,
     json_bytes,
     observe_body,
+    parsed,
     possible,
     preview_body,
     read_grant,
@@ -219,7 +219,4 @@ class AsyncClient:
         status, _, data = await self._pool.exchange(
             method.encode(), target, wire, content, timeout, timeout
         )
-        try:
-            return status, json.loads(data)
-        except ValueError:
-            return status, None
+        return status, parsed(data)

@@ -34,7 +34,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+import orjson
+
 from lictor.errors import DeniedError, InvalidRequestError, LictorError, UnavailableError
+from lictor.log.entry import may_hold_long_integer
 from lictor.sdk.connections import Connections, TransportError
 from lictor.sdk.enforce import ExecutionHandle
 from lictor.sdk.events import EventWatcher, NoWatcher
@@ -164,10 +167,14 @@ def json_bytes(body: Any) -> bytes:
 
 
 def parsed(data: bytes) -> Any:
-    """A reply's JSON, or None if it is not JSON."""
+    """A reply's JSON, or None if it is not JSON. Read with orjson (a fifth of the time
+    on an execution's reply) unless it may hold an integer of 19 digits or more, which
+    orjson would read as a float: `json` reads those exactly."""
     try:
+        if not may_hold_long_integer(data):
+            return orjson.loads(data)
         return json.loads(data)
-    except ValueError:
+    except ValueError:  # orjson's JSONDecodeError is one too
         return None
 
 
