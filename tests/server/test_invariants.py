@@ -273,7 +273,8 @@ def test_a_grant_names_the_lease_committed_when_the_parent_moved_before_the_comm
 
 def _claims(token: str) -> dict[str, Any]:
     payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    padded = payload + "=" * (-len(payload) % 4)
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
     return claims
 
 
