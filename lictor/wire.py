@@ -79,6 +79,18 @@ class CompleteBody(msgspec.Struct, forbid_unknown_fields=True):
     result_hash: Sha256 | None = None
 
 
+class CompletionBody(CompleteBody, forbid_unknown_fields=True, kw_only=True):
+    """One completion of ``POST /v1/executions/completions``."""
+
+    execution: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class CompletionsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/executions/completions``: several ends, committed together."""
+
+    completions: Annotated[list[CompletionBody], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
 class TypedRef(Protocol):
     """An entity as a body's object form reads it (msgspec's `RefBody`, or pydantic's)."""
 

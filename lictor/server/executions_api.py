@@ -355,6 +355,18 @@ async def renewals_answer(
     return {"results": _results(ids, outcomes, executions, _renewed)}
 
 
+async def completions_answer(
+    completions: list[Completion], who: Credential, executions: Executions
+) -> dict[str, Any]:
+    """Complete each of ``completions`` for the runtime ``who``, committed together: the
+    answer's body, each completion's answer in its place."""
+    ids = [c.execution_id for c in completions]
+    if len(set(ids)) != len(ids):
+        raise InvalidRequestError("each execution may be completed once per call")
+    outcomes = await executions.complete_many_async(who.name, completions)
+    return {"results": _results(ids, outcomes, executions)}
+
+
 def _ttl_ms(ttl: int | None) -> int:
     return (ttl or leases.DEFAULT_TTL_MS // 1000) * 1000
 
@@ -451,16 +463,11 @@ async def complete(execution_id: str, body: CompleteRequest, request: Request, w
 async def complete_many(body: CompletionsRequest, request: Request, who: Runtime) -> Any:
     """End several executions in one transaction; each succeeds or fails alone, its
     answer (`complete`'s body, or ``error``) in its place in ``results``."""
-    ids = [c.execution for c in body.completions]
-    if len(set(ids)) != len(ids):
-        raise InvalidRequestError("each execution may be completed once per call")
-    executions = _executions(request)
     completions = [
         Completion(c.execution, c.outcome, c.exit_code, c.summary, c.result_hash)
         for c in body.completions
     ]
-    outcomes = await executions.complete_many_async(who.name, completions)
-    return JSONResponse({"results": _results(ids, outcomes, executions)})
+    return JSONResponse(await completions_answer(completions, who, _executions(request)))
 
 
 @router.post("/renewals", operation_id="renew_executions", responses=answers(RenewalsReply))

@@ -6,9 +6,10 @@ through FastAPI each paid for routing, middleware layers, dependency
 injection and pydantic models several times over the work of reading the
 body. `HotRoutes` sits in front of the whole FastAPI application (its request
 telemetry, routing and middleware stack: `lictor.server.app.LictorApp`) and
-serves exactly these four itself: ``POST /v1/executions``,
-``POST /v1/executions/{id}/renew``, ``POST /v1/executions/renewals`` and
-``POST /v1/executions/{id}/complete``. Every other request goes on to the
+serves exactly these five itself: ``POST /v1/executions``,
+``POST /v1/executions/{id}/renew``, ``POST /v1/executions/renewals``,
+``POST /v1/executions/{id}/complete`` and ``POST /v1/executions/completions``
+(the batched ends a gateway or an SDK sends after its answers). Every other request goes on to the
 application.
 
 It does what the application does for them, in the same order, with the same
@@ -38,6 +39,7 @@ from lictor.server.executions_api import (
     ACTING,
     RUNTIME,
     complete_answer,
+    completions_answer,
     decide,
     renew_answer,
     renewals_answer,
@@ -48,6 +50,7 @@ from lictor.service.executions import Completion
 from lictor.store.base import Credential
 from lictor.wire import (
     CompleteBody,
+    CompletionsBody,
     ExecutionRequestBody,
     RenewalsBody,
     RenewBody,
@@ -63,7 +66,7 @@ Body = TypeVar("Body")
 
 
 class HotRoutes:
-    """ASGI middleware: serves the four hot routes, passes every other request on."""
+    """ASGI middleware: serves the hot routes, passes every other request on."""
 
     def __init__(self, app: ASGIApp, state: Any, limit: int) -> None:
         self.app = app
@@ -141,7 +144,9 @@ def _route(path: str) -> tuple[Handler, str, frozenset[str]] | None:
         return None
     execution_id, slash, verb = path[len(PREFIX) + 1 :].partition("/")
     if not slash:
-        return (_renew_many, "", RUNTIME.roles) if execution_id == "renewals" else None
+        if execution_id == "renewals":
+            return _renew_many, "", RUNTIME.roles
+        return (_complete_many, "", RUNTIME.roles) if execution_id == "completions" else None
     if not execution_id:
         return None
     if verb == "renew":
@@ -189,6 +194,17 @@ async def _renew_many(
     body = _read(value, RenewalsBody)
     renewals = [(r.execution, r.ttl, r.grant) for r in body.renewals]
     return 200, await renewals_answer(renewals, who, state.executions)
+
+
+async def _complete_many(
+    value: Any, who: Credential, execution_id: str, state: Any
+) -> tuple[int, dict[str, Any]]:
+    body = _read(value, CompletionsBody)
+    completions = [
+        Completion(c.execution, c.outcome, c.exit_code, c.summary, c.result_hash)
+        for c in body.completions
+    ]
+    return 200, await completions_answer(completions, who, state.executions)
 
 
 async def _complete(

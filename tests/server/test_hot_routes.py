@@ -223,6 +223,51 @@ def test_renewals_are_answered_alike(sides: tuple[Side, Side]) -> None:
     assert renewals([{"execution": "MINE"}], who="grant")[:2] == [403, "permission_denied"]
 
 
+def test_completions_are_answered_alike(sides: tuple[Side, Side]) -> None:
+    mine = {side: side.started()["execution"]["id"] for side in sides}
+
+    def completions(items: Any, who: str = "runtime") -> list[Any]:
+        answers = []
+        for side in sides:
+            body = items
+            if isinstance(items, list):
+                named = [
+                    {**i, "execution": mine[side]} if i["execution"] == "MINE" else i for i in items
+                ]
+                body = {"completions": named}
+            r = side.client.post(
+                "/v1/executions/completions", json=body, headers=getattr(side, who)
+            )
+            reply = r.json()
+            results = reply.get("results", []) if isinstance(reply, dict) else []
+            shown = [x.get("error", {}).get("code") or x["execution"]["state"] for x in results]
+            answers.append((r.status_code, reply.get("error", {}).get("code"), shown))
+        assert answers[0] == answers[1], items
+        return list(answers[0])
+
+    unknown = "ex_" + "a" * 26
+    done = {"execution": "MINE", "outcome": "succeeded"}
+    assert completions([done], who="admin")[:2] == [403, "permission_denied"]
+    assert completions([done] * 2)[:2] == [400, "invalid_request"]
+    assert completions([{**done, "outcome": "done"}])[:2] == [400, "invalid_request"]
+    assert completions([{**done, "colour": "red"}])[:2] == [400, "invalid_request"]
+    assert completions([{"execution": "MINE"}])[:2] == [400, "invalid_request"]
+    assert completions([{**done, "result_hash": "sha256:xyz"}])[:2] == [400, "invalid_request"]
+    assert completions([{**done, "execution": ""}])[:2] == [400, "invalid_request"]
+    assert completions({"completions": []})[:2] == [400, "invalid_request"]
+    assert completions({"completion": [done]})[:2] == [400, "invalid_request"]
+    mixed = [done, {"execution": unknown, "outcome": "failed"}]
+    assert completions(mixed, who="other")[2] == ["permission_denied", "not_found"]
+    for side in sides:
+        side.grant = {"Authorization": f"Bearer {side.started()['grant']}"}  # type: ignore[attr-defined]
+    assert completions([done], who="grant")[:2] == [403, "permission_denied"]
+    first = completions([{**done, "exit_code": 0}, {"execution": unknown, "outcome": "failed"}])
+    assert first[:2] == [200, None] and first[2][1] == "not_found"
+    assert first[2][0] != "not_found"  # ended, as both sides say
+    again = completions([done])
+    assert again[0] == 200 and again[2][0] not in (first[2][0], None)
+
+
 def test_a_grant_caller_is_confined_alike(sides: tuple[Side, Side]) -> None:
     started = {side: side.started() for side in sides}
     for side in sides:
