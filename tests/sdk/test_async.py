@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from lictor.sdk import (
     governed,
     verify_receipt,
 )
+from lictor.sdk import async_client as async_client_module
 
 from .conftest import DEPLOY, PLANNER, PRODUCTION, STAGING, Plane
 
@@ -81,3 +83,19 @@ def test_async_governed_calls_nest_as_children(plane: Plane) -> None:
             return child_id, (await client.get(child_id))["execution"]["outcome"]
 
     assert asyncio.run(run())[1] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "data, value",
+    [
+        (b'{"index": 12345678901234567890123}', {"index": 12345678901234567890123}),
+        (b'{"tree_size": 7, "leaf": "x"}', {"tree_size": 7, "leaf": "x"}),
+        (b'{"a": 1.5e3}', {"a": 1500.0}),
+        (b"<html>bad gateway</html>", None),
+        (b"", None),
+    ],
+)
+def test_replies_are_read_exactly_or_not_at_all(data: bytes, value: Any) -> None:
+    """orjson reads replies, except one that may hold an integer orjson would round."""
+    assert async_client_module._parsed(data) == value
+    assert type(async_client_module._parsed(data)) is type(value)
