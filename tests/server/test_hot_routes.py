@@ -181,29 +181,34 @@ def test_renew_and_complete_are_answered_alike(sides: tuple[Side, Side]) -> None
     assert _both(sides, "/v1/executions/{id}/renew", {}, id=unknown)[:2] == (404, "not_found")
 
 
+def _batched(
+    sides: tuple[Side, Side], path: str, key: str, items: Any, mine: dict[Side, str], who: str
+) -> list[Any]:
+    """Send a batch to both sides: ``items`` under ``key`` (``"MINE"`` standing for each
+    side's own execution), or ``items`` as the whole body. The status, the error code and
+    each result's state or error code, which must agree."""
+    answers = []
+    for side in sides:
+        body = items
+        if isinstance(items, list):
+            own = [
+                {**i, "execution": mine[side]} if i.get("execution") == "MINE" else i for i in items
+            ]
+            body = {key: own}
+        r = side.client.post(path, json=body, headers=getattr(side, who))
+        reply = r.json()
+        results = reply.get("results", []) if isinstance(reply, dict) else []
+        shown = [x.get("error", {}).get("code") or x["execution"]["state"] for x in results]
+        answers.append((r.status_code, reply.get("error", {}).get("code"), shown))
+    assert answers[0] == answers[1], items
+    return list(answers[0])
+
+
 def test_renewals_are_answered_alike(sides: tuple[Side, Side]) -> None:
     mine = {side: side.started()["execution"]["id"] for side in sides}
 
     def renewals(items: Any, who: str = "runtime") -> list[Any]:
-        answers = []
-        for side in sides:
-            ids = {"MINE": mine[side]}
-            body = (
-                {
-                    "renewals": [
-                        {**i, "execution": ids.get(i["execution"], i["execution"])} for i in items
-                    ]
-                }
-                if isinstance(items, list)
-                else items
-            )
-            r = side.client.post("/v1/executions/renewals", json=body, headers=getattr(side, who))
-            reply = r.json()
-            results = reply.get("results", []) if isinstance(reply, dict) else []
-            shown = [x.get("error", {}).get("code") or x["execution"]["state"] for x in results]
-            answers.append((r.status_code, reply.get("error", {}).get("code"), shown))
-        assert answers[0] == answers[1], items
-        return list(answers[0])
+        return _batched(sides, "/v1/executions/renewals", "renewals", items, mine, who)
 
     unknown = "ex_" + "a" * 26
     assert renewals([{"execution": "MINE", "ttl": 30}, {"execution": unknown}]) == [
@@ -227,23 +232,7 @@ def test_completions_are_answered_alike(sides: tuple[Side, Side]) -> None:
     mine = {side: side.started()["execution"]["id"] for side in sides}
 
     def completions(items: Any, who: str = "runtime") -> list[Any]:
-        answers = []
-        for side in sides:
-            body = items
-            if isinstance(items, list):
-                named = [
-                    {**i, "execution": mine[side]} if i["execution"] == "MINE" else i for i in items
-                ]
-                body = {"completions": named}
-            r = side.client.post(
-                "/v1/executions/completions", json=body, headers=getattr(side, who)
-            )
-            reply = r.json()
-            results = reply.get("results", []) if isinstance(reply, dict) else []
-            shown = [x.get("error", {}).get("code") or x["execution"]["state"] for x in results]
-            answers.append((r.status_code, reply.get("error", {}).get("code"), shown))
-        assert answers[0] == answers[1], items
-        return list(answers[0])
+        return _batched(sides, "/v1/executions/completions", "completions", items, mine, who)
 
     unknown = "ex_" + "a" * 26
     done = {"execution": "MINE", "outcome": "succeeded"}
