@@ -164,6 +164,7 @@ class Sequencer:
         self._closed = False
         self._committing = False  # a batch is being planned or written (committer only)
         self._listeners: list[CommitListener] = []
+        self._notified: list[CommitListener] = []  # after the callers have their results
         self._recent = _RecentHashes()
         self._head, self._frontier = self._initialize()
         self._thread = threading.Thread(target=self._run, name="lictor-sequencer", daemon=True)
@@ -208,11 +209,14 @@ class Sequencer:
         """Call ``listener(head)`` from the committer after every commit (keep it quick)."""
         self._listeners.append(lambda head, entries: listener(head))
 
-    def add_commit_listener(self, listener: CommitListener) -> None:
+    def add_commit_listener(self, listener: CommitListener, *, after_results: bool = False) -> None:
         """Call ``listener(head, entries)`` from the committer after every commit, with
         the entries it wrote (indexes ``head.size - len(entries)`` on); keep it quick:
-        callers hear of their commit only after every listener returned."""
-        self._listeners.append(listener)
+        callers hear of their commit only after every listener returned. With
+        ``after_results``, it is called once the commit's callers have been handed
+        their results instead: for news of the commit that must not hold them up (the
+        event streams' fan-out, which otherwise ran on the event loop before them)."""
+        (self._notified if after_results else self._listeners).append(listener)
 
     def submit(self, entry: StoredEntry) -> Future[Appended]:
         """Queue one entry; the future resolves once it is durably committed."""
@@ -259,11 +263,14 @@ class Sequencer:
         try:
             while batch := self._next_batch():
                 self._committing = True
+                committed = None
                 try:
-                    self._commit_batch(batch)
+                    committed = self._commit_batch(batch)
                 finally:
                     self._committing = False
                     self._outbox.deliver()
+                if committed is not None:
+                    self._notify(*committed)
         except BaseException as e:  # never leave waiters hanging on a dead committer
             logger.exception("the log's committer stopped")
             error = StoreError(f"the log's committer stopped: {e}")
@@ -296,19 +303,19 @@ class Sequencer:
             if future.set_running_or_notify_cancel():
                 future.set_exception(error)
 
-    def _commit_batch(self, batch: list[tuple[Command, _Waiter]]) -> None:
+    def _commit_batch(
+        self, batch: list[tuple[Command, _Waiter]]
+    ) -> tuple[Head, list[StoredEntry]] | None:
+        """Commit ``batch`` and settle its waiters; the head and entries committed, or
+        None if nothing was."""
         try:
             head, plans, entries = self._commit_with_retries([command for command, _ in batch])
         except Exception as e:  # fail every waiter; nothing was acknowledged
             error = e if isinstance(e, LictorError) else StoreError(f"append failed: {e}")
             for _, future in batch:
                 future.set_exception(error)
-            return
-        for listener in self._listeners:
-            try:
-                listener(head, entries)
-            except Exception:  # a listener must not break the write path
-                logger.exception("commit listener failed")
+            return None
+        self._notify(head, entries, self._listeners)
         for (_, future), plan in zip(batch, plans, strict=True):
             if isinstance(plan, LictorError):
                 future.set_exception(plan)
@@ -317,6 +324,16 @@ class Sequencer:
                 future.set_result(plan.finish(head))
             except Exception as e:  # the commit stands; only this caller's result failed
                 future.set_exception(e)
+        return head, entries
+
+    def _notify(
+        self, head: Head, entries: list[StoredEntry], listeners: list[CommitListener] | None = None
+    ) -> None:
+        for listener in self._notified if listeners is None else listeners:
+            try:
+                listener(head, entries)
+            except Exception:  # a listener must not break the write path
+                logger.exception("commit listener failed")
 
     def _commit_with_retries(
         self, commands: list[Command]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -374,3 +376,37 @@ def test_idle_until_a_command_is_queued_or_being_committed(
         time.sleep(0.001)  # the committer clears its flag just after settling the futures
     assert sequencer.idle()
     sequencer.close()
+
+
+def test_listeners_after_results_hear_of_a_commit_once_its_callers_have_theirs(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer)
+    waiting: list[Future[Any]] = []
+    seen: list[tuple[str, int, bool]] = []  # who, size, whether the caller had its result
+
+    def listener(name: str) -> Callable[[Head, Sequence[StoredEntry]], None]:
+        def heard(head: Head, entries: Sequence[StoredEntry]) -> None:
+            seen.append((name, head.size, all(f.done() for f in waiting)))
+
+        return heard
+
+    sequencer.add_commit_listener(listener("after"), after_results=True)
+    sequencer.add_commit_listener(listener("before"))
+    gate = threading.Event()  # holds each commit until its future is in ``waiting``
+
+    def command(n: int) -> Command:
+        def plan(view: StateView, first_index: int) -> Plan:
+            gate.wait(timeout=30)
+            return Plan([_entry(n)], [], lambda head: first_index)
+
+        return plan
+
+    for n in range(3):
+        gate.clear()
+        waiting[:] = sequencer.submit_commands([command(n)])
+        gate.set()
+        waiting[0].result(timeout=30)
+    sequencer.close()
+    assert [s for s in seen if s[0] == "before"] == [("before", n, False) for n in (1, 2, 3)]
+    assert [s for s in seen if s[0] == "after"] == [("after", n, True) for n in (1, 2, 3)]

@@ -260,7 +260,8 @@ def create_app(
     """
     tail = EntryTail(log)
     signal = CommitSignal(log.head().size, tail)
-    log.sequencer.add_commit_listener(signal.committed)  # hands the tail our new entries
+    # hands the tail our new entries, once their callers have their answers
+    log.sequencer.add_commit_listener(signal.committed, after_results=True)
     runtimes, policies = Runtimes(log), Policies(log)
     seed = grant_seed or os.urandom(32)
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
