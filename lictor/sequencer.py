@@ -270,7 +270,7 @@ class Sequencer:
                     self._committing = False
                     self._outbox.deliver()
                 if committed is not None:
-                    self._notify(*committed)
+                    self._notify(self._notified, *committed)
         except BaseException as e:  # never leave waiters hanging on a dead committer
             logger.exception("the log's committer stopped")
             error = StoreError(f"the log's committer stopped: {e}")
@@ -315,7 +315,7 @@ class Sequencer:
             for _, future in batch:
                 future.set_exception(error)
             return None
-        self._notify(head, entries, self._listeners)
+        self._notify(self._listeners, head, entries)
         for (_, future), plan in zip(batch, plans, strict=True):
             if isinstance(plan, LictorError):
                 future.set_exception(plan)
@@ -327,9 +327,9 @@ class Sequencer:
         return head, entries
 
     def _notify(
-        self, head: Head, entries: list[StoredEntry], listeners: list[CommitListener] | None = None
+        self, listeners: list[CommitListener], head: Head, entries: list[StoredEntry]
     ) -> None:
-        for listener in self._notified if listeners is None else listeners:
+        for listener in listeners:
             try:
                 listener(head, entries)
             except Exception:  # a listener must not break the write path
