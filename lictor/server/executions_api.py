@@ -8,7 +8,7 @@ is logged too). A runtime sees and acts on only the executions it started.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -355,14 +355,33 @@ async def renewals_answer(
     return {"results": _results(ids, outcomes, executions, _renewed)}
 
 
+class Completing(Protocol):
+    """One completion as a body reads it: pydantic's `CompletionItem` or msgspec's
+    `lictor.wire.CompletionBody`."""
+
+    @property
+    def execution(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def summary(self) -> str | None: ...
+    @property
+    def result_hash(self) -> str | None: ...
+
+
 async def completions_answer(
-    completions: list[Completion], who: Credential, executions: Executions
+    asked: Sequence[Completing], who: Credential, executions: Executions
 ) -> dict[str, Any]:
-    """Complete each of ``completions`` for the runtime ``who``, committed together: the
+    """Complete each of ``asked`` for the runtime ``who``, committed together: the
     answer's body, each completion's answer in its place."""
-    ids = [c.execution_id for c in completions]
+    ids = [c.execution for c in asked]
     if len(set(ids)) != len(ids):
         raise InvalidRequestError("each execution may be completed once per call")
+    completions = [
+        Completion(c.execution, c.outcome, c.exit_code, c.summary, c.result_hash) for c in asked
+    ]
     outcomes = await executions.complete_many_async(who.name, completions)
     return {"results": _results(ids, outcomes, executions)}
 
@@ -463,11 +482,7 @@ async def complete(execution_id: str, body: CompleteRequest, request: Request, w
 async def complete_many(body: CompletionsRequest, request: Request, who: Runtime) -> Any:
     """End several executions in one transaction; each succeeds or fails alone, its
     answer (`complete`'s body, or ``error``) in its place in ``results``."""
-    completions = [
-        Completion(c.execution, c.outcome, c.exit_code, c.summary, c.result_hash)
-        for c in body.completions
-    ]
-    return JSONResponse(await completions_answer(completions, who, _executions(request)))
+    return JSONResponse(await completions_answer(body.completions, who, _executions(request)))
 
 
 @router.post("/renewals", operation_id="renew_executions", responses=answers(RenewalsReply))

@@ -9,8 +9,8 @@ telemetry, routing and middleware stack: `lictor.server.app.LictorApp`) and
 serves exactly these five itself: ``POST /v1/executions``,
 ``POST /v1/executions/{id}/renew``, ``POST /v1/executions/renewals``,
 ``POST /v1/executions/{id}/complete`` and ``POST /v1/executions/completions``
-(the batched ends a gateway or an SDK sends after its answers). Every other request goes on to the
-application.
+(the batched ends a gateway or an SDK sends after its answers). Every other
+request goes on to the application.
 
 It does what the application does for them, in the same order, with the same
 answers: a body over the limit is 413; a body that is not strict JSON is 400
@@ -200,11 +200,7 @@ async def _complete_many(
     value: Any, who: Credential, execution_id: str, state: Any
 ) -> tuple[int, dict[str, Any]]:
     body = _read(value, CompletionsBody)
-    completions = [
-        Completion(c.execution, c.outcome, c.exit_code, c.summary, c.result_hash)
-        for c in body.completions
-    ]
-    return 200, await completions_answer(completions, who, state.executions)
+    return 200, await completions_answer(body.completions, who, state.executions)
 
 
 async def _complete(

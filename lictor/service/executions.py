@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from lictor.core import lease as leases
 from lictor.core.grant import GrantSigner, VerifiedGrants
@@ -57,6 +57,7 @@ from lictor.store.base import Record, RecordWrite, StoredEntry
 from lictor.store.view import StateView
 
 STALE_RETRIES = 3
+Waited = TypeVar("Waited")  # what a submit hands back for a command: a future to wait on
 # executions whose last record is kept parsed (`Executions._read`): enough for the
 # active executions of a busy plane to renew without parsing, at about 6 KB each
 PARSED_RECORDS = 16_384
@@ -208,9 +209,7 @@ class Executions:
         """Run a decision's command; decide again (`prepare`) while its decision is stale."""
         for _ in range(STALE_RETRIES):
             prepared = prepare()
-            alone = self.log.sequencer.idle()
-            committed = self.log.sequencer.submit_commands([prepared.command])[0]
-            early = self._early_grant(prepared) if alone else None
+            committed, early = self._queued(prepared, self.log.sequencer.submit_commands)
             try:
                 result = committed.result()
             except StaleDecisionError:
@@ -224,9 +223,7 @@ class Executions:
         """`_decided`, awaiting the commit instead of blocking on it."""
         for _ in range(STALE_RETRIES):
             prepared = prepare()
-            alone = self.log.sequencer.idle()
-            committed = self.log.sequencer.submit_async([prepared.command])[0]
-            early = self._early_grant(prepared) if alone else None
+            committed, early = self._queued(prepared, self.log.sequencer.submit_async)
             try:
                 result = await committed
             except StaleDecisionError:
@@ -235,6 +232,15 @@ class Executions:
                 continue
             return self._with_grant(result, prepared.now, early)
         raise StaleDecisionError("the active policy kept changing; try again")
+
+    def _queued(
+        self, prepared: Prepared, submit: Callable[[list[Command]], list[Waited]]
+    ) -> tuple[Waited, tuple[Execution, str] | None]:
+        """Queue ``prepared``'s command with ``submit``: its future, and the grant signed
+        meanwhile if the committer had nothing else to do (`_early_grant`)."""
+        alone = self.log.sequencer.idle()
+        committed = submit([prepared.command])[0]
+        return committed, self._early_grant(prepared) if alone else None
 
     def _request_command(self, ask: Ask) -> Prepared:
         """Decide ``ask`` now: the command that records it, the decision time and, if
