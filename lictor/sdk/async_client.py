@@ -1,7 +1,7 @@
 """`AsyncClient`: `Client` for asyncio, over httpx and the lean pool of `lictor.sdk.transport`.
 
 Its methods, bodies, replies and errors are `Client`'s (`lictor.sdk.client`).
-It lives apart so that what only the asynchronous client needs (httpx, h11,
+It lives apart so that what only the asynchronous client needs (httpx, httptools,
 asyncio) is loaded by the processes that use it, not by `lictor run`.
 """
 

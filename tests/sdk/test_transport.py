@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from itertools import pairwise
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lictor.errors import DeniedError, UnavailableError
-from lictor.sdk import AsyncClient
-from lictor.sdk.transport import AsyncHTTPTransport
+from lictor.sdk import AsyncClient, transport
+from lictor.sdk.transport import AsyncHTTPTransport, Headers, _Connection, request_bytes
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -143,3 +146,211 @@ def test_the_async_client_speaks_through_the_pool_with_its_headers_and_prefix() 
     request = heads[1].decode()
     assert request.startswith("POST /base/v1/executions HTTP/1.1\r\n")
     assert request.endswith('"resource":"Thing::\\"c\\"","context":{}}')
+
+
+# --- reading responses: llhttp behind `_Connection.response`, fed by a real StreamReader ---
+
+
+def _read(pieces: list[bytes], eof: bool = True) -> tuple[tuple[int, Headers, bytes], bool]:
+    """The response read from ``pieces`` (then the end of the stream), and whether the
+    connection may carry another request."""
+
+    async def run() -> tuple[tuple[int, Headers, bytes], bool]:
+        reader = asyncio.StreamReader()
+        for piece in pieces:
+            reader.feed_data(piece)
+        if eof:
+            reader.feed_eof()
+        connection = _Connection(reader, None)  # type: ignore[arg-type]  # nothing written
+        reply = await asyncio.wait_for(connection.response(), 5)
+        return reply, connection.reusable()
+
+    return asyncio.run(run())
+
+
+def test_framings_interim_heads_and_what_a_connection_may_carry_next() -> None:
+    chunked = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+    chunked += b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nTrailer: t\r\n\r\n"
+    assert _read([chunked], eof=False) == (
+        (201, [(b"Transfer-Encoding", b"chunked"), (b"X-A", b"1")], b"abcde"),
+        True,
+    )
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
+    assert _read([interim + _response(b"ok")], eof=False) == (
+        (200, [(b"Content-Length", b"2")], b"ok"),
+        True,
+    )
+    # delimited by the close: whole, but the connection is spent
+    assert _read([b"HTTP/1.1 200 OK\r\n\r\nuntil the end"]) == ((200, [], b"until the end"), False)
+    closing = _response(b"{}", b"Connection: close\r\n")
+    assert _read([closing], eof=False)[1] is False
+    assert _read([b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"], eof=False)[1] is False
+    # bytes after the response are never read into it, and spend the connection
+    assert _read([_response(b"one") + _response(b"two")], eof=False) == (
+        (200, [(b"Content-Length", b"3")], b"one"),
+        False,
+    )
+    assert _read([_response(b"one") + b"\x00junk"], eof=False) == (
+        (200, [(b"Content-Length", b"3")], b"one"),
+        False,
+    )
+    assert _read([b"HTTP/1.1 204 No Content\r\n\r\n"], eof=False) == ((204, [], b""), True)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "closed the connection"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabc", "closed the connection"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", "closed the connection"),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", "closed the connection"),
+        (b"SMTP ready\r\n\r\n", "not an HTTP/1.1 response"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "not an HTTP/1.1 response"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "not an HTTP/1.1 response"),
+        (b"HTTP/1.1 200 OK\r\nBad Header: 1\r\n\r\n", "not an HTTP/1.1 response"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "not an HTTP/1.1 response",
+        ),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * 9, "not an HTTP/1.1 response"),
+        (b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", "not an HTTP/1.1"),
+    ],
+)
+def test_what_is_cut_short_or_malformed_is_refused(data: bytes, message: str) -> None:
+    with pytest.raises(httpx.RemoteProtocolError, match=message):
+        _read([data])
+
+
+def test_a_head_or_a_body_over_its_bound_is_refused_before_it_is_all_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endless = [b"HTTP/1.1 200 OK\r\n"] + [b"X-Pad: " + b"p" * 1000 + b"\r\n"] * 80
+    with pytest.raises(httpx.RemoteProtocolError, match="head over 65536"):
+        _read(endless, eof=False)  # no end of stream: it stops on the bound, not the close
+    monkeypatch.setattr(transport, "MAX_BODY_BYTES", 1000)
+    big = [b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n"] + [b"b" * 500] * 200
+    with pytest.raises(httpx.RemoteProtocolError, match="body over 1000"):
+        _read(big, eof=False)
+
+
+def test_a_request_is_written_whole_with_its_length_and_refuses_injection() -> None:
+    wire = request_bytes(
+        b"POST",
+        b"/v1/x?a=1",
+        [(b"Host", b"h:1"), (b"Content-Length", b"99"), (b"Transfer-Encoding", b"chunked")],
+        b"{}",
+    )
+    assert wire == b"POST /v1/x?a=1 HTTP/1.1\r\nHost: h:1\r\nContent-Length: 2\r\n\r\n{}"
+    assert request_bytes(b"GET", b"/", [(b"Host", b"h")], b"").endswith(b"Host: h\r\n\r\n")
+    for method, target, headers in [
+        (b"GE T", b"/", []),
+        (b"GET", b"/ HTTP/1.1\r\nX: y", []),
+        (b"GET", b"/", [(b"X-A", b"v\r\nInjected: 1")]),
+        (b"GET", b"/", [(b"X A", b"v")]),
+        (b"GET", b"/", [(b"X-A", b"v\x00")]),
+    ]:
+        with pytest.raises(httpx.LocalProtocolError):
+            request_bytes(method, target, headers, b"")
+
+
+def test_a_head_request_goes_to_httpx_which_reads_no_body() -> None:
+    async def head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")  # and no body
+        await writer.drain()
+
+    async def run(url: str) -> None:
+        async with httpx.AsyncClient(base_url=url, transport=AsyncHTTPTransport()) as client:
+            r = await client.head("/", timeout=2)
+            assert (r.status_code, r.headers["content-length"], r.content) == (200, "1000", b"")
+
+    asyncio.run(_serve(head, run))
+
+
+names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=10).filter(
+    lambda n: (
+        n.strip("-") and n.lower() not in ("content-length", "transfer-encoding", "connection")
+    )
+)
+values = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789 ;=/", max_size=20).map(str.strip)
+
+
+@st.composite
+def valid_responses(draw: st.DrawFn) -> tuple[bytes, int, bytes, bool]:
+    """(bytes, status, body, whether the connection is kept) of a well-formed response."""
+    status = draw(st.integers(200, 599).filter(lambda s: s not in (204, 304)))
+    body = draw(st.binary(max_size=300))
+    framing = draw(st.sampled_from(["length", "chunked", "close"]))
+    head = b"".join(b"HTTP/1.1 100 Continue\r\n\r\n" for _ in range(draw(st.integers(0, 2))))
+    head += b"HTTP/1.1 %d Something\r\n" % status
+    for name, value in draw(st.lists(st.tuples(names, values), max_size=5)):
+        head += f"{name}: {value}\r\n".encode()
+    if framing == "length":
+        data = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    elif framing == "chunked":
+        cuts = [0, *sorted(draw(st.lists(st.integers(0, len(body)), max_size=4))), len(body)]
+        chunks = [body[a:b] for a, b in pairwise(cuts) if b > a]
+        data = head + b"Transfer-Encoding: chunked\r\n\r\n"
+        data += b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    else:
+        data = head + b"\r\n" + body
+    return data, status, body, framing != "close"
+
+
+def _pieces(data: bytes, sizes: list[int]) -> list[bytes]:
+    out, at = [], 0
+    while at < len(data):
+        size = sizes[len(out) % len(sizes)]
+        out.append(data[at : at + size])
+        at += size
+    return out
+
+
+sizes = st.lists(st.integers(1, 64), min_size=1, max_size=8)
+
+
+@given(valid_responses(), sizes)
+@settings(max_examples=150, deadline=None)
+def test_valid_responses_are_read_back_in_pieces_of_any_size(
+    response: tuple[bytes, int, bytes, bool], cut: list[int]
+) -> None:
+    data, status, body, kept = response
+    (got_status, _, got_body), reusable = _read(_pieces(data, cut), eof=not kept)
+    assert (got_status, got_body, reusable) == (status, body, kept)
+
+
+@given(st.binary(max_size=600), sizes)
+@settings(max_examples=200, deadline=None)
+def test_random_bytes_are_a_response_or_refused(data: bytes, cut: list[int]) -> None:
+    try:
+        (status, _, _), _ = _read(_pieces(data, cut))
+    except httpx.RemoteProtocolError:
+        return
+    assert 200 <= status <= 999
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(valid_responses())[0])
+    for _ in range(draw(st.integers(1, 4))):
+        at = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["delete", "insert", "replace", "truncate"]))
+        if kind == "delete":
+            del data[at : at + draw(st.integers(1, 4))]
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=4))
+        elif kind == "replace" and at < len(data):
+            data[at] = draw(st.integers(0, 255))
+        elif kind == "truncate":
+            del data[at:]
+    return bytes(data)
+
+
+@given(mutated(), sizes)
+@settings(max_examples=200, deadline=None)
+def test_mutated_responses_are_read_or_refused_never_hung(data: bytes, cut: list[int]) -> None:
+    try:
+        (status, _, body), _ = _read(_pieces(data, cut))  # a hang fails: wait_for's bound
+    except httpx.RemoteProtocolError:
+        return
+    assert 200 <= status <= 999 and len(body) <= len(data)
