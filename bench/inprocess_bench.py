@@ -1,7 +1,8 @@
 """A decision's cost inside the server process, thread by thread; prints figures, asserts nothing.
 
 No HTTP: ``--decisions`` requests (default 4,000) go straight to
-`lictor.service.executions.Executions.request_async`, 32 in flight, on an app over
+`lictor.service.executions.Executions.request_async`, 32 in flight (``--in-flight``;
+1 makes every commit a batch of one, as with one caller), on an app over
 a fresh SQLite data directory loaded like ``bench/http_bench.py``'s (the
 reference's policy, schema, entities and one runtime). For each run it prints the
 decisions per second and, per decision: the CPU of the whole process, of the event
@@ -61,7 +62,7 @@ def io_bytes() -> tuple[int, int]:
     return int(io["wchar"]), int(io["rchar"])
 
 
-def measure(decisions: int, renewals: bool = False) -> dict[str, Any]:
+def measure(decisions: int, renewals: bool = False, in_flight: int = IN_FLIGHT) -> dict[str, Any]:
     """One run in this process (of whichever checkout ``sys.path`` imports)."""
     from fastapi.testclient import TestClient
 
@@ -114,7 +115,7 @@ def measure(decisions: int, renewals: bool = False) -> dict[str, Any]:
         held = asyncio.run(requested(HELD)) if renewals else []
 
         async def run(count: int) -> None:
-            slots = asyncio.Semaphore(IN_FLIGHT)
+            slots = asyncio.Semaphore(in_flight)
 
             async def one(i: int) -> None:
                 async with slots:
@@ -183,10 +184,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--compare", type=Path, metavar="DIR")
     parser.add_argument("--renewals", action="store_true", help="renew, do not request")
+    parser.add_argument(
+        "--in-flight", type=int, default=IN_FLIGHT, help="requests at once (1: batches of one)"
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a child run: print the figures as JSON
-        print(json.dumps(measure(args.decisions, args.renewals)))
+        print(json.dumps(measure(args.decisions, args.renewals, args.in_flight)))
         return
     trees = [("this tree", HERE.parent)]
     if args.compare is not None:
@@ -195,7 +199,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, tree in trees:
             argv = [sys.executable, str(HERE / "inprocess_bench.py"), "--one"]
-            argv += ["--decisions", str(args.decisions), *(["--renewals"] * args.renewals)]
+            argv += ["--decisions", str(args.decisions), "--in-flight", str(args.in_flight)]
+            argv += ["--renewals"] * args.renewals
             env = {**os.environ, "PYTHONPATH": str(tree)}
             done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
             what = "renewal" if args.renewals else "decision"

@@ -232,6 +232,10 @@ def prove_inclusions(
     _check_tree_size(size)
     if not 0 <= first < size or size - first > MAX_PROOFS_AT_ONCE:
         raise TreeError(f"cannot prove leaves {describe_int(first)} to {size - 1} at once")
+    if first == size - 1:  # the last leaf alone: its path is the complete subtrees left
+        need: list[int] = []  # of it (stored as they are), the smallest first
+        _subtree_index(0, first, need)
+        return [_read(reader, need)[::-1]]
     siblings: list[tuple[int, int]] = []
     _sibling_ranges(0, size, first, siblings)
     found = _range_hashes(siblings, reader, known)

@@ -33,6 +33,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -789,11 +790,19 @@ def _insert_rows(
     if not rows:
         return
     width = len(rows[0])
+    if len(rows) == 1:  # a batch of one, the common case with one caller
+        conn.execute(_insert_statement(into, width, 1, then), rows[0])
+        return
     per_statement = min(
         conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width, _MAX_ROWS_PER_INSERT
     )
-    row = "(" + ", ".join("?" * width) + ")"
     for lo in range(0, len(rows), per_statement):
         part = rows[lo : lo + per_statement]
-        values = ",".join([row] * len(part))
-        conn.execute(f"INSERT INTO {into} VALUES {values}{then}", list(chain.from_iterable(part)))
+        sql = _insert_statement(into, width, len(part), then)
+        conn.execute(sql, list(chain.from_iterable(part)))
+
+
+@lru_cache(maxsize=1024)
+def _insert_statement(into: str, width: int, count: int, then: str) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"INSERT INTO {into} VALUES {','.join([row] * count)}{then}"
