@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lictor.errors import ConflictError, LictorError, StoreError, TreeError
-from lictor.log.checkpoint import Checkpoint, open_checkpoint
+from lictor.log.checkpoint import CheckpointSigner, open_checkpoint
 from lictor.log.merkle import (
     EMPTY_ROOT,
     CompactRange,
@@ -58,7 +58,7 @@ from lictor.log.merkle import (
     stored_hash_count,
     stored_hash_index,
 )
-from lictor.log.note import Ed25519Signer, sign_note
+from lictor.log.note import Ed25519Signer
 from lictor.store.base import Head, RecordWrite, Store, StoredEntry
 from lictor.store.view import StateView
 
@@ -156,6 +156,7 @@ class Sequencer:
     ) -> None:
         self._store = store
         self._signer = signer
+        self._checkpoints = CheckpointSigner(signer)
         self._max_batch = max_batch
         self._order = order
         self._pending: list[tuple[Command, _Waiter]] = []
@@ -199,7 +200,7 @@ class Sequencer:
         return head, _load_frontier(self._store, head)
 
     def _sign(self, size: int, root: bytes) -> bytes:
-        return sign_note(Checkpoint(self.origin, size, root).text(), [self._signer])
+        return self._checkpoints.sign(size, root)
 
     def read_hashes(self, indexes: Sequence[int]) -> list[bytes]:
         """Stored hashes by index: recent ones from memory, the rest from the store."""

@@ -13,13 +13,14 @@ Cosignatures of checkpoints live in `lictor.log.cosignature`.
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lictor.errors import CheckpointError
 from lictor.log.encoding import b64decode_strict, describe_int, parse_canonical_decimal
 from lictor.log.merkle import HASH_SIZE, MAX_TREE_SIZE
-from lictor.log.note import OpenedNote, Verifier, open_note
+from lictor.log.note import SIG_PREFIX, Ed25519Signer, OpenedNote, Verifier, open_note
 
 
 @dataclass(frozen=True)
@@ -87,3 +88,27 @@ def open_checkpoint(
     if origin is not None and checkpoint.origin != origin:
         raise CheckpointError(f"checkpoint origin {checkpoint.origin!r} is not {origin!r}")
     return checkpoint, opened
+
+
+class CheckpointSigner:
+    """Signs the checkpoints of one log, as a committer does after every batch.
+
+    ``sign(size, root)`` is ``sign_note(Checkpoint(origin, size, root).text(),
+    [signer]).encode()``'s bytes exactly, with what never changes between
+    checkpoints checked and built once (the origin, the signature line's name
+    and key id), not per checkpoint.
+    """
+
+    def __init__(self, signer: Ed25519Signer) -> None:
+        _check_origin(signer.name)
+        self._signer = signer
+        self._origin = signer.name + "\n"
+        self._line = f"{SIG_PREFIX}{signer.name} ".encode()
+        self._key_id = struct.pack(">I", signer.key_id)
+
+    def sign(self, size: int, root: bytes) -> bytes:
+        if not 0 <= size <= MAX_TREE_SIZE or len(root) != HASH_SIZE:
+            raise CheckpointError(f"no checkpoint of size {describe_int(size)} and that root")
+        text = f"{self._origin}{size}\n{base64.b64encode(root).decode()}\n".encode()
+        signature = base64.b64encode(self._key_id + self._signer.sign(text))
+        return b"".join((text, b"\n", self._line, signature, b"\n"))

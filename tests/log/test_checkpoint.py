@@ -6,6 +6,8 @@ import base64
 import hashlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lictor.errors import CheckpointError, NoteError, SignatureError
 from lictor.log import checkpoint, merkle, note
@@ -125,3 +127,18 @@ def test_open_checkpoint() -> None:
         checkpoint.open_checkpoint(not_a_checkpoint, [LOG.verifier])
     with pytest.raises(NoteError):
         checkpoint.open_checkpoint(cp.text().encode(), [LOG.verifier])
+
+
+@given(st.integers(0, merkle.MAX_TREE_SIZE), st.binary(min_size=32, max_size=32))
+def test_a_checkpoint_signer_writes_what_sign_note_writes(size: int, root: bytes) -> None:
+    signed = checkpoint.CheckpointSigner(LOG).sign(size, root)
+    assert signed == note.sign_note(Checkpoint(LOG.name, size, root).text(), [LOG])
+    opened, _ = checkpoint.open_checkpoint(signed, [LOG.verifier], LOG.name)
+    assert (opened.size, opened.root) == (size, root)
+
+
+def test_a_checkpoint_signer_refuses_what_is_no_checkpoint() -> None:
+    signer = checkpoint.CheckpointSigner(LOG)
+    for size, root in [(-1, bytes(32)), (merkle.MAX_TREE_SIZE + 1, bytes(32)), (1, bytes(31))]:
+        with pytest.raises(CheckpointError):
+            signer.sign(size, root)
