@@ -64,11 +64,8 @@ def stored_hash_index(level: int, n: int) -> int:
     if not (0 <= level < _MAX_HEIGHT and n >= 0 and (n + 1) << level <= MAX_TREE_SIZE):
         raise TreeError(f"invalid node ({describe_int(level)}, {describe_int(n)})")
     n = ((n + 1) << level) - 1  # the subtree's last leaf; its hashes are stored after it
-    i = 0
-    while n > 0:
-        i += n
-        n >>= 1
-    return i + level
+    # the hashes stored before it: n + n // 2 + n // 4 + ..., which is 2n - popcount(n)
+    return 2 * n - n.bit_count() + level
 
 
 def split_stored_hash_index(index: int) -> tuple[int, int]:
