@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -56,35 +56,52 @@ class CommitSignal:
     """
 
     def __init__(self, size: int, tail: EntryTail) -> None:
-        self.size = size  # what streams may read up to; moved on the event loop once attached
+        self.size = size  # what streams may read up to
         self._tail = tail
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
+        self._streams = 0  # streams open (event loop only)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._changed = asyncio.Event()
+
+    @contextlib.contextmanager
+    def following(self) -> Iterator[None]:
+        """Around a stream's life (on the event loop): while none is open, a commit
+        only moves the size, with no call into the loop (`committed`)."""
+        self._streams += 1
+        try:
+            yield
+        finally:
+            self._streams -= 1
 
     def notify(self, head: Head) -> None:
         """A commit, ours or another replica's, whose entries this process lacks."""
         self.committed(head, ())
 
     def committed(self, head: Head, entries: Sequence[StoredEntry]) -> None:
-        """A commit and the entries it wrote, which end at ``head.size`` (any thread)."""
-        first, data = head.size - len(entries), [entry.data for entry in entries]
+        """A commit and the entries it wrote, which end at ``head.size`` (any thread).
+
+        With no stream open, the size moves here and nothing else happens: a stream
+        that opens later reads the size first (`following` counts it before), and
+        what the tail lacks from the store. The count is read again after the size
+        moved, so a stream that opened meanwhile is woken all the same."""
         loop = self._loop
-        if loop is None:  # no stream can be waiting yet
+        if loop is None or not self._streams:
             self.size = max(self.size, head.size)
-        elif not loop.is_closed():
+            if loop is None or not self._streams:
+                return
+        if not loop.is_closed():
+            first, data = head.size - len(entries), [entry.data for entry in entries]
             loop.call_soon_threadsafe(self._grow, head.size, first, data)
 
     def _grow(self, size: int, first: int, data: list[bytes]) -> None:
         self._tail.offer(first, data)  # before any stream can ask for them
-        if size > self.size:
-            self.size = size
-            if self._changed is not None:
-                self._changed.set()
-                self._changed = asyncio.Event()
+        self.size = max(self.size, size)  # it may be there already (`committed`)
+        if self._changed is not None:  # a stream told of no growth looks and waits again
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     async def wait_beyond(self, size: int, timeout: float) -> bool:
         """Whether the log grew beyond ``size`` within ``timeout`` (at once if unattached)."""
@@ -203,22 +220,23 @@ async def _stream(
     filters: dict[str, str],
     states: frozenset[str],
 ) -> AsyncIterator[bytes]:
-    yield b"retry: 1000\n\n"
-    size = signal.size
-    while True:
-        while last + 1 < size:
-            end = min(size, last + 1 + CHUNK)
-            events = await tail.read(last + 1, end)
-            chunk = b"".join(e.text for e in events if _matches(e.entry, filters, states))
-            if chunk:
-                yield chunk
-            last = end - 1
-        if await signal.wait_beyond(last + 1, KEEPALIVE_SECONDS):
-            size = signal.size
-            continue
-        yield b": keepalive\n\n"
-        # a commit whose notice was lost (another replica's) is found here at the latest
-        size = max(signal.size, (await run_in_threadpool(log.head)).size)
+    with signal.following():
+        yield b"retry: 1000\n\n"
+        size = signal.size
+        while True:
+            while last + 1 < size:
+                end = min(size, last + 1 + CHUNK)
+                events = await tail.read(last + 1, end)
+                chunk = b"".join(e.text for e in events if _matches(e.entry, filters, states))
+                if chunk:
+                    yield chunk
+                last = end - 1
+            if await signal.wait_beyond(last + 1, KEEPALIVE_SECONDS):
+                size = signal.size
+                continue
+            yield b": keepalive\n\n"
+            # a commit whose notice was lost (another replica's) is found here at the latest
+            size = max(signal.size, (await run_in_threadpool(log.head)).size)
 
 
 @router.get("/v1/events", operation_id="follow_events", response_class=EventStream)

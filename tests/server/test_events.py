@@ -187,6 +187,35 @@ def test_committed_entries_reach_streams_without_a_store_read(log: Any, monkeypa
     assert chunks == [_wire(1 + i, d) for i, d in enumerate(stored)]
 
 
+def test_with_no_stream_open_a_commit_only_moves_the_size(log: Any, monkeypatch: Any) -> None:
+    """No call into the event loop per commit while nothing follows the log; a stream
+    opened afterwards still starts from the new size and reads what it lacks."""
+    import asyncio
+
+    from lictor.server.events import CommitSignal, EntryTail, _stream
+
+    tail = EntryTail(log)
+    signal = CommitSignal(log.head().size, tail)
+    log.sequencer.add_commit_listener(signal.committed)
+    reads = _count_reads(log, monkeypatch)
+
+    async def run() -> bytes:
+        signal.attach(asyncio.get_running_loop())
+        before = signal.size
+        log.append_event("note", {"n": "unfollowed"})  # blocks the loop: nothing runs on it
+        assert signal.size == before + 1  # moved by the committer itself
+        stream = _stream(log, tail, signal, before - 1, {}, frozenset())
+        assert await anext(stream) == b"retry: 1000\n\n"
+        chunk = await asyncio.wait_for(anext(stream), 5)
+        await stream.aclose()
+        return chunk
+
+    chunk = asyncio.run(run())
+    size = log.head().size
+    assert reads == [(size - 1, size)]  # not handed to the tail: read from the store
+    assert chunk == _wire(size - 1, log.store.read_entries(size - 1, size)[0])
+
+
 def test_commits_evicting_the_tail_during_a_read_do_not_lose_it(log: Any, monkeypatch: Any) -> None:
     """A slow reader of old entries gets all of them, even when commits handed over
     while it reads the store push them out of the tail."""
