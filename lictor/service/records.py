@@ -13,6 +13,7 @@ an index entry written with the record, so none is kept that nothing asks for.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,25 +86,45 @@ class StoredExecution:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The stored form. The decision and the runtime facts it used are, as a rule,
+        those of the last transition made by a decision: then they are stored there
+        only, and read back from it (`from_record`); a record written before reads
+        as it was written."""
+        value: dict[str, Any] = {
             "execution": execution_json(self.execution),
-            "runtime": runtime_json(self.runtime),
             "lineage": _lineage_json(self.lineage),
             "transitions": list(self.transitions),
-            "decision": self.decision,
         }
+        step, runtime = _last_decided(self.transitions), runtime_json(self.runtime)
+        if step is None or step["decision"] != self.decision:
+            value["decision"] = self.decision
+        if step is None or step.get("runtime") != runtime:
+            value["runtime"] = runtime
+        return value
 
     @classmethod
     def from_record(cls, record: Record) -> StoredExecution:
         value = _loaded(record.doc)
+        transitions = tuple(value["transitions"])
+        step = _last_decided(transitions) or {}
+        decision = value["decision"] if "decision" in value else step["decision"]
+        runtime = value["runtime"] if "runtime" in value else step["runtime"]
         return cls(
             execution_from_json(value["execution"]),
-            runtime_from_json(value["runtime"]),
+            runtime_from_json(runtime),
             _lineage_from_json(value["lineage"]),
-            tuple(value["transitions"]),
-            value["decision"],
+            transitions,
+            decision,
             record.version,
         )
+
+
+def _last_decided(transitions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last transition made by a decision (it holds the decision), if any."""
+    for n in range(len(transitions) - 1, -1, -1):
+        if "decision" in transitions[n]:
+            return transitions[n]
+    return None
 
 
 def _loaded(doc: bytes) -> Any:
