@@ -27,6 +27,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -34,6 +35,13 @@ from lictor.core.policy_schema import ARGUMENTS
 from lictor.log.entry import canonical_json
 
 PREFIX = "hmac-sha256:"
+KNOWN = 4096  # hashes remembered (`ArgumentSeal.hash`)
+_SORTED_JSON_ONLY = (
+    orjson.OPT_SORT_KEYS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
 _INFO = b"lictor/arguments-hmac/v1"
 # decisions whose error messages come from Cedar (or an exception) and may quote the context
 QUOTING = frozenset({"invalid_request", "policy_error", "internal_error"})
@@ -44,6 +52,9 @@ class ArgumentSeal:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        # hashes by the arguments' sorted orjson bytes: one call's arguments are sealed
+        # in its entries and its answers, each time from the same value
+        self._known: dict[bytes, str] = {}
 
     @classmethod
     def derived(cls, seed: bytes) -> ArgumentSeal:
@@ -52,9 +63,29 @@ class ArgumentSeal:
         return cls(hkdf.derive(seed))
 
     def hash(self, arguments: Any) -> str:
-        """``hmac-sha256:<hex>`` of ``arguments`` (any JSON value)."""
+        """``hmac-sha256:<hex>`` of ``arguments`` (any JSON value).
+
+        Equal values have equal sorted orjson bytes, and those bytes read back to the
+        value, so a hash is remembered by them (`KNOWN` at most, then forgotten all at
+        once). Hashed each time instead: what orjson refuses (an integer beyond 64
+        bits, a key that is not text, what is not JSON), and bytes holding ``null``
+        (orjson writes a NaN or an infinity as ``null`` too)."""
+        try:
+            seen: bytes | None = orjson.dumps(arguments, option=_SORTED_JSON_ONLY)
+        except orjson.JSONEncodeError:
+            seen = None
+        if seen is not None and b"null" in seen:
+            seen = None
+        known = self._known.get(seen) if seen is not None else None
+        if known is not None:
+            return known
         data = canonical_json(arguments)
-        return PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        sealed = PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()
+        if seen is not None:
+            if len(self._known) >= KNOWN:
+                self._known = {}
+            self._known[seen] = sealed
+        return sealed
 
     def shown(self, context: Mapping[str, Any], sealed: bool) -> dict[str, Any]:
         """``context`` as a reader sees it: its arguments hashed if ``sealed``."""
