@@ -21,3 +21,28 @@ def json_values(max_leaves: int = 10) -> st.SearchStrategy[Any]:
         ),
         max_leaves=max_leaves,
     )
+
+
+def mutations(messages: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    """``messages`` with one to four bytes deleted, inserted (line breaks, spaces,
+    colons, digits, NUL), replaced, or the rest cut off: what a parser of a wire
+    format must read or refuse, never misread."""
+
+    @st.composite
+    def mutated(draw: st.DrawFn) -> bytes:
+        data = bytearray(draw(messages))
+        for _ in range(draw(st.integers(1, 4))):
+            at = draw(st.integers(0, len(data)))
+            kind = draw(st.sampled_from(["delete", "insert", "replace", "truncate"]))
+            if kind == "delete":
+                del data[at : at + draw(st.integers(1, 8))]
+            elif kind == "insert":
+                inserted = [b"\r", b"\n", b"\r\n", b" ", b":", b"0", b"\0"]
+                data[at:at] = draw(st.sampled_from(inserted))
+            elif kind == "replace" and at < len(data):
+                data[at] = draw(st.integers(0, 255))
+            else:
+                del data[at:]
+        return bytes(data)
+
+    return mutated()

@@ -23,6 +23,8 @@ from lictor.sdk.http11 import (
     request_bytes,
 )
 
+from ..strategies import mutations
+
 
 def recv_from(data: bytes, sizes: list[int] | None = None) -> Callable[[int], bytes]:
     """A ``recv`` handing out ``data`` in pieces of ``sizes`` (cycled), then ``b""``."""
@@ -252,25 +254,8 @@ def test_valid_replies_are_read_back_in_pieces_of_any_size(
     assert read_back.keep_alive == (framing != "close")
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(valid_replies())[0])
-    for _ in range(draw(st.integers(1, 4))):
-        at = draw(st.integers(0, len(data)))
-        kind = draw(st.sampled_from(["delete", "insert", "replace", "truncate"]))
-        if kind == "delete":
-            del data[at : at + draw(st.integers(1, 8))]
-        elif kind == "insert":
-            data[at:at] = draw(st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b":", b"0", b"\0"]))
-        elif kind == "replace" and at < len(data):
-            data[at] = draw(st.integers(0, 255))
-        else:
-            del data[at:]
-    return bytes(data)
-
-
 @settings(max_examples=500, deadline=2000)
-@given(mutated(), sizes, st.booleans())
+@given(mutations(valid_replies().map(lambda reply: reply[0])), sizes, st.booleans())
 def test_mutated_replies_are_a_reply_or_refused(
     data: bytes, chunk_sizes: list[int], lines: bool
 ) -> None:

@@ -16,6 +16,8 @@ from lictor.errors import DeniedError, UnavailableError
 from lictor.sdk import AsyncClient, transport
 from lictor.sdk.transport import AsyncHTTPTransport, Headers, _Connection, request_bytes
 
+from ..strategies import mutations
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -329,24 +331,7 @@ def test_random_bytes_are_a_response_or_refused(data: bytes, cut: list[int]) -> 
     assert 200 <= status <= 999
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(valid_responses())[0])
-    for _ in range(draw(st.integers(1, 4))):
-        at = draw(st.integers(0, len(data)))
-        kind = draw(st.sampled_from(["delete", "insert", "replace", "truncate"]))
-        if kind == "delete":
-            del data[at : at + draw(st.integers(1, 4))]
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif kind == "replace" and at < len(data):
-            data[at] = draw(st.integers(0, 255))
-        elif kind == "truncate":
-            del data[at:]
-    return bytes(data)
-
-
-@given(mutated(), sizes)
+@given(mutations(valid_responses().map(lambda response: response[0])), sizes)
 @settings(max_examples=200, deadline=None)
 def test_mutated_responses_are_read_or_refused_never_hung(data: bytes, cut: list[int]) -> None:
     try:

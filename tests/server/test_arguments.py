@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from lictor.log.entry import canonical_json
 from lictor.service.arguments import PREFIX, ArgumentSeal
 
+from ..strategies import json_values
+
 KEY = b"k" * 32
 
 
@@ -31,21 +33,8 @@ def _hash(seal: ArgumentSeal, value: Any) -> str:
         return f"refused: {type(e).__name__}"
 
 
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-
-
 @settings(max_examples=300, deadline=None)
-@given(st.lists(JSON, min_size=1, max_size=6))
+@given(st.lists(json_values(), min_size=1, max_size=6))
 def test_a_remembered_hash_is_the_hash_of_that_very_value(values: list[Any]) -> None:
     seal = ArgumentSeal(KEY)
     for value in [*values, *values]:  # the second time from memory where it can be
