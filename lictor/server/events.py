@@ -61,6 +61,7 @@ class CommitSignal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
         self._streams = 0  # streams open (event loop only)
+        self._woken = size  # the size streams were last woken for (event loop only)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -99,7 +100,8 @@ class CommitSignal:
     def _grow(self, size: int, first: int, data: list[bytes]) -> None:
         self._tail.offer(first, data)  # before any stream can ask for them
         self.size = max(self.size, size)  # it may be there already (`committed`)
-        if self._changed is not None:  # a stream told of no growth looks and waits again
+        if self.size > self._woken and self._changed is not None:
+            self._woken = self.size
             self._changed.set()
             self._changed = asyncio.Event()
 

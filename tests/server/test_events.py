@@ -216,6 +216,37 @@ def test_with_no_stream_open_a_commit_only_moves_the_size(log: Any, monkeypatch:
     assert chunk == _wire(size - 1, log.store.read_entries(size - 1, size)[0])
 
 
+def test_a_commit_heard_of_twice_wakes_streams_once(log: Any) -> None:
+    """A commit of this process is also heard of through the store (replicas): the
+    second notice of a size already known wakes no stream (no needless keepalive)."""
+    import asyncio
+
+    from lictor.server.events import CommitSignal, EntryTail, _stream
+
+    tail = EntryTail(log)
+    signal = CommitSignal(log.head().size, tail)
+    log.sequencer.add_commit_listener(signal.committed)
+
+    async def run() -> tuple[bytes, bytes]:
+        signal.attach(asyncio.get_running_loop())
+        stream = _stream(log, tail, signal, log.head().size - 1, {}, frozenset())
+        assert await anext(stream) == b"retry: 1000\n\n"
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.to_thread(log.append_event, "note", {"n": 1})
+        first = await asyncio.wait_for(waiting, 5)
+        waiting = asyncio.ensure_future(anext(stream))
+        signal.notify(log.head())  # the same commit again, as another replica's notice
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # no keepalive: nothing new to say
+        await asyncio.to_thread(log.append_event, "note", {"n": 2})
+        second = await asyncio.wait_for(waiting, 5)
+        await stream.aclose()
+        return first, second
+
+    first, second = asyncio.run(run())
+    assert first.startswith(b"id: ") and second.startswith(b"id: ") and first != second
+
+
 def test_commits_evicting_the_tail_during_a_read_do_not_lose_it(log: Any, monkeypatch: Any) -> None:
     """A slow reader of old entries gets all of them, even when commits handed over
     while it reads the store push them out of the tail."""
