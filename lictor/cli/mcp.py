@@ -125,10 +125,24 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # not on this platform (see pyproject.toml): asyncio's own loop
-        asyncio.run(main)
+        asyncio.run(_told_asyncio(main))
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main)
+        runner.run(_told_asyncio(main))
+
+
+async def _told_asyncio(main: Coroutine[Any, Any, None]) -> None:
+    """``main``, with anyio (under the MCP SDK) told once which event loop this is, in
+    the context every task inherits (sniffio's context variable). Not told, it asks on
+    every stream operation, and on Python 3.11 each asking costs a system call
+    (`asyncio.get_running_loop` calls ``getpid``): some sixty per tool call."""
+    try:
+        import sniffio
+    except ImportError:  # anyio then asks asyncio each time
+        pass
+    else:
+        sniffio.current_async_library_cvar.set("asyncio")
+    await main
 
 
 def _config(args: argparse.Namespace, target: Target) -> Config:
