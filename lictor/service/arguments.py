@@ -35,7 +35,8 @@ from lictor.core.policy_schema import ARGUMENTS
 from lictor.log.entry import canonical_json
 
 PREFIX = "hmac-sha256:"
-KNOWN = 4096  # hashes remembered (`ArgumentSeal.hash`)
+KNOWN = 1024  # hashes remembered (`ArgumentSeal.hash`), of arguments of at most
+KNOWN_BYTES = 4096  # this many bytes as JSON: at most about 4 MiB held
 _SORTED_JSON_ONLY = (
     orjson.OPT_SORT_KEYS
     | orjson.OPT_PASSTHROUGH_DATACLASS
@@ -68,13 +69,14 @@ class ArgumentSeal:
         Equal values have equal sorted orjson bytes, and those bytes read back to the
         value, so a hash is remembered by them (`KNOWN` at most, then forgotten all at
         once). Hashed each time instead: what orjson refuses (an integer beyond 64
-        bits, a key that is not text, what is not JSON), and bytes holding ``null``
-        (orjson writes a NaN or an infinity as ``null`` too)."""
+        bits, a key that is not text, what is not JSON), bytes holding ``null``
+        (orjson writes a NaN or an infinity as ``null`` too), and large arguments
+        (over `KNOWN_BYTES`: what they would hold in memory)."""
         try:
             seen: bytes | None = orjson.dumps(arguments, option=_SORTED_JSON_ONLY)
         except orjson.JSONEncodeError:
             seen = None
-        if seen is not None and b"null" in seen:
+        if seen is not None and (b"null" in seen or len(seen) > KNOWN_BYTES):
             seen = None
         known = self._known.get(seen) if seen is not None else None
         if known is not None:

@@ -49,3 +49,12 @@ def test_values_that_print_alike_are_not_confused() -> None:
     for value in [{"x": math.nan}, {"x": None}, {"x": math.nan}, {"x": math.inf}]:
         assert _hash(seal, value) == _sealed(value)  # orjson writes a NaN as null
     assert _sealed({"x": math.nan}).startswith("refused")
+
+
+def test_large_arguments_are_hashed_each_time_not_held() -> None:
+    seal = ArgumentSeal(KEY)
+    large = {"content": "x" * 10_000}
+    assert seal.hash(large) == seal.hash(large) == _sealed(large)
+    small = {"path": "/etc/hosts"}
+    assert seal.hash(small) == _sealed(small)
+    assert len(seal._known) == 1  # the small one only
