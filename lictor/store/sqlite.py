@@ -802,7 +802,7 @@ def _insert_rows(
         conn.execute(sql, list(chain.from_iterable(part)))
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=64)  # a few tables, the batch sizes seen lately: at most about 1 MiB
 def _insert_statement(into: str, width: int, count: int, then: str) -> str:
     row = "(" + ", ".join("?" * width) + ")"
     return f"INSERT INTO {into} VALUES {','.join([row] * count)}{then}"
