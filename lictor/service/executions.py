@@ -34,7 +34,14 @@ from lictor.core.policy import (
     decide,
 )
 from lictor.core.policy_schema import ARGUMENTS
-from lictor.core.types import EntityRef, Execution, ExecutionState, changed, new_execution_id
+from lictor.core.types import (
+    EXECUTION_ID_RANDOM_BYTES,
+    EntityRef,
+    Execution,
+    ExecutionState,
+    changed,
+    new_execution_id,
+)
 from lictor.errors import (
     ConflictError,
     DepthExceededError,
@@ -47,6 +54,7 @@ from lictor.errors import (
 from lictor.log.entry import is_plain
 from lictor.sequencer import Appended, Command, Plan
 from lictor.service.arguments import ArgumentSeal
+from lictor.service.entropy import random_bytes
 from lictor.service.log import AuditLog, Receipt
 from lictor.service.policies import Policies
 from lictor.service.records import KIND, StoredExecution
@@ -249,7 +257,7 @@ class Executions:
         runtime = self.runtimes.for_decision(ask.runtime_id)
         read, denial = self._parent(ask, now)
         parent = read.stored.execution if read else None
-        execution_id = new_execution_id(now, os.urandom(10))
+        execution_id = new_execution_id(now, random_bytes(EXECUTION_ID_RANDOM_BYTES))
         lineage = (
             child_fields(parent, ask.principal)
             if parent

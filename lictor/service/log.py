@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import functools
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ from lictor.log.note import Ed25519Signer
 from lictor.log.proof import tlog_proof_text
 from lictor.log.tiles import MAX_ENTRY_SIZE, Tile, encode_bundle, level_width
 from lictor.sequencer import Appended, Sequencer
+from lictor.service.entropy import random_bytes
 from lictor.store.base import Head, Store, StoredEntry
 
 Clock = Callable[[], datetime]
@@ -345,7 +345,7 @@ class AuditLog:
         time_text = entry_time(at_ms)
         full = {**event, "kind": kind, "time": time_text}
         entry = {**(public or {}), "kind": kind, "time": time_text}
-        return _encoded(entry, full, os.urandom(SALT_SIZE), at_ms, plain)
+        return _encoded(entry, full, random_bytes(SALT_SIZE), at_ms, plain)
 
     def append_event(
         self, kind: str, event: dict[str, Any], public: dict[str, Any] | None = None
