@@ -7,9 +7,15 @@ starts N workers: ``lictor serve`` again, each handed the lock's and the socket'
 descriptors (``--worker-fds``). Each worker is a whole control plane over the same
 log, as replicas are (docs/adr/0008): the directory's SQLite file shared through
 `lictor.store.workers.WorkerStore`, or the PostgreSQL database of ``--database``.
-All accept connections on the one socket; the kernel spreads the connections among
-them. One log, one signing key, one lineage: workers take turns at the log's write
-path, and each commit is checked against the head it was planned on.
+Each worker accepts on a listening socket of its own, all bound to the one port with
+``SO_REUSEPORT``: the kernel spreads new connections evenly among them (by a hash of
+each connection's addresses). One socket shared by all would go to whichever worker
+wakes first: a client opening its connections at once found most of them on one
+worker while the other idled. A port some other socket already listens on is refused,
+as without ``SO_REUSEPORT`` (Linux lets the same user's sockets share a port: two
+servers on one port would each get part of the clients). One log, one signing key,
+one lineage: workers take turns at the log's write path, and each commit is checked
+against the head it was planned on.
 
 The server process serves nothing itself. It replaces a worker that exits, and gives
 up (stopping the others, exit status 1) when workers keep exiting within
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import socket
@@ -39,6 +46,7 @@ MAX_QUICK_EXITS = 3  # this many in a row and the server gives up
 STOP_WAIT_S = 10.0
 POLL_S = 0.2
 PR_SET_PDEATHSIG = 1
+LISTEN = "0A"  # a listening socket's state in /proc/net/tcp
 
 
 @dataclass
@@ -49,15 +57,50 @@ class Worker:
     started: float = field(default_factory=time.monotonic)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The listening socket every worker accepts on."""
+def listen(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one port (``port`` 0: one the kernel picks), one per
+    worker; one socket for all where the system has no ``SO_REUSEPORT``. `OSError`
+    (address in use) if any other socket listens on that port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
+    shared = not hasattr(socket, "SO_REUSEPORT")
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(1 if shared else count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if not shared:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]  # the rest bind where the first did
+            sock.listen(2048)
+            sock.set_inheritable(True)
+        if not shared and _listening_elsewhere(port, sockets):
+            raise OSError(errno.EADDRINUSE, f"port {port} is in use by another server")
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets if not shared else sockets * count
+
+
+def _listening_elsewhere(port: int, ours: list[socket.socket]) -> bool:
+    """Whether a socket not in ``ours`` listens on ``port`` (TCP, IPv4 or IPv6), as
+    Linux lists them in ``/proc/net/tcp*``; False where it does not list them."""
+    mine = {os.fstat(sock.fileno()).st_ino for sock in ours}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl, local address:port, remote, state, ..., inode
+            if len(fields) > 9 and fields[3] == LISTEN:
+                listening_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if listening_port == port and int(fields[9]) not in mine:
+                    return True
+    return False
 
 
 def worker_argv(args: argparse.Namespace, lock: int, sock: int) -> list[str]:
@@ -73,11 +116,12 @@ def serve_workers(args: argparse.Namespace, announce: str) -> int:
     """Run ``args.workers`` workers until a signal stops them (see the module)."""
     data = open_data_dir(args.data_dir, args.origin, args.database)
     data.store.close()  # each worker opens its own; the lock stays held here
-    sock = listen(args.host, args.port)
-    port = sock.getsockname()[1]
+    sockets = listen(args.host, args.port, args.workers)
+    port = sockets[0].getsockname()[1]
     print(announce.format(port=port, workers=args.workers), file=sys.stderr, flush=True)
-    argv = worker_argv(args, data.lock, sock.fileno())
-    fds = (data.lock, sock.fileno())
+    # worker n, and any worker replacing it, accepts on socket n: connections waiting
+    # there when a worker dies are served by the next one
+    commands = [worker_argv(args, data.lock, sock.fileno()) for sock in sockets]
     env = dict(os.environ)  # a database URL may hold a password: never on a command line
     if args.database:
         env["LICTOR_DATABASE"] = args.database
@@ -89,7 +133,7 @@ def serve_workers(args: argparse.Namespace, announce: str) -> int:
         stopping.append(signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    workers = [_start(argv, fds, env) for _ in range(args.workers)]
+    workers = [_start(commands[n], data.lock, sockets[n], env) for n in range(args.workers)]
     quick_exits = 0
     try:
         while not stopping:
@@ -108,18 +152,20 @@ def serve_workers(args: argparse.Namespace, announce: str) -> int:
                 if quick_exits >= MAX_QUICK_EXITS:
                     print("lictor: workers keep exiting; stopping", file=sys.stderr, flush=True)
                     return 1
-                workers[n] = _start(argv, fds, env)
+                workers[n] = _start(commands[n], data.lock, sockets[n], env)
         return 0
     finally:
         _stop_all(workers)
         for s, handler in previous.items():
             signal.signal(s, handler)
-        sock.close()
+        for sock in set(sockets):
+            sock.close()
         data.close()
 
 
-def _start(argv: list[str], fds: tuple[int, ...], env: dict[str, str]) -> Worker:
+def _start(argv: list[str], lock: int, sock: socket.socket, env: dict[str, str]) -> Worker:
     server = os.getpid()
+    fds = (lock, sock.fileno())
     return Worker(
         subprocess.Popen(argv, pass_fds=fds, env=env, preexec_fn=lambda: _die_with(server))
     )

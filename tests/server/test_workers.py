@@ -4,6 +4,8 @@ worker answers; a worker that dies is replaced; stopping the server stops them a
 from __future__ import annotations
 
 import base64
+import http.client
+import json
 import os
 import signal
 import socket
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +118,32 @@ def test_every_worker_appends_to_one_log(workers: Server) -> None:
             hashes = [base64.b64decode(h) for h in proof["hashes"]]
             verify_consistency(size, final["size"], root, base64.b64decode(final["root"]), hashes)
     assert_audit_passes(workers.url, vkey)
+
+
+def test_connections_opened_at_once_are_spread_over_the_workers(workers: Server) -> None:
+    """As a load generator opens them: 32 connections first, then a request on each. Each
+    worker listens on a socket of its own (``SO_REUSEPORT``): the kernel spreads them
+    by their addresses, instead of the first worker to wake taking most of them."""
+    port = int(workers.url.rsplit(":", 1)[1])
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(32)]
+    for connection in connections:
+        connection.connect()
+    answered: Counter[str] = Counter()
+    for connection in connections:
+        connection.request("GET", "/readyz")
+        answered[json.loads(connection.getresponse().read())["replica"]] += 1
+        connection.close()
+    assert len(answered) == 2 and min(answered.values()) >= 4, answered
+
+
+def test_a_port_some_other_server_listens_on_is_refused(workers: Server, tmp_path: Path) -> None:
+    port = workers.url.rsplit(":", 1)[1]
+    argv = [*LICTOR, "serve", "--data-dir", str(tmp_path / "other"), "--port", port]
+    second = subprocess.run(
+        [*argv, "--workers", "2"], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
+    assert second.returncode == 1 and f"port {port} is in use" in second.stderr
+    assert httpx.get(workers.url + "/healthz").status_code == 200
 
 
 def test_a_revocation_holds_on_every_worker(workers: Server, governed: dict[str, str]) -> None:
