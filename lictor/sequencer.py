@@ -289,12 +289,17 @@ class Sequencer:
                     self._cond.wait()
                 if not self._pending:
                     return []
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-            # a cancelled future's entry is dropped; the rest can no longer be cancelled
-            live = [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
+            live = self._take(self._max_batch)
             if live:
                 return live
+
+    def _take(self, most: int) -> list[tuple[Command, _Waiter]]:
+        """Up to ``most`` pending entries whose callers still wait (none may be)."""
+        with self._cond:
+            batch = self._pending[:most]
+            del self._pending[:most]
+        # a cancelled future's entry is dropped; the rest can no longer be cancelled
+        return [(e, f) for e, f in batch if f.set_running_or_notify_cancel()]
 
     def _fail_pending(self, error: LictorError) -> None:
         with self._cond:
@@ -310,7 +315,7 @@ class Sequencer:
         """Commit ``batch`` and settle its waiters; the head and entries committed, or
         None if nothing was."""
         try:
-            head, plans, entries = self._commit_with_retries([command for command, _ in batch])
+            head, plans, entries = self._commit_with_retries(batch)
         except Exception as e:  # fail every waiter; nothing was acknowledged
             error = e if isinstance(e, LictorError) else StoreError(f"append failed: {e}")
             for _, future in batch:
@@ -337,14 +342,19 @@ class Sequencer:
                 logger.exception("commit listener failed")
 
     def _commit_with_retries(
-        self, commands: list[Command]
+        self, batch: list[tuple[Command, _Waiter]]
     ) -> tuple[Head, list[Plan | LictorError], list[StoredEntry]]:
+        """Commit ``batch``. With a shared store, what was queued while this process
+        waited for its turn joins ``batch`` (extended in place): replicas take turns
+        at the write path, and one commit for all that waited keeps the batches as
+        large as one writer's would be."""
         for attempt in range(CONFLICT_RETRIES):
             try:
                 with self._store.writing():  # replicas take turns
                     if self._store.shared:  # others may have moved it since our last commit
                         self._catch_up()
-                    plans, entries, writes = self._plan(commands)
+                        batch.extend(self._take(self._max_batch - len(batch)))
+                    plans, entries, writes = self._plan([command for command, _ in batch])
                     self._head, self._frontier = self._commit(
                         self._head, self._frontier, entries, writes
                     )

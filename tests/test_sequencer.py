@@ -410,3 +410,41 @@ def test_listeners_after_results_hear_of_a_commit_once_its_callers_have_theirs(
     sequencer.close()
     assert [s for s in seen if s[0] == "before"] == [("before", n, False) for n in (1, 2, 3)]
     assert [s for s in seen if s[0] == "after"] == [("after", n, True) for n in (1, 2, 3)]
+
+
+class TurnTakingStore(SQLiteStore):
+    """A store shared with other writers (as replicas' and workers' are), whose write
+    turn another writer holds until ``released`` is set; ``waiting`` is set once this
+    process waits for it."""
+
+    shared = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.waiting = threading.Event()
+        self.released = threading.Event()
+
+    def writing(self) -> Any:
+        self.waiting.set()
+        self.released.wait(30)
+        return super().writing()
+
+
+def test_what_queues_while_a_shared_store_turn_is_awaited_joins_the_batch(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    store = TurnTakingStore(tmp_path / "log.db")
+    store.released.set()
+    sequencer = Sequencer(store, signer)
+    sequencer.submit(_entry(0)).result(timeout=30)  # the log begins
+    store.released.clear()
+    store.waiting.clear()
+    first = sequencer.submit(_entry(1))
+    assert store.waiting.wait(30)  # the committer took entry 1 and waits for its turn
+    later = sequencer.submit_many([_entry(i) for i in range(2, 12)])
+    store.released.set()
+    heads = {f.result(timeout=30).head.size for f in [first, *later]}
+    sequencer.close()
+    assert heads == {12}, "one commit, one checkpoint for all that waited"
+    assert [store.checkpoint_at(size) is not None for size in (1, 2, 12)] == [True, False, True]
+    _check_log(store, signer)
