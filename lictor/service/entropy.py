@@ -6,8 +6,8 @@ that releases the interpreter's lock; on a busy server the thread that
 released it then waits for the lock again while the other thread (the event
 loop, or the log's committer) holds it. Asked once per execution id and once
 per entry salt, that was a hand-over of the lock on both threads for every
-decision. With 32 callers the pool gave a few per cent more decisions a second
-and less CPU per decision, up to 13% on a quiet machine (docs/adr/0020).
+decision. With 32 callers the pool gave up to a few per cent more decisions a
+second and less CPU per decision (docs/adr/0020).
 
 The bytes are the kernel's, unchanged: a pool is no weaker than reading a file
 of `/dev/urandom` in one go. No byte is handed out twice:
