@@ -59,29 +59,26 @@ class Worker:
 
 def listen(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` listening sockets on one port (``port`` 0: one the kernel picks), one per
-    worker; one socket for all where the system has no ``SO_REUSEPORT``. `OSError`
-    (address in use) if any other socket listens on that port."""
+    worker. `OSError` (address in use) if any other socket listens on that port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    shared = not hasattr(socket, "SO_REUSEPORT")
     sockets: list[socket.socket] = []
     try:
-        for _ in range(1 if shared else count):
+        for _ in range(count):
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if not shared:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             port = sock.getsockname()[1]  # the rest bind where the first did
             sock.listen(2048)
             sock.set_inheritable(True)
-        if not shared and _listening_elsewhere(port, sockets):
+        if _listening_elsewhere(port, sockets):
             raise OSError(errno.EADDRINUSE, f"port {port} is in use by another server")
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
-    return sockets if not shared else sockets * count
+    return sockets
 
 
 def _listening_elsewhere(port: int, ours: list[socket.socket]) -> bool:
@@ -158,7 +155,7 @@ def serve_workers(args: argparse.Namespace, announce: str) -> int:
         _stop_all(workers)
         for s, handler in previous.items():
             signal.signal(s, handler)
-        for sock in set(sockets):
+        for sock in sockets:
             sock.close()
         data.close()
 

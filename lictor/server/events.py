@@ -91,7 +91,7 @@ class CommitSignal:
         loop = self._loop
         if loop is None or not self._streams:
             self.size = max(self.size, head.size)
-            if loop is None or not self._streams:
+            if loop is None or not self._streams:  # still none: no stream to wake
                 return
         if not loop.is_closed():
             first, data = head.size - len(entries), [entry.data for entry in entries]
