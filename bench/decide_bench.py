@@ -643,6 +643,8 @@ class Server:
     def start(self, timeout: float = 30.0) -> None:
         cmd = [sys.executable, "-m", "lictor.cli.main", "serve"]
         cmd += ["--data-dir", str(self.data_dir), "--port", str(self.port), *self.options]
+        if "--workers" not in self.options:
+            cmd += ["--workers", "1"]  # the probe reads one process's threads
         with self.output.open("ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=out, cwd=REPO)
         pid = self.process.pid

@@ -180,8 +180,7 @@ def start_lictor(
     the reference's policy, schema and entities; ``workers`` processes."""
     port, data = free_port(), data_dir(workdir, name)
     argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
-    if workers > 1:
-        argv += ["--workers", str(workers)]
+    argv += ["--workers", str(workers)]
     process = _start([*argv, "--port", str(port)], tree, workdir / f"{name}.log")
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/healthz")

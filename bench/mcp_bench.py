@@ -126,6 +126,7 @@ class Plane:
         self.url = f"http://127.0.0.1:{self.port}"
         data = root / "data"
         argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
+        argv += ["--workers", "1"]
         self.process = subprocess.Popen(
             [*argv, "--port", str(self.port)],
             stdout=subprocess.DEVNULL,

@@ -184,6 +184,7 @@ def restarted(target: Target, workdir: Path) -> Target:
     port = target.url.split(":")[-1].split("/")[0]
     data = data_dir(workdir, target.name)
     argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
+    argv += ["--workers", "1"]
     process = _start([*argv, "--port", port], REPO, workdir / "lictor-at-size.log")
     wait_ready(f"http://127.0.0.1:{port}/healthz", timeout=300)
     return replace(target, processes=[process])

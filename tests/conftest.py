@@ -56,6 +56,8 @@ class Server:
     def start(self, timeout: float = 30.0) -> Server:
         cmd = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(self.data_dir)]
         cmd += ["--port", str(self.port), *self.options]
+        if not {"--workers", "--demo"} & set(self.options):
+            cmd += ["--workers", "1"]  # one process unless asked: its metrics are all of them
         with self.log_file.open("ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=out, cwd=REPO)
         deadline = time.monotonic() + timeout

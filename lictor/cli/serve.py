@@ -52,9 +52,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--workers",
         type=_workers,
-        default=1,
         help="processes serving the data directory together (one log, one key, one"
-        " lineage); one process uses about one core (default %(default)s)",
+        " lineage); one process uses about one core (default: the cores this process"
+        " may run on, 1 with --demo)",
     )
     p.add_argument("--worker-fds", type=worker_fds, help=argparse.SUPPRESS)
     p.add_argument(
@@ -95,6 +95,13 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_CONNECTIONS,
         help="open connections at most (default %(default)s, kept below the open-file limit)",
     )
+
+
+def default_workers() -> int:
+    """How many workers serve when ``--workers`` is not given: one per core this process
+    may run on (its CPU affinity, as a container or ``taskset`` limits it), at most
+    `MAX_WORKERS`."""
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
 def _workers(text: str) -> int:
@@ -141,8 +148,10 @@ def running_app(args: argparse.Namespace) -> Iterator[tuple[AuditLog, FastAPI]]:
 def run(args: argparse.Namespace) -> int:
     if args.demo and (args.port == 0 or args.host not in LOOPBACK):
         raise InvalidRequestError("--demo needs a loopback --host and a fixed --port")
-    if args.demo and args.workers > 1:
+    if args.demo and (args.workers or 1) > 1:
         raise InvalidRequestError("--demo runs in one process: leave out --workers")
+    if args.workers is None:
+        args.workers = 1 if args.demo or args.worker_fds else default_workers()
     limits = connection_limits(args)
     if args.workers > 1 and args.worker_fds is None:
         announce = (

@@ -254,3 +254,46 @@ def test_a_worker_needs_the_lock_its_server_holds(workers: Server, tmp_path: Pat
         os.close(lock)
         listener.close()
     assert intruder.returncode == 1 and "in use by another process" in intruder.stderr
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_without_workers_a_server_runs_one_worker_per_core_it_may_use(
+    tmp_path: Path, cores: int
+) -> None:
+    """The default follows the CPU affinity the server starts with (as ``taskset`` or a
+    container's CPU set gives it); one core: one process, no workers."""
+    allowed = sorted(os.sched_getaffinity(0))[:cores]
+    port = free_port()
+    argv = [*LICTOR, "serve", "--data-dir", str(tmp_path / "data"), "--port", str(port)]
+    with (tmp_path / "serve.log").open("wb") as out:
+        server = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=out,
+            cwd=REPO,
+            preexec_fn=lambda: os.sched_setaffinity(0, allowed),
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        announced = (tmp_path / "serve.log").read_text()
+        if len(allowed) > 1:
+            assert f"with {len(allowed)} workers" in announced, announced
+            assert len(_children(server.pid)) == len(allowed)
+            replicas = {httpx.get(f"http://127.0.0.1:{port}/readyz").json()["replica"]}
+            for _ in range(40):
+                replicas.add(httpx.get(f"http://127.0.0.1:{port}/readyz").json()["replica"])
+            assert len(replicas) == len(allowed)
+        else:
+            assert announced.startswith("lictor: serving log") and " workers (" not in announced
+            assert _children(server.pid) == set()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
