@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import socket
 import sys
@@ -43,6 +44,7 @@ DEFAULT_PORT = 7300
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SHUTDOWN_GRACE_S = 3
 MAX_WORKERS = 64
+CGROUP = Path("/sys/fs/cgroup")  # a container's own control group, as runtimes mount it
 GC_YOUNG = 20_000  # allocations between collections of the young generation (CPython: 700)
 
 
@@ -97,11 +99,31 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def default_workers() -> int:
+def default_workers(cgroup: Path = CGROUP) -> int:
     """How many workers serve when ``--workers`` is not given: one per core this process
-    may run on (its CPU affinity, as a container or ``taskset`` limits it), at most
-    `MAX_WORKERS`."""
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+    may run on (its CPU affinity, as ``taskset`` or a CPU set limits it), fewer if its
+    control group's CPU quota (``cpu.max``, or v1's ``cpu.cfs_quota_us``) is smaller
+    (a container given 2 CPUs on a larger host), at most `MAX_WORKERS`."""
+    cores = len(os.sched_getaffinity(0))
+    quota = cpu_quota(cgroup)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, min(cores, MAX_WORKERS))
+
+
+def cpu_quota(cgroup: Path = CGROUP) -> float | None:
+    """The CPUs the control group mounted at ``cgroup`` may use (quota over period), or
+    None without a quota, or where none can be read."""
+    try:
+        if (cgroup / "cpu.max").exists():  # v2: "max 100000" or "200000 100000"
+            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = cgroup / "cpu"
+        quota = (v1 / "cpu.cfs_quota_us").read_text().strip()
+        period = (v1 / "cpu.cfs_period_us").read_text().strip()
+        return None if int(quota) <= 0 else int(quota) / int(period)  # -1: no quota
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 def _workers(text: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import math
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from lictor.cli.serve import cpu_quota, default_workers
 from lictor.log.checkpoint import open_checkpoint
 from lictor.log.merkle import verify_consistency
 from lictor.log.note import parse_verifier_key
@@ -297,3 +299,30 @@ def test_without_workers_a_server_runs_one_worker_per_core_it_may_use(
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "200000 100000\n"}, 2.0),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu.max": "50000 100000\n"}, 0.5),
+        ({"cpu.max": "garbage\n"}, None),
+        ({"cpu.max": "100000 0\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3.0),
+        ({"cpu/cpu.cfs_quota_us": "300000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_a_control_groups_cpu_quota_is_read_from_v2_or_v1_files(
+    tmp_path: Path, files: dict[str, str], quota: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == quota
+    cores = len(os.sched_getaffinity(0))
+    expected = cores if quota is None else min(cores, math.ceil(quota))
+    assert default_workers(tmp_path) == max(1, expected)
