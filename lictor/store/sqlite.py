@@ -56,7 +56,7 @@ from lictor.store.sqlite_wal import EVERY_SECOND, KEPT_WAL, WalCheckpointer, Wal
 SCHEMA_VERSION = 6
 _MAX_ROWS_PER_INSERT = 4096
 _MAX_IDLE_READERS = 8
-_CACHED_RECORDS = 1 << 16
+CACHED_RECORDS = 1 << 16
 
 
 _SCHEMA_V1 = """
@@ -179,7 +179,7 @@ class SQLiteStore:
         indexing: Indexing = BEHIND_COMMITS,
     ) -> None:
         self._path = str(path)
-        self._cache = _RecordCache(_CACHED_RECORDS if exclusive else 0)
+        self._cache = RecordCache(CACHED_RECORDS if exclusive else 0)
         self._credentials: dict[bytes, Credential] = {}  # never changed once stored
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._write_lock = threading.Lock()
@@ -377,13 +377,17 @@ class SQLiteStore:
         if hit:
             return cached
         generation = self._cache.generation
+        found = self._stored_record(kind, key)
+        self._cache.fill(kind, key, found, generation)
+        return found
+
+    def _stored_record(self, kind: str, key: str) -> Record | None:
+        """The record as the database holds it now (no cache)."""
         with self._read() as conn:
             row = conn.execute(
                 "SELECT version, doc, tags FROM records WHERE kind = ? AND key = ?", (kind, key)
             ).fetchone()
-        found = None if row is None else Record(kind, key, row[0], bytes(row[1]), _tags(row[2]))
-        self._cache.fill(kind, key, found, generation)
-        return found
+        return None if row is None else Record(kind, key, row[0], bytes(row[1]), _tags(row[2]))
 
     def find_records(
         self, kind: str, tags: dict[str, str], after: str = "", limit: int = 1000
@@ -484,7 +488,7 @@ class SQLiteStore:
         if row is None:
             return None
         found = Credential(row[0], row[1], secret_hash)
-        if len(self._credentials) < _CACHED_RECORDS:  # a stored credential never changes
+        if len(self._credentials) < CACHED_RECORDS:  # a stored credential never changes
             self._credentials[secret_hash] = found
         return found
 
@@ -548,7 +552,7 @@ class SQLiteStore:
             self._idle.get_nowait().close()
 
 
-class _RecordCache:
+class RecordCache:
     """Records by kind and key (None: known to be missing), at most ``limit`` of them.
 
     A write transaction calls `forget` before its ``COMMIT`` and `committed`
@@ -563,6 +567,12 @@ class _RecordCache:
         # would scan past every slot its earlier drops left empty (ms at 65,536)
         self._records: OrderedDict[tuple[str, str], Record | None] = OrderedDict()
         self.generation = 0
+
+    def clear(self) -> None:
+        """Forget every record (the database may have changed them all)."""
+        with self._lock:
+            self.generation += 1
+            self._records.clear()
 
     def get(self, kind: str, key: str) -> tuple[bool, Record | None]:
         with self._lock:

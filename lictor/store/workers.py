@@ -15,7 +15,18 @@ lineage, one set of records. What the `Store` contract asks of a shared store,
   `WATCH_S` seconds on a connection of its own; SQLite changes it whenever
   another connection committed, so listeners hear of other workers' commits
   within that bound.
-- No record cache: another worker may change any record at any time.
+- **Remembering within a turn.** Another worker may change any record at any
+  time, so reads outside this process's turn go to the file. Inside a turn,
+  the committer's reads (the runtime, the active policy, revocations a plan
+  checks) and the head it starts from are remembered from this process's own
+  commits, as an exclusive store remembers them, for as long as no other
+  connection has committed: each turn starts by asking SQLite (``PRAGMA
+  data_version`` on the writer's connection, which this process's own commits
+  leave alone) and forgets everything when another did. A worker serving
+  alone reads nothing twice; workers committing in alternation forget at
+  almost every turn. What another worker writes outside the turns (a record
+  put directly, not through the log) while this one holds its turn is seen at
+  the next turn, as if this turn had read it as the turn began.
 """
 
 from __future__ import annotations
@@ -26,12 +37,13 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from lictor.errors import StoreError
-from lictor.store.sqlite import SQLiteStore
+from lictor.store.base import Head, Record, RecordWrite, StoredEntry
+from lictor.store.sqlite import CACHED_RECORDS, RecordCache, SQLiteStore
 from lictor.store.sqlite_wal import connect
 
 WATCH_S = 0.05
@@ -45,8 +57,12 @@ class WorkerStore(SQLiteStore):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path, exclusive=False)
+        self._cache = RecordCache(CACHED_RECORDS)  # read only inside this process's turns
         self._turn_lock = threading.Lock()
         self._turn = _open_lock(self._path + "-turn.lock")
+        self._turn_thread: int | None = None  # the thread holding this process's turn
+        self._data_version: int | None = None  # as the last turn found it
+        self._own_head: Head | None = None  # the head this process's last append made
         self._leads: dict[str, int] = {}
         self._watchers: list[Callable[[], None]] = []
 
@@ -58,9 +74,55 @@ class WorkerStore(SQLiteStore):
         with self._turn_lock:  # one thread of this process at a time, then one process
             fcntl.flock(self._turn, fcntl.LOCK_EX)
             try:
+                self._forget_if_others_committed()
+                self._turn_thread = threading.get_ident()
                 yield
             finally:
+                self._turn_thread = None
                 fcntl.flock(self._turn, fcntl.LOCK_UN)
+
+    def _forget_if_others_committed(self) -> None:
+        """Forget what this process remembers if any other connection committed since
+        the last turn began (see the module)."""
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("store is closed")
+            try:
+                version = self._writer.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as e:
+                raise StoreError(f"database read failed: {e}") from e
+        if version != self._data_version:
+            self._data_version = version
+            self._cache.clear()
+            self._own_head = None
+
+    def _in_turn(self) -> bool:
+        return self._turn_thread == threading.get_ident()
+
+    def get_record(self, kind: str, key: str) -> Record | None:
+        if self._in_turn():
+            return super().get_record(kind, key)
+        return self._stored_record(kind, key)
+
+    def head(self) -> Head | None:
+        own = self._own_head
+        if own is not None and self._in_turn():
+            return own
+        return super().head()
+
+    def append(
+        self,
+        expected_version: int,
+        entries: Sequence[StoredEntry],
+        hashes: Sequence[bytes],
+        head: Head,
+        writes: Sequence[RecordWrite] = (),
+    ) -> Head:
+        self._own_head = None  # until this append is known to have made the head
+        new = super().append(expected_version, entries, hashes, head, writes)
+        if self._in_turn():
+            self._own_head = new
+        return new
 
     def try_lead(self, role: str) -> bool:
         if role in self._leads:

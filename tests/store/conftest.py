@@ -14,11 +14,12 @@ import pytest
 from lictor.store.base import Store
 from lictor.store.postgres import PostgresStore
 from lictor.store.sqlite import SQLiteStore
+from lictor.store.workers import WorkerStore
 
 StoreFactory = Callable[[], Store]
 
 
-@pytest.fixture(params=["sqlite", "sqlite-exclusive", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-exclusive", "sqlite-workers", "postgres"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
     opened: list[Store] = []
     url = request.getfixturevalue("postgres").database() if request.param == "postgres" else ""
@@ -27,6 +28,8 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store
         store: Store
         if url:
             store = PostgresStore(url)
+        elif request.param == "sqlite-workers":  # as each `lictor serve --workers` worker
+            store = WorkerStore(tmp_path / "contract.db")
         else:
             exclusive = request.param.endswith("exclusive")
             store = SQLiteStore(tmp_path / "contract.db", exclusive=exclusive)

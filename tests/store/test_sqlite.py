@@ -18,8 +18,8 @@ from lictor.store.sqlite import (
     _SCHEMA_V3,
     _SCHEMA_V4,
     SCHEMA_VERSION,
+    RecordCache,
     SQLiteStore,
-    _RecordCache,
 )
 
 
@@ -166,7 +166,7 @@ def test_database_failures_are_store_errors(tmp_path: Path) -> None:
 
 
 def test_the_record_cache_keeps_its_newest_and_drops_the_oldest_first() -> None:
-    cache = _RecordCache(3)
+    cache = RecordCache(3)
     cache.fill("execution", "a", None, cache.generation)
     cache.committed([RecordWrite("execution", key, b"{}", 0) for key in ("b", "c", "d")])
     assert [cache.get("execution", key)[0] for key in "abcd"] == [False, True, True, True]

@@ -1,0 +1,113 @@
+"""`WorkerStore`: what a worker remembers inside its turn, and when it forgets it.
+
+Two stores on one file stand for two workers of one server (each its own
+connections, as each worker process has its own)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lictor.store.base import Head, Record, RecordWrite
+from lictor.store.workers import WorkerStore
+
+
+def _head(size: int) -> Head:
+    return Head(size, bytes([size % 256]) * 32, f"checkpoint {size}\n".encode(), 0)
+
+
+def _put(key: str, doc: bytes, version: int) -> RecordWrite:
+    return RecordWrite("execution", key, doc, version, (("state", "active"),))
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[tuple[WorkerStore, WorkerStore]]:
+    first, second = WorkerStore(tmp_path / "lictor.db"), WorkerStore(tmp_path / "lictor.db")
+    with first.writing():
+        first.append(0, [], [], _head(0))
+    second.put_record(_put("ex_1", b'{"n":1}', 0))  # not one the first worker wrote
+    yield first, second
+    first.close()
+    second.close()
+
+
+class Reads:
+    """Counts the reads a store sends to the file."""
+
+    def __init__(self, store: WorkerStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        stored = store._stored_record
+
+        def counted(kind: str, key: str) -> Record | None:
+            self.count += 1
+            return stored(kind, key)
+
+        monkeypatch.setattr(store, "_stored_record", counted)
+
+
+def _doc(store: WorkerStore, key: str = "ex_1") -> bytes:
+    record = store.get_record("execution", key)
+    assert record is not None
+    return record.doc
+
+
+def test_inside_its_turns_a_worker_reads_a_record_once_while_no_one_else_commits(
+    workers: tuple[WorkerStore, WorkerStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = workers
+    reads = Reads(first, monkeypatch)
+    with first.writing():
+        assert _doc(first) == b'{"n":1}'
+        assert _doc(first) == b'{"n":1}'
+    with first.writing():
+        assert _doc(first) == b'{"n":1}'
+    assert reads.count == 1
+    assert _doc(first) == b'{"n":1}' and reads.count == 2  # outside a turn: the file
+
+
+def test_what_another_worker_commits_is_read_at_the_next_turn(
+    workers: tuple[WorkerStore, WorkerStore],
+) -> None:
+    first, second = workers
+    with first.writing():
+        assert _doc(first) == b'{"n":1}'
+        head = first.head()
+    assert head is not None
+    with second.writing():
+        moved = second.append(head.version, [], [], _head(0), [_put("ex_1", b'{"n":2}', 1)])
+    assert _doc(first) == b'{"n":2}'  # outside a turn: at once
+    with first.writing():
+        assert _doc(first) == b'{"n":2}'
+        assert first.head() == moved
+
+
+def test_a_record_put_by_another_worker_outside_the_turns_is_seen_at_the_next_turn(
+    workers: tuple[WorkerStore, WorkerStore],
+) -> None:
+    first, second = workers
+    with first.writing():
+        assert _doc(first) == b'{"n":1}'
+    second.put_record(_put("ex_1", b'{"n":3}', 1))
+    with first.writing():
+        assert _doc(first) == b'{"n":3}'
+
+
+def test_a_workers_own_commits_keep_what_it_remembers_exact(
+    workers: tuple[WorkerStore, WorkerStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = workers
+    with first.writing():
+        head = first.head()
+        assert head is not None
+        own = first.append(head.version, [], [], _head(0), [_put("ex_1", b'{"n":4}', 1)])
+    reads = Reads(first, monkeypatch)
+    with first.writing():
+        assert first.head() == own == second.head()
+        assert _doc(first) == b'{"n":4}' == _doc(second)
+    assert reads.count == 0  # its own write, remembered as committed
+    first.put_record(_put("ex_2", b'{"n":5}', 0))  # outside a turn, by this worker
+    with first.writing():
+        assert _doc(first, "ex_2") == b'{"n":5}'
+    assert reads.count == 0
