@@ -558,10 +558,13 @@ class RecordCache:
     A write transaction calls `forget` before its ``COMMIT`` and `committed`
     after it; both move the generation, so a read that began before the
     commit finished (and may have seen the old record) never fills the cache.
+    ``keep_written``: `committed` keeps what was written (else only forgets it,
+    and the cache holds what was read).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, keep_written: bool = True) -> None:
         self._limit = limit
+        self._keep_written = keep_written
         self._lock = threading.Lock()
         # oldest first; an OrderedDict drops its oldest in constant time, where a dict
         # would scan past every slot its earlier drops left empty (ms at 65,536)
@@ -604,6 +607,9 @@ class RecordCache:
         with self._lock:
             self.generation += 1
             for write in writes:
+                if not self._keep_written:
+                    self._records.pop((write.kind, write.key), None)
+                    continue
                 if len(self._records) >= self._limit:
                     self._records.popitem(last=False)
                 version, tags = write.expected_version + 1, tuple(sorted(write.tags))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lictor.store.base import Head, Record, RecordWrite
-from lictor.store.workers import WorkerStore
+from lictor.store.workers import TURN_CACHED_RECORDS, WorkerStore
 
 
 def _head(size: int) -> Head:
@@ -99,15 +99,35 @@ def test_a_workers_own_commits_keep_what_it_remembers_exact(
 ) -> None:
     first, second = workers
     with first.writing():
+        assert _doc(first) == b'{"n":1}'
         head = first.head()
         assert head is not None
         own = first.append(head.version, [], [], _head(0), [_put("ex_1", b'{"n":4}', 1)])
     reads = Reads(first, monkeypatch)
     with first.writing():
-        assert first.head() == own == second.head()
-        assert _doc(first) == b'{"n":4}' == _doc(second)
-    assert reads.count == 0  # its own write, remembered as committed
-    first.put_record(_put("ex_2", b'{"n":5}', 0))  # outside a turn, by this worker
+        assert first.head() == own == second.head()  # its own head, not read again
+        assert _doc(first) == b'{"n":4}' == _doc(second)  # what it wrote: read once
+        assert _doc(first) == b'{"n":4}'
+    assert reads.count == 1
+    first.put_record(_put("ex_1", b'{"n":5}', 2))  # outside a turn, by this worker
     with first.writing():
-        assert _doc(first, "ex_2") == b'{"n":5}'
-    assert reads.count == 0
+        assert _doc(first) == b'{"n":5}'
+    assert reads.count == 2
+
+
+def test_what_a_worker_remembers_is_small_so_forgetting_it_is_quick(
+    workers: tuple[WorkerStore, WorkerStore],
+) -> None:
+    first, second = workers
+    with first.writing():
+        head = first.head()
+        assert head is not None
+        writes = [_put(f"ex_{n}", b"{}", 0) for n in range(2, 3000)]
+        first.append(head.version, [], [], _head(0), writes)  # its own: not kept
+        for n in range(2, 3000):
+            assert _doc(first, f"ex_{n}") == b"{}"  # read: kept, up to the limit
+    assert len(first._cache._records) == TURN_CACHED_RECORDS
+    second.put_record(_put("ex_1", b'{"n":6}', 1))
+    with first.writing():
+        assert len(first._cache._records) == 0
+        assert _doc(first) == b'{"n":6}'
