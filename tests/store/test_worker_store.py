@@ -53,6 +53,15 @@ def _doc(store: WorkerStore, key: str = "ex_1") -> bytes:
     return record.doc
 
 
+def _turn_reading(store: WorkerStore) -> Head:
+    """The head, read in a turn of ``store`` that also reads ex_1 as first written."""
+    with store.writing():
+        assert _doc(store) == b'{"n":1}'
+        head = store.head()
+    assert head is not None
+    return head
+
+
 def test_inside_its_turns_a_worker_reads_a_record_once_while_no_one_else_commits(
     workers: tuple[WorkerStore, WorkerStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -67,41 +76,29 @@ def test_inside_its_turns_a_worker_reads_a_record_once_while_no_one_else_commits
     assert _doc(first) == b'{"n":1}' and reads.count == 2  # outside a turn: the file
 
 
-def test_what_another_worker_commits_is_read_at_the_next_turn(
-    workers: tuple[WorkerStore, WorkerStore],
+@pytest.mark.parametrize("through", ["the log", "a record put directly"])
+def test_what_another_worker_writes_is_read_at_the_next_turn(
+    workers: tuple[WorkerStore, WorkerStore], through: str
 ) -> None:
     first, second = workers
-    with first.writing():
-        assert _doc(first) == b'{"n":1}'
-        head = first.head()
-    assert head is not None
-    with second.writing():
-        moved = second.append(head.version, [], [], _head(0), [_put("ex_1", b'{"n":2}', 1)])
+    head = _turn_reading(first)
+    if through == "the log":  # in its own turn
+        with second.writing():
+            head = second.append(head.version, [], [], _head(0), [_put("ex_1", b'{"n":2}', 1)])
+    else:  # outside the turns
+        second.put_record(_put("ex_1", b'{"n":2}', 1))
     assert _doc(first) == b'{"n":2}'  # outside a turn: at once
     with first.writing():
         assert _doc(first) == b'{"n":2}'
-        assert first.head() == moved
-
-
-def test_a_record_put_by_another_worker_outside_the_turns_is_seen_at_the_next_turn(
-    workers: tuple[WorkerStore, WorkerStore],
-) -> None:
-    first, second = workers
-    with first.writing():
-        assert _doc(first) == b'{"n":1}'
-    second.put_record(_put("ex_1", b'{"n":3}', 1))
-    with first.writing():
-        assert _doc(first) == b'{"n":3}'
+        assert first.head() == head
 
 
 def test_a_workers_own_commits_keep_what_it_remembers_exact(
     workers: tuple[WorkerStore, WorkerStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first, second = workers
+    head = _turn_reading(first)
     with first.writing():
-        assert _doc(first) == b'{"n":1}'
-        head = first.head()
-        assert head is not None
         own = first.append(head.version, [], [], _head(0), [_put("ex_1", b'{"n":4}', 1)])
     reads = Reads(first, monkeypatch)
     with first.writing():
