@@ -20,8 +20,10 @@ load generator (``wrk``, Debian's package), and prints for each: the median
 latency with one caller (c=1 p50), the throughput with 32 (c=32 req/s), the
 server CPU per request at c=32 (utime + stime of every server process, from
 ``/proc/<pid>/stat``), each the median of the rounds, and the ratios to the
-reference. Every request must be answered 201 (Cerbos: 200); other answers
-are counted and printed.
+reference; then the same ratios round by round, each target against the
+reference's run in that round (the machine's speed drifts from round to
+round, and a ratio of two medians may pair different rounds). Every request
+must be answered 201 (Cerbos: 200); other answers are counted and printed.
 
 ``--perf`` adds, where Linux's ``perf`` is installed, one more c=32 run of each
 target under ``perf record`` and prints where its server CPU per request goes,
@@ -435,6 +437,25 @@ def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
             f" | {rate:,.0f} | {median(many, lambda r: r.p99_ms):.2f} ms | {cpu:,.0f} µs"
             f" | {p50 / ref[0]:.2f}x, {rate / ref[1]:.2f}x, {cpu / ref[2]:.2f}x | {bad} |"
         )
+    print()
+    print("Round by round (each against the reference's run in the same round, a minute or two")
+    print("apart; the ratios above divide medians, which may come from different rounds):")
+    for name, (one, many) in results.items():
+        if name == "reference":
+            continue
+        rounds = list(zip(one, many, ref_one, ref_many, strict=False))
+        ratios = {
+            "CPU": [m.cpu_us / rm.cpu_us for _, m, _, rm in rounds],
+            "c=32 req/s": [m.per_second / rm.per_second for _, m, _, rm in rounds],
+            "c=1 p50": [o.p50_ms / ro.p50_ms for o, _, ro, _ in rounds],
+        }
+        cells = [
+            f"{what} "
+            + ", ".join(f"{x:.2f}x" for x in values)
+            + f" (median {statistics.median(values):.2f}x)"
+            for what, values in ratios.items()
+        ]
+        print(f"- {name}: " + "; ".join(cells))
     print()
     pairs = (
         ("lictor, 2 workers", "lictor"),
