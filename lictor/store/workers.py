@@ -24,12 +24,12 @@ lineage, one set of records. What the `Store` contract asks of a shared store,
   asking SQLite (``PRAGMA data_version`` on the writer's connection, which
   this process's own commits leave alone) and forgets everything when
   another did. Forgetting a thousand records takes well under a millisecond
-  (65,536, as an exclusive store keeps, about 27 ms: a stall at every turn
-  after another worker's commit). A worker serving
-  alone reads nothing twice; workers committing in alternation forget at
-  almost every turn. What another worker writes outside the turns (a record
-  put directly, not through the log) while this one holds its turn is seen at
-  the next turn, as if this turn had read it as the turn began.
+  (65,536, as many as an exclusive store keeps, about 27 ms: a stall at every
+  turn after another worker's commit). A worker serving alone reads a record
+  its plans check once, not at every turn; workers committing in alternation
+  forget at almost every turn. What another worker writes outside the turns
+  (a record put directly, not through the log) while this one holds its turn
+  is seen at the next turn, as if this turn had read it as the turn began.
 """
 
 from __future__ import annotations
