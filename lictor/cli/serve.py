@@ -170,10 +170,10 @@ def running_app(args: argparse.Namespace) -> Iterator[tuple[AuditLog, FastAPI]]:
 def run(args: argparse.Namespace) -> int:
     if args.demo and (args.port == 0 or args.host not in LOOPBACK):
         raise InvalidRequestError("--demo needs a loopback --host and a fixed --port")
-    if args.demo and (args.workers or 1) > 1:
-        raise InvalidRequestError("--demo runs in one process: leave out --workers")
     if args.workers is None:
         args.workers = 1 if args.demo or args.worker_fds else default_workers()
+    if args.demo and args.workers > 1:
+        raise InvalidRequestError("--demo runs in one process: leave out --workers")
     limits = connection_limits(args)
     if args.workers > 1 and args.worker_fds is None:
         announce = (

@@ -180,6 +180,7 @@ class SQLiteStore:
     ) -> None:
         self._path = str(path)
         self._cache = RecordCache(CACHED_RECORDS if exclusive else 0)
+        self._appended: Head | None = None  # the head this store's last append made
         self._credentials: dict[bytes, Credential] = {}  # never changed once stored
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._write_lock = threading.Lock()
@@ -277,6 +278,7 @@ class SQLiteStore:
         writes: Sequence[RecordWrite] = (),
     ) -> Head:
         new = Head(head.size, head.root, head.checkpoint, expected_version + 1)
+        self._appended = None  # until this append is known to have made the head
         try:
             with self._write() as conn:
                 first = self._move_head(conn, expected_version, new, len(entries))
@@ -304,6 +306,7 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise StoreError(f"append failed: {e}") from e
         self._cache.committed(writes)
+        self._appended = new
         return new
 
     def _move_head(

@@ -40,12 +40,12 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from lictor.errors import StoreError
-from lictor.store.base import Head, Record, RecordWrite, StoredEntry
+from lictor.store.base import Head, Record
 from lictor.store.sqlite import RecordCache, SQLiteStore
 from lictor.store.sqlite_wal import connect
 
@@ -68,7 +68,6 @@ class WorkerStore(SQLiteStore):
         self._turn = _open_lock(self._path + "-turn.lock")
         self._turn_thread: int | None = None  # the thread holding this process's turn
         self._data_version: int | None = None  # as the last turn found it
-        self._own_head: Head | None = None  # the head this process's last append made
         self._leads: dict[str, int] = {}
         self._watchers: list[Callable[[], None]] = []
 
@@ -100,7 +99,7 @@ class WorkerStore(SQLiteStore):
         if version != self._data_version:
             self._data_version = version
             self._cache.clear()
-            self._own_head = None
+            self._appended = None
 
     def _in_turn(self) -> bool:
         return self._turn_thread == threading.get_ident()
@@ -111,24 +110,10 @@ class WorkerStore(SQLiteStore):
         return self._stored_record(kind, key)
 
     def head(self) -> Head | None:
-        own = self._own_head
+        own = self._appended  # what this process's last commit made the head
         if own is not None and self._in_turn():
             return own
         return super().head()
-
-    def append(
-        self,
-        expected_version: int,
-        entries: Sequence[StoredEntry],
-        hashes: Sequence[bytes],
-        head: Head,
-        writes: Sequence[RecordWrite] = (),
-    ) -> Head:
-        self._own_head = None  # until this append is known to have made the head
-        new = super().append(expected_version, entries, hashes, head, writes)
-        if self._in_turn():
-            self._own_head = new
-        return new
 
     def try_lead(self, role: str) -> bool:
         if role in self._leads:
