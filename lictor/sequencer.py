@@ -10,6 +10,18 @@ was written. If the head moved underneath (another writer won the
 compare-and-swap), the batch is recomputed on the new head, after a short
 jittered pause that grows while replicas keep colliding.
 
+With ``inline`` (a store no other process writes), a caller on an event loop
+whose command finds the committer quiet (its last batch held at most one
+command, none is pending, none is being committed) is not handed over to it:
+its loop commits the command itself, once the callbacks that were ready with
+it have run, together with whatever they queued meanwhile. One caller at a
+time is then answered without the two hand-offs between threads (to the
+committer and back, each a wake-up and the interpreter's lock changing
+hands); under load the committer takes batches as before. A loop never waits
+for the committer: it only tries the commit lock, and if the committer holds
+it, leaves the commands to it. A shared store is never written from a loop:
+its writers take turns, and a turn may have to be waited for.
+
 Entries arrive as *commands*: a command is planned inside the committer, in
 order, against a `StateView` of the records (what is stored plus what earlier
 commands of the batch wrote) and the log index its first entry will get. Its
@@ -153,6 +165,7 @@ class Sequencer:
         signer: Ed25519Signer,
         max_batch: int = 1024,
         order: EntryOrder | None = None,
+        inline: bool = False,
     ) -> None:
         self._store = store
         self._signer = signer
@@ -167,6 +180,10 @@ class Sequencer:
         self._listeners: list[CommitListener] = []
         self._notified: list[CommitListener] = []  # after the callers have their results
         self._recent = _RecentHashes()
+        self._inline = inline
+        self._commit_lock = threading.Lock()  # one batch at a time: committer or a loop
+        self._drain_loop: asyncio.AbstractEventLoop | None = None  # will `_drain` soon
+        self._last_batch = 0  # commands in the batch committed last
         self._head, self._frontier = self._initialize()
         self._thread = threading.Thread(target=self._run, name="lictor-sequencer", daemon=True)
         self._thread.start()
@@ -238,8 +255,24 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
         waiters = [_LoopWaiter(f, self._outbox) for f in futures]
-        self._enqueue(list(zip(commands, waiters, strict=True)))
+        items: list[tuple[Command, _Waiter]] = list(zip(commands, waiters, strict=True))
+        with self._cond:
+            if self._closed:
+                raise StoreError("the log is closed")
+            self._pending.extend(items)
+            if self._drain_loop is loop:  # this loop commits them, after its callbacks
+                return futures
+            if not (self._inline and self._drain_loop is None and self._quiet(len(items))):
+                self._cond.notify()
+                return futures
+            self._drain_loop = loop
+        loop.call_soon(self._drain, loop)
         return futures
+
+    def _quiet(self, queued: int) -> bool:
+        """Whether the committer has had nothing but one command at a time of late and
+        only the ``queued`` just added are pending (under ``_cond``)."""
+        return self._last_batch <= 1 and not self._committing and len(self._pending) == queued
 
     async def run(self, command: Command) -> Any:
         """Queue ``command`` and await its result (see `submit_async`)."""
@@ -250,6 +283,28 @@ class Sequencer:
             if self._closed:
                 raise StoreError("the log is closed")
             self._pending.extend(items)
+            self._cond.notify()
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``, once the callbacks that were ready with the first command have
+        run (and queued theirs): commit what is pending, in this thread. If the
+        committer is at a batch after all, it takes them instead."""
+        with self._cond:
+            self._drain_loop = None
+        if not self._commit_lock.acquire(blocking=False):
+            self._wake()
+            return
+        try:
+            batch = self._take(self._max_batch)
+            if batch:
+                self._commit_and_settle(batch, loop)
+        finally:
+            self._commit_lock.release()
+        if self._pending:  # more than a batch holds, or queued from another thread
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._cond:
             self._cond.notify()
 
     def close(self) -> None:
@@ -263,15 +318,8 @@ class Sequencer:
         batch: list[tuple[Command, _Waiter]] = []
         try:
             while batch := self._next_batch():
-                self._committing = True
-                committed = None
-                try:
-                    committed = self._commit_batch(batch)
-                finally:
-                    self._committing = False
-                    self._outbox.deliver()
-                if committed is not None:
-                    self._notify(self._notified, *committed)
+                with self._commit_lock:
+                    self._commit_and_settle(batch)
         except BaseException as e:  # never leave waiters hanging on a dead committer
             logger.exception("the log's committer stopped")
             error = StoreError(f"the log's committer stopped: {e}")
@@ -280,6 +328,22 @@ class Sequencer:
                     future.set_exception(error)
             self._fail_pending(error)
             self._outbox.deliver()
+
+    def _commit_and_settle(
+        self, batch: list[tuple[Command, _Waiter]], here: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Commit ``batch``, hand its callers their results (those on ``here``, the loop
+        running this, at once), then tell the listeners that wait for that."""
+        self._committing = True
+        self._last_batch = len(batch)
+        committed = None
+        try:
+            committed = self._commit_batch(batch)
+        finally:
+            self._committing = False
+            self._outbox.deliver(here)
+        if committed is not None:
+            self._notify(self._notified, *committed)
 
     def _next_batch(self) -> list[tuple[Command, _Waiter]]:
         """Up to ``max_batch`` pending entries whose callers still wait; [] once closed."""
@@ -440,7 +504,7 @@ class _Waiter(Protocol):
 class _Outbox:
     """Results for callers on event loops, handed to each loop in one call per batch
     (a call into a loop from another thread wakes it: one wake-up, not one per caller).
-    Only the committer thread uses it."""
+    Used by whoever holds the commit lock."""
 
     def __init__(self) -> None:
         self._by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
@@ -448,9 +512,13 @@ class _Outbox:
     def add(self, loop: asyncio.AbstractEventLoop, settled: _Settled) -> None:
         self._by_loop.setdefault(loop, []).append(settled)
 
-    def deliver(self) -> None:
+    def deliver(self, here: asyncio.AbstractEventLoop | None = None) -> None:
+        """Hand every loop its results; ``here``, the loop running this, at once."""
         by_loop, self._by_loop = self._by_loop, {}
         for loop, settled in by_loop.items():
+            if loop is here:
+                _settle(settled)
+                continue
             with contextlib.suppress(RuntimeError):  # a closed loop: no one waits any more
                 loop.call_soon_threadsafe(_settle, settled)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +22,8 @@ from lictor.log.merkle import (
     verify_consistency,
 )
 from lictor.log.note import Ed25519Signer
-from lictor.sequencer import Command, Plan, Sequencer
+from lictor.sequencer import Command, Plan, Sequencer, append_entry
+from lictor.service.log import AuditLog
 from lictor.store.base import Head, RecordWrite, StoredEntry
 from lictor.store.sqlite import SQLiteStore
 from lictor.store.view import StateView
@@ -448,3 +450,93 @@ def test_what_queues_while_a_shared_store_turn_is_awaited_joins_the_batch(
     assert heads == {12}, "one commit, one checkpoint for all that waited"
     assert [store.checkpoint_at(size) is not None for size in (1, 2, 12)] == [True, False, True]
     _check_log(store, signer)
+
+
+def _threads_of_commits(sequencer: Sequencer) -> list[tuple[int, int]]:
+    """(committing thread, entries) of each commit from now on."""
+    seen: list[tuple[int, int]] = []
+    sequencer.add_commit_listener(
+        lambda head, entries: seen.append((threading.get_ident(), len(entries)))
+    )
+    return seen
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_a_quiet_loop_commits_its_callers_commands_itself_in_one_batch(
+    store: SQLiteStore, signer: Ed25519Signer, inline: bool
+) -> None:
+    sequencer = Sequencer(store, signer, inline=inline)
+    seen = _threads_of_commits(sequencer)
+
+    async def callers() -> tuple[int, list[int]]:
+        first = await sequencer.run(append_entry(_entry(0)))
+        together = [sequencer.submit_async([append_entry(_entry(n))])[0] for n in range(1, 6)]
+        return first.index, [appended.head.size for appended in await asyncio.gather(*together)]
+
+    loop_thread = threading.get_ident()
+    first, sizes = asyncio.run(callers())
+    sequencer.close()
+    _check_log(store, signer)
+    assert first == 0 and sizes[-1] == 6
+    committers = {thread for thread, _ in seen}
+    if inline:
+        assert committers == {loop_thread}
+        assert sizes == [6] * 5 and [n for _, n in seen] == [1, 5]  # one commit for five
+    else:
+        assert loop_thread not in committers
+
+
+def test_a_loop_leaves_its_commands_to_a_committer_that_is_at_a_batch(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer, inline=True)
+    seen = _threads_of_commits(sequencer)
+    inside, release = threading.Event(), threading.Event()
+
+    def held(view: StateView, first_index: int) -> Plan:
+        inside.set()
+        release.wait(timeout=30)
+        return Plan([_entry(1)], [], lambda head: first_index)
+
+    async def callers() -> tuple[int, int]:
+        quiet = sequencer.submit_async([append_entry(_entry(0))])[0]  # this loop would commit it
+        busy = sequencer.submit_commands([held])[0]  # wakes the committer, which takes both
+        assert inside.wait(timeout=30)
+        await asyncio.sleep(0)  # the loop's turn comes: the committer holds the commit lock
+        release.set()
+        return (await quiet).index, busy.result(timeout=30)
+
+    assert asyncio.run(callers()) == (0, 1)
+    sequencer.close()
+    assert len(seen) == 1 and seen[0][0] != threading.get_ident()  # the committer's batch
+    assert seen[0][1] == 2
+    _check_log(store, signer)
+
+
+def test_a_busy_committer_keeps_the_batches_of_loop_callers(
+    store: SQLiteStore, signer: Ed25519Signer
+) -> None:
+    sequencer = Sequencer(store, signer, inline=True)
+    seen = _threads_of_commits(sequencer)
+    sequencer.submit_many([_entry(0), _entry(1)])[1].result(timeout=30)  # a batch of two
+
+    async def caller() -> int:
+        return (await sequencer.run(append_entry(_entry(2)))).index
+
+    assert asyncio.run(caller()) == 2
+    sequencer.close()
+    assert threading.get_ident() not in {thread for thread, _ in seen}
+
+
+def test_a_shared_stores_log_never_commits_on_a_loop(tmp_path: Path) -> None:
+    store = TurnTakingStore(tmp_path / "log.db")
+    store.released.set()
+    log = AuditLog(store, Ed25519Signer.generate("test.example/log"))
+    seen = _threads_of_commits(log.sequencer)
+
+    async def caller() -> int:
+        return (await log.sequencer.run(append_entry(_entry(0)))).index
+
+    assert asyncio.run(caller()) == 0
+    log.sequencer.close()
+    assert seen and threading.get_ident() not in {thread for thread, _ in seen}

@@ -289,7 +289,8 @@ class AuditLog:
         self.signer = signer
         self.clock = ServerClock() if clock is None else ServerClock(clock, None)
         self.times = EntryTimes(store, self.clock)
-        self.sequencer = Sequencer(store, signer, max_batch, self.times)
+        inline = not store.shared  # a shared store's turn may be waited for: never on a loop
+        self.sequencer = Sequencer(store, signer, max_batch, self.times, inline=inline)
         self._subtrees: dict[tuple[int, int], bytes] = {}  # `prove_inclusion`'s memo
         self._batch: BatchProofs | None = None  # this process's newest batch
         self.sequencer.add_commit_listener(self.times.committed)
