@@ -18,9 +18,11 @@ it have run, together with whatever they queued meanwhile. One caller at a
 time is then answered without the two hand-offs between threads (to the
 committer and back, each a wake-up and the interpreter's lock changing
 hands); under load the committer takes batches as before. A loop never waits
-for the committer: it only tries the commit lock, and if the committer holds
-it, leaves the commands to it. A shared store is never written from a loop:
-its writers take turns, and a turn may have to be waited for.
+for the committer or the store's own housekeeping: it only tries the commit
+lock, and if the committer holds it, or the store is writing already
+(`Store.write_waits`), leaves the commands to the committer. A shared store
+is never written from a loop: its writers take turns, and a turn may have to
+be waited for.
 
 Entries arrive as *commands*: a command is planned inside the committer, in
 order, against a `StateView` of the records (what is stored plus what earlier
@@ -288,10 +290,11 @@ class Sequencer:
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On ``loop``, once the callbacks that were ready with the first command have
         run (and queued theirs): commit what is pending, in this thread. If the
-        committer is at a batch after all, it takes them instead."""
+        committer is at a batch after all, or the store is busy writing (its index or
+        its WAL, ``write_waits``), the committer takes them instead."""
         with self._cond:
             self._drain_loop = None
-        if not self._commit_lock.acquire(blocking=False):
+        if self._store.write_waits() or not self._commit_lock.acquire(blocking=False):
             self._wake()
             return
         try:

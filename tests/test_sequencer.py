@@ -540,3 +540,35 @@ def test_a_shared_stores_log_never_commits_on_a_loop(tmp_path: Path) -> None:
     assert asyncio.run(caller()) == 0
     log.sequencer.close()
     assert seen and threading.get_ident() not in {thread for thread, _ in seen}
+
+
+class BusyStore(SQLiteStore):
+    """A store whose write path another thread of this process holds while ``busy``
+    is set (as an index pass or a WAL restart holds SQLite's)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.busy = threading.Event()
+
+    def write_waits(self) -> bool:
+        return self.busy.is_set() or super().write_waits()
+
+
+def test_a_loop_leaves_its_commands_to_the_committer_while_the_store_is_writing(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    store = BusyStore(tmp_path / "log.db")
+    sequencer = Sequencer(store, signer, inline=True)
+    seen = _threads_of_commits(sequencer)
+
+    async def caller() -> int:
+        store.busy.set()
+        try:
+            return (await sequencer.run(append_entry(_entry(0)))).index
+        finally:
+            store.busy.clear()
+
+    assert asyncio.run(caller()) == 0
+    sequencer.close()
+    assert seen and threading.get_ident() not in {thread for thread, _ in seen}
+    store.close()

@@ -206,6 +206,11 @@ class Store(Protocol):
         and its `append` in that turn then fails with `StoreError`, writing nothing.
         """
 
+    def write_waits(self) -> bool:
+        """Whether a write started now would wait for one that a thread of this process
+        is making (its own commit, or housekeeping under the write lock): a hint for a
+        caller that must not wait, such as an event loop (`Sequencer`'s ``inline``)."""
+
     def try_lead(self, role: str) -> bool:
         """Whether this process holds ``role`` (taking it if free); held until `close`
         or this process's death. A store no one else writes always leads."""

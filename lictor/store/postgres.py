@@ -547,6 +547,9 @@ class PostgresStore:
             self._leads[role] = conn
             return True
 
+    def write_waits(self) -> bool:
+        return self._writer_lock.locked()
+
     def close(self) -> None:
         with self._lead_lock:
             for conn in self._leads.values():

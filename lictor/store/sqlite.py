@@ -223,6 +223,9 @@ class SQLiteStore:
             else:
                 self._idle.put(conn)
 
+    def write_waits(self) -> bool:
+        return self._write_lock.locked()
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction on the single writer connection."""

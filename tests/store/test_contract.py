@@ -28,6 +28,12 @@ def test_empty_store_has_no_head(store: Store) -> None:
     assert store.head() is None
 
 
+def test_a_write_waits_for_nothing_while_none_is_made(store: Store) -> None:
+    assert not store.write_waits()
+    store.append(0, [], [], _head(0))
+    assert not store.write_waits()  # the write path is free once an append returned
+
+
 def test_append_moves_head_and_stores_everything(store: Store) -> None:
     first = store.append(0, [], [], _head(0))
     assert first.version == 1 and first.size == 0

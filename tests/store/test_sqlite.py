@@ -6,12 +6,13 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from lictor.errors import SchemaError, StoreError
-from lictor.store.base import RecordWrite, Replica
+from lictor.store.base import Head, RecordWrite, Replica
 from lictor.store.sqlite import (
     _SCHEMA_V1,
     _SCHEMA_V2,
@@ -175,3 +176,26 @@ def test_the_record_cache_keeps_its_newest_and_drops_the_oldest_first() -> None:
     assert found and record is not None and (record.version, record.doc) == (2, b"[]")
     cache.fill("execution", "e", None, cache.generation)
     assert [cache.get("execution", key)[0] for key in "bcde"] == [True, False, True, True]
+
+
+def test_write_waits_while_a_write_of_this_process_holds_the_write_path(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "log.db")
+    store.append(0, [], [], Head(0, b"\0" * 32, b"checkpoint 0\n", 0))
+    assert not store.write_waits()
+    other = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another connection holds SQLite's write lock
+    appending = threading.Thread(
+        target=store.append, args=(1, [], [], Head(0, b"\0" * 32, b"checkpoint 0\n", 0))
+    )
+    appending.start()
+    deadline = time.monotonic() + 30
+    while not store.write_waits() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert store.write_waits()  # the append holds the write path, waiting for SQLite's lock
+    other.execute("COMMIT")
+    appending.join(timeout=30)
+    assert not store.write_waits()
+    head = store.head()
+    assert head is not None and head.version == 2
+    other.close()
+    store.close()
