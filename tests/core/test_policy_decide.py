@@ -333,6 +333,7 @@ def test_an_engine_failure_is_an_internal_error_deny(
         raise RuntimeError("engine on fire")
 
     monkeypatch.setattr(cedarpy, "is_authorized", explode)
+    monkeypatch.setattr(policy_module, "_DIRECT", explode)
     decision = decide(compiled, plain_request(), entities)
     assert decision == Decision(
         False,
@@ -437,3 +438,49 @@ def test_cedar_reads_the_context_given(context: dict[str, Any]) -> None:
     given = json.loads(policy_module._context_json(request, {}))
     assert given.pop("lictor")["time"]["epoch_ms"] == NOW
     assert given == json.loads(json.dumps(context))
+
+
+REFS = st.sampled_from(
+    [
+        EntityRef("User", "alice"),
+        EntityRef("User", "mallory"),
+        EntityRef("User", "nobody"),
+        EntityRef("Group", "friends"),
+        act("view"),
+        act("delete"),
+        act("unknown"),
+        EntityRef("Photo", "p1"),
+        EntityRef("Photo", "p2"),  # not in the entities: reading its owner is an error
+        EntityRef("Nope", "x"),
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    principal=REFS,
+    action=REFS,
+    resource=REFS,
+    context=st.dictionaries(st.sampled_from(["level", "reason", "n"]), JSON_VALUES, max_size=3),
+)
+def test_the_extension_called_directly_answers_as_cedarpys_api(
+    principal: EntityRef,
+    action: EntityRef,
+    resource: EntityRef,
+    context: dict[str, Any],
+    plain: tuple[CompiledPolicy, CompiledEntities],
+) -> None:
+    """`_cedar_answer` calls cedarpy's extension itself (when it has the function):
+    allowed, denied, failed to build (NoDecision) and evaluation errors must read
+    exactly as through cedarpy's public API."""
+    compiled, entities = plain
+    request = plain_request(principal=principal, action=action, resource=resource, context=context)
+    cedar = policy_module._cedar_request(request, compiled.arguments)
+    args = (cedar, compiled.policy_set, entities.handle, compiled.schema)
+    assert policy_module._DIRECT is not None  # this cedarpy has it: the direct way is tested
+    direct = policy_module._cedar_answer(*args)
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(policy_module, "_DIRECT", None)
+        public = policy_module._cedar_answer(*args)
+    assert direct == public
+    assert direct[0] in ("Allow", "Deny", "NoDecision")
