@@ -257,18 +257,8 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
         waiters = [_LoopWaiter(f, self._outbox) for f in futures]
-        items: list[tuple[Command, _Waiter]] = list(zip(commands, waiters, strict=True))
-        with self._cond:
-            if self._closed:
-                raise StoreError("the log is closed")
-            self._pending.extend(items)
-            if self._drain_loop is loop:  # this loop commits them, after its callbacks
-                return futures
-            if not (self._inline and self._drain_loop is None and self._quiet(len(items))):
-                self._cond.notify()
-                return futures
-            self._drain_loop = loop
-        loop.call_soon(self._drain, loop)
+        if self._enqueue(list(zip(commands, waiters, strict=True)), loop):
+            loop.call_soon(self._drain, loop)
         return futures
 
     def _quiet(self, queued: int) -> bool:
@@ -280,12 +270,23 @@ class Sequencer:
         """Queue ``command`` and await its result (see `submit_async`)."""
         return await self.submit_async([command])[0]
 
-    def _enqueue(self, items: list[tuple[Command, _Waiter]]) -> None:
+    def _enqueue(
+        self, items: list[tuple[Command, _Waiter]], loop: asyncio.AbstractEventLoop | None = None
+    ) -> bool:
+        """Queue ``items`` and wake the committer, unless ``loop`` (the callers' own) is
+        to commit them (``inline``): True if that loop must schedule its `_drain`."""
         with self._cond:
             if self._closed:
                 raise StoreError("the log is closed")
             self._pending.extend(items)
+            if loop is not None and self._inline:
+                if self._drain_loop is loop:  # its drain, already due, takes them too
+                    return False
+                if self._drain_loop is None and self._quiet(len(items)):
+                    self._drain_loop = loop
+                    return True
             self._cond.notify()
+            return False
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """On ``loop``, once the callbacks that were ready with the first command have
