@@ -107,3 +107,50 @@ def test_a_command_that_cannot_start_is_reported_as_not_started(
     supervised = command.open({})  # its shell could not exec it: 127, as a shell says
     assert supervised.wait() == 127
     supervised.clean_up()
+
+
+SPAWN_WITH_AN_INHERITED_FD = """
+import os, sys
+from lictor.supervise import Process
+# as a descriptor handed down by whoever started us (high: the child's listing has its own)
+leaked = os.dup2(os.open(os.devnull, os.O_RDONLY), 50, inheritable=True)
+kept_read, kept_write = os.pipe()
+probe = 'ls /proc/$$/fd | tr "\\\\n" " "; echo; grep SigIgn /proc/$$/status'
+child = Process.spawn(["sh", "-c", probe], dict(os.environ), keep=kept_read)
+print(child.wait(), leaked, kept_read, os.get_inheritable(kept_read))
+"""
+SIGPIPE_BIT = 1 << (13 - 1)  # in /proc's SigIgn mask
+
+
+def test_a_spawned_command_inherits_no_descriptor_and_no_ignored_sigpipe() -> None:
+    """As `subprocess` would start it: standard input, output and error (and the gate,
+    where asked) but no descriptor this process was handed, and SIGPIPE as a program
+    expects it (Python ignores it)."""
+    argv = [sys.executable, "-c", SPAWN_WITH_AN_INHERITED_FD]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30, close_fds=True)
+    assert done.returncode == 0, done.stderr
+    listed, ignored, ours = done.stdout.splitlines()
+    fds = {int(fd) for fd in listed.split()}
+    code, leaked, kept, still_inheritable = ours.split()
+    assert code == "0"
+    assert int(leaked) not in fds
+    assert int(kept) in fds  # the gate's descriptor, at its own number
+    assert still_inheritable == "False"  # only for the spawn
+    assert not int(ignored.split()[1], 16) & SIGPIPE_BIT
+
+
+def test_poll_and_wait_from_two_threads_reap_once() -> None:
+    import threading
+
+    from lictor.supervise import Process
+
+    child = Process.spawn(["sh", "-c", "sleep 0.2; exit 3"], {"PATH": os.environ["PATH"]})
+    assert child.poll() is None
+    polled: list[int | None] = []
+    poller = threading.Thread(
+        target=lambda: [polled.append(child.poll()) or time.sleep(0.01) for _ in range(60)]
+    )
+    poller.start()
+    assert child.wait() == 3
+    poller.join()
+    assert polled[-1] == 3 and child.poll() == 3 and child.wait() == 3
