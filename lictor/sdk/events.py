@@ -17,11 +17,11 @@ import json
 import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from urllib.parse import urlencode
 
 from lictor.errors import ExecutionRevokedError
 from lictor.sdk.connections import Connection, Connections
 from lictor.sdk.enforce import ExecutionHandle
+from lictor.sdk.urls import quote
 
 TYPE_CHECKING = False  # `typing` costs `lictor run` 3 ms before its command starts
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class EventWatcher:
     def _lines(self, connection: Connection) -> Iterator[str]:
         """Ask for the stream after the last event seen; its lines, without line ends
         (none if the server refuses it)."""
-        query = urlencode({"execution": self._handle.id})
+        query = "execution=" + quote(self._handle.id, safe="")
         headers = {**self._headers, "Last-Event-ID": str(self._last), **STREAM_HEADERS}
         target = self._connections.target("/v1/events", query)
         connection.sock.settimeout(READ_TIMEOUT_S)

@@ -27,7 +27,6 @@ for a child, and the child's own its renewals, completion and events.
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Mapping
 from contextvars import Token
@@ -40,7 +39,7 @@ from lictor.errors import (
     LeaseLostError,
     LictorError,
 )
-from lictor.sdk.enforce import ExecutionHandle, Keeper, current, outcome_for
+from lictor.sdk.enforce import ExecutionHandle, Jitter, Keeper, current, outcome_for
 from lictor.sdk.keeper import ThreadKeeper
 
 TYPE_CHECKING = False  # `typing` costs `lictor run` 3 ms before its command starts
@@ -107,7 +106,7 @@ class ExecutionScope:
             spec.principal, spec.action, spec.resource, spec.context, self._parent(), spec.ttl
         )
         self.handle = handle = ExecutionHandle(reply)
-        keeper = Keeper(handle, sent, random.Random(), spec.stop_ahead)
+        keeper = Keeper(handle, sent, Jitter(), spec.stop_ahead)
         self._keeper = ThreadKeeper(keeper, self._renew)
         self._keeper.start()
         self._watcher = self._client.watch(handle, log_index(handle))
