@@ -154,8 +154,16 @@ class Process:
                 self._reaping.release()
         return self.returncode
 
-    def wait(self) -> int:
-        """Wait for it to end; its exit code."""
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for it to end; its exit code. With ``timeout`` (seconds), `TimeoutError`
+        if it is still running by then."""
+        if timeout is not None:
+            deadline = time.monotonic() + timeout
+            while (code := self.poll()) is None:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"process {self.pid} still runs after {timeout} s")
+                time.sleep(0.005)
+            return code
         while self.returncode is None:
             with self._reaping:
                 if self.returncode is None:

@@ -154,3 +154,13 @@ def test_poll_and_wait_from_two_threads_reap_once() -> None:
     assert child.wait() == 3
     poller.join()
     assert polled[-1] == 3 and child.poll() == 3 and child.wait() == 3
+
+
+def test_wait_with_a_timeout_gives_up_on_a_running_process() -> None:
+    from lictor.supervise import Process
+
+    child = Process.spawn(["sleep", "30"], {"PATH": os.environ["PATH"]})
+    with pytest.raises(TimeoutError):
+        child.wait(timeout=0.1)
+    os.kill(child.pid, 9)
+    assert child.wait(timeout=10) == -9
