@@ -147,7 +147,7 @@ class Process:
         if self.returncode is None and self._reaping.acquire(blocking=False):
             try:
                 if self.returncode is None:
-                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                    pid, status = _waitpid(self.pid, os.WNOHANG)
                     if pid == self.pid:
                         self.returncode = os.waitstatus_to_exitcode(status)
             finally:
@@ -167,9 +167,19 @@ class Process:
         while self.returncode is None:
             with self._reaping:
                 if self.returncode is None:
-                    _, status = os.waitpid(self.pid, 0)
+                    _, status = _waitpid(self.pid, 0)
                     self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
+
+
+def _waitpid(pid: int, options: int) -> tuple[int, int]:
+    """`os.waitpid`; a child already reaped by the system (this process was started with
+    SIGCHLD ignored, which it inherits) counts as ended with status 0, as `subprocess`
+    counts it: its status is gone."""
+    try:
+        return os.waitpid(pid, options)
+    except ChildProcessError:
+        return pid, 0
 
 
 def _inherited(keep: int) -> list[int]:

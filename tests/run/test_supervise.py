@@ -164,3 +164,18 @@ def test_wait_with_a_timeout_gives_up_on_a_running_process() -> None:
         child.wait(timeout=0.1)
     os.kill(child.pid, 9)
     assert child.wait(timeout=10) == -9
+
+
+def test_a_child_the_system_reaped_counts_as_ended() -> None:
+    """Started with SIGCHLD ignored (inherited from whoever started it), a process's
+    children are reaped by the kernel: waiting for one ends, as with `subprocess`."""
+    probe = (
+        "import os, signal\n"
+        "from lictor.supervise import Process\n"
+        "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+        "child = Process.spawn(['sh', '-c', 'exit 3'], dict(os.environ))\n"
+        "print(child.wait(), child.poll())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]
