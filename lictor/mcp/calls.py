@@ -32,7 +32,6 @@ is a child execution of the gateway's session:
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from lictor.mcp.follower import EventFollower
 from lictor.mcp.session import Session
 from lictor.sdk import AsyncClient, ExecutionHandle
 from lictor.sdk.async_scope import TaskKeeper
-from lictor.sdk.enforce import Keeper
+from lictor.sdk.enforce import Jitter, Keeper
 
 ResultT = TypeVar("ResultT", bound=types.Result)
 REASON_TIMEOUT_S = 2.0
@@ -103,7 +102,6 @@ class Governor:
         self._client, self._principal = client, principal
         self._session, self._follower, self._completions = session, follower, completions
         self._ttl = ttl
-        self._rng = random.Random()
 
     async def in_session(self) -> None:
         """Return if the session is live; else raise `DeniedError` saying why."""
@@ -115,7 +113,7 @@ class Governor:
         grant = await self._session.grant()
         sent = time.monotonic()
         handle = ExecutionHandle(await self._decided(ask, grant))
-        keeper = TaskKeeper(Keeper(handle, sent, self._rng), self._renewer(handle))
+        keeper = TaskKeeper(Keeper(handle, sent, Jitter()), self._renewer(handle))
         keeper.start()
         self._follower.track(handle)
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -42,6 +41,7 @@ from lictor.sdk.connections import URL_SAFE
 from lictor.sdk.enforce import ExecutionHandle
 from lictor.sdk.scope import Spec
 from lictor.sdk.transport import Pool
+from lictor.sdk.urls import quote
 
 
 def _json(response: httpx.Response) -> Any:

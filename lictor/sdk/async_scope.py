@@ -9,7 +9,6 @@ apart from their threaded twins so that `lictor run` does not load asyncio.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from contextvars import Token
@@ -17,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from lictor.errors import LictorError
-from lictor.sdk.enforce import ExecutionHandle, Keeper, current
+from lictor.sdk.enforce import ExecutionHandle, Jitter, Keeper, current
 from lictor.sdk.keeper import as_failure
 from lictor.sdk.scope import Spec, ended_meanwhile, log_index, outcome
 
@@ -76,7 +75,7 @@ class AsyncExecutionScope:
         self.handle = handle = ExecutionHandle(reply)
         self._task = asyncio.current_task()
         handle.on_cancel(self._cancel_block)
-        keeper = Keeper(handle, sent, random.Random(), spec.stop_ahead)
+        keeper = Keeper(handle, sent, Jitter(), spec.stop_ahead)
         self._keeper = TaskKeeper(keeper, self._renew)
         self._keeper.start()
         self._watcher = self._client.watch(handle, log_index(handle))

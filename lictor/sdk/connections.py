@@ -39,7 +39,7 @@ from collections.abc import Mapping
 
 from lictor.sdk.http11 import Reader, Reply, request_bytes
 from lictor.sdk.http11 import TransportError as TransportError  # what callers catch
-from lictor.sdk.urls import URLError, quote, split_url
+from lictor.sdk.urls import ServerURL, URLError, quote, split_url
 
 TYPE_CHECKING = False  # `typing` costs `lictor run` 3 ms before its command starts
 if TYPE_CHECKING:
@@ -75,15 +75,15 @@ class Connections:
     """Kept-alive connections to the server at ``url``; see the module's docstring."""
 
     def __init__(self, url: str, max_idle: int = MAX_IDLE) -> None:
-        self._unusable: str | None = None
         try:
-            parts = split_url(url)
+            parts: ServerURL | None = split_url(url)
+            self._unusable: str | None = None
         except URLError as e:  # refused at the first call, as a server that cannot be reached
-            self._unusable = str(e)
-            parts = split_url("http://unusable")
-        self._tls = parts.scheme == "https"
-        self.host, self.port, self._prefix = parts.host, parts.port, parts.path
-        self._authority = parts.authority
+            parts, self._unusable = None, str(e)
+        self._tls = parts is not None and parts.scheme == "https"
+        self.host, self.port = (parts.host, parts.port) if parts else ("", 0)
+        self._prefix = parts.path if parts else ""
+        self._authority = parts.authority if parts else ""
         self._idle: list[Connection] = []
         self._max_idle = max_idle
         self._lock = threading.Lock()
