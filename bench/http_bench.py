@@ -11,6 +11,12 @@ run, interleaved, says something. This benchmark starts, in one invocation:
   SQLite WAL ``synchronous=FULL`` with one signed checkpoint per batch,
   inclusion proof in the answer), as one process and as two worker processes
   feeding one log process;
+- the floor of Lictor's own work (``bench/reference/decision_floor.py``): the
+  reference plus what Lictor must do on the same path and the reference leaves out
+  (strict JSON, checked fields, the credential's standing, revocation checks at the
+  decision and at the commit, the execution record with its index, Lictor's answer,
+  metrics, connection bounds), in as little Python, one process: where Lictor could
+  be, and so whether a target is below the floor of Python for Lictor's work;
 - Cerbos (Go), when its npm package is installed in ``bench/reference/cerbos``
   (``npm install`` there: its ``package.json`` names it), with the same three
   rules (its decision log off).
@@ -63,6 +69,7 @@ DATA = REFERENCE / "data"
 CERBOS = REFERENCE / "cerbos"
 CERBOS_BIN = CERBOS / "node_modules" / "@cerbos" / "cerbos-linux-x64" / "cerbos-linux-x64"
 TOKEN = "reference-bench-token"
+FLOOR = "floor of lictor's work"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -218,6 +225,17 @@ def start_reference(workdir: Path) -> Target:
     return _reference_target("reference", url, [process])
 
 
+def start_floor(workdir: Path) -> Target:
+    """The floor of Lictor's own decision, in one process."""
+    port = free_port()
+    argv = [sys.executable, str(REFERENCE / "decision_floor.py"), "serve", str(port)]
+    argv.append(str(workdir / "floor.db"))
+    process = _start(argv, REFERENCE, workdir / "floor.log", REF_TOKEN=TOKEN)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/")
+    return _reference_target(FLOOR, url, [process])
+
+
 def start_reference_workers(workdir: Path, workers: int = 2) -> Target:
     """The reference as ``workers`` decision processes feeding one log process."""
     port, sock = free_port(), workdir / "ref.sock"
@@ -332,6 +350,7 @@ def main() -> None:
             if args.compare is not None:
                 targets.append(start_lictor(workdir, args.compare.resolve(), "lictor (compare)"))
             targets.append(start_reference(workdir))
+            targets.append(start_floor(workdir))
             targets.append(start_reference_workers(workdir))
             cerbos = start_cerbos(workdir)
             if cerbos is None:
@@ -458,6 +477,7 @@ def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
         print(f"- {name}: " + "; ".join(cells))
     print()
     pairs = (
+        ("lictor", FLOOR),
         ("lictor, 2 workers", "lictor"),
         ("lictor, 2 workers", "reference, 2 workers"),
         ("lictor", "reference, 2 workers"),
@@ -468,6 +488,10 @@ def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
                 results[other][1], lambda r: r.per_second
             )
             print(f"c=32 throughput, {one} / {other}: {ratio:.2f}x")
+    if "lictor" in results and FLOOR in results:
+        cpu = median(results["lictor"][1], lambda r: r.cpu_us)
+        floor = median(results[FLOOR][1], lambda r: r.cpu_us)
+        print(f"server CPU per request, lictor / {FLOOR}: {cpu / floor:.2f}x")
 
 
 if __name__ == "__main__":
