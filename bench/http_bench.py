@@ -15,8 +15,9 @@ run, interleaved, says something. This benchmark starts, in one invocation:
   reference plus what Lictor must do on the same path and the reference leaves out
   (strict JSON, checked fields, the credential's standing, revocation checks at the
   decision and at the commit, the execution record with its index, Lictor's answer,
-  metrics, connection bounds), in as little Python, one process: where Lictor could
-  be, and so whether a target is below the floor of Python for Lictor's work;
+  metrics, connection bounds), in as little Python, as one process and in the
+  reference's two-worker form: where Lictor could be, and so whether a target is
+  below the floor of Python for Lictor's work;
 - Cerbos (Go), when its npm package is installed in ``bench/reference/cerbos``
   (``npm install`` there: its ``package.json`` names it), with the same three
   rules (its decision log off).
@@ -236,12 +237,15 @@ def start_floor(workdir: Path) -> Target:
     return _reference_target(FLOOR, url, [process])
 
 
-def start_reference_workers(workdir: Path, workers: int = 2) -> Target:
-    """The reference as ``workers`` decision processes feeding one log process."""
-    port, sock = free_port(), workdir / "ref.sock"
-    script = str(REFERENCE / "reference.py")
-    log = workdir / "ref-workers.log"
-    log_process = [sys.executable, script, "seq", str(sock), str(workdir / "ref2.db")]
+def start_reference_workers(
+    workdir: Path, workers: int = 2, program: str = "reference.py", name: str = "reference"
+) -> Target:
+    """The reference (or ``program``, in the same form) as ``workers`` decision processes
+    feeding one log process."""
+    port, sock = free_port(), workdir / f"{program}.sock"
+    script = str(REFERENCE / program)
+    log = workdir / f"{program}-workers.log"
+    log_process = [sys.executable, script, "seq", str(sock), str(workdir / f"{program}-2.db")]
     seq = _start(log_process, REFERENCE, log)
     deadline = time.monotonic() + 30
     while not sock.exists() and time.monotonic() < deadline:
@@ -252,7 +256,7 @@ def start_reference_workers(workdir: Path, workers: int = 2) -> Target:
         started.append(_start(argv, REFERENCE, log, REF_TOKEN=TOKEN))
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/")
-    return _reference_target(f"reference, {workers} workers", url, started)
+    return _reference_target(f"{name}, {workers} workers", url, started)
 
 
 def _reference_target(name: str, url: str, processes: list[subprocess.Popen[bytes]]) -> Target:
@@ -352,6 +356,8 @@ def main() -> None:
             targets.append(start_reference(workdir))
             targets.append(start_floor(workdir))
             targets.append(start_reference_workers(workdir))
+            floor = start_reference_workers(workdir, program="decision_floor.py", name=FLOOR)
+            targets.append(floor)
             cerbos = start_cerbos(workdir)
             if cerbos is None:
                 print(f"cerbos: not installed (run npm install in {CERBOS})")
@@ -480,6 +486,8 @@ def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
         ("lictor", FLOOR),
         ("lictor, 2 workers", "lictor"),
         ("lictor, 2 workers", "reference, 2 workers"),
+        (f"{FLOOR}, 2 workers", "reference, 2 workers"),
+        ("lictor, 2 workers", f"{FLOOR}, 2 workers"),
         ("lictor", "reference, 2 workers"),
     )
     for one, other in pairs:

@@ -33,7 +33,10 @@ in this file's code):
 - guard: connection bounds (a deadline for a request's head and body, a registry of open
   connections), so that slow clients cannot hold the server.
 
-Modes: `decision_floor.py serve PORT DB` (one process, as `reference.py serve`).
+Modes, as the reference's: `decision_floor.py serve PORT DB` (one process), or
+`decision_floor.py seq SOCK DB` with `decision_floor.py worker PORT SOCK` started N
+times (SO_REUSEPORT workers feeding one log process, which checks revocation again
+and writes the record, as the committer does in one process).
 Environment: as `reference.py` (REF_DATA, REF_TOKEN), and FLOOR_EXTRAS.
 """
 import asyncio, bisect, hashlib, os, re, sqlite3, sys, threading, time
@@ -219,6 +222,8 @@ class Committer:
             db.execute("COMMIT")
 
     def submit(self, item):
+        """``item``: (entry data, private event, record key, record (a dict) or None,
+        principal as text, runtime id, what to deliver the result to)."""
         with self.cond:
             self.pending.append(item); self.cond.notify()
 
@@ -229,18 +234,16 @@ class Committer:
                     self.cond.wait()
                 batch, self.pending = self.pending[:1024], self.pending[1024:]
             first, hashes, records = self.size, [], []
-            for j, it in enumerate(batch):
-                parts = it[0]
+            for j, (data, _, key, record, principal, runtime, _) in enumerate(batch):
                 if "revoked" in EXTRAS:  # committed revocations win over a decision in flight
-                    p = parts[10]
-                    if f'{p["type"]}::"{p["id"]}"' in REVOKED_PRINCIPALS or RUNTIME_STATE.get(parts[11]) != "active":
+                    if principal in REVOKED_PRINCIPALS or RUNTIME_STATE.get(runtime) != "active":
                         raise RuntimeError("a floor run revokes nothing")
-                hashes += self.tree.append(hashlib.sha256(b"\x00" + parts[0]).digest())
-                if parts[3] is not None:
-                    parts[3]["transitions"][0]["log_index"] = first + j
-                    tags = orjson.dumps([["state", parts[3]["state"]], ["runtime", parts[11]],
-                                         ["principal", f'{parts[10]["type"]}::"{parts[10]["id"]}"']]).decode()
-                    records.append((parts[2], 1, canon(parts[3]), tags))
+                hashes += self.tree.append(hashlib.sha256(b"\x00" + data).digest())
+                if isinstance(record, dict):
+                    record["transitions"][0]["log_index"] = first + j
+                    tags = orjson.dumps([["state", record["state"]], ["runtime", runtime],
+                                         ["principal", principal]]).decode()
+                    records.append((key, 1, canon(record), tags))
             self.size = size = first + len(batch)
             root = self.tree.mth(0, size)
             text = f"{R.ORIGIN}\n{size}\n{R.b64(root)}\n"
@@ -252,17 +255,16 @@ class Committer:
                                    (size, first)).rowcount
                 if moved != 1:
                     raise RuntimeError("the head moved")
-            db.executemany("INSERT INTO entries VALUES(?,?,?)", [(first + j, it[0][0], it[0][1]) for j, it in enumerate(batch)])
+            db.executemany("INSERT INTO entries VALUES(?,?,?)", [(first + j, it[0], it[1]) for j, it in enumerate(batch)])
             db.executemany("INSERT INTO hashes VALUES(?,?,?)", hashes)
             if records:
                 db.executemany("INSERT INTO records VALUES(?,?,?,?)", records)
                 db.executemany("INSERT INTO pending VALUES(?,?)", [(k, t) for k, _, _, t in records])
             else:
-                db.executemany("INSERT OR REPLACE INTO records VALUES(?,1,?,'')",
-                               [(it[0][2], canon({"execution": it[0][8], "lease": it[0][7]})) for it in batch])
+                db.executemany("INSERT OR REPLACE INTO records VALUES(?,1,?,'')", [(it[2], it[3] or b"") for it in batch])
             db.execute("INSERT INTO checkpoints VALUES(?,?)", (size, note.encode()))
             db.execute("COMMIT")
-            out = [(it[1], first + j, [R.b64(h) for h in self.tree.path(first + j, 0, size)])
+            out = [(it[6], first + j, [R.b64(h) for h in self.tree.path(first + j, 0, size)])
                    for j, it in enumerate(batch)]
             self.deliver(out, size, note)
 
@@ -370,6 +372,13 @@ def guarded_protocol():
     return Guarded
 
 
+def item(parts, token):
+    """A committer's item for ``parts`` (`decide_and_prepare`'s)."""
+    p = parts[10]
+    record = parts[3] if parts[3] is not None else None if "record" in EXTRAS else canon({"execution": parts[8], "lease": parts[7]})
+    return parts[0], parts[1], parts[2], record, f'{p["type"]}::"{p["id"]}"', parts[11], token
+
+
 def serve(port, db):
     import uvicorn
     state = {}
@@ -385,7 +394,7 @@ def serve(port, db):
     async def submit(parts):
         loop = state.setdefault("loop", asyncio.get_running_loop())
         fut = loop.create_future()
-        committer.submit((parts, fut))
+        committer.submit(item(parts, fut))
         return await fut
 
     http = guarded_protocol() if "guard" in EXTRAS else "httptools"
@@ -393,7 +402,81 @@ def serve(port, db):
                 log_level="warning", access_log=False, lifespan="off", proxy_headers=False)
 
 
+def sequencer(sock_path, db):
+    """The log process of the two-worker form, as the reference's: workers send each
+    entry with its record; it commits them in batches and answers with the proof."""
+    import uvloop
+
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        def deliver(out, size, note):
+            def write():
+                for (writer, rid), index, proof in out:
+                    writer.write(R.frame(rid, b"%d" % index, orjson.dumps(proof), b"%d" % size, note.encode()))
+            loop.call_soon_threadsafe(write)
+
+        committer = Committer(db, deliver)
+
+        def got(writer, f):
+            record = orjson.loads(f[4]) if "record" in EXTRAS else f[4]
+            committer.submit((f[1], f[2], f[3].decode(), record, f[5].decode(), f[6].decode(), (writer, f[0])))
+
+        async def client(reader, writer):
+            await R.read_frames(reader, lambda f: got(writer, f))
+
+        if os.path.exists(sock_path):
+            os.unlink(sock_path)
+        server = await asyncio.start_unix_server(client, sock_path)
+        await server.serve_forever()
+    uvloop.run(main())
+
+
+def worker(port, sock_path):
+    """One decision process of the two-worker form (SO_REUSEPORT), feeding the log process."""
+    import socket
+    import uvicorn
+    state, waiting, seq = {}, {}, [0]
+
+    async def connect():
+        reader, writer = await asyncio.open_unix_connection(sock_path)
+
+        def got(f):
+            waiting.pop(f[0]).set_result((int(f[1]), orjson.loads(f[2]), int(f[3]), f[4].decode()))
+        asyncio.get_running_loop().create_task(R.read_frames(reader, got))
+        return writer
+
+    async def submit(parts):
+        if "w" not in state:
+            state["w"] = asyncio.get_running_loop().create_task(connect())
+        writer = await state["w"]
+        seq[0] += 1; rid = b"%d" % seq[0]
+        fut = asyncio.get_running_loop().create_future(); waiting[rid] = fut
+        data, private, key, record, principal, runtime, _ = item(parts, None)
+        writer.write(R.frame(rid, data, private, key.encode(), orjson.dumps(record) if isinstance(record, dict) else record,
+                             principal.encode(), runtime.encode()))
+        index, proof, size, note = await fut
+        if parts[3] is not None:
+            parts[3]["transitions"][0]["log_index"] = index
+        return index, proof, size, note
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port)); s.listen(1024)
+    http = guarded_protocol() if "guard" in EXTRAS else "httptools"
+    config = uvicorn.Config(make_app(submit), loop="uvloop", http=http, log_level="warning",
+                            access_log=False, lifespan="off", proxy_headers=False)
+    uvicorn.Server(config).run(sockets=[s])
+
+
 if __name__ == "__main__":
-    if sys.argv[1] != "serve":
-        sys.exit("usage: decision_floor.py serve PORT DB")
-    serve(int(sys.argv[2]), sys.argv[3])
+    mode = sys.argv[1]
+    if mode == "serve":
+        serve(int(sys.argv[2]), sys.argv[3])
+    elif mode == "seq":
+        sequencer(sys.argv[2], sys.argv[3])
+    elif mode == "worker":
+        worker(int(sys.argv[2]), sys.argv[3])
+    else:
+        sys.exit("usage: decision_floor.py serve PORT DB | seq SOCK DB | worker PORT SOCK")
