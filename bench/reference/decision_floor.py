@@ -379,8 +379,8 @@ def item(parts, token):
     return parts[0], parts[1], parts[2], record, f'{p["type"]}::"{p["id"]}"', parts[11], token
 
 
-def serve(port, db):
-    import uvicorn
+def in_process_app(db):
+    """The one-process form's ASGI app, its committer writing ``db``."""
     state = {}
 
     def deliver(out, size, note):
@@ -397,8 +397,13 @@ def serve(port, db):
         committer.submit(item(parts, fut))
         return await fut
 
+    return make_app(submit)
+
+
+def serve(port, db):
+    import uvicorn
     http = guarded_protocol() if "guard" in EXTRAS else "httptools"
-    uvicorn.run(make_app(submit), host="127.0.0.1", port=port, loop="uvloop", http=http,
+    uvicorn.run(in_process_app(db), host="127.0.0.1", port=port, loop="uvloop", http=http,
                 log_level="warning", access_log=False, lifespan="off", proxy_headers=False)
 
 
