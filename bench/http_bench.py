@@ -215,26 +215,17 @@ def start_lictor(
     return Target(name, url + "/v1/executions", body, auth, 201, [process])
 
 
-def start_reference(workdir: Path) -> Target:
-    """The reference in one process."""
+def start_reference(
+    workdir: Path, program: str = "reference.py", name: str = "reference"
+) -> Target:
+    """The reference (or ``program``, in the same form) in one process."""
     port = free_port()
-    argv = [sys.executable, str(REFERENCE / "reference.py"), "serve", str(port)]
-    argv.append(str(workdir / "ref.db"))
-    process = _start(argv, REFERENCE, workdir / "ref.log", REF_TOKEN=TOKEN)
+    argv = [sys.executable, str(REFERENCE / program), "serve", str(port)]
+    argv.append(str(workdir / f"{program}.db"))
+    process = _start(argv, REFERENCE, workdir / f"{program}.log", REF_TOKEN=TOKEN)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/")
-    return _reference_target("reference", url, [process])
-
-
-def start_floor(workdir: Path) -> Target:
-    """The floor of Lictor's own decision, in one process."""
-    port = free_port()
-    argv = [sys.executable, str(REFERENCE / "decision_floor.py"), "serve", str(port)]
-    argv.append(str(workdir / "floor.db"))
-    process = _start(argv, REFERENCE, workdir / "floor.log", REF_TOKEN=TOKEN)
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url + "/")
-    return _reference_target(FLOOR, url, [process])
+    return _reference_target(name, url, [process])
 
 
 def start_reference_workers(
@@ -354,10 +345,9 @@ def main() -> None:
             if args.compare is not None:
                 targets.append(start_lictor(workdir, args.compare.resolve(), "lictor (compare)"))
             targets.append(start_reference(workdir))
-            targets.append(start_floor(workdir))
+            targets.append(start_reference(workdir, "decision_floor.py", FLOOR))
             targets.append(start_reference_workers(workdir))
-            floor = start_reference_workers(workdir, program="decision_floor.py", name=FLOOR)
-            targets.append(floor)
+            targets.append(start_reference_workers(workdir, 2, "decision_floor.py", FLOOR))
             cerbos = start_cerbos(workdir)
             if cerbos is None:
                 print(f"cerbos: not installed (run npm install in {CERBOS})")
