@@ -83,6 +83,7 @@ from lictor.core.policy_schema import (
     LineageFacts,
     RuntimeFacts,
     lictor_context,
+    lictor_context_json,
 )
 from lictor.core.types import EntityRef
 from lictor.errors import InvalidRequestError
@@ -281,15 +282,21 @@ def _context_json(
         raise InvalidRequestError(f"context.{CONTEXT_KEY} is reserved for Lictor")
     context = declared_arguments(context, (request.action.type, request.action.id), arguments)
     lineage = request.lineage or LineageFacts.root(request.principal)
-    record = lictor_context(request.runtime, lineage, request.now_ms)
-    merged = {**context, CONTEXT_KEY: record}
+    record = lictor_context_json(request.runtime, lineage, request.now_ms)
+    if not context:
+        return f'{{"{CONTEXT_KEY}":{record}}}'
+    return f'{_object_json(context)[:-1]},"{CONTEXT_KEY}":{record}}}'
+
+
+def _object_json(context: Mapping[str, object]) -> str:
+    """A caller's context (a non-empty object) as JSON text, or `InvalidRequestError`."""
     if _without_floats(context):  # orjson would write a NaN as null; json refuses it
         try:
-            return orjson.dumps(merged, option=_ONLY_JSON).decode()
+            return orjson.dumps(context, option=_ONLY_JSON).decode()
         except orjson.JSONEncodeError:
             pass  # a key that is not text, an integer beyond 64 bits: json says which
     try:
-        return json.dumps(merged, allow_nan=False)
+        return json.dumps(context, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise InvalidRequestError(f"context is not JSON: {e}") from None
 

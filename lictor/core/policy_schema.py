@@ -44,13 +44,16 @@ exactly Lictor's shape, so requests cannot fail schema validation later.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
+from typing import TypeVar
 
 import cedarpy
+import orjson
 
 from lictor.core.types import EntityRef, check_time_ms
 from lictor.errors import InvalidRequestError
@@ -118,6 +121,7 @@ class RuntimeFacts:
 
 
 NO_RUNTIME = RuntimeFacts(id="", region="", cluster="", attestation_state="none")
+Facts = TypeVar("Facts")
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,43 @@ def lictor_context(runtime: RuntimeFacts, lineage: LineageFacts, now_ms: int) ->
         "lineage": _lineage_record(lineage),
         "time": {"epoch_ms": check_time_ms(now_ms, "now_ms"), "now": _datetime(now_ms)},
     }
+
+
+def lictor_context_json(runtime: RuntimeFacts, lineage: LineageFacts, now_ms: int) -> str:
+    """`lictor_context`'s record as JSON text. Decisions come many to a runtime and to a
+    tree: the runtime's and the lineage's parts are written once for each distinct set
+    of facts (checked as `lictor_context` checks them), the time at each call."""
+    now_ms = check_time_ms(now_ms, "now_ms")
+    runtime_part = _written(_runtime_json, _runtime_text, runtime)
+    lineage_part = _written(_lineage_json, _lineage_text, lineage)
+    time_part = f'{{"epoch_ms":{now_ms},"now":"{_datetime(now_ms)}"}}'
+    return f'{{"runtime":{runtime_part},"lineage":{lineage_part},"time":{time_part}}}'
+
+
+def _written(cached: Callable[[Facts], str], write: Callable[[Facts], str], facts: Facts) -> str:
+    try:
+        return cached(facts)
+    except TypeError:  # facts that cannot be hashed (digests in a list): written afresh
+        return write(facts)
+
+
+def _runtime_text(runtime: RuntimeFacts) -> str:
+    return _json_text(_runtime_record(runtime))
+
+
+def _lineage_text(lineage: LineageFacts) -> str:
+    return _json_text(_lineage_record(lineage))
+
+
+def _json_text(record: dict[str, object]) -> str:
+    try:
+        return orjson.dumps(record).decode()
+    except orjson.JSONEncodeError:  # a lone surrogate, which json writes escaped
+        return json.dumps(record)
+
+
+_runtime_json = lru_cache(maxsize=256)(_runtime_text)  # a plane's runtimes
+_lineage_json = lru_cache(maxsize=4096)(_lineage_text)  # the trees being decided in
 
 
 def _strings(values: Sequence[object], what: str) -> list[str]:

@@ -28,7 +28,7 @@ from lictor.core.policy import (
     entities_version,
     lictor_context,
 )
-from lictor.core.policy_schema import ARGUMENTS
+from lictor.core.policy_schema import ARGUMENTS, lictor_context_json
 from lictor.errors import InvalidRequestError
 
 NOW = 1_700_000_000_000
@@ -416,6 +416,55 @@ def test_lictor_context_record() -> None:
     }
 
 
+TEXT = st.text(max_size=8)
+RUNTIME_FACTS = st.builds(
+    RuntimeFacts,
+    TEXT,
+    TEXT,
+    TEXT,
+    st.sampled_from(["verified", "unverified", "failed", "none"]),
+    st.lists(TEXT, max_size=3).map(tuple),
+)
+LINEAGE_FACTS = st.builds(
+    LineageFacts,
+    st.integers(0, 40),
+    st.builds(EntityRef, st.sampled_from(["Agent", "User"]), st.text("abz-_:", min_size=1)),
+    st.none() | TEXT,
+    st.none() | TEXT,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(runtime=RUNTIME_FACTS, lineage=LINEAGE_FACTS, now=st.integers(0, 4_102_444_800_000))
+def test_the_record_as_text_reads_as_the_record(
+    runtime: RuntimeFacts, lineage: LineageFacts, now: int
+) -> None:
+    """Written from its parts, each part written once per distinct facts: asked twice
+    (the second from the caches), it reads as `lictor_context`'s record each time."""
+    for _ in range(2):
+        text = lictor_context_json(runtime, lineage, now)
+        assert json.loads(text) == lictor_context(runtime, lineage, now)
+
+
+def test_the_record_as_text_checks_as_the_record_does() -> None:
+    lineage = LineageFacts.root(EntityRef("Agent", "a"))
+    listed = RuntimeFacts("rt", "eu", "c1", "verified", ["sha256:ab"])  # type: ignore[arg-type]
+    assert json.loads(lictor_context_json(listed, lineage, NOW)) == lictor_context(
+        listed, lineage, NOW
+    )  # unhashable facts: written, not cached
+    lone = RuntimeFacts("rt", "eu\ud800", "c1", "verified")
+    assert json.loads(lictor_context_json(lone, lineage, NOW)) == lictor_context(
+        lone, lineage, NOW
+    )  # what orjson will not write, json does (escaped)
+    bad = RuntimeFacts("rt", "eu", "c1", "verified", (1,))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="attestation digests must be strings"):
+        lictor_context_json(bad, lineage, NOW)
+    with pytest.raises(InvalidRequestError, match="lineage depth"):
+        lictor_context_json(EU, LineageFacts(-1, EntityRef("Agent", "a")), NOW)
+    with pytest.raises(InvalidRequestError, match="now_ms"):
+        lictor_context_json(EU, lineage, -1)
+
+
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
@@ -434,9 +483,10 @@ JSON_VALUES = st.recursive(
 def test_cedar_reads_the_context_given(context: dict[str, Any]) -> None:
     """(``arguments`` the action's schema does not declare are dropped first: that is
     tests/core/test_arguments.py's.)"""
-    request = plain_request(context=context)
+    request = plain_request(context=context, runtime=EU)
     given = json.loads(policy_module._context_json(request, {}))
-    assert given.pop("lictor")["time"]["epoch_ms"] == NOW
+    lineage = LineageFacts.root(request.principal)
+    assert given.pop("lictor") == lictor_context(EU, lineage, NOW)
     assert given == json.loads(json.dumps(context))
 
 
