@@ -11,18 +11,23 @@ compare-and-swap), the batch is recomputed on the new head, after a short
 jittered pause that grows while replicas keep colliding.
 
 With ``inline`` (a store no other process writes), a caller on an event loop
-whose command finds the committer quiet (its last batch held at most one
-command, none is pending, none is being committed) is not handed over to it:
-its loop commits the command itself, once the callbacks that were ready with
-it have run, together with whatever they queued meanwhile. One caller at a
-time is then answered without the two hand-offs between threads (to the
-committer and back, each a wake-up and the interpreter's lock changing
-hands); under load the committer takes batches as before. A loop never waits
-for the committer or the store's own housekeeping: it only tries the commit
-lock, and if the committer holds it, or the store is writing already
-(`Store.write_waits`), leaves the commands to the committer. A shared store
-is never written from a loop: its writers take turns, and a turn may have to
-be waited for.
+whose command finds the committer idle is not handed over to it: its loop
+commits the command itself, once the callbacks that were ready with it have
+run, together with whatever they queued meanwhile. Callers are then answered
+without the hand-offs between threads (to the committer and back, each a
+wake-up), and without the committer and the loop taking the interpreter's
+lock from each other at every statement of a commit: under load that
+contention cost more than the loop's wait for the disk saves. So a busy loop
+commits its callers' batches too, as long as its commits wait little for the
+store (`INLINE_WAIT_S`, averaged over the last few); on a store slow to sync,
+where the loop would sit idle through each commit, it leaves them to the
+committer unless the committer is quiet (its last batch held at most one
+command and nothing else is pending), and moves back once its commits are
+quick again. A loop never waits for the committer or the store's own
+housekeeping: it only tries the commit lock, and if the committer holds it,
+or the store is writing already (`Store.write_waits`), leaves the commands to
+the committer. A shared store is never written from a loop: its writers take
+turns, and a turn may have to be waited for.
 
 Entries arrive as *commands*: a command is planned inside the committer, in
 order, against a `StateView` of the records (what is stored plus what earlier
@@ -79,6 +84,10 @@ from lictor.store.view import StateView
 CONFLICT_RETRIES = 64
 MAX_BACKOFF_S = 0.05
 RECENT_HASHES = 1 << 16
+# a loop commits its callers' batches while its commits wait at most this long for the
+# store, on a moving average giving each new commit this weight (see top)
+INLINE_WAIT_S = 0.002
+INLINE_WAIT_WEIGHT = 0.25
 logger = logging.getLogger("lictor.sequencer")
 
 
@@ -186,6 +195,7 @@ class Sequencer:
         self._commit_lock = threading.Lock()  # one batch at a time: committer or a loop
         self._drain_loop: asyncio.AbstractEventLoop | None = None  # will `_drain` soon
         self._last_batch = 0  # commands in the batch committed last
+        self._inline_wait = 0.0  # seconds a loop's recent commits waited, averaged (`_drain`)
         self._head, self._frontier = self._initialize()
         self._thread = threading.Thread(target=self._run, name="lictor-sequencer", daemon=True)
         self._thread.start()
@@ -262,9 +272,15 @@ class Sequencer:
         return futures
 
     def _quiet(self, queued: int) -> bool:
-        """Whether the committer has had nothing but one command at a time of late and
-        only the ``queued`` just added are pending (under ``_cond``)."""
-        return self._last_batch <= 1 and not self._committing and len(self._pending) == queued
+        """Whether a loop is to commit the ``queued`` commands just added (under
+        ``_cond``): the committer is not at a batch, and either the loop's commits
+        wait little for the store or the committer has had nothing but one command
+        at a time of late and only these are pending (see top)."""
+        if self._committing:
+            return False
+        if self._inline_wait <= INLINE_WAIT_S:
+            return True
+        return self._last_batch <= 1 and len(self._pending) == queued
 
     async def run(self, command: Command) -> Any:
         """Queue ``command`` and await its result (see `submit_async`)."""
@@ -301,7 +317,10 @@ class Sequencer:
         try:
             batch = self._take(self._max_batch)
             if batch:
+                wall, cpu = time.perf_counter(), time.thread_time()
                 self._commit_and_settle(batch, loop)
+                waited = time.perf_counter() - wall - (time.thread_time() - cpu)
+                self._inline_wait += (waited - self._inline_wait) * INLINE_WAIT_WEIGHT
         finally:
             self._commit_lock.release()
         if self._pending:  # more than a batch holds, or queued from another thread

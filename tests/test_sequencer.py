@@ -22,7 +22,7 @@ from lictor.log.merkle import (
     verify_consistency,
 )
 from lictor.log.note import Ed25519Signer
-from lictor.sequencer import Command, Plan, Sequencer, append_entry
+from lictor.sequencer import INLINE_WAIT_S, Command, Plan, Sequencer, append_entry
 from lictor.service.log import AuditLog
 from lictor.store.base import Head, RecordWrite, StoredEntry
 from lictor.store.sqlite import SQLiteStore
@@ -513,19 +513,75 @@ def test_a_loop_leaves_its_commands_to_a_committer_that_is_at_a_batch(
     _check_log(store, signer)
 
 
-def test_a_busy_committer_keeps_the_batches_of_loop_callers(
+def test_a_busy_loop_commits_its_callers_batches_itself(
     store: SQLiteStore, signer: Ed25519Signer
 ) -> None:
     sequencer = Sequencer(store, signer, inline=True)
     seen = _threads_of_commits(sequencer)
     sequencer.submit_many([_entry(0), _entry(1)])[1].result(timeout=30)  # a batch of two
 
-    async def caller() -> int:
-        return (await sequencer.run(append_entry(_entry(2)))).index
+    async def callers() -> list[int]:
+        first = await sequencer.run(append_entry(_entry(2)))  # after the committer's batch
+        many = [sequencer.run(append_entry(_entry(n))) for n in range(3, 23)]
+        return [first.index] + [appended.index for appended in await asyncio.gather(*many)]
 
-    assert asyncio.run(caller()) == 2
+    loop_thread = threading.get_ident()
+    assert asyncio.run(callers()) == list(range(2, 23))
     sequencer.close()
-    assert threading.get_ident() not in {thread for thread, _ in seen}
+    _check_log(store, signer)
+    assert seen[0][1] == 2 and seen[0][0] != loop_thread  # the committer's batch
+    on_loop = [n for thread, n in seen[1:] if thread == loop_thread]
+    assert sum(on_loop) == 21 and len(on_loop) < 21  # every command, in shared batches
+
+
+class SlowStore(SQLiteStore):
+    """A store whose commits wait ``delay`` seconds for the disk while ``slow`` is set."""
+
+    def __init__(self, path: Path, delay: float) -> None:
+        super().__init__(path)
+        self.delay = delay
+        self.slow = threading.Event()
+
+    def append(self, *args: Any, **kwargs: Any) -> Head:
+        if self.slow.is_set():
+            time.sleep(self.delay)
+        return super().append(*args, **kwargs)
+
+
+def test_a_loop_whose_commits_wait_on_the_store_leaves_busy_batches_to_the_committer(
+    tmp_path: Path, signer: Ed25519Signer
+) -> None:
+    store = SlowStore(tmp_path / "log.db", delay=4 * INLINE_WAIT_S)
+    sequencer = Sequencer(store, signer, inline=True)
+    seen = _threads_of_commits(sequencer)
+    loop_thread = threading.get_ident()
+    index = iter(range(1000))
+
+    async def one() -> None:
+        await sequencer.run(append_entry(_entry(next(index))))
+
+    def after_a_batch_of_two() -> int:
+        """The thread that commits a loop caller's command after a batch of two."""
+        sequencer.submit_many([_entry(next(index)), _entry(next(index))])[1].result(timeout=30)
+        asyncio.run(one())
+        return seen[-1][0]
+
+    store.slow.set()
+    for _ in range(4):  # quiet: committed on the loop, each waiting on the store
+        asyncio.run(one())
+        assert seen[-1][0] == loop_thread
+    assert after_a_batch_of_two() != loop_thread  # busy and slow: the committer's
+    store.slow.clear()
+    moved_back = False
+    for _ in range(20):  # quiet commits on the loop, quick again, bring it back
+        asyncio.run(one())
+        moved_back = after_a_batch_of_two() == loop_thread
+        if moved_back:
+            break
+    assert moved_back
+    sequencer.close()
+    _check_log(store, signer)
+    store.close()
 
 
 def test_a_shared_stores_log_never_commits_on_a_loop(tmp_path: Path) -> None:
