@@ -10,9 +10,9 @@ was written. If the head moved underneath (another writer won the
 compare-and-swap), the batch is recomputed on the new head, after a short
 jittered pause that grows while replicas keep colliding.
 
-With ``inline`` (a store no other process writes), a caller on an event loop
-whose command finds the committer idle is not handed over to it: its loop
-commits the command itself, once the callbacks that were ready with it have
+With ``inline`` (a store whose turn can be tried without waiting), a caller
+on an event loop whose command finds the committer idle is not handed over to
+it: its loop commits the command itself, once the callbacks that were ready with it have
 run, together with whatever they queued meanwhile. Callers are then answered
 without the hand-offs between threads (to the committer and back, each a
 wake-up), and without the committer and the loop taking the interpreter's
@@ -23,11 +23,13 @@ store (`INLINE_WAIT_S`, averaged over the last few); on a store slow to sync,
 where the loop would sit idle through each commit, it leaves them to the
 committer unless the committer is quiet (its last batch held at most one
 command and nothing else is pending), and moves back once its commits are
-quick again. A loop never waits for the committer or the store's own
-housekeeping: it only tries the commit lock, and if the committer holds it,
-or the store is writing already (`Store.write_waits`), leaves the commands to
-the committer. A shared store is never written from a loop: its writers take
-turns, and a turn may have to be waited for.
+quick again. A loop never waits for the committer, the store's own
+housekeeping or another writer: it only tries the commit lock and the
+store's turn (`Store.turn_now`), and if the committer holds the one, another
+process the other, or the store is writing already (`Store.write_waits`),
+leaves the commands to the committer. So workers sharing one SQLite file
+commit on their loops too whenever the turn is free; PostgreSQL replicas
+never do (``inline`` off: trying their turn is a round trip to the database).
 
 Entries arrive as *commands*: a command is planned inside the committer, in
 order, against a `StateView` of the records (what is stored plus what earlier
@@ -315,12 +317,20 @@ class Sequencer:
             self._wake()
             return
         try:
-            batch = self._take(self._max_batch)
-            if batch:
-                wall, cpu = time.perf_counter(), time.thread_time()
-                self._commit_and_settle(batch, loop)
-                waited = time.perf_counter() - wall - (time.thread_time() - cpu)
-                self._inline_wait += (waited - self._inline_wait) * INLINE_WAIT_WEIGHT
+            with contextlib.ExitStack() as turn:
+                try:
+                    held = turn.enter_context(self._store.turn_now())
+                except Exception:  # the committer meets it too, and fails the batch with it
+                    held = False
+                if not held:  # a shared store's turn is another's: not waited for here
+                    self._wake()
+                    return
+                batch = self._take(self._max_batch)
+                if batch:
+                    wall, cpu = time.perf_counter(), time.thread_time()
+                    self._commit_and_settle(batch, loop)
+                    waited = time.perf_counter() - wall - (time.thread_time() - cpu)
+                    self._inline_wait += (waited - self._inline_wait) * INLINE_WAIT_WEIGHT
         finally:
             self._commit_lock.release()
         if self._pending:  # more than a batch holds, or queued from another thread

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -431,6 +432,18 @@ class TurnTakingStore(SQLiteStore):
         self.released.wait(30)
         return super().writing()
 
+    def turn_now(self) -> Any:
+        return contextlib.nullcontext(self.released.is_set())
+
+
+class ReplicaStore(TurnTakingStore):
+    """A shared store whose turn cannot be tried without waiting (as PostgreSQL's)."""
+
+    turns_at_once = False
+
+    def turn_now(self) -> Any:
+        return contextlib.nullcontext(False)
+
 
 def test_what_queues_while_a_shared_store_turn_is_awaited_joins_the_batch(
     tmp_path: Path, signer: Ed25519Signer
@@ -534,7 +547,7 @@ def test_a_busy_loop_commits_its_callers_batches_itself(
     assert sum(on_loop) == 21 and len(on_loop) < 21  # every command, in shared batches
 
 
-class SlowStore(SQLiteStore):
+class SlowSyncStore(SQLiteStore):
     """A store whose commits wait ``delay`` seconds for the disk while ``slow`` is set."""
 
     def __init__(self, path: Path, delay: float) -> None:
@@ -551,7 +564,7 @@ class SlowStore(SQLiteStore):
 def test_a_loop_whose_commits_wait_on_the_store_leaves_busy_batches_to_the_committer(
     tmp_path: Path, signer: Ed25519Signer
 ) -> None:
-    store = SlowStore(tmp_path / "log.db", delay=4 * INLINE_WAIT_S)
+    store = SlowSyncStore(tmp_path / "log.db", delay=4 * INLINE_WAIT_S)
     sequencer = Sequencer(store, signer, inline=True)
     seen = _threads_of_commits(sequencer)
     loop_thread = threading.get_ident()
@@ -584,8 +597,37 @@ def test_a_loop_whose_commits_wait_on_the_store_leaves_busy_batches_to_the_commi
     store.close()
 
 
-def test_a_shared_stores_log_never_commits_on_a_loop(tmp_path: Path) -> None:
+def test_a_shared_stores_log_commits_on_a_loop_only_when_its_turn_is_free_at_once(
+    tmp_path: Path,
+) -> None:
     store = TurnTakingStore(tmp_path / "log.db")
+    store.released.set()
+    signer = Ed25519Signer.generate("test.example/log")
+    log = AuditLog(store, signer)
+    seen = _threads_of_commits(log.sequencer)
+    loop_thread = threading.get_ident()
+
+    async def free() -> int:
+        return (await log.sequencer.run(append_entry(_entry(0)))).index
+
+    async def held() -> int:
+        store.released.clear()
+        store.waiting.clear()
+        queued = log.sequencer.submit_async([append_entry(_entry(1))])[0]
+        assert await asyncio.to_thread(store.waiting.wait, 30)  # the committer waits for it
+        store.released.set()
+        return (await queued).index
+
+    assert asyncio.run(free()) == 0
+    assert seen[-1][0] == loop_thread
+    assert asyncio.run(held()) == 1
+    assert seen[-1][0] != loop_thread
+    log.sequencer.close()
+    _check_log(store, signer)
+
+
+def test_a_replicas_log_never_commits_on_a_loop(tmp_path: Path) -> None:
+    store = ReplicaStore(tmp_path / "log.db")
     store.released.set()
     log = AuditLog(store, Ed25519Signer.generate("test.example/log"))
     seen = _threads_of_commits(log.sequencer)

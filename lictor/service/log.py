@@ -289,7 +289,7 @@ class AuditLog:
         self.signer = signer
         self.clock = ServerClock() if clock is None else ServerClock(clock, None)
         self.times = EntryTimes(store, self.clock)
-        inline = not store.shared  # a shared store's turn may be waited for: never on a loop
+        inline = store.turns_at_once  # a loop commits only when the turn is free at once
         self.sequencer = Sequencer(store, signer, max_batch, self.times, inline=inline)
         self._subtrees: dict[tuple[int, int], bytes] = {}  # `prove_inclusion`'s memo
         self._batch: BatchProofs | None = None  # this process's newest batch

@@ -121,6 +121,7 @@ class Store(Protocol):
     """
 
     shared: bool
+    turns_at_once: bool  # whether `turn_now` can take a free turn (False: it never does)
 
     def head(self) -> Head | None:
         """The current head, or None before the first `append`."""
@@ -205,6 +206,14 @@ class Store(Protocol):
         within a bounded time (PostgreSQL: `lictor.store.postgres.TURN_STALL_S`),
         and its `append` in that turn then fails with `StoreError`, writing nothing.
         """
+
+    def turn_now(self) -> AbstractContextManager[bool]:
+        """The writing turn, only if it can be had at once: inside, True while this
+        thread holds it as `writing` would (and `writing` may be entered again
+        within it), or False if it would have to be waited for (another writer, or
+        another thread of this process, holds it). For a caller that must not
+        wait, such as an event loop (`Sequencer`'s ``inline``). A store that
+        cannot tell without waiting (PostgreSQL) always answers False."""
 
     def write_waits(self) -> bool:
         """Whether a write started now would wait for one that a thread of this process

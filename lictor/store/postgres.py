@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +163,7 @@ class PostgresStore:
     """A `Store` in one PostgreSQL database, shared by any number of processes."""
 
     shared = True
+    turns_at_once = False  # a turn is the database's advisory lock: a round trip to try
 
     def __init__(self, conninfo: str, max_connections: int = 8) -> None:
         self._conninfo = conninfo
@@ -546,6 +547,9 @@ class PostgresStore:
                 return False
             self._leads[role] = conn
             return True
+
+    def turn_now(self) -> AbstractContextManager[bool]:
+        return contextlib.nullcontext(False)
 
     def write_waits(self) -> bool:
         return self._writer_lock.locked()

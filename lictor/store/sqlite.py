@@ -170,6 +170,7 @@ class SQLiteStore:
     """A `Store` in one SQLite file."""
 
     shared = False
+    turns_at_once = True
 
     def __init__(
         self,
@@ -541,6 +542,9 @@ class SQLiteStore:
 
     def writing(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()  # one process writes; `append` takes the write lock
+
+    def turn_now(self) -> AbstractContextManager[bool]:
+        return contextlib.nullcontext(True)  # no turns: `write_waits` tells of the lock
 
     def try_lead(self, role: str) -> bool:
         return True

@@ -8,7 +8,9 @@ lineage, one set of records. What the `Store` contract asks of a shared store,
 - **Turns** (`writing`): an exclusive ``flock`` on ``<db>-turn.lock`` while a
   batch is planned and appended, so workers take turns instead of colliding
   on the head's compare-and-swap. A worker that dies loses its turn with its
-  descriptors; the server's supervisor replaces it.
+  descriptors; the server's supervisor replaces it. `turn_now` takes a turn
+  only if no one holds it (``LOCK_NB``), so that a worker's event loop can
+  commit its callers' batches itself without ever waiting for another's.
 - **Leading** (`try_lead`): a non-blocking ``flock`` on ``<db>-lead-<role>.lock``,
   kept while this process lives.
 - **Watching** (`watch`): a thread reads ``PRAGMA data_version`` every
@@ -58,6 +60,7 @@ class WorkerStore(SQLiteStore):
     """An `SQLiteStore` shared by the worker processes of one server; see the module."""
 
     shared = True
+    turns_at_once = True
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(path, exclusive=False)
@@ -76,15 +79,40 @@ class WorkerStore(SQLiteStore):
 
     @contextmanager
     def _taking_turn(self) -> Iterator[None]:
+        if self._in_turn():  # taken already (`turn_now`): held until that block ends
+            yield
+            return
         with self._turn_lock:  # one thread of this process at a time, then one process
             fcntl.flock(self._turn, fcntl.LOCK_EX)
-            try:
-                self._forget_if_others_committed()
-                self._turn_thread = threading.get_ident()
+            with self._holding_turn():
                 yield
-            finally:
-                self._turn_thread = None
-                fcntl.flock(self._turn, fcntl.LOCK_UN)
+
+    @contextmanager
+    def turn_now(self) -> Iterator[bool]:
+        if not self._turn_lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            try:
+                fcntl.flock(self._turn, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another worker's turn
+                yield False
+                return
+            with self._holding_turn():
+                yield True
+        finally:
+            self._turn_lock.release()
+
+    @contextmanager
+    def _holding_turn(self) -> Iterator[None]:
+        """The turn just taken (this process's lock, then the file's), until the end."""
+        try:
+            self._forget_if_others_committed()
+            self._turn_thread = threading.get_ident()
+            yield
+        finally:
+            self._turn_thread = None
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
 
     def _forget_if_others_committed(self) -> None:
         """Forget what this process remembers if any other connection committed since

@@ -345,6 +345,24 @@ def test_writers_of_a_shared_store_take_turns(open_store: Callable[[], Store]) -
     assert order == ["a", "b"], "the second writer did not wait its turn"
 
 
+def test_a_turn_is_taken_at_once_only_where_the_store_says_it_can_be(
+    open_store: Callable[[], Store],
+) -> None:
+    first, second = open_store(), open_store()
+    with first.turn_now() as held:
+        assert held is first.turns_at_once
+        if held:  # a batch planned and appended in it, as an event loop's commit
+            with first.writing():
+                head = first.append(0, _entries(0, 1), _hashes(0, 1), _head(1))
+            if first.shared:
+                with second.turn_now() as other:
+                    assert other is False  # another writer's turn is never waited for
+    if held:
+        assert first.head() == head
+    with second.turn_now() as held:  # free again
+        assert held is second.turns_at_once
+
+
 def test_replica_rows_are_upserted_listed_and_dropped(open_store: Callable[[], Store]) -> None:
     first, second = open_store(), open_store()
     first.put_replica(Replica("host-b/2", "1.0", 1_000, 5_000, b'{"decisions":1}'))

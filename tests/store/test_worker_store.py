@@ -1,4 +1,4 @@
-"""`WorkerStore`: what a worker remembers inside its turn, and when it forgets it.
+"""`WorkerStore`: its turns, what a worker remembers inside them, and when it forgets it.
 
 Two stores on one file stand for two workers of one server (each its own
 connections, as each worker process has its own)."""
@@ -128,3 +128,37 @@ def test_what_a_worker_remembers_is_small_so_forgetting_it_is_quick(
     with first.writing():
         assert len(first._cache._records) == 0
         assert _doc(first) == b'{"n":6}'
+
+
+def test_a_turn_taken_at_once_is_refused_while_another_holds_it(
+    workers: tuple[WorkerStore, WorkerStore],
+) -> None:
+    first, second = workers
+    with first.writing():  # another worker's turn, then this process's own thread's
+        with second.turn_now() as held:
+            assert held is False
+        with first.turn_now() as held:
+            assert held is False  # not re-entered from a second `turn_now`
+    with second.turn_now() as held:
+        assert held is True
+        with first.turn_now() as other:
+            assert other is False
+        with second.writing():  # entered again within it, as the committer's plan does
+            appended = second.append(1, [], [], _head(0))
+        with first.turn_now() as other:
+            assert other is False  # still held: the turn ends with `turn_now`'s block
+    assert appended.version == 2
+    with first.turn_now() as held:
+        assert held is True
+    assert _turn_reading(first) == appended  # read in a turn of its own after the other's
+
+
+def test_a_turn_taken_at_once_forgets_what_another_worker_committed(
+    workers: tuple[WorkerStore, WorkerStore],
+) -> None:
+    first, second = workers
+    assert _turn_reading(first).size == 0
+    second.put_record(_put("ex_1", b'{"n":2}', 1))
+    with first.turn_now() as held:
+        assert held is True
+        assert _doc(first) == b'{"n":2}'
