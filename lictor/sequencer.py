@@ -10,26 +10,26 @@ was written. If the head moved underneath (another writer won the
 compare-and-swap), the batch is recomputed on the new head, after a short
 jittered pause that grows while replicas keep colliding.
 
-With ``inline`` (a store whose turn can be tried without waiting), a caller
-on an event loop whose command finds the committer idle is not handed over to
-it: its loop commits the command itself, once the callbacks that were ready with it have
-run, together with whatever they queued meanwhile. Callers are then answered
-without the hand-offs between threads (to the committer and back, each a
-wake-up), and without the committer and the loop taking the interpreter's
-lock from each other at every statement of a commit: under load that
-contention cost more than the loop's wait for the disk saves. So a busy loop
-commits its callers' batches too, as long as its commits wait little for the
-store (`INLINE_WAIT_S`, averaged over the last few); on a store slow to sync,
-where the loop would sit idle through each commit, it leaves them to the
+With ``inline`` (a store whose turn can be tried without waiting), a caller on
+an event loop whose command finds the committer idle is not handed over to it:
+its loop commits the command itself, once the callbacks that were ready with
+it have run, together with whatever they queued meanwhile. Callers are then
+answered without the hand-offs between threads (to the committer and back,
+each a wake-up), and without the committer and the loop taking the
+interpreter's lock from each other at every statement of a commit: under load
+that contention cost more than the loop's wait for the disk saves. So a busy
+loop commits its callers' batches too, as long as its commits wait little for
+the store (`INLINE_WAIT_S`, averaged over the last few); on a store slow to
+sync, where the loop would sit idle through each commit, it leaves them to the
 committer unless the committer is quiet (its last batch held at most one
 command and nothing else is pending), and moves back once its commits are
 quick again. A loop never waits for the committer, the store's own
-housekeeping or another writer: it only tries the commit lock and the
-store's turn (`Store.turn_now`), and if the committer holds the one, another
-process the other, or the store is writing already (`Store.write_waits`),
-leaves the commands to the committer. So workers sharing one SQLite file
-commit on their loops too whenever the turn is free; PostgreSQL replicas
-never do (``inline`` off: trying their turn is a round trip to the database).
+housekeeping or another writer: it only tries the commit lock and the store's
+turn (`Store.turn_now`), and if the committer holds the lock, another writer
+the turn, or the store is writing already (`Store.write_waits`), leaves the
+commands to the committer. So workers sharing one SQLite file commit on their
+loops too whenever the turn is free; PostgreSQL replicas never do (``inline``
+off: trying their turn is a round trip to the database).
 
 Entries arrive as *commands*: a command is planned inside the committer, in
 order, against a `StateView` of the records (what is stored plus what earlier
