@@ -3,7 +3,8 @@ through the Model Context Protocol, governed like any other execution.
 
 `lictor mcp` sits between an MCP client and one MCP server (wrapping a
 stdio server, or fronting a Streamable HTTP one) and speaks MCP to both,
-through the official ``mcp`` SDK. What it guarantees:
+through the official ``mcp`` SDK (over stdio, tool calls take a lane of
+their own beside it: `lictor.mcp.express`). What it guarantees:
 
 - Nothing reaches the server ungoverned. Each ``tools/call``,
   ``resources/read`` and ``prompts/get`` is first requested from the control
@@ -27,10 +28,12 @@ through the official ``mcp`` SDK. What it guarantees:
   never a permission), refused with why when the control plane cannot
   filter them, and only the capabilities the server has are served.
 
-Modules, from the wire inwards: `front` (stdio and HTTP serving),
-`lifecycle` (start and stop in order), `gateway` (the MCP handlers),
+Modules, from the wire inwards: `front` (stdio and HTTP serving), `stdio`
+(the client's pipes), `express` (tool calls over stdio served beside the
+SDK), `lifecycle` (start and stop in order), `gateway` (the MCP handlers),
 `catalog` (tool definitions and pins), `calls` (one governed request),
 `session` (the session execution), `follower` (the events stream),
 `completions` (completing off the request's path), `upstream` (the MCP
-server fronted), `answers` (what a refused client is told; result hashes).
+server fronted), `pipe` (a wrapped stdio server's pipes), `answers` (what
+a refused client is told; result hashes).
 """

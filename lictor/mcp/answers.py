@@ -33,6 +33,7 @@ names, unset members left out), or of its JSON-RPC error object.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
@@ -48,6 +49,15 @@ UNAVAILABLE = -32005
 DEFINITION_CHANGED = "definition_changed"
 EXECUTION_KEY = "lictor/execution"
 RECEIPT_KEY = "lictor/receipt"
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A tool's result both as the upstream wrote it (``wire``, what the client is
+    sent) and as the SDK reads it (``model``, what its outcome and hash are of)."""
+
+    wire: dict[str, Any]
+    model: types.CallToolResult
 
 
 def wire(model: BaseModel) -> dict[str, Any]:

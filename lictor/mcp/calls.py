@@ -35,13 +35,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
 from lictor.errors import ExecutionRevokedError, LictorError
-from lictor.mcp.answers import EXECUTION_KEY, RECEIPT_KEY, error_hash, result_hash
+from lictor.mcp.answers import EXECUTION_KEY, RECEIPT_KEY, Relayed, error_hash, result_hash
 from lictor.mcp.completions import Completions
 from lictor.mcp.follower import EventFollower
 from lictor.mcp.session import Session
@@ -49,7 +49,7 @@ from lictor.sdk import AsyncClient, ExecutionHandle
 from lictor.sdk.async_scope import TaskKeeper
 from lictor.sdk.enforce import Jitter, Keeper
 
-ResultT = TypeVar("ResultT", bound=types.Result)
+ResultT = TypeVar("ResultT", bound=types.Result | Relayed)
 REASON_TIMEOUT_S = 2.0
 
 
@@ -64,13 +64,25 @@ class Ask:
     definition: str | None = None
 
 
-def outcome_of(result: types.Result) -> str:
-    failed = isinstance(result, types.CallToolResult) and result.is_error
+def _model(result: types.Result | Relayed) -> types.Result:
+    """What the SDK reads ``result`` as (what its outcome and hash are of)."""
+    return result.model if isinstance(result, Relayed) else result
+
+
+def outcome_of(result: types.Result | Relayed) -> str:
+    model = _model(result)
+    failed = isinstance(model, types.CallToolResult) and model.is_error
     return "failed" if failed else "succeeded"
 
 
 def with_receipt(result: ResultT, execution: str, receipt: dict[str, Any] | None) -> ResultT:
-    """``result`` with the execution's id and receipt added to its ``_meta``."""
+    """``result`` with the execution's id and receipt added to its ``_meta`` (to what
+    the client is sent, for a relayed result)."""
+    if isinstance(result, Relayed):
+        given = result.wire.get("_meta")
+        meta = {**(given if isinstance(given, dict) else {}), EXECUTION_KEY: execution}
+        sent = {**result.wire, "_meta": {**meta, RECEIPT_KEY: receipt}}
+        return cast(ResultT, Relayed(sent, result.model))
     meta = {**(result.meta or {}), EXECUTION_KEY: execution, RECEIPT_KEY: receipt}
     return result.model_copy(update={"meta": meta})
 
@@ -178,7 +190,7 @@ class Governor:
         if handle.lost is not None:  # lost as the answer came back: it must not be used
             self._completions.later(keeper.stop())
             raise await self._explain(handle)
-        self._finish(handle, keeper, outcome_of(result), result_hash(result))
+        self._finish(handle, keeper, outcome_of(result), result_hash(_model(result)))
         return with_receipt(result, handle.id, handle.receipt)
 
     def _finish(

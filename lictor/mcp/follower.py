@@ -3,8 +3,9 @@ that their execution ended.
 
 The follower reads ``GET /v1/events`` with the runtime's credential (which
 sees its own runtime's entries) from the session's decision on, asking only
-for entries that show an execution ended (revoked, expired, completed,
-denied: not every call's start), and hands each to the handle tracked under
+for entries that show an execution lost (revoked, expired, denied: not every
+call's start, and not its completion, which this gateway sent itself once it
+had stopped tracking the call), and hands each to the handle tracked under
 that id, which loses it at once: the
 request's upstream call is cancelled well before a renewal would notice.
 One stream serves every call, however many are in flight. An id that ended
@@ -33,6 +34,7 @@ from lictor.errors import ExecutionRevokedError
 from lictor.sdk.enforce import ExecutionHandle
 from lictor.sdk.events import ENDED, READ_TIMEOUT_S, RETRY_S, EventReader
 
+LOST = ENDED - {"completed"}
 REMEMBERED = 1024
 MAX_PAUSE_S = 30.0
 log = logging.getLogger("lictor.mcp")
@@ -43,12 +45,12 @@ class StreamRefusedError(Exception):
 
 
 def ended_entry(data: str) -> tuple[str, str] | None:
-    """``(execution id, state)`` if the entry ``data`` shows an execution ended."""
+    """``(execution id, state)`` if the entry ``data`` shows an execution lost."""
     try:
         entry: Any = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(entry, dict) or entry.get("state") not in ENDED:
+    if not isinstance(entry, dict) or entry.get("state") not in LOST:
         return None
     execution = entry.get("execution")
     return (execution, entry["state"]) if isinstance(execution, str) else None
@@ -128,7 +130,7 @@ class EventFollower:
     async def _follow(self) -> None:
         headers = {"Last-Event-ID": str(self._last), "Accept": "text/event-stream"}
         timeout = httpx.Timeout(10.0, read=READ_TIMEOUT_S)
-        params = {"state": sorted(ENDED)}  # an older server sends all: the rest are skipped
+        params = {"state": sorted(LOST)}  # an older server sends all: the rest are skipped
         stream = self._http.stream(
             "GET", "/v1/events", params=params, headers=headers, timeout=timeout
         )

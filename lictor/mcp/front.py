@@ -40,6 +40,7 @@ from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from lictor.mcp.express import Express
 from lictor.mcp.gateway import Gateway, GatewayServer
 from lictor.mcp.lifecycle import Config, open_gateway
 from lictor.mcp.stdio import stdio_streams
@@ -98,14 +99,14 @@ async def serve_stdio(config: Config) -> None:
     """Serve the gateway on this process's stdin and stdout."""
     async with open_gateway(config) as gateway:
         server = gateway.server()
-        serving = asyncio.create_task(_stdio(server))
+        serving = asyncio.create_task(_stdio(server, gateway.express()))
         _on_signals(serving.cancel)
         with contextlib.suppress(asyncio.CancelledError):
             await serving
 
 
-async def _stdio(server: GatewayServer) -> None:
-    async with stdio_streams() as (read, write):
+async def _stdio(server: GatewayServer, lane: Express | None) -> None:
+    async with stdio_streams(lane) as (read, write):
         await server.run(read, write, server.create_initialization_options())
 
 

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
@@ -45,19 +45,23 @@ from mcp.server.session import ServerSession
 from lictor.errors import DeniedError, LictorError
 from lictor.mcp.answers import (
     DEFINITION_CHANGED,
+    Relayed,
     error_result,
     refusal_error,
     refusal_text,
     unavailable_error,
+    wire,
 )
 from lictor.mcp.calls import Ask, Governor
 from lictor.mcp.catalog import CALL_TOOL, Catalog, tool_ref, visible
+from lictor.mcp.express import Express
 from lictor.mcp.upstream import Upstream
 from lictor.sdk import AsyncClient
 
 READ_RESOURCE = 'Action::"read_resource"'
 GET_PROMPT = 'Action::"get_prompt"'
 Context = ServerRequestContext[Any, Any]
+ReplyT = TypeVar("ReplyT", types.CallToolResult, Relayed)
 log = logging.getLogger("lictor.mcp")
 
 
@@ -106,6 +110,11 @@ class Gateway:
         self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
         upstream.on_tools_changed(self._tools_changed)
 
+    def express(self) -> Express | None:
+        """The lane for tool calls beside the SDK's server (`lictor.mcp.express`), when
+        the upstream is a wrapped stdio server."""
+        return Express(self.relay_tool, self._upstream.version) if self._upstream.piped else None
+
     def server(self) -> GatewayServer:
         """An MCP server with a handler for each capability the upstream has."""
         info, caps = self._upstream.info, self._upstream.capabilities
@@ -147,7 +156,20 @@ class Gateway:
         self, ctx: Context, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         self._sessions.add(ctx.session)
-        name, arguments = params.name, params.arguments
+        return await self._call_tool(params.name, params.arguments, self._upstream.call_tool)
+
+    async def relay_tool(self, name: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
+        """``tools/call`` for the express lane (`lictor.mcp.express`): governed as
+        `call_tool` governs it, answered with the upstream's result as it wrote it."""
+        result = await self._call_tool(name, arguments, self._upstream.relay_tool)
+        return result.wire if isinstance(result, Relayed) else wire(result)
+
+    async def _call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        call: Callable[[str, dict[str, Any] | None], Awaitable[ReplyT]],
+    ) -> ReplyT | types.CallToolResult:
         subject = f"tool {self.name}/{name}"
         try:
             definition = await self.catalog.definition(name)
@@ -156,9 +178,7 @@ class Gateway:
         context = {"arguments": arguments or {}}
         ask = Ask(subject, CALL_TOOL, tool_ref(self.name, name), context, definition)
         try:
-            return await self._governor.govern(
-                ask, lambda: self._upstream.call_tool(name, arguments)
-            )
+            return await self._governor.govern(ask, lambda: call(name, arguments))
         except LictorError as e:
             return error_result(self._tool_refusal(name, subject, e), e)
 

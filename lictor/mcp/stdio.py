@@ -17,6 +17,10 @@ blocking again) on exit.
 A line longer than `MAX_LINE` bytes is skipped up to its end and handed on as a
 line that is not JSON, which the SDK treats as it treats any malformed line;
 the lines after it are read as usual.
+
+Given a `Lane` (`lictor.mcp.express`), each line read is offered to it first:
+the lines it takes never reach the SDK, and it writes its answers to the same
+stream, a whole line in one write, so they never interleave with the SDK's.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import fcntl
 import os
 import stat
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from mcp.server.stdio import stdio_server
 
@@ -44,45 +48,71 @@ def _streamable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)
 
 
-class LineReader:
-    """``async for line in reader``: the lines of a stream, decoded as UTF-8."""
+async def read_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The next line of ``reader`` (the last may lack its newline), or None at its end.
+    A line longer than `MAX_LINE` bytes is skipped to its end and read as `NOT_JSON`."""
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as e:
+        return e.partial or None
+    except asyncio.LimitOverrunError:
+        await _skip_line(reader)
+        return NOT_JSON.encode()
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self._reader = reader
+
+async def _skip_line(reader: asyncio.StreamReader) -> None:
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return
+        except asyncio.LimitOverrunError as e:
+            await reader.readexactly(e.consumed)
+        except asyncio.IncompleteReadError:
+            return
+
+
+class Lane(Protocol):
+    """What serves some requests beside the SDK's server (`lictor.mcp.express`)."""
+
+    def take(self, line: bytes) -> bool:
+        """Whether ``line`` is the lane's to serve (the SDK then never sees it)."""
+
+    def sent(self, text: str) -> None:
+        """The SDK's server wrote ``text``."""
+
+    def attach(self, writer: asyncio.StreamWriter) -> None:
+        """Write answers to ``writer``."""
+
+    async def close(self) -> None:
+        """Answer or end what the lane still serves."""
+
+
+class LineReader:
+    """``async for line in reader``: the lines of a stream, decoded as UTF-8, less
+    those a lane takes."""
+
+    def __init__(self, reader: asyncio.StreamReader, lane: Lane | None = None) -> None:
+        self._reader, self._lane = reader, lane
 
     def __aiter__(self) -> LineReader:
         return self
 
     async def __anext__(self) -> str:
-        try:
-            line = await self._reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as e:
-            if not e.partial:
-                raise StopAsyncIteration from None
-            line = e.partial
-        except asyncio.LimitOverrunError:
-            await self._skip_line()
-            return NOT_JSON
-        return line.decode("utf-8", errors="replace")
-
-    async def _skip_line(self) -> None:
-        while True:
-            try:
-                await self._reader.readuntil(b"\n")
-                return
-            except asyncio.LimitOverrunError as e:
-                await self._reader.readexactly(e.consumed)
-            except asyncio.IncompleteReadError:
-                return
+        while (line := await read_line(self._reader)) is not None:
+            if self._lane is None or not self._lane.take(line):
+                return line.decode("utf-8", errors="replace")
+        raise StopAsyncIteration
 
 
 class LineWriter:
     """What the SDK's writer awaits: ``write(text)`` and ``flush()``."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
+    def __init__(self, writer: asyncio.StreamWriter, lane: Lane | None = None) -> None:
+        self._writer, self._lane = writer, lane
 
     async def write(self, text: str) -> None:
+        if self._lane is not None:
+            self._lane.sent(text)
         self._writer.write(text.encode("utf-8"))
 
     async def flush(self) -> None:
@@ -109,8 +139,9 @@ def _restore(fd: int, private: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
-    """The SDK's ``(read, write)`` session streams over this process's stdin and stdout."""
+async def stdio_streams(lane: Lane | None = None) -> AsyncIterator[tuple[Any, Any]]:
+    """The SDK's ``(read, write)`` session streams over this process's stdin and stdout;
+    with a ``lane``, the lines it takes are served by it, not by the SDK."""
     if not (_streamable(0) and _streamable(1)):
         async with stdio_server() as streams:
             yield streams
@@ -130,8 +161,15 @@ async def stdio_streams() -> AsyncIterator[tuple[Any, Any]]:
             asyncio.streams.FlowControlMixin, pipe_out
         )
         writer = asyncio.StreamWriter(writing, protocol, None, loop)
-        async with stdio_server(LineReader(reader), LineWriter(writer)) as streams:  # type: ignore[arg-type]
-            yield streams
+        if lane is not None:
+            lane.attach(writer)
+        try:
+            lines, sink = LineReader(reader, lane), LineWriter(writer, lane)
+            async with stdio_server(lines, sink) as streams:  # type: ignore[arg-type]
+                yield streams
+        finally:
+            if lane is not None:
+                await lane.close()
     finally:
         for transport in (reading, writing):
             if transport is not None:

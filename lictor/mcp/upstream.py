@@ -7,8 +7,10 @@ forwards only what a request means (a tool's name and arguments, a cursor, a
 URI, a prompt's name and arguments): never a client's ``_meta``, which in the
 2026 era carries envelope keys a handshake-era session rejects, and which is
 not the client's to pass through a policy enforcement point. Requests are
-sent with ``send_request``, so a result reaches the client exactly as the
-upstream wrote it (no client-side validation, no hidden ``tools/list``).
+sent with ``send_request`` (no hidden ``tools/list``). A wrapped stdio server
+runs on the gateway's own pipe (`lictor.mcp.pipe`), where `Upstream.relay_tool`
+sends a ``tools/call`` beside the session and hands back the result as the
+server wrote it, for the express lane (`lictor.mcp.express`).
 
 Cancelling the task awaiting a request sends MCP's
 ``notifications/cancelled`` for it upstream; that is how a revocation stops a
@@ -23,16 +25,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import mcp_types as types
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession
 from mcp.client.session import IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel
+
+from lictor.mcp.answers import Relayed
+from lictor.mcp.pipe import Pipe, open_pipe
 
 WITHHELD = "LICTOR_"
 MAX_PAGES = 100
@@ -67,7 +72,8 @@ def page(cursor: str | None) -> types.PaginatedRequestParams | None:
 class Upstream:
     """An initialized client session to the upstream, and what it said about itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, pipe: Pipe | None = None) -> None:
+        self._pipe = pipe
         self._session: ClientSession | None = None
         self.init: types.InitializeResult | None = None
         self._tools_changed: list[Listener] = []
@@ -77,6 +83,11 @@ class Upstream:
         if self._session is None:
             raise RuntimeError("the upstream is not connected")
         return self._session
+
+    @property
+    def version(self) -> str:
+        """The protocol version the upstream and the gateway speak."""
+        return str(self._initialized().protocol_version)
 
     @property
     def info(self) -> types.Implementation:
@@ -137,6 +148,20 @@ class Upstream:
         params = types.CallToolRequestParams(name=name, arguments=arguments)
         return await self.send(types.CallToolRequest(params=params), types.CallToolResult)
 
+    @property
+    def piped(self) -> bool:
+        """Whether the upstream is a wrapped stdio server on the gateway's own pipe."""
+        return self._pipe is not None
+
+    async def relay_tool(self, name: str, arguments: dict[str, Any] | None) -> Relayed:
+        """``tools/call`` sent on the pipe beside the SDK's session: the result as the
+        upstream wrote it. Raises ``ValueError`` for a result that is not a tool's."""
+        if self._pipe is None:
+            raise RuntimeError("only a wrapped stdio server's calls are relayed")
+        params = {"name": name} if arguments is None else {"name": name, "arguments": arguments}
+        sent = await self._pipe.request("tools/call", params)
+        return Relayed(sent, types.CallToolResult.model_validate(sent, by_name=False))
+
     async def list_resources(self, cursor: str | None) -> types.ListResourcesResult:
         request = types.ListResourcesRequest(params=page(cursor))
         return await self.send(request, types.ListResourcesResult)
@@ -162,16 +187,15 @@ class Upstream:
         return await self.send(types.GetPromptRequest(params=params), types.GetPromptResult)
 
 
-def _transport(
-    target: Target,
-) -> AbstractAsyncContextManager[tuple[Any, Any]]:
+@asynccontextmanager
+async def _transport(target: Target) -> AsyncIterator[tuple[Any, Any, Pipe | None]]:
+    """The session's streams to ``target``, and the pipe a wrapped stdio server is on."""
     if target.url is not None:
-        return streamable_http_client(target.url)
-    command: Sequence[str] = target.command
-    params = StdioServerParameters(
-        command=command[0], args=list(command[1:]), env=child_environment(os.environ)
-    )
-    return stdio_client(params)
+        async with streamable_http_client(target.url) as (read, write):
+            yield read, write, None
+        return
+    async with open_pipe(target.command, child_environment(os.environ)) as pipe:
+        yield pipe.read, pipe.write, pipe
 
 
 @asynccontextmanager
@@ -179,10 +203,8 @@ async def connect(target: Target) -> AsyncIterator[Upstream]:
     """Start or reach the upstream, initialize a session with it; close it on exit.
 
     Enter and exit in the same task: the transports hold task groups."""
-    upstream = Upstream()
-    async with (
-        _transport(target) as (read, write),
-        ClientSession(read, write, message_handler=upstream.notified) as session,
-    ):
-        upstream.attach(session, await session.initialize())
-        yield upstream
+    async with _transport(target) as (read, write, pipe):
+        upstream = Upstream(pipe)
+        async with ClientSession(read, write, message_handler=upstream.notified) as session:
+            upstream.attach(session, await session.initialize())
+            yield upstream

@@ -1,6 +1,8 @@
-"""A Streamable HTTP MCP server for the gateway's tests, built with the ``mcp`` SDK.
+"""An MCP server for the gateway's tests, built with the ``mcp`` SDK: over Streamable
+HTTP, or over stdio.
 
     python peer.py --port PORT --root DIR
+    python peer.py --stdio --root DIR
 
 Tools: ``echo(text)`` (fast), ``write_file(path, text)`` (under DIR),
 ``slow(seconds)`` (appends ``started <id>`` to DIR/calls.log when it starts
@@ -27,6 +29,7 @@ import uvicorn
 from mcp import MCPError
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.stdio import stdio_server
 
 Context = ServerRequestContext[Any, Any]
 ROOT = Path(".")
@@ -157,7 +160,8 @@ async def get_prompt(ctx: Context, params: types.GetPromptRequestParams) -> Any:
 def main() -> None:
     global ROOT
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--stdio", action="store_true")
     parser.add_argument("--root", required=True)
     args = parser.parse_args()
     ROOT = Path(args.root)
@@ -171,8 +175,16 @@ def main() -> None:
         on_list_prompts=list_prompts,
         on_get_prompt=get_prompt,
     )
+    if args.stdio:
+        asyncio.run(_stdio(server))
+        return
     app = server.streamable_http_app(streamable_http_path="/mcp", host="127.0.0.1")
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+async def _stdio(server: Server[Any]) -> None:
+    async with stdio_server() as (read, write):
+        await server.run(read, write, server.create_initialization_options())
 
 
 if __name__ == "__main__":
