@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -209,8 +209,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def processes(**prefixes: str) -> dict[str, int]:
-    """The pid of a process whose command line starts with each prefix."""
+def processes(parent: int | None = None, **prefixes: str) -> dict[str, int]:
+    """The pid of a process whose command line starts with each prefix (a child of
+    ``parent``, if given)."""
     found: dict[str, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -218,7 +219,11 @@ def processes(**prefixes: str) -> dict[str, int]:
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:
+            continue
+        if parent is not None and ppid != parent:
             continue
         for name, prefix in prefixes.items():
             if command.startswith(prefix):
@@ -289,36 +294,84 @@ async def control_plane(plane: Plane, calls: int, warmup: int) -> None:
     report("complete (after the answer)", done, sum(done) / 1000)
 
 
-async def bench_stdio(plane: Plane, root: Path, calls: int, warmup: int) -> None:
+class Way:
+    """One way to the tool: its session, its latencies and the CPU its processes spent."""
+
+    def __init__(self, session: ClientSession, pids: dict[str, int]) -> None:
+        self.session, self.pids = session, pids
+        self.latencies: list[float] = []
+        self.wall = 0.0
+        self.cpu = dict.fromkeys(pids, 0.0)
+        self.medians: list[float] = []
+
+    async def round(self, arguments: dict[str, str], calls: int) -> None:
+        before = {n: cpu_seconds(p) for n, p in self.pids.items()}
+        latencies, wall = await timed(self.session, "get_current_time", arguments, calls, 0)
+        for name, pid in self.pids.items():
+            self.cpu[name] += cpu_seconds(pid) - before[name]
+        self.latencies += latencies
+        self.wall += wall
+        self.medians.append(statistics.median(latencies))
+
+    def cpu_line(self, label: str) -> str:
+        calls = len(self.latencies)
+        parts = "   ".join(f"{n} {1000 * t / calls:.2f}" for n, t in self.cpu.items())
+        return f"  {label:28} {parts}"
+
+
+async def bench_stdio(plane: Plane, root: Path, calls: int, warmup: int, rounds: int) -> None:
+    """Direct, through `lictor mcp` and through the floor relay, all three open at once
+    and driven in turn, ``rounds`` times: a busy moment falls on all three alike."""
     direct_argv = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
     gateway_argv = [sys.executable, "-m", "lictor.cli.main", "mcp", "--principal", PRINCIPAL]
     gateway_argv += ["--", *direct_argv]
     arguments = {"timezone": "UTC"}
-    async with over_stdio(direct_argv) as s:
-        direct = await timed(s, "get_current_time", arguments, calls, warmup)
-    async with over_stdio(gateway_argv) as s:
-        await timed(s, "get_current_time", arguments, warmup, 0)
-        found = processes(gateway=" ".join(gateway_argv[:4]), upstream=" ".join(direct_argv[:3]))
-        meter = CpuMeter({**found, "control plane": plane.process.pid, "client": os.getpid()})
-        gateway = await timed(s, "get_current_time", arguments, calls, 0)
-        cpu = meter.per_call(calls)
-    floor, floor_cpu = await through_floor(root, direct_argv, arguments, calls, warmup)
-    print(f"stdio: mcp-server-time get_current_time, {calls} calls after {warmup}:")
-    report("direct", *direct)
-    report("through lictor mcp", *gateway)
-    added(direct[0], gateway[0])
-    print(cpu)
-    report("through the floor relay", *floor)
-    median = statistics.median(floor[0]) - statistics.median(direct[0])
+    me = {"client": os.getpid()}
+    upstream = " ".join(direct_argv[:3])
+    async with contextlib.AsyncExitStack() as stack:
+        session = await stack.enter_async_context(over_stdio(direct_argv))
+        direct = Way(session, {**processes(os.getpid(), upstream=upstream), **me})
+        session = await stack.enter_async_context(over_stdio(gateway_argv))
+        found = processes(os.getpid(), gateway=" ".join(gateway_argv[:4]))
+        found.update(processes(found["gateway"], upstream=upstream))
+        pids = {**found, "control plane": plane.process.pid, **me}
+        gateway = Way(session, pids)
+        relay, reference = stack.enter_context(floor_relay(root, direct_argv))
+        session = await stack.enter_async_context(over_stdio(relay))
+        found = processes(os.getpid(), relay=" ".join(relay[:2]))
+        found.update(processes(found["relay"], upstream=upstream))
+        floor = Way(session, {**found, "reference": reference, **me})
+        paths = (direct, gateway, floor)
+        for path in paths:
+            await timed(path.session, "get_current_time", arguments, warmup, 0)
+        per_round = max(1, calls // rounds)
+        for _ in range(rounds):
+            for path in paths:
+                await path.round(arguments, per_round)
+    print(f"stdio: mcp-server-time get_current_time, {per_round * rounds} calls after {warmup}")
+    print(f"each, in {rounds} rounds of direct, through lictor mcp, through the floor relay:")
+    report("direct", direct.latencies, direct.wall)
+    report("through lictor mcp", gateway.latencies, gateway.wall)
+    added(direct.latencies, gateway.latencies)
+    print(gateway.cpu_line("CPU ms per call, through"))
+    report("through the floor relay", floor.latencies, floor.wall)
+    median = statistics.median(floor.latencies) - statistics.median(direct.latencies)
     print(f"  {'added by the floor relay':28} median {median:7.3f} ms   (the reference's decision)")
-    print(floor_cpu)
+    print(floor.cpu_line("CPU ms per call, floor"))
+    ours = [g - d for g, d in zip(gateway.medians, direct.medians, strict=True)]
+    floors = [f - d for f, d in zip(floor.medians, direct.medians, strict=True)]
+    print("  added at the median, round by round (ms):")
+    print("    lictor mcp   " + "  ".join(f"{x:6.3f}" for x in ours))
+    print("    floor relay  " + "  ".join(f"{x:6.3f}" for x in floors))
+    ratios = (o / f for o, f in zip(ours, floors, strict=True))
+    print("    ratio        " + "  ".join(f"{r:6.2f}" for r in ratios))
 
 
-async def through_floor(
-    root: Path, upstream: list[str], arguments: dict[str, str], calls: int, warmup: int
-) -> tuple[tuple[list[float], float], str]:
-    """The same calls through `bench/reference/mcp_floor.py` deciding with the reference
-    (`bench/reference/reference.py`): the floor of what governing a call can add."""
+@contextlib.contextmanager
+def floor_relay(root: Path, upstream: list[str]) -> Iterator[tuple[list[str], int]]:
+    """`bench/reference/reference.py` serving, and the command of `bench/reference/mcp_floor.py`
+    relaying to ``upstream`` and deciding with it: the floor of what governing a call can add.
+    Yields the relay's command and the reference's pid."""
     port, token = free_port(), "mcp-floor-token"
     argv = [sys.executable, str(REFERENCE / "reference.py"), "serve", str(port)]
     environment = {**os.environ, "REF_TOKEN": token}
@@ -328,13 +381,7 @@ async def through_floor(
     try:
         wait_until(lambda: listening(port), server)
         relay = [sys.executable, str(REFERENCE / "mcp_floor.py"), f"http://127.0.0.1:{port}"]
-        relay += [token, "--", *upstream]
-        async with over_stdio(relay) as s:
-            await timed(s, "get_current_time", arguments, warmup, 0)
-            found = processes(relay=" ".join(relay[:2]), upstream=" ".join(upstream[:3]))
-            meter = CpuMeter({**found, "reference": server.pid, "client": os.getpid()})
-            through = await timed(s, "get_current_time", arguments, calls, 0)
-            return through, meter.per_call(calls).replace("through", "floor  ")
+        yield [*relay, token, "--", *upstream], server.pid
     finally:
         server.terminate()
         server.wait(30)
@@ -373,7 +420,7 @@ async def bench_http(plane: Plane, root: Path, calls: int, warmup: int) -> None:
 async def run(args: argparse.Namespace, root: Path, plane: Plane) -> None:
     steps: list[Callable[[], Awaitable[None]]] = []
     if args.only in (None, "stdio"):
-        steps.append(lambda: bench_stdio(plane, root, args.calls, args.warmup))
+        steps.append(lambda: bench_stdio(plane, root, args.calls, args.warmup, args.rounds))
     if args.only in (None, "http"):
         steps.append(lambda: bench_http(plane, root, args.calls, args.warmup))
     for step in steps:
@@ -386,6 +433,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5, help="stdio: interleaved rounds")
     parser.add_argument("--only", choices=("stdio", "http"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mcp-bench-") as tmp:

@@ -86,9 +86,12 @@ class CompletionBody(CompleteBody, forbid_unknown_fields=True, kw_only=True):
 
 
 class CompletionsBody(msgspec.Struct, forbid_unknown_fields=True):
-    """``POST /v1/executions/completions``: several ends, committed together."""
+    """``POST /v1/executions/completions``: several ends, committed together; ``brief``
+    asks for each answered with its execution's id, state and outcome and its log index
+    only."""
 
     completions: Annotated[list[CompletionBody], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    brief: bool = False
 
 
 class TypedRef(Protocol):

@@ -108,7 +108,7 @@ class Completions:
     async def _complete(self, batch: list[dict[str, Any]]) -> None:
         if self._batches:
             try:
-                answers = await self._client.complete_many(batch)
+                answers = await self._client.complete_many(batch, brief=True)
             except LictorError as e:
                 # no such call (404, or 405 for a path it takes for an execution's):
                 # a control plane older than this gateway

@@ -139,10 +139,10 @@ class AsyncClient:
         return await self._call("POST", path, body, grant=grant)
 
     async def complete_many(
-        self, completions: Sequence[Mapping[str, Any]]
+        self, completions: Sequence[Mapping[str, Any]], *, brief: bool = False
     ) -> list[dict[str, Any] | LictorError]:
         """`Client.complete_many`."""
-        body = completions_body(completions)
+        body = completions_body(completions, brief)
         reply = await self._call("POST", "/v1/executions/completions", body)
         return answered(reply, len(completions))
 

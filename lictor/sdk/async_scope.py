@@ -27,18 +27,29 @@ AsyncRenew = Callable[[float], Awaitable[dict[str, Any]]]
 
 
 class TaskKeeper:
-    """Renews in an asyncio task until stopped or lost."""
+    """Renews in an asyncio task until stopped or lost. The task is started when the
+    first renewal is due: work that ends before then (a tool call, most governed blocks)
+    costs a timer, not a task."""
 
     def __init__(self, keeper: Keeper, renew: AsyncRenew) -> None:
         self._keeper, self._renew = keeper, renew
+        self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        delay = max(0.0, self._keeper.wake_at() - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._begin)
+
+    def _begin(self) -> None:
+        self._timer = None
         self._task = asyncio.create_task(
             self._run(), name=f"lictor-keeper-{self._keeper.handle.id}"
         )
 
     async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

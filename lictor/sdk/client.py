@@ -116,14 +116,16 @@ def complete_body(
     return body
 
 
-def completions_body(completions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def completions_body(
+    completions: Sequence[Mapping[str, Any]], brief: bool = False
+) -> dict[str, Any]:
     items = []
     for c in completions:
         body = complete_body(
             c["outcome"], c.get("exit_code"), c.get("summary"), c.get("result_hash")
         )
         items.append({"execution": c["execution"], **body})
-    return {"completions": items}
+    return {"completions": items, "brief": True} if brief else {"completions": items}
 
 
 def answered(
@@ -301,12 +303,15 @@ class Client:
         return self._call("POST", path, body, grant=grant)
 
     def complete_many(
-        self, completions: Sequence[Mapping[str, Any]]
+        self, completions: Sequence[Mapping[str, Any]], *, brief: bool = False
     ) -> list[dict[str, Any] | LictorError]:
         """End several executions in one call and one commit (at most 256). Each item
         holds ``execution`` and ``outcome``, and may hold ``exit_code``, ``summary`` and
-        ``result_hash``; each is answered alone: `complete`'s reply, or its error."""
-        reply = self._call("POST", "/v1/executions/completions", completions_body(completions))
+        ``result_hash``; each is answered alone: `complete`'s reply (with ``brief``, only
+        the execution's id, state and outcome and the entry's ``log_index``), or its
+        error."""
+        body = completions_body(completions, brief)
+        reply = self._call("POST", "/v1/executions/completions", body)
         return answered(reply, len(completions))
 
     def get(self, execution_id: str, *, grant: str | None = None) -> dict[str, Any]:

@@ -99,6 +99,11 @@ class RenewalsRequest(BaseModel):
 class CompletionsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     completions: Annotated[list[CompletionItem], Field(min_length=1, max_length=MAX_BATCH)]
+    brief: bool = Field(
+        default=False,
+        description="answer each completion with `Completed` only: for a caller that keeps "
+        "nothing of the answer but whether each completion took effect",
+    )
 
 
 class RevokeRequest(BaseModel):
@@ -155,10 +160,20 @@ class CompletionFailed(BaseModel):
     error: ErrorDetail
 
 
-class CompletionsReply(BaseModel):
-    """Each completion's answer in its place: `ExecutionReply`, or why it failed."""
+class Completed(BaseModel):
+    """A completion's brief answer: the execution's id, state and outcome, the log index
+    of its entry, the descendants it revoked."""
 
-    results: list[ExecutionReply | CompletionFailed]
+    execution: dict[str, Any]
+    log_index: int | None
+    revoked: list[str] | None = None
+
+
+class CompletionsReply(BaseModel):
+    """Each completion's answer in its place: `ExecutionReply` (`Completed` when asked
+    for ``brief``), or why it failed."""
+
+    results: list[ExecutionReply | Completed | CompletionFailed]
 
 
 class Renewed(BaseModel):
@@ -250,6 +265,22 @@ def _renewed(outcome: Outcome, executions: Executions) -> dict[str, Any]:
     the transitions."""
     shown = executions.shown(outcome.stored)
     return _after(outcome, {"execution": execution_json(shown.execution)})
+
+
+def _completed(outcome: Outcome, executions: Executions) -> dict[str, Any]:
+    """A completion's brief answer (`Completed`): nothing of the view or the receipt."""
+    e = outcome.execution
+    body: dict[str, Any] = {
+        "execution": {
+            "id": e.id,
+            "state": str(e.state),
+            "outcome": str(e.outcome) if e.outcome else None,
+        },
+        "log_index": outcome.receipt.index if outcome.receipt is not None else None,
+    }
+    if outcome.revoked:
+        body["revoked"] = list(outcome.revoked)
+    return body
 
 
 def _after(outcome: Outcome, body: dict[str, Any]) -> dict[str, Any]:
@@ -372,10 +403,10 @@ class Completing(Protocol):
 
 
 async def completions_answer(
-    asked: Sequence[Completing], who: Credential, executions: Executions
+    asked: Sequence[Completing], who: Credential, executions: Executions, brief: bool = False
 ) -> dict[str, Any]:
     """Complete each of ``asked`` for the runtime ``who``, committed together: the
-    answer's body, each completion's answer in its place."""
+    answer's body, each completion's answer (`_completed` if ``brief``) in its place."""
     ids = [c.execution for c in asked]
     if len(set(ids)) != len(ids):
         raise InvalidRequestError("each execution may be completed once per call")
@@ -383,7 +414,7 @@ async def completions_answer(
         Completion(c.execution, c.outcome, c.exit_code, c.summary, c.result_hash) for c in asked
     ]
     outcomes = await executions.complete_many_async(who.name, completions)
-    return {"results": _results(ids, outcomes, executions)}
+    return {"results": _results(ids, outcomes, executions, _completed if brief else _body)}
 
 
 def _ttl_ms(ttl: int | None) -> int:
@@ -482,7 +513,8 @@ async def complete(execution_id: str, body: CompleteRequest, request: Request, w
 async def complete_many(body: CompletionsRequest, request: Request, who: Runtime) -> Any:
     """End several executions in one transaction; each succeeds or fails alone, its
     answer (`complete`'s body, or ``error``) in its place in ``results``."""
-    return JSONResponse(await completions_answer(body.completions, who, _executions(request)))
+    answer = await completions_answer(body.completions, who, _executions(request), body.brief)
+    return JSONResponse(answer)
 
 
 @router.post("/renewals", operation_id="renew_executions", responses=answers(RenewalsReply))

@@ -200,7 +200,7 @@ async def _complete_many(
     value: Any, who: Credential, execution_id: str, state: Any
 ) -> tuple[int, dict[str, Any]]:
     body = _read(value, CompletionsBody)
-    return 200, await completions_answer(body.completions, who, state.executions)
+    return 200, await completions_answer(body.completions, who, state.executions, body.brief)
 
 
 async def _complete(

@@ -70,7 +70,9 @@ class Plane:
         self.completed.append((execution_id, outcome))
         return {}
 
-    async def complete_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def complete_many(
+        self, items: list[dict[str, Any]], *, brief: bool = False
+    ) -> list[dict[str, Any]]:
         return [await self.complete(i["execution"], i["outcome"]) for i in items]
 
     async def get(self, execution_id: str) -> dict[str, Any]:

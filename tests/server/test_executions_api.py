@@ -187,6 +187,35 @@ def test_completions_are_answered_each_alone_and_committed_together(
     assert codes == ["permission_denied", "invalid_transition"]
 
 
+def test_brief_completions_answer_with_the_state_and_the_log_index_only(
+    client: TestClient, governed: dict[str, Any], admin: dict[str, str]
+) -> None:
+    runtime = governed["runtime"]
+    ids, _ = _four_and_another_runtimes(client, runtime, admin)
+    items = [
+        {"execution": ids[0], "outcome": "succeeded", "result_hash": "sha256:" + "cd" * 32},
+        {"execution": ids[3], "outcome": "succeeded"},  # already completed
+        {"execution": ids[1], "outcome": "cancelled"},
+    ]
+    body = {"completions": items, "brief": True}
+    r = client.post("/v1/executions/completions", json=body, headers=runtime)
+    assert r.status_code == 200, r.text
+    first, refused, third = r.json()["results"]
+    assert first == {
+        "execution": {"id": ids[0], "state": "completed", "outcome": "succeeded"},
+        "log_index": first["log_index"],
+    }
+    assert refused["error"]["code"] == "invalid_transition"
+    assert third["execution"] == {"id": ids[1], "state": "completed", "outcome": "cancelled"}
+    for answer in (first, third):  # the index of the entry the completion was logged as
+        view = client.get(f"/v1/executions/{answer['execution']['id']}", headers=admin).json()
+        assert view["transitions"][-1]["log_index"] == answer["log_index"]
+    assert third["log_index"] == first["log_index"] + 1
+    loose = {"completions": items[:1], "brief": "yes"}
+    r = client.post("/v1/executions/completions", json=loose, headers=runtime)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_request"
+
+
 @pytest.mark.parametrize(
     "completions",
     [

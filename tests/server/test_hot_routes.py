@@ -244,6 +244,7 @@ def test_completions_are_answered_alike(sides: tuple[Side, Side]) -> None:
     assert completions([{**done, "result_hash": "sha256:xyz"}])[:2] == [400, "invalid_request"]
     assert completions([{**done, "execution": ""}])[:2] == [400, "invalid_request"]
     assert completions({"completions": []})[:2] == [400, "invalid_request"]
+    assert completions({"completions": [done], "brief": 1})[:2] == [400, "invalid_request"]
     assert completions({"completion": [done]})[:2] == [400, "invalid_request"]
     mixed = [done, {"execution": unknown, "outcome": "failed"}]
     assert completions(mixed, who="other")[2] == ["permission_denied", "not_found"]
@@ -255,6 +256,15 @@ def test_completions_are_answered_alike(sides: tuple[Side, Side]) -> None:
     assert first[2][0] != "not_found"  # ended, as both sides say
     again = completions([done])
     assert again[0] == 200 and again[2][0] not in (first[2][0], None)
+    for side in sides:  # brief, each side answers alike, and with the same members
+        body = {"completions": [{**done, "execution": side.started()["execution"]["id"]}]}
+        r = side.client.post(
+            "/v1/executions/completions", json={**body, "brief": True}, headers=side.runtime
+        )
+        assert r.status_code == 200, r.text
+        (result,) = r.json()["results"]
+        assert set(result) == {"execution", "log_index"}
+        assert set(result["execution"]) == {"id", "state", "outcome"}
 
 
 def test_a_grant_caller_is_confined_alike(sides: tuple[Side, Side]) -> None:
