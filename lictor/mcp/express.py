@@ -82,6 +82,8 @@ class Express:
         self._opening: RequestId | None = None  # the id of the client's initialize
         self._seen_request = False
         self.open = False
+        self.served = False  # whether a call was ever taken: the client is then told of
+        # changes to the tool list here, as the SDK tells the clients it served
         self._calls: dict[RequestId, tuple[RequestId, asyncio.Task[None]]] = {}
 
     def attach(self, writer: asyncio.StreamWriter) -> None:
@@ -143,6 +145,7 @@ class Express:
         if rid is None or call is None or coerce_request_id(rid) in self._calls:
             return False
         key = coerce_request_id(rid)
+        self.served = True
         task = asyncio.create_task(self._serve(rid, *call))
         self._calls[key] = (rid, task)
         task.add_done_callback(lambda _: self._calls.pop(key, None))
@@ -166,6 +169,11 @@ class Express:
             log.exception("tools/call %s failed in the gateway", name)
             answer["error"] = {"code": types.INTERNAL_ERROR, "message": str(e)}
         await self._write(dumps(answer))
+
+    async def tools_changed(self) -> None:
+        """Tell the client the tool list changed."""
+        notification = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+        await self._write(dumps(notification))
 
     async def _write(self, line: bytes) -> None:
         if self._writer is None:

@@ -108,12 +108,15 @@ class Gateway:
         self.name, self._principal, self._client = server, principal, client
         self._upstream, self.catalog, self._governor = upstream, catalog, governor
         self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
+        self._lane: Express | None = None
         upstream.on_tools_changed(self._tools_changed)
 
     def express(self) -> Express | None:
         """The lane for tool calls beside the SDK's server (`lictor.mcp.express`), when
         the upstream is a wrapped stdio server."""
-        return Express(self.relay_tool, self._upstream.version) if self._upstream.piped else None
+        if self._upstream.piped and self._lane is None:
+            self._lane = Express(self.relay_tool, self._upstream.version)
+        return self._lane
 
     def server(self) -> GatewayServer:
         """An MCP server with a handler for each capability the upstream has."""
@@ -257,7 +260,15 @@ class Gateway:
 
     async def _tools_changed(self) -> None:
         self.catalog.tools_changed()
-        for session in list(self._sessions):
+        sessions = list(self._sessions)
+        if not sessions and self._lane is not None and self._lane.served:
+            # over stdio there is one client: one the SDK never served a list or a call
+            # is told by the lane that served its calls
+            try:
+                await self._lane.tools_changed()
+            except (ConnectionError, RuntimeError) as e:
+                log.debug("could not pass on tools/list_changed: %s", e)
+        for session in sessions:
             try:
                 await session.send_tool_list_changed()
             except Exception as e:  # a client gone, or one in the 2026 era

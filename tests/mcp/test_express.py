@@ -131,6 +131,7 @@ class Raw:
             stderr=subprocess.DEVNULL,
         )
         self._lines: queue.Queue[bytes] = queue.Queue()
+        self.notified: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -149,6 +150,8 @@ class Raw:
         while True:
             line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
             message: dict[str, Any] = json.loads(line)
+            if "id" not in message:
+                self.notified.append(message["method"])
             if message.get("id") == rid and "method" not in message:
                 return message
 
@@ -219,6 +222,14 @@ def test_a_client_speaking_another_version_is_served_through_the_sdk(
     execution = result["_meta"]["lictor/execution"]
     assert plane.execution(execution)["execution"]["outcome"] == "succeeded"
     assert "result" in odd or "error" in odd  # a member the lane leaves to the SDK
+
+
+def test_a_client_that_only_calls_is_told_when_the_tool_list_changes(raw: Raw) -> None:
+    raw.initialize(UPSTREAM_VERSION)
+    assert not raw.call(1, "reword", arguments={"text": "Reworded."})["result"]["isError"]
+    raw.call(2, "echo", arguments={"text": "after"})  # the notification came before this
+    assert raw.notified == ["notifications/tools/list_changed"]
+    assert raw.close() == 0
 
 
 def peer_pid(root: Path) -> int:
