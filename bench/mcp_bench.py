@@ -14,17 +14,20 @@ Per path: median, p99 and throughput; then the added latency (median and
 p99 of gateway minus direct; the target is <= 2 ms at the median). Over stdio
 the same calls also go through the floor (``bench/reference/mcp_floor.py``, a
 relay in as little Python as possible that asks ``bench/reference/reference.py``
-for each call's decision): what governing a call adds with nothing more. To tell
-the gateway's own work from the control plane's, it also times the
-control-plane round trip a governed call waits for (``POST /v1/executions``
-as a child of a session, through `lictor.sdk.AsyncClient`, and the
-completion the gateway sends after answering), and prints the CPU time each
-process spent per call through the gateway (gateway, control plane,
-upstream, this client; from ``/proc/<pid>/stat``): on a machine where they
-share the cores, that CPU is what the added latency is made of.
+for each call's decision): what governing a call adds with nothing more. The
+three stdio paths are open at once and driven in turn, ``--rounds`` times, and
+the added latency of the gateway and of the floor is printed round by round
+with their ratio: on a shared machine a busy moment then falls on both. It
+prints the CPU time each process spent per call (gateway or relay, upstream,
+control plane or reference, this client; from ``/proc/<pid>/stat``): where
+they share the cores, that CPU is what the added latency is made of. To tell
+the gateway's own work from the control plane's, it last times the decision a
+call waits for, in turn with the reference's: ``POST /v1/executions`` as the
+gateway sends it (a child of a session, through `lictor.sdk.AsyncClient`,
+completed in brief batches) and the floor relay's request to the reference.
 
 Run: ``.venv/bin/python bench/mcp_bench.py [--calls 500] [--warmup 50]
-[--only stdio|http]``.
+[--rounds 5] [--only stdio|http]``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mcp_types as types
@@ -58,6 +62,7 @@ REFERENCE = REPO / "bench" / "reference"
 PEER = REPO / "tests" / "mcp" / "peer.py"
 PRINCIPAL = 'Agent::"planner-7"'
 TARGET_MS = 2.0
+COMPLETED_TOGETHER = 15  # about what a gateway's 50 ms window gathers at these speeds
 SCHEMA = """
 entity Team;
 entity Agent in [Team];
@@ -263,8 +268,15 @@ def added(direct: list[float], gateway: list[float]) -> None:
     print(f"   (target <= {TARGET_MS} ms at the median: {verdict})")
 
 
-async def control_plane(plane: Plane, calls: int, warmup: int) -> None:
-    """What a governed call waits for at the control plane, and what it sends after."""
+async def control_plane(plane: Plane, root: Path, calls: int, warmup: int, rounds: int) -> None:
+    """What a governed call waits for at the control plane, beside what the floor relay
+    waits for at the reference, in turn, ``rounds`` times: Lictor's request as the gateway
+    sends it (a child of a session, with the tool's definition; completed afterwards in
+    brief batches of `COMPLETED_TOGETHER`, as the gateway completes), and the reference's
+    decision as `bench/reference/mcp_floor.py` asks for it."""
+    sys.path.insert(0, str(REFERENCE))
+    from mcp_floor import Decider  # type: ignore[import-not-found]
+
     async with AsyncClient(plane.url, plane.secret, events=False) as client:
         session = await client.request(
             PRINCIPAL, 'Action::"mcp_session"', {"type": "McpServer", "id": "bench"}, ttl=3600
@@ -272,26 +284,65 @@ async def control_plane(plane: Plane, calls: int, warmup: int) -> None:
         grant = session["grant"]
         noop = {"name": "noop", "description": "Nothing.", "inputSchema": {"type": "object"}}
         await client.observe_tools("bench", [noop])
-        ask: list[float] = []
-        done: list[float] = []
-        for n in range(warmup + calls):
-            sent = time.perf_counter()
-            reply = await client.request(
-                PRINCIPAL,
-                'Action::"call_tool"',
-                {"type": "Tool", "id": "bench/noop"},
-                {"arguments": {"text": "x"}},
-                grant,
-                definition=definition_hash(noop),
-            )
-            asked = time.perf_counter()
-            await client.complete(reply["execution"]["id"], "succeeded")
-            if n >= warmup:
-                ask.append((asked - sent) * 1000)
-                done.append((time.perf_counter() - asked) * 1000)
-    print("control plane, from the gateway's side (sequential, loopback):")
-    report("request (on the call's path)", ask, sum(ask) / 1000)
-    report("complete (after the answer)", done, sum(done) / 1000)
+        ask = (PRINCIPAL, 'Action::"call_tool"', {"type": "Tool", "id": "bench/noop"})
+        context, definition = {"arguments": {"text": "x"}}, definition_hash(noop)
+        pending: list[dict[str, Any]] = []
+
+        async def lictor() -> None:
+            reply = await client.request(*ask, context, grant, definition=definition)
+            pending.append({"execution": reply["execution"]["id"], "outcome": "succeeded"})
+            if len(pending) >= COMPLETED_TOGETHER:
+                await client.complete_many(pending, brief=True)
+                pending.clear()
+
+        with reference_server(root, "decisions.db") as (url, token, pid):
+            decider = Decider(url, token)
+
+            async def reference() -> None:
+                if not await decider.allowed():
+                    raise RuntimeError("the reference denied the bench's decision")
+
+            sides = {"lictor": (lictor, plane.process.pid), "reference": (reference, pid)}
+            seen: dict[str, list[float]] = {name: [] for name in sides}
+            medians: dict[str, list[float]] = {name: [] for name in sides}
+            cpu = dict.fromkeys(sides, 0.0)
+            for call, _ in sides.values():
+                for _ in range(warmup):
+                    await call()
+            per_round = max(1, calls // rounds)
+            for _ in range(rounds):
+                for name, (call, server) in sides.items():
+                    before, latencies = cpu_seconds(server), []
+                    for _ in range(per_round):
+                        sent = time.perf_counter()
+                        await call()
+                        latencies.append((time.perf_counter() - sent) * 1000)
+                    cpu[name] += cpu_seconds(server) - before
+                    seen[name] += latencies
+                    medians[name].append(statistics.median(latencies))
+    print(f"the decision a call waits for, {per_round * rounds} each in {rounds} rounds:")
+    labels = {"lictor": "lictor serve (a call's request)", "reference": "the reference's decision"}
+    for name, latencies in seen.items():
+        report(labels[name], latencies, sum(latencies) / 1000)
+    share = "   ".join(f"{n} {1000 * t / len(seen[n]):.2f}" for n, t in cpu.items())
+    print(f"  {'server CPU ms per call':28} {share}   (Lictor's with its completion)")
+    ratios = (a / b for a, b in zip(medians["lictor"], medians["reference"], strict=True))
+    print("  ratio of the medians, round by round: " + "  ".join(f"{r:.2f}" for r in ratios))
+
+
+@contextlib.contextmanager
+def reference_server(root: Path, db: str) -> Iterator[tuple[str, str, int]]:
+    """`bench/reference/reference.py` serving on loopback: its URL, token and pid."""
+    port, token = free_port(), "mcp-floor-token"
+    argv = [sys.executable, str(REFERENCE / "reference.py"), "serve", str(port)]
+    environment = {**os.environ, "REF_TOKEN": token}
+    server = subprocess.Popen([*argv, str(root / db)], env=environment, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: listening(port), server)
+        yield f"http://127.0.0.1:{port}", token, server.pid
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 class Way:
@@ -369,22 +420,11 @@ async def bench_stdio(plane: Plane, root: Path, calls: int, warmup: int, rounds:
 
 @contextlib.contextmanager
 def floor_relay(root: Path, upstream: list[str]) -> Iterator[tuple[list[str], int]]:
-    """`bench/reference/reference.py` serving, and the command of `bench/reference/mcp_floor.py`
-    relaying to ``upstream`` and deciding with it: the floor of what governing a call can add.
-    Yields the relay's command and the reference's pid."""
-    port, token = free_port(), "mcp-floor-token"
-    argv = [sys.executable, str(REFERENCE / "reference.py"), "serve", str(port)]
-    environment = {**os.environ, "REF_TOKEN": token}
-    server = subprocess.Popen(
-        [*argv, str(root / "floor.db")], env=environment, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_until(lambda: listening(port), server)
-        relay = [sys.executable, str(REFERENCE / "mcp_floor.py"), f"http://127.0.0.1:{port}"]
-        yield [*relay, token, "--", *upstream], server.pid
-    finally:
-        server.terminate()
-        server.wait(30)
+    """The command of `bench/reference/mcp_floor.py` relaying to ``upstream`` and deciding
+    with a `reference_server`: the floor of what governing a call can add. Yields the
+    relay's command and the reference's pid."""
+    with reference_server(root, "floor.db") as (url, token, pid):
+        yield [sys.executable, str(REFERENCE / "mcp_floor.py"), url, token, "--", *upstream], pid
 
 
 async def bench_http(plane: Plane, root: Path, calls: int, warmup: int) -> None:
@@ -426,7 +466,7 @@ async def run(args: argparse.Namespace, root: Path, plane: Plane) -> None:
     for step in steps:
         await step()
         print()
-    await control_plane(plane, args.calls, args.warmup)
+    await control_plane(plane, root, args.calls, args.warmup, args.rounds)
 
 
 def main() -> None:

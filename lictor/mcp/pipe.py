@@ -41,6 +41,7 @@ import orjson
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
+from lictor.log.entry import may_hold_long_integer
 from lictor.mcp.stdio import MAX_LINE, read_line
 
 PREFIX = "lictor-"
@@ -51,12 +52,10 @@ log = logging.getLogger("lictor.mcp")
 
 
 def loads(line: bytes) -> Any:
-    """One JSON value; the standard library's parser for what orjson refuses (integers
-    beyond 64 bits). Raises ``ValueError``."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(line)
+    """One JSON value, read exactly: with the standard library's parser where it may
+    hold an integer orjson would read as a float (19 digits or more). Raises
+    ``ValueError``."""
+    return json.loads(line) if may_hold_long_integer(line) else orjson.loads(line)
 
 
 def dumps(value: Any) -> bytes:

@@ -24,14 +24,15 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from lictor.errors import InvalidRequestError
+from lictor.log.entry import may_hold_long_integer
 from lictor.server.auth import GRANT_ROLE, GrantCaller, require_role
 from lictor.service.log import AuditLog
 from lictor.store.base import Credential, Head, StoredEntry
@@ -115,12 +116,21 @@ class CommitSignal:
         return self.size > size
 
 
-@dataclass(frozen=True, slots=True)
 class LogEvent:
-    """One entry as streams use it: decoded (for filters) and as its event's bytes."""
+    """One entry as streams use it: decoded (for filters), and as its event's bytes,
+    formatted when a stream first sends it (most streams filter most entries out)."""
 
-    entry: dict[str, Any]
-    text: bytes
+    __slots__ = ("_text", "entry", "index")
+
+    def __init__(self, index: int, entry: dict[str, Any]) -> None:
+        self.index, self.entry = index, entry
+        self._text: bytes | None = None
+
+    @property
+    def text(self) -> bytes:
+        if self._text is None:
+            self._text = _format(self.index, self.entry).encode()
+        return self._text
 
 
 class EntryTail:
@@ -157,8 +167,7 @@ class EntryTail:
     def _event(self, index: int, found: LogEvent | bytes) -> LogEvent:
         if isinstance(found, LogEvent):
             return found
-        entry = json.loads(found)
-        event = LogEvent(entry, _format(index, entry).encode())
+        event = LogEvent(index, _decoded(found))
         if index in self._entries:
             self._entries[index] = event
         return event
@@ -207,6 +216,13 @@ def _states(given: list[str] | None) -> frozenset[str]:
     if given and (len(given) > MAX_STATES or not all(_STATE.fullmatch(s) for s in given)):
         raise InvalidRequestError(f"state: at most {MAX_STATES} states, each a lowercase word")
     return frozenset(given or ())
+
+
+def _decoded(raw: bytes) -> dict[str, Any]:
+    """A stored entry, decoded exactly (`json` where it may hold an integer orjson would
+    read as a float)."""
+    entry: dict[str, Any] = json.loads(raw) if may_hold_long_integer(raw) else orjson.loads(raw)
+    return entry
 
 
 def _format(index: int, entry: dict[str, Any]) -> str:

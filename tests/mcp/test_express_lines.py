@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lictor.mcp.express import Express
+from lictor.mcp.express import Express, Relay
 from lictor.mcp.pipe import Pipe
 
 from ..strategies import json_values, mutations
@@ -41,9 +41,9 @@ async def relayed(name: str, arguments: dict[str, Any] | None) -> dict[str, Any]
     return {**ANSWERED, "content": [{"type": "text", "text": name}]}
 
 
-async def opened() -> tuple[Express, Writer]:
+async def opened(relay: Relay = relayed) -> tuple[Express, Writer]:
     """A lane whose client has initialized in the upstream's version."""
-    lane, writer = Express(relayed, VERSION), Writer()
+    lane, writer = Express(relay, VERSION), Writer()
     lane.attach(writer)  # type: ignore[arg-type]
     initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}
     assert not lane.take(line(initialize))
@@ -89,6 +89,24 @@ def test_a_call_is_answered_under_its_id_and_a_cancelled_one_not_at_all() -> Non
         "id": "a",
         "result": {**ANSWERED, "content": [{"type": "text", "text": "echo"}]},
     }
+
+
+def test_arguments_reach_the_relay_exactly_as_written() -> None:
+    seen: list[Any] = []
+
+    async def relay(name: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
+        seen.append(arguments)
+        return ANSWERED
+
+    async def run() -> None:
+        lane, _ = await opened(relay)
+        wide = {"n": -(2**63) - 1, "m": 2**64 + 1, "x": 0.1, "t": "\u00e9"}
+        assert lane.take(line({**CALL, "params": {"name": "echo", "arguments": wide}}))
+        await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert seen == [{"n": -(2**63) - 1, "m": 2**64 + 1, "x": 0.1, "t": "\u00e9"}]
+    assert isinstance(seen[0]["m"], int)
 
 
 @given(st.one_of(st.binary(max_size=200), mutations(st.just(line(CALL)))))
