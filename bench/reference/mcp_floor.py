@@ -37,7 +37,11 @@ class Decider:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         self.writer.write(self.request)
-        status = int((await self.reader.readline()).split()[1])
+        first = await self.reader.readline()
+        if not first:  # the server closed the idle connection: once more on a new one
+            self.writer = None
+            return await self.allowed()
+        status = int(first.split()[1])
         length, chunked = 0, False
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")
