@@ -26,7 +26,15 @@ from lictor.sdk import verify_receipt
 from ..conftest import REPO
 from ..sdk.conftest import Plane
 from .conftest import PLANNER, gateway_env, stdio_session
-from .test_http import GENEROUS_S, PUSHED_S, active_call, calls_of, ended, until
+from .test_http import (
+    GENEROUS_S,
+    PUSHED_S,
+    active_call,
+    calls_of,
+    ended,
+    revoke_a_slow_call,
+    until,
+)
 from .test_stdio import text
 
 PEER = Path(__file__).parent / "peer.py"
@@ -61,13 +69,7 @@ def started(root: Path) -> str:
 def test_a_call_revoked_in_flight_is_cancelled_at_the_server(plane: Plane, tmp_path: Path) -> None:
     async def run() -> tuple[types.CallToolResult, str, float]:
         async with stdio_session(peer_gateway(plane, tmp_path, "--ttl", "120")) as s:
-            slow = asyncio.create_task(s.call_tool("slow", {"seconds": 120}))
-            await until(lambda: any(c.startswith("started") for c in calls(tmp_path)))
-            call = active_call(plane, "peer/slow")
-            revoked_at = time.monotonic()
-            await asyncio.to_thread(plane.revoke, call)
-            result = await asyncio.wait_for(slow, GENEROUS_S)
-            return result, call, time.monotonic() - revoked_at
+            return await revoke_a_slow_call(s, plane, lambda: calls(tmp_path))
 
     result, call, took = asyncio.run(run())
     assert result.is_error and "Lictor stopped tool peer/slow: revoked" in text(result)

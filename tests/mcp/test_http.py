@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import mcp_types as types
 import pytest
-from mcp import MCPError
+from mcp import ClientSession, MCPError
 
 from lictor.cli.main import main
 from lictor.core.tools import definition_hash
@@ -34,6 +34,21 @@ async def until(condition: Callable[[], bool], timeout: float = GENEROUS_S) -> N
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def revoke_a_slow_call(
+    s: ClientSession, plane: Plane, calls: Callable[[], list[str]]
+) -> tuple[types.CallToolResult, str, float]:
+    """Start peer.py's ``slow`` through ``s``, revoke it once the peer has it (``calls``
+    tells): what the client was answered, the execution, and how long after the
+    revocation the answer came."""
+    slow = asyncio.create_task(s.call_tool("slow", {"seconds": 120}))
+    await until(lambda: any(c.startswith("started") for c in calls()))
+    call = active_call(plane, "peer/slow")
+    revoked_at = time.monotonic()
+    await asyncio.to_thread(plane.revoke, call)
+    result = await asyncio.wait_for(slow, GENEROUS_S)
+    return result, call, time.monotonic() - revoked_at
 
 
 def session_of(plane: Plane, call: str) -> str:
@@ -128,13 +143,7 @@ def test_revoking_a_call_cancels_it_at_the_server_at_once(
 
     async def run() -> tuple[types.CallToolResult, str, float]:
         async with http_client(gateway.url) as s:
-            slow = asyncio.create_task(s.call_tool("slow", {"seconds": 120}))
-            await until(lambda: any(c.startswith("started") for c in peer.calls()))
-            call = active_call(plane, "peer/slow")
-            revoked_at = time.monotonic()
-            await asyncio.to_thread(plane.revoke, call)
-            result = await asyncio.wait_for(slow, GENEROUS_S)
-            return result, call, time.monotonic() - revoked_at
+            return await revoke_a_slow_call(s, plane, peer.calls)
 
     result, call, took = asyncio.run(run())
     assert result.is_error and "Lictor stopped tool peer/slow: revoked" in text(result)
