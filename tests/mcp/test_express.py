@@ -261,3 +261,22 @@ def test_a_server_that_dies_mid_call_fails_the_call_and_the_gateway_ends_cleanly
     view = plane.execution(call)["execution"]
     assert (view["state"], view["outcome"]) == ("completed", "failed"), view
     assert raw.close() == 0
+
+
+def test_a_client_that_leaves_mid_call_is_answered_connection_closed_and_the_call_cancelled(
+    plane: Plane, raw: Raw
+) -> None:
+    raw.initialize(UPSTREAM_VERSION)
+    request = {"jsonrpc": "2.0", "id": "left", "method": "tools/call"}
+    raw.send({**request, "params": {"name": "slow", "arguments": {"seconds": 120}}})
+    asyncio.run(until(lambda: any(c.startswith("started") for c in calls(raw.root))))
+    call = active_call(plane, "peer/slow")
+    assert raw.process.stdin is not None
+    raw.process.stdin.close()  # the client goes away with the call in flight
+    error = raw.answer("left")["error"]
+    assert error["code"] == types.CONNECTION_CLOSED, error
+    assert raw.process.wait(timeout=GENEROUS_S) == 0
+    view = plane.execution(call)["execution"]
+    assert (view["state"], view["outcome"]) == ("completed", "cancelled"), view
+    request_id = started(raw.root)
+    asyncio.run(until(lambda: f"cancelled {request_id}" in calls(raw.root)))
