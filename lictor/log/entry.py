@@ -35,6 +35,13 @@ def may_hold_long_integer(raw: bytes) -> bool:
     return _LONG_RUN in raw.translate(_DIGITS_AS_ZERO)
 
 
+def loads_exactly(raw: bytes) -> Any:
+    """One JSON value, read with orjson unless it may hold an integer orjson would read
+    as a float (`may_hold_long_integer`): `json` reads it exactly. Raises
+    ``ValueError``."""
+    return json.loads(raw) if may_hold_long_integer(raw) else orjson.loads(raw)
+
+
 def canonical_entry(entry: dict[str, Any], limit: int = MAX_ENTRY_SIZE) -> bytes:
     """The canonical bytes of an entry, or `EntryError`. ``limit`` is the log's entry
     size unless the bytes are stored beside the log (`canonical_document`)."""

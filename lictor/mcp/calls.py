@@ -78,13 +78,12 @@ def outcome_of(result: types.Result | Relayed) -> str:
 def with_receipt(result: ResultT, execution: str, receipt: dict[str, Any] | None) -> ResultT:
     """``result`` with the execution's id and receipt added to its ``_meta`` (to what
     the client is sent, for a relayed result)."""
+    lictor = {EXECUTION_KEY: execution, RECEIPT_KEY: receipt}
     if isinstance(result, Relayed):
         given = result.wire.get("_meta")
-        meta = {**(given if isinstance(given, dict) else {}), EXECUTION_KEY: execution}
-        sent = {**result.wire, "_meta": {**meta, RECEIPT_KEY: receipt}}
-        return cast(ResultT, Relayed(sent, result.model))
-    meta = {**(result.meta or {}), EXECUTION_KEY: execution, RECEIPT_KEY: receipt}
-    return result.model_copy(update={"meta": meta})
+        meta = {**(given if isinstance(given, dict) else {}), **lictor}
+        return cast(ResultT, Relayed({**result.wire, "_meta": meta}, result.model))
+    return result.model_copy(update={"meta": {**(result.meta or {}), **lictor}})
 
 
 async def _settled(task: asyncio.Future[Any], then: Awaitable[None]) -> None:

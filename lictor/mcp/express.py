@@ -42,8 +42,9 @@ import mcp_types as types
 from mcp.shared.dispatcher import coerce_request_id
 from mcp.shared.exceptions import MCPError
 
+from lictor.log.entry import loads_exactly
 from lictor.mcp.answers import wire
-from lictor.mcp.pipe import dumps, loads
+from lictor.mcp.pipe import dumps
 
 TOOLS_CALL = b'"tools/call"'
 CANCELLED = b'"notifications/cancelled"'
@@ -96,7 +97,7 @@ class Express:
         if TOOLS_CALL not in line and CANCELLED not in line:
             return False
         try:
-            message = loads(line)
+            message = loads_exactly(line)
         except ValueError:
             return False
         if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
@@ -113,7 +114,7 @@ class Express:
         if self._seen_request or b'"method"' not in line:
             return
         with contextlib.suppress(ValueError):
-            message = loads(line)
+            message = loads_exactly(line)
             if isinstance(message, dict) and "id" in message and "method" in message:
                 self._seen_request = True
                 if message["method"] == "initialize":
@@ -125,7 +126,7 @@ class Express:
         if self.open or self._opening is None or '"protocolVersion"' not in text:
             return
         with contextlib.suppress(ValueError):
-            message = loads(text.encode())
+            message = loads_exactly(text.encode())
             if not isinstance(message, dict) or message.get("id") != self._opening:
                 return
             result = message.get("result")

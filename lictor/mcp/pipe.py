@@ -41,7 +41,7 @@ import orjson
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 
-from lictor.log.entry import may_hold_long_integer
+from lictor.log.entry import loads_exactly
 from lictor.mcp.stdio import MAX_LINE, read_line
 
 PREFIX = "lictor-"
@@ -49,13 +49,6 @@ STOP_S = 2.0
 POLL_S = 0.02
 GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError)
 log = logging.getLogger("lictor.mcp")
-
-
-def loads(line: bytes) -> Any:
-    """One JSON value, read exactly: with the standard library's parser where it may
-    hold an integer orjson would read as a float (19 digits or more). Raises
-    ``ValueError``."""
-    return json.loads(line) if may_hold_long_integer(line) else orjson.loads(line)
 
 
 def dumps(value: Any) -> bytes:
@@ -127,7 +120,7 @@ class Pipe:
     def _answered(self, line: bytes) -> bool:
         """Whether ``line`` answers a `request`: if so, its caller has it."""
         try:
-            message = loads(line)
+            message = loads_exactly(line)
         except ValueError:
             return False
         rid = message.get("id") if isinstance(message, dict) else None

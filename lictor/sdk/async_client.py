@@ -7,15 +7,13 @@ asyncio) is loaded by the processes that use it, not by `lictor run`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-import orjson
 
 from lictor.errors import LictorError
-from lictor.log.entry import may_hold_long_integer
+from lictor.log.entry import loads_exactly
 from lictor.sdk.async_events import AsyncEventWatcher, NoAsyncWatcher
 from lictor.sdk.async_scope import AsyncExecutionScope
 from lictor.sdk.client import (
@@ -225,10 +223,9 @@ class AsyncClient:
 
 
 def _parsed(data: bytes) -> Any:
-    """A reply's JSON, or None if it is not JSON: read with orjson (a fifth of the time
-    of `json` on an execution's reply) unless it may hold an integer of 19 digits or
-    more, which orjson would read as a float and `json` reads exactly."""
+    """A reply's JSON, or None if it is not JSON (`loads_exactly`: orjson reads an
+    execution's reply in a fifth of the time `json` takes)."""
     try:
-        return json.loads(data) if may_hold_long_integer(data) else orjson.loads(data)
-    except ValueError:  # orjson's JSONDecodeError is one too
+        return loads_exactly(data)
+    except ValueError:
         return None

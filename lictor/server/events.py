@@ -26,13 +26,12 @@ import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from lictor.errors import InvalidRequestError
-from lictor.log.entry import may_hold_long_integer
+from lictor.log.entry import loads_exactly
 from lictor.server.auth import GRANT_ROLE, GrantCaller, require_role
 from lictor.service.log import AuditLog
 from lictor.store.base import Credential, Head, StoredEntry
@@ -167,7 +166,7 @@ class EntryTail:
     def _event(self, index: int, found: LogEvent | bytes) -> LogEvent:
         if isinstance(found, LogEvent):
             return found
-        event = LogEvent(index, _decoded(found))
+        event = LogEvent(index, loads_exactly(found))
         if index in self._entries:
             self._entries[index] = event
         return event
@@ -216,13 +215,6 @@ def _states(given: list[str] | None) -> frozenset[str]:
     if given and (len(given) > MAX_STATES or not all(_STATE.fullmatch(s) for s in given)):
         raise InvalidRequestError(f"state: at most {MAX_STATES} states, each a lowercase word")
     return frozenset(given or ())
-
-
-def _decoded(raw: bytes) -> dict[str, Any]:
-    """A stored entry, decoded exactly (`json` where it may hold an integer orjson would
-    read as a float)."""
-    entry: dict[str, Any] = json.loads(raw) if may_hold_long_integer(raw) else orjson.loads(raw)
-    return entry
 
 
 def _format(index: int, entry: dict[str, Any]) -> str:
