@@ -27,9 +27,14 @@ load generator (``wrk``, Debian's package), and prints for each: the median
 latency with one caller (c=1 p50), the throughput with 32 (c=32 req/s), the
 server CPU per request at c=32 (utime + stime of every server process, from
 ``/proc/<pid>/stat``), each the median of the rounds, and the ratios to the
-reference; then the same ratios round by round, each target against the
-reference's run in that round (the machine's speed drifts from round to
-round, and a ratio of two medians may pair different rounds). Every request
+reference; beside the CPU, the busiest thread's CPU per request at c=32 and the
+share of the run it was on a core (from ``/proc/<pid>/task/<tid>/stat``): a
+process whose busiest thread is near 100% is bound by that thread, however little
+CPU its other threads use, so two servers of equal CPU per request can differ in
+throughput by what one runs beside its event loop (ADR 20); then the same
+ratios round by round, each target against the reference's run in that round
+(the machine's speed drifts from round to round, and a ratio of two medians
+may pair different rounds). Every request
 must be answered 201 (Cerbos: 200); other answers are counted and printed.
 
 ``--perf`` adds, where Linux's ``perf`` is installed, one more c=32 run of each
@@ -46,6 +51,7 @@ Lictor of another checkout (``git worktree add DIR REV``) in the same rounds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -94,12 +100,24 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 
 def cpu_seconds(pids: Sequence[int]) -> float:
     """utime + stime of ``pids``, their threads and their live descendants, in seconds."""
-    total = 0
+    return sum(_ticks(f"/proc/{pid}/stat") for pid in descendants(pids)) / TICKS
+
+
+def thread_seconds(pids: Sequence[int]) -> dict[tuple[int, str], float]:
+    """utime + stime of each thread of ``pids`` and their live descendants, in seconds,
+    by (process, thread id)."""
+    found: dict[tuple[int, str], float] = {}
     for pid in descendants(pids):
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / TICKS
+        with contextlib.suppress(OSError):  # a thread may end while it is read
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                found[pid, tid] = _ticks(f"/proc/{pid}/task/{tid}/stat") / TICKS
+    return found
+
+
+def _ticks(stat: str) -> int:
+    with open(stat) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
 
 
 def descendants(pids: Sequence[int]) -> list[int]:
@@ -155,6 +173,8 @@ class Run:
     p99_ms: float
     cpu_us: float
     bad: int
+    busiest_us: float = 0.0  # the busiest thread's CPU per request
+    busiest_share: float = 0.0  # and the share of the run's wall time it was on a core
 
 
 def _start(argv: Sequence[str], workdir: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
@@ -290,10 +310,14 @@ def _ms(text: str) -> float:
 
 def load(target: Target, script: Path, connections: int, seconds: float) -> Run:
     """One wrk run; the server CPU it cost, per request."""
-    before = cpu_seconds(target.pids())
+    before, threads = cpu_seconds(target.pids()), thread_seconds(target.pids())
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
+    started = time.monotonic()
     out = subprocess.run([*argv, target.url], capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - started
     cpu = cpu_seconds(target.pids()) - before
+    after = thread_seconds(target.pids())
+    busiest = max((t - threads.get(key, 0.0) for key, t in after.items()), default=0.0)
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     latency = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", out, re.MULTILINE))
@@ -304,6 +328,8 @@ def load(target: Target, script: Path, connections: int, seconds: float) -> Run:
         p99_ms=_ms(latency["99"]),
         cpu_us=cpu / max(requests, 1) * 1e6,
         bad=int(bad.group(1)) if bad else 0,
+        busiest_us=busiest / max(requests, 1) * 1e6,
+        busiest_share=busiest / wall,
     )
 
 
@@ -380,6 +406,7 @@ def measure(
             print(
                 f"round {n + 1} {target.name}: c=1 p50 {one.p50_ms:.2f} ms,"
                 f" c=32 {many.per_second:,.0f}/s, {many.cpu_us:,.0f} µs CPU per request"
+                f" (busiest thread {many.busiest_us:,.0f}, {many.busiest_share:.0%} busy)"
                 + (f", {one.bad + many.bad} bad answers" if one.bad + many.bad else ""),
                 flush=True,
             )
@@ -441,15 +468,18 @@ def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
     )
     print()
     head = "| target | c=1 p50 | c=1 p99 | c=32 req/s | c=32 p99 | server CPU per request |"
-    print(head + " ratio to reference (p50, req/s, CPU) | bad answers |")
-    print("|" + " --- |" * 8)
+    print(head + " busiest thread | ratio to reference (p50, req/s, CPU) | bad answers |")
+    print("|" + " --- |" * 9)
     for name, (one, many) in results.items():
         p50, rate = median(one, lambda r: r.p50_ms), median(many, lambda r: r.per_second)
         cpu = median(many, lambda r: r.cpu_us)
+        busiest = median(many, lambda r: r.busiest_us)
+        busy = median(many, lambda r: r.busiest_share)
         bad = sum(r.bad for r in (*one, *many))
         print(
             f"| {name} | {p50:.2f} ms | {median(one, lambda r: r.p99_ms):.2f} ms"
             f" | {rate:,.0f} | {median(many, lambda r: r.p99_ms):.2f} ms | {cpu:,.0f} µs"
+            f" | {busiest:,.0f} µs, {busy:.0%} busy"
             f" | {p50 / ref[0]:.2f}x, {rate / ref[1]:.2f}x, {cpu / ref[2]:.2f}x | {bad} |"
         )
     print()
@@ -487,9 +517,17 @@ def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
             )
             print(f"c=32 throughput, {one} / {other}: {ratio:.2f}x")
     if "lictor" in results and FLOOR in results:
-        cpu = median(results["lictor"][1], lambda r: r.cpu_us)
-        floor = median(results[FLOOR][1], lambda r: r.cpu_us)
-        print(f"server CPU per request, lictor / {FLOOR}: {cpu / floor:.2f}x")
+        for what, pick in (("server CPU", cpu_of), ("the busiest thread's CPU", busiest_of)):
+            ratio = median(results["lictor"][1], pick) / median(results[FLOOR][1], pick)
+            print(f"{what} per request, lictor / {FLOOR}: {ratio:.2f}x")
+
+
+def cpu_of(run: Run) -> float:
+    return run.cpu_us
+
+
+def busiest_of(run: Run) -> float:
+    return run.busiest_us
 
 
 if __name__ == "__main__":
