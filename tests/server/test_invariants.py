@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import random
 import threading
@@ -829,6 +830,26 @@ def test_a_renewal_under_a_policy_that_reads_the_time_asks_every_time(
     assert len(cedar_calls) == 3
 
 
+def test_the_allows_kept_for_renewals_are_nothing_the_collector_traverses(
+    client: TestClient, runtime: Headers, cedar_calls: list[Any]
+) -> None:
+    """Allows kept for renewals (ADR 21) are tuples of text, which CPython stops
+    tracking at its first collection: a plane renewing many executions does not make
+    every collection traverse them (ADR 20). The reused allow is the one Cedar gave."""
+    executions: Any = client.app.state.executions  # type: ignore[attr-defined]
+    execution_id = started(client, runtime)["execution"]["id"]
+    first = renew(client, runtime, execution_id)
+    for _ in range(2):  # a tuple is let go once the tuples inside it were
+        gc.collect()
+    assert executions._allowed
+    for key, reasons in executions._allowed.items():
+        assert not gc.is_tracked(key) and not gc.is_tracked(reasons)
+    again = renew(client, runtime, execution_id)
+    assert len(cedar_calls) == 1  # the request's allow, reused
+    assert again["decision"] == first["decision"]
+    assert again["decision"]["allowed"] and again["decision"]["reasons"]
+
+
 def test_a_record_kept_parsed_after_its_write_is_the_one_stored(
     client: TestClient, runtime: Headers, admin: Headers
 ) -> None:
@@ -842,7 +863,7 @@ def test_a_record_kept_parsed_after_its_write_is_the_one_stored(
         assert (kept.record.version, kept.record.doc) == (record.version, record.doc)
         assert kept.stored == StoredExecution.from_record(record)
 
-    kept_is_stored()  # as the request wrote it
+    assert execution_id not in executions._parsed  # a request does not keep what it wrote
     renew(client, runtime, execution_id)
     kept_is_stored()  # a renewal that moved only the lease
     beat = {"attestation": {"state": "verified", "digests": {"image": "sha256:" + "b" * 64}}}
@@ -859,8 +880,11 @@ def test_a_record_renewed_again_stays_kept_while_older_ones_go(
     executions = app.state.executions
     monkeypatch.setattr(executions_module, "PARSED_RECORDS", 3)
     executions._parsed.clear()
-    first, second, third = (started(client, runtime)["execution"]["id"] for _ in range(3))
-    renew(client, runtime, first)  # the oldest, but renewed: now the newest
-    fourth = started(client, runtime)["execution"]["id"]
+    first, second, third, fourth = (started(client, runtime)["execution"]["id"] for _ in range(4))
+    assert not executions._parsed  # requested, not yet read here
+    for execution_id in (first, second, third):
+        renew(client, runtime, execution_id)
+    renew(client, runtime, first)  # the oldest, but renewed again: now the newest
+    renew(client, runtime, fourth)
     assert list(executions._parsed) == [third, first, fourth]
     assert second not in executions._parsed
