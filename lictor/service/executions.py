@@ -67,9 +67,7 @@ from lictor.store.view import StateView
 STALE_RETRIES = 3
 Waited = TypeVar("Waited")  # what a submit hands back for a command: a future to wait on
 # executions whose last record is kept parsed (`Executions._read`): enough for the
-# active executions of a busy plane to renew without parsing, at about 6 KB each. An
-# execution is kept once it is read, renewed or ended here, not when it is requested
-# (`Executions._written`)
+# active executions of a busy plane to renew without parsing, at about 6 KB each
 PARSED_RECORDS = 16_384
 REMEMBERED_ALLOWS = 1 << 17  # allows kept for renewals (`Executions._decide`), at most
 PRINCIPAL_REVOCATION = "principal_revocation"
@@ -376,9 +374,7 @@ class Executions:
             return Plan(
                 [entry],
                 [write],
-                lambda head: self._outcome(
-                    self._written(new, write, keep=False), entry, first_index, head
-                ),
+                lambda head: self._outcome(self._written(new, write), entry, first_index, head),
             )
 
         return plan
@@ -550,21 +546,12 @@ class Executions:
         self._keep(read)
         return read
 
-    def _written(
-        self, stored: StoredExecution, write: RecordWrite, keep: bool = True
-    ) -> StoredExecution:
-        """``stored`` as committed by ``write``; ``keep``: kept, so that the next read of
-        its record (the next renewal's) finds it parsed already.
-
-        A request's new execution is not kept: many are never read here again (a
-        tool call completed in a batch, a replica's caller renewing elsewhere), and
-        a cache that every request turns over holds a dozen objects per execution
-        that the garbage collector traverses, in pauses of up to 0.3 s under load
-        (ADR 20). Its first renewal parses it once and keeps it."""
+    def _written(self, stored: StoredExecution, write: RecordWrite) -> StoredExecution:
+        """``stored`` as committed by ``write``: kept, so that the next read of its record
+        (the next renewal's) finds it parsed already."""
         record = write.record()
         read = Read(record, changed(stored, record_version=record.version))
-        if keep:
-            self._keep(read)
+        self._keep(read)
         return read.stored
 
     def _keep(self, read: Read) -> None:

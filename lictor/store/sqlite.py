@@ -562,9 +562,6 @@ class SQLiteStore:
             self._idle.get_nowait().close()
 
 
-Kept = tuple[int, bytes, tuple[tuple[str, str], ...]]  # a cached record: version, doc, tags
-
-
 class RecordCache:
     """Records by kind and key (None: known to be missing), at most ``limit`` of them.
 
@@ -573,12 +570,6 @@ class RecordCache:
     commit finished (and may have seen the old record) never fills the cache.
     ``keep_written``: `committed` keeps what was written (else only forgets it,
     and the cache holds what was read).
-
-    Each record is kept as a tuple of its version, document and tags, all text,
-    bytes and numbers, and made a `Record` again when read: the garbage collector
-    stops traversing such tuples after its first look, where 65,536 `Record`
-    objects turned over by every write would be traversed at each collection
-    (ADR 20).
     """
 
     def __init__(self, limit: int, keep_written: bool = True) -> None:
@@ -587,7 +578,7 @@ class RecordCache:
         self._lock = threading.Lock()
         # oldest first; an OrderedDict drops its oldest in constant time, where a dict
         # would scan past every slot its earlier drops left empty (ms at 65,536)
-        self._records: OrderedDict[tuple[str, str], Kept | None] = OrderedDict()
+        self._records: OrderedDict[tuple[str, str], Record | None] = OrderedDict()
         self.generation = 0
 
     def clear(self) -> None:
@@ -598,10 +589,9 @@ class RecordCache:
 
     def get(self, kind: str, key: str) -> tuple[bool, Record | None]:
         with self._lock:
-            if (kind, key) not in self._records:
-                return False, None
-            kept = self._records[(kind, key)]
-        return True, None if kept is None else Record(kind, key, *kept)
+            if (kind, key) in self._records:
+                return True, self._records[(kind, key)]
+        return False, None
 
     def fill(self, kind: str, key: str, record: Record | None, generation: int) -> None:
         if not self._limit:
@@ -611,9 +601,7 @@ class RecordCache:
                 return  # a commit may have changed it since the read began
             if len(self._records) >= self._limit:
                 self._records.popitem(last=False)
-            self._records[(kind, key)] = (
-                None if record is None else (record.version, record.doc, record.tags)
-            )
+            self._records[(kind, key)] = record
 
     def forget(self, writes: Sequence[RecordWrite]) -> None:
         if not self._limit or not writes:
@@ -634,9 +622,10 @@ class RecordCache:
                     continue
                 if len(self._records) >= self._limit:
                     self._records.popitem(last=False)
+                version, tags = write.expected_version + 1, tuple(sorted(write.tags))
                 # as `write.record()` would be, with its tags in the order a read gives them
-                kept = (write.expected_version + 1, write.doc, tuple(sorted(write.tags)))
-                self._records[(write.kind, write.key)] = kept
+                record = Record(write.kind, write.key, version, write.doc, tags)
+                self._records[(write.kind, write.key)] = record
 
 
 def _meta_version(conn: sqlite3.Connection) -> int | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import sqlite3
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lictor.errors import SchemaError, StoreError
-from lictor.store.base import Head, Record, RecordWrite, Replica
+from lictor.store.base import Head, RecordWrite, Replica
 from lictor.store.sqlite import (
     _SCHEMA_V1,
     _SCHEMA_V2,
@@ -177,27 +176,6 @@ def test_the_record_cache_keeps_its_newest_and_drops_the_oldest_first() -> None:
     assert found and record is not None and (record.version, record.doc) == (2, b"[]")
     cache.fill("execution", "e", None, cache.generation)
     assert [cache.get("execution", key)[0] for key in "bcde"] == [True, False, True, True]
-
-
-def test_the_record_cache_holds_nothing_the_collector_traverses() -> None:
-    """Cached records are tuples of numbers, bytes and text, which CPython stops tracking
-    at its first collection: 65,536 of them add nothing to later collections (ADR 20).
-    A read still gets the `Record` as written."""
-    cache = RecordCache(8)
-    tags = (("state", "active"), ("principal", 'Agent::"a"'))
-    cache.committed([RecordWrite("execution", "a", b'{"x":1}', 0, tags)])
-    read = Record("execution", "b", 3, b"{}", (("state", "ended"),))
-    cache.fill("execution", "b", read, cache.generation)
-    cache.fill("execution", "c", None, cache.generation)
-    for _ in range(2):  # a tuple is let go once the tuples inside it were
-        gc.collect()
-    assert all(not gc.is_tracked(kept) for kept in cache._records.values())
-    assert cache.get("execution", "b") == (True, read)
-    assert cache.get("execution", "a") == (
-        True,
-        Record("execution", "a", 1, b'{"x":1}', tuple(sorted(tags))),
-    )
-    assert cache.get("execution", "c") == (True, None)
 
 
 def test_write_waits_while_a_write_of_this_process_holds_the_write_path(tmp_path: Path) -> None:
