@@ -517,17 +517,13 @@ def report(results: dict[str, tuple[list[Run], list[Run]]]) -> None:
             )
             print(f"c=32 throughput, {one} / {other}: {ratio:.2f}x")
     if "lictor" in results and FLOOR in results:
-        for what, pick in (("server CPU", cpu_of), ("the busiest thread's CPU", busiest_of)):
+        picks: tuple[tuple[str, Callable[[Run], float]], ...] = (
+            ("server CPU", lambda r: r.cpu_us),
+            ("the busiest thread's CPU", lambda r: r.busiest_us),
+        )
+        for what, pick in picks:
             ratio = median(results["lictor"][1], pick) / median(results[FLOOR][1], pick)
             print(f"{what} per request, lictor / {FLOOR}: {ratio:.2f}x")
-
-
-def cpu_of(run: Run) -> float:
-    return run.cpu_us
-
-
-def busiest_of(run: Run) -> float:
-    return run.busiest_us
 
 
 if __name__ == "__main__":

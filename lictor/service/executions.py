@@ -195,8 +195,10 @@ class Executions:
         if reasons is not None:  # an allow as `decide` makes one
             return Decision(True, reasons, (), policy.version, entities.version, None)
         decision = decide(policy, request, entities)
-        same = Decision(True, decision.reasons, (), policy.version, entities.version, None)
-        if decision == same:  # a denial ends the execution: nothing to reuse it for
+        # a denial ends the execution: nothing to reuse it for
+        if decision.allowed and decision == Decision(
+            True, decision.reasons, (), policy.version, entities.version, None
+        ):
             if len(self._allowed) >= REMEMBERED_ALLOWS:
                 self._allowed.clear()
             self._allowed[key] = decision.reasons
