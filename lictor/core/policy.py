@@ -18,6 +18,15 @@ Guarantees of `decide`:
   erroring policy, which could skip a ``forbid``.
 - The principal must be in the entity set (``unknown_principal`` otherwise);
   every request is validated against the schema (``invalid_request``).
+- Cedar reads ``context.lictor`` against the schema at every call, which is
+  most of a call's cost; Lictor builds that record to the schema's shape
+  (checked when the policy compiles). So a request whose action's context is
+  plain (text, integers, booleans, sets and records of them: see
+  `lictor.core.policy_schema.plain_contexts`) has only the caller's part
+  checked, against the schema with ``context.lictor`` optional, and is
+  evaluated without a schema: once checked, such JSON reads the same either
+  way. A caller's part that fails the check goes the whole way through the
+  merged schema, so its error is the one Cedar gives there (ADR 25).
 - Same policy version, entity version and request give the same `Decision`:
   ``reasons`` (the determining policy ids) and ``errors`` are sorted.
 - Only the slice of policies about the request's action is evaluated; the
@@ -60,6 +69,7 @@ import cedarpy
 import orjson
 
 from lictor.core.policy_compile import (
+    CallerContexts,
     CompiledPolicy,
     PolicyInfo,
     PolicyIssue,
@@ -205,7 +215,9 @@ def _decide(
     if entities.schema_version != policy.schema_version:
         message = "the entity set was compiled for another schema"
         return _deny(policy, entities, ReasonCode.INVALID_ENTITIES, message)
-    cedar_request = _cedar_request(request, policy.arguments)
+    refs = _refs(request)
+    callers = _plain(policy, request.action)
+    caller, record = _context_parts(request, policy.arguments, extension_form=bool(callers))
     if extra:
         try:
             entities = entities.with_added(extra, policy)
@@ -215,8 +227,45 @@ def _decide(
         message = f"principal {request.principal} is not in the entity set"
         return _deny(policy, entities, ReasonCode.UNKNOWN_PRINCIPAL, message)
     policies = policy.slice_for(request.action) if sliced else policy.policy_set
-    answer = _cedar_answer(cedar_request, policies, entities.handle, policy.schema)
+    handle = entities.handle
+    if callers is not None and _caller_checked(callers, request, refs, caller):
+        context = _with_record(caller, record)
+        answer = _cedar_answer({**refs, "context": context}, policies, handle, None)
+    else:
+        if callers is not None:  # the record was written for Cedar without the schema
+            record = _record_json(request, extension_form=False)
+        context = _with_record(caller, record)
+        answer = _cedar_answer({**refs, "context": context}, policies, handle, policy.schema)
     return _from_answer(answer, policy, entities)
+
+
+def _plain(policy: CompiledPolicy, action: EntityRef) -> CallerContexts | None:
+    """``policy``'s `CallerContexts` if ``action``'s context is plain (and this cedarpy
+    can be asked without its wrappers), else None."""
+    callers = policy.callers
+    if callers is None or _DIRECT is None or _NO_ENTITIES is None:
+        return None
+    return callers if (action.type, action.id) in callers.actions else None
+
+
+def _caller_checked(
+    callers: CallerContexts, request: DecisionRequest, refs: dict[str, object], caller: str
+) -> bool:
+    """Whether the user's schema takes the request with the caller's part of the context
+    (its principal's and resource's types, its action, that context): asked of Cedar
+    with no policies and no entities, kept by `CallerContexts`."""
+    p, a, r = request.principal, request.action, request.resource
+    key = (p.type, p.id, a.type, a.id, r.type, r.id, caller)
+    found = callers.checked.get(key)
+    if found is None:
+        asked = {**refs, "context": caller}
+        answer = orjson.loads(_DIRECT(asked, _NO_POLICIES, _NO_ENTITIES, callers.schema, False))
+        found = answer["decision"] in ("Allow", "Deny")
+        if len(caller) <= CallerContexts.KEPT_TEXT:
+            if len(callers.checked) >= CallerContexts.KEPT:
+                callers.checked.clear()
+            callers.checked[key] = found
+    return found
 
 
 def _direct_call() -> Any:
@@ -227,13 +276,15 @@ def _direct_call() -> Any:
 
 
 _DIRECT = _direct_call()
+_NO_POLICIES = cedarpy.PolicySet.from_str("")
+_NO_ENTITIES = getattr(cedarpy.Entities.from_json_str("[]"), "_inner", None)
 
 
 def _cedar_answer(
     request: Mapping[str, object],
     policies: cedarpy.PolicySet,
     entities: cedarpy.Entities,
-    schema: cedarpy.Schema,
+    schema: cedarpy.Schema | None,
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     """Cedar's decision for ``request`` (its context already JSON text): "Allow",
     "Deny" or "NoDecision", the determining policies and the errors, sorted.
@@ -261,6 +312,11 @@ def _cedar_answer(
 def _cedar_request(
     request: DecisionRequest, arguments: Mapping[tuple[str, str], frozenset[str] | None]
 ) -> dict[str, object]:
+    """The request Cedar is asked through the merged schema."""
+    return {**_refs(request), "context": _context_json(request, arguments)}
+
+
+def _refs(request: DecisionRequest) -> dict[str, object]:
     refs = (request.principal, request.action, request.resource)
     if not all(isinstance(ref, EntityRef) for ref in refs):
         raise InvalidRequestError("principal, action and resource must be EntityRefs")
@@ -268,24 +324,44 @@ def _cedar_request(
         "principal": request.principal.to_json(),
         "action": request.action.to_json(),
         "resource": request.resource.to_json(),
-        "context": _context_json(request, arguments),
     }
 
 
 def _context_json(
     request: DecisionRequest, arguments: Mapping[tuple[str, str], frozenset[str] | None]
 ) -> str:
+    return _with_record(*_context_parts(request, arguments, extension_form=False))
+
+
+def _context_parts(
+    request: DecisionRequest,
+    arguments: Mapping[tuple[str, str], frozenset[str] | None],
+    *,
+    extension_form: bool,
+) -> tuple[str, str]:
+    """The caller's part of the context and ``context.lictor``, each as JSON text."""
     context = request.context
     if not isinstance(context, Mapping) or not all(isinstance(k, str) for k in context):
         raise InvalidRequestError("context must be a JSON object")
     if CONTEXT_KEY in context:
         raise InvalidRequestError(f"context.{CONTEXT_KEY} is reserved for Lictor")
     context = declared_arguments(context, (request.action.type, request.action.id), arguments)
+    record = _record_json(request, extension_form=extension_form)
+    return (_object_json(context) if context else "{}"), record
+
+
+def _record_json(request: DecisionRequest, *, extension_form: bool) -> str:
     lineage = request.lineage or LineageFacts.root(request.principal)
-    record = lictor_context_json(request.runtime, lineage, request.now_ms)
-    if not context:
+    return lictor_context_json(
+        request.runtime, lineage, request.now_ms, extension_form=extension_form
+    )
+
+
+def _with_record(caller: str, record: str) -> str:
+    """The caller's context (an object's JSON text) with ``context.lictor`` added."""
+    if caller == "{}":
         return f'{{"{CONTEXT_KEY}":{record}}}'
-    return f'{_object_json(context)[:-1]},"{CONTEXT_KEY}":{record}}}'
+    return f'{caller[:-1]},"{CONTEXT_KEY}":{record}}}'
 
 
 def _object_json(context: Mapping[str, object]) -> str:

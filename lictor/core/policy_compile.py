@@ -27,6 +27,10 @@ Guarantees:
   evaluation: no valid policy can read them), and which policies carry
   ``@log_arguments("raw")`` (a decision they determine logs the arguments
   themselves instead of their keyed hash, see `lictor.service.arguments`).
+- It also keeps the actions whose declared context is plain and the merged
+  schema with ``context.lictor`` optional in them (`CallerContexts`): a request
+  for one of these has the caller's part of its context checked against that
+  schema and is evaluated without one, see `lictor.core.policy`.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import rfc8785
 from cedarpy import pst
 
 from lictor.core import policy_text
-from lictor.core.policy_schema import argument_names, merge_schema, probe_errors
+from lictor.core.policy_schema import argument_names, merge_schema, plain_contexts, probe_errors
 from lictor.core.slicing import ActionKey, Slices, action_ancestors, build_policy_set, build_slices
 from lictor.core.types import EntityRef
 from lictor.errors import InvalidRequestError
@@ -134,6 +138,22 @@ class PolicyInfo:
 
 
 @dataclass(frozen=True, eq=False)
+class CallerContexts:
+    """What checks a caller's part of the context on its own: the merged schema with
+    ``context.lictor`` optional, the actions whose context is plain
+    (`lictor.core.policy_schema.plain_contexts`), and the requests found valid or
+    not, by principal, action, resource and the caller's context as JSON text (kept
+    up to `CallerContexts.KEPT` at a time)."""
+
+    KEPT = 4096
+    KEPT_TEXT = 1024  # a longer context is checked at every request
+
+    schema: cedarpy.Schema
+    actions: frozenset[ActionKey]
+    checked: dict[tuple[str, ...], bool] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
 class CompiledPolicy:
     """Pre-parsed handles for one policy version; immutable and safe to share."""
 
@@ -145,6 +165,7 @@ class CompiledPolicy:
     slices: Slices
     arguments: Mapping[ActionKey, frozenset[str] | None] = dataclasses.field(default_factory=dict)
     raw_arguments: frozenset[str] = frozenset()
+    callers: CallerContexts | None = None
 
     def slice_for(self, action: EntityRef | ActionKey) -> cedarpy.PolicySet:
         key = (action.type, action.id) if isinstance(action, EntityRef) else action
@@ -199,7 +220,20 @@ def compile_policies(source: PolicySource) -> CompiledPolicy:
         raw_arguments=frozenset(
             pid for pid, t in templates.items() if t.annotations.get(LOG_ARGUMENTS) == "raw"
         ),
+        callers=_callers(analysis.schema),
     )
+
+
+def _callers(schema: cedarpy.Schema | None) -> CallerContexts | None:
+    """None when no action's context is plain, or the rendering cannot be read: every
+    request then goes through the merged schema."""
+    if schema is None:
+        return None
+    try:
+        actions, optional = plain_contexts(schema)
+    except ValueError:
+        return None
+    return CallerContexts(optional, actions) if actions else None
 
 
 def schema_version(source: PolicySource) -> str:

@@ -147,14 +147,22 @@ def lictor_context(runtime: RuntimeFacts, lineage: LineageFacts, now_ms: int) ->
     }
 
 
-def lictor_context_json(runtime: RuntimeFacts, lineage: LineageFacts, now_ms: int) -> str:
+def lictor_context_json(
+    runtime: RuntimeFacts, lineage: LineageFacts, now_ms: int, *, extension_form: bool = False
+) -> str:
     """`lictor_context`'s record as JSON text. Decisions come many to a runtime and to a
     tree: the runtime's and the lineage's parts are written once for each distinct set
-    of facts (checked as `lictor_context` checks them), the time at each call."""
+    of facts (checked as `lictor_context` checks them), the time at each call.
+
+    ``extension_form``: ``now`` as Cedar's ``{"__extn": ...}`` escape, for a request
+    evaluated without the schema (which otherwise reads the text as a ``datetime``)."""
     now_ms = check_time_ms(now_ms, "now_ms")
     runtime_part = _written(_runtime_json, _runtime_text, runtime)
     lineage_part = _written(_lineage_json, _lineage_text, lineage)
-    time_part = f'{{"epoch_ms":{now_ms},"now":"{_datetime(now_ms)}"}}'
+    now = f'"{_datetime(now_ms)}"'
+    if extension_form:
+        now = f'{{"__extn":{{"fn":"datetime","arg":{now}}}}}'
+    time_part = f'{{"epoch_ms":{now_ms},"now":{now}}}'
     return f'{{"runtime":{runtime_part},"lineage":{lineage_part},"time":{time_part}}}'
 
 
@@ -325,6 +333,93 @@ def argument_names(schema: cedarpy.Schema) -> dict[tuple[str, str], frozenset[st
     return found
 
 
+_PLAIN = re.compile(r"(?:__cedar::)?(?:String|Long|Bool)")
+_PLAIN_SET = re.compile(r"Set<(?:__cedar::)?(?:String|Long|Bool)>")
+
+
+def plain_contexts(schema: cedarpy.Schema) -> tuple[frozenset[tuple[str, str]], cedarpy.Schema]:
+    """The actions of a merged ``schema`` whose context, but for ``context.lictor``,
+    holds only text, integers, booleans, sets of those and records of those (at any
+    depth), with no attribute named ``__...``; and ``schema`` with ``lictor`` optional
+    in those contexts, to check a caller's part of a context against.
+
+    JSON reads the same into such a context with the schema or without it: no text
+    becomes an extension value or an entity, and no object an escape. So a caller's
+    context for one of these actions, once the schema accepts it, is evaluated the
+    same without the schema (`lictor.core.policy`); ``context.lictor`` has the shape
+    `probe_errors` checked. Anything else, or anything this reading is unsure of, is
+    left out. Raises `ValueError` on an unreadable rendering.
+    """
+    lines = str(schema).splitlines()
+    types = _Types(_type_declarations(lines), _entity_names(lines))
+    found: set[tuple[str, str]] = set()
+    edits: Edits = {}
+    namespace = ""
+    for i, line in enumerate(lines):
+        if match := _NAMESPACE.match(line):
+            namespace = match.group(1)
+        elif line == "}":
+            namespace = ""
+        elif match := _ACTION_NAME.match(line):
+            key = (f"{namespace}::Action" if namespace else "Action", _unquote(match.group(2)))
+            context = _members(lines, i + 1, match.group(1) + "  ").get("context")
+            record = _record_in(lines, context, namespace, types.declared) if context else None
+            if record is None:
+                continue
+            members = _members(lines, record[0], record[1])
+            lictor = members.pop(CONTEXT_KEY, None)
+            if lictor is not None and _plain_members(lines, members, record[2], types, 0):
+                found.add(key)
+                edits[lictor[0]] = [_OPTIONAL.sub(r"\1lictor?: ", lines[lictor[0]], count=1)]
+    optional = "\n".join(new for i, line in enumerate(lines) for new in edits.get(i, [line]))
+    return frozenset(found), cedarpy.Schema.from_str(optional)
+
+
+_OPTIONAL = re.compile(r'^( *)"?lictor"?\??: ')
+
+
+@dataclass(frozen=True)
+class _Types:
+    declared: dict[TypeKey, int]  # common types: where each is declared
+    entities: frozenset[str]  # entity types' names, without their namespaces
+
+
+_ENTITY = re.compile(r" *entity (\S+?)[ ;{]")
+
+
+def _entity_names(lines: list[str]) -> frozenset[str]:
+    return frozenset(m.group(1) for line in lines if (m := _ENTITY.match(line)))
+
+
+def _plain_members(
+    lines: list[str], members: dict[str, Member], namespace: str, types: _Types, depth: int
+) -> bool:
+    for name, (i, text) in members.items():
+        if name.startswith("__") or depth > _MAX_ALIASES:
+            return False
+        text = text.rstrip(",")
+        if _PLAIN.fullmatch(text) or _PLAIN_SET.fullmatch(text):
+            if _shadowed(text, types):
+                return False
+            continue
+        if text.rpartition("::")[2] in types.entities:
+            return False  # an entity type (or a name an entity type shares): never plain
+        record = _record_in(lines, (i, text), namespace, types.declared)
+        if record is None:
+            return False
+        inner = _members(lines, record[0], record[1])
+        if not _plain_members(lines, inner, record[2], types, depth + 1):
+            return False
+    return True
+
+
+def _shadowed(text: str, types: _Types) -> bool:
+    """Whether a primitive's name in ``text`` is also a declared type's."""
+    name = text.removeprefix("Set<").removesuffix(">")
+    declared = {base for _, base in types.declared}
+    return "::" not in name and (name in declared or name in types.entities)
+
+
 Member = tuple[int, str]  # the line a member is declared on, and its type text
 
 
@@ -349,6 +444,15 @@ def _record(
 ) -> tuple[int, str] | None:
     """Where the record a member's type names starts (first member line, indent),
     following type aliases; None if it is not a record."""
+    found = _record_in(lines, member, namespace, declared)
+    return None if found is None else found[:2]
+
+
+def _record_in(
+    lines: list[str], member: Member | None, namespace: str, declared: dict[TypeKey, int]
+) -> tuple[int, str, str] | None:
+    """`_record`, and the namespace the record is declared in (where its members'
+    type names are looked up)."""
     if member is None:
         return None
     i, text = member
@@ -356,9 +460,9 @@ def _record(
     for _ in range(_MAX_ALIASES):
         text = text.rstrip(";,")
         if text == "{":
-            return i + 1, indent
+            return i + 1, indent, namespace
         if _EMPTY_RECORD.fullmatch(text):
-            return len(lines), indent
+            return len(lines), indent, namespace
         try:
             key = _resolve(namespace, text, declared)
         except ValueError:
