@@ -43,6 +43,10 @@ by shared object (the interpreter, cedarpy, SQLite, the kernel...), beside the
 reference's: two servers that call the same libraries differ only where their
 own code runs.
 
+``--policy FILE`` runs every target but Cerbos with another policy in place of
+the reference's three rules (``bench/reference/reads-context.cedar`` reads
+``context.lictor``, which those rules do not: ADR 25).
+
 Run: ``.venv/bin/python bench/http_bench.py [--rounds 3] [--seconds 8]``;
 ``--quick`` for a smoke run (1 round of 2 s); ``--compare DIR`` also runs the
 Lictor of another checkout (``git worktree add DIR REV``) in the same rounds.
@@ -204,10 +208,11 @@ def data_dir(workdir: Path, name: str) -> Path:
 
 
 def start_lictor(
-    workdir: Path, tree: Path = REPO, name: str = "lictor", workers: int = 1
+    workdir: Path, tree: Path = REPO, name: str = "lictor", workers: int = 1, source: Path = DATA
 ) -> Target:
     """`lictor serve` from ``tree`` (this checkout, or another commit's), loaded with
-    the reference's policy, schema and entities; ``workers`` processes."""
+    the policy, schema and entities in ``source`` (the reference's); ``workers``
+    processes."""
     port, data = free_port(), data_dir(workdir, name)
     argv = [sys.executable, "-m", "lictor.cli.main", "serve", "--data-dir", str(data)]
     argv += ["--workers", str(workers)]
@@ -218,10 +223,11 @@ def start_lictor(
     policies = data.parent / f"{data.name}-policies"
     policies.mkdir()
     for file in ("schema.cedarschema", "tool.cedar"):
-        shutil.copy(DATA / file, policies / file)
+        shutil.copy(source / file, policies / file)
     version = _lictor("policy", "push", str(policies), url=url, credential=admin, tree=tree)
     version = version.split()[1]
-    _lictor("entity", "put", str(DATA / "entities.json"), url=url, credential=admin, tree=tree)
+    entities = str(source / "entities.json")
+    _lictor("entity", "put", entities, url=url, credential=admin, tree=tree)
     _lictor("policy", "activate", version, url=url, credential=admin, tree=tree)
     added = _lictor(
         "runtime", "add", "bench-rt", "--region", "eu-west-1", "--cluster", "c1",
@@ -236,23 +242,29 @@ def start_lictor(
 
 
 def start_reference(
-    workdir: Path, program: str = "reference.py", name: str = "reference"
+    workdir: Path, program: str = "reference.py", name: str = "reference", data: Path = DATA
 ) -> Target:
-    """The reference (or ``program``, in the same form) in one process."""
+    """The reference (or ``program``, in the same form) in one process, with the policy,
+    schema and entities in ``data``."""
     port = free_port()
     argv = [sys.executable, str(REFERENCE / program), "serve", str(port)]
     argv.append(str(workdir / f"{program}.db"))
-    process = _start(argv, REFERENCE, workdir / f"{program}.log", REF_TOKEN=TOKEN)
+    log = workdir / f"{program}.log"
+    process = _start(argv, REFERENCE, log, REF_TOKEN=TOKEN, REF_DATA=str(data))
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/")
     return _reference_target(name, url, [process])
 
 
 def start_reference_workers(
-    workdir: Path, workers: int = 2, program: str = "reference.py", name: str = "reference"
+    workdir: Path,
+    workers: int = 2,
+    program: str = "reference.py",
+    name: str = "reference",
+    data: Path = DATA,
 ) -> Target:
     """The reference (or ``program``, in the same form) as ``workers`` decision processes
-    feeding one log process."""
+    feeding one log process, with the policy, schema and entities in ``data``."""
     port, sock = free_port(), workdir / f"{program}.sock"
     script = str(REFERENCE / program)
     log = workdir / f"{program}-workers.log"
@@ -264,7 +276,7 @@ def start_reference_workers(
     started = [seq]
     for _ in range(workers):
         argv = [sys.executable, script, "worker", str(port), str(sock)]
-        started.append(_start(argv, REFERENCE, log, REF_TOKEN=TOKEN))
+        started.append(_start(argv, REFERENCE, log, REF_TOKEN=TOKEN, REF_DATA=str(data)))
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/")
     return _reference_target(f"{name}, {workers} workers", url, started)
@@ -274,6 +286,14 @@ def _reference_target(name: str, url: str, processes: list[subprocess.Popen[byte
     body = (DATA / "body.json").read_text().strip()
     auth = {"Authorization": f"Bearer {TOKEN}"}
     return Target(name, url + "/v1/executions", body, auth, 201, processes)
+
+
+def with_policy(workdir: Path, policy: Path) -> Path:
+    """A copy of the reference's data with ``policy`` in place of its rules."""
+    data = workdir / "data"
+    shutil.copytree(DATA, data)
+    shutil.copy(policy, data / "tool.cedar")
+    return data
 
 
 def start_cerbos(workdir: Path) -> Target | None:
@@ -357,6 +377,12 @@ def main() -> None:
         help="also run the lictor of DIR (a checkout of another commit, e.g. `git worktree add`)",
     )
     parser.add_argument("--perf", action="store_true", help="CPU by shared object, with perf")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="a Cedar file in place of the reference's three rules, for every target but Cerbos",
+    )
     args = parser.parse_args()
     rounds, seconds = (1, 2.0) if args.quick else (args.rounds, args.seconds)
     if shutil.which("wrk") is None:
@@ -366,16 +392,20 @@ def main() -> None:
         workdir = Path(tmp)
         targets: list[Target] = []
         try:
-            targets.append(start_lictor(workdir))
-            targets.append(start_lictor(workdir, name="lictor, 2 workers", workers=2))
+            data = DATA if args.policy is None else with_policy(workdir, args.policy)
+            targets.append(start_lictor(workdir, source=data))
+            targets.append(start_lictor(workdir, name="lictor, 2 workers", workers=2, source=data))
             if args.compare is not None:
-                targets.append(start_lictor(workdir, args.compare.resolve(), "lictor (compare)"))
-            targets.append(start_reference(workdir))
-            targets.append(start_reference(workdir, "decision_floor.py", FLOOR))
-            targets.append(start_reference_workers(workdir))
-            targets.append(start_reference_workers(workdir, 2, "decision_floor.py", FLOOR))
-            cerbos = start_cerbos(workdir)
-            if cerbos is None:
+                tree = args.compare.resolve()
+                targets.append(start_lictor(workdir, tree, "lictor (compare)", source=data))
+            targets.append(start_reference(workdir, data=data))
+            targets.append(start_reference(workdir, "decision_floor.py", FLOOR, data))
+            targets.append(start_reference_workers(workdir, data=data))
+            targets.append(start_reference_workers(workdir, 2, "decision_floor.py", FLOOR, data))
+            cerbos = start_cerbos(workdir) if args.policy is None else None
+            if args.policy is not None:
+                print(f"policy: {args.policy} (cerbos left out: its rules are the reference's)")
+            elif cerbos is None:
                 print(f"cerbos: not installed (run npm install in {CERBOS})")
             else:
                 targets.append(cerbos)

@@ -25,8 +25,10 @@ Guarantees of `decide`:
   `lictor.core.policy_schema.plain_contexts`) has only the caller's part
   checked, against the schema with ``context.lictor`` optional, and is
   evaluated without a schema: once checked, such JSON reads the same either
-  way. A caller's part that fails the check goes the whole way through the
-  merged schema, so its error is the one Cedar gives there (ADR 25).
+  way. Cedar is then given only the parts of ``context.lictor`` the action's
+  slice could read (`lictor.core.slicing.lictor_parts`; none: no record). A
+  caller's part that fails the check goes the whole way through the merged
+  schema, so its error is the one Cedar gives there (ADR 25).
 - Same policy version, entity version and request give the same `Decision`:
   ``reasons`` (the determining policy ids) and ``errors`` are sorted.
 - Only the slice of policies about the request's action is evaluated; the
@@ -89,6 +91,7 @@ from lictor.core.policy_schema import (
     CONTEXT_KEY,
     LICTOR_CONTEXT_SCHEMA,
     LICTOR_CONTEXT_SCHEMA_JSON,
+    LICTOR_PARTS,
     NO_RUNTIME,
     LineageFacts,
     RuntimeFacts,
@@ -217,7 +220,11 @@ def _decide(
         return _deny(policy, entities, ReasonCode.INVALID_ENTITIES, message)
     refs = _refs(request)
     callers = _plain(policy, request.action)
-    caller, record = _context_parts(request, policy.arguments, extension_form=bool(callers))
+    parts = None
+    if callers is not None:  # a slice that could read all of context.lictor: no subset
+        parts = policy.slices.lictor_parts((request.action.type, request.action.id))
+        parts = LICTOR_PARTS if parts is None else parts
+    caller, record = _context_parts(request, policy.arguments, parts)
     if extra:
         try:
             entities = entities.with_added(extra, policy)
@@ -233,7 +240,7 @@ def _decide(
         answer = _cedar_answer({**refs, "context": context}, policies, handle, None)
     else:
         if callers is not None:  # the record was written for Cedar without the schema
-            record = _record_json(request, extension_form=False)
+            record = _record_json(request, None)
         context = _with_record(caller, record)
         answer = _cedar_answer({**refs, "context": context}, policies, handle, policy.schema)
     return _from_answer(answer, policy, entities)
@@ -330,35 +337,36 @@ def _refs(request: DecisionRequest) -> dict[str, object]:
 def _context_json(
     request: DecisionRequest, arguments: Mapping[tuple[str, str], frozenset[str] | None]
 ) -> str:
-    return _with_record(*_context_parts(request, arguments, extension_form=False))
+    return _with_record(*_context_parts(request, arguments, None))
 
 
 def _context_parts(
     request: DecisionRequest,
     arguments: Mapping[tuple[str, str], frozenset[str] | None],
-    *,
-    extension_form: bool,
+    parts: frozenset[str] | None,
 ) -> tuple[str, str]:
-    """The caller's part of the context and ``context.lictor``, each as JSON text."""
+    """The caller's part of the context and ``context.lictor`` (whole, for the schema;
+    or ``parts`` of it, see `lictor_context_json`), each as JSON text."""
     context = request.context
     if not isinstance(context, Mapping) or not all(isinstance(k, str) for k in context):
         raise InvalidRequestError("context must be a JSON object")
     if CONTEXT_KEY in context:
         raise InvalidRequestError(f"context.{CONTEXT_KEY} is reserved for Lictor")
     context = declared_arguments(context, (request.action.type, request.action.id), arguments)
-    record = _record_json(request, extension_form=extension_form)
+    record = _record_json(request, parts)
     return (_object_json(context) if context else "{}"), record
 
 
-def _record_json(request: DecisionRequest, *, extension_form: bool) -> str:
+def _record_json(request: DecisionRequest, parts: frozenset[str] | None) -> str:
     lineage = request.lineage or LineageFacts.root(request.principal)
-    return lictor_context_json(
-        request.runtime, lineage, request.now_ms, extension_form=extension_form
-    )
+    return lictor_context_json(request.runtime, lineage, request.now_ms, parts=parts)
 
 
 def _with_record(caller: str, record: str) -> str:
-    """The caller's context (an object's JSON text) with ``context.lictor`` added."""
+    """The caller's context (an object's JSON text) with ``context.lictor`` added (none
+    when ``record`` is empty)."""
+    if not record:
+        return caller
     if caller == "{}":
         return f'{{"{CONTEXT_KEY}":{record}}}'
     return f'{caller[:-1]},"{CONTEXT_KEY}":{record}}}'

@@ -147,23 +147,40 @@ def lictor_context(runtime: RuntimeFacts, lineage: LineageFacts, now_ms: int) ->
     }
 
 
+LICTOR_PARTS = frozenset({"runtime", "lineage", "time"})
+
+
 def lictor_context_json(
-    runtime: RuntimeFacts, lineage: LineageFacts, now_ms: int, *, extension_form: bool = False
+    runtime: RuntimeFacts,
+    lineage: LineageFacts,
+    now_ms: int,
+    *,
+    parts: frozenset[str] | None = None,
 ) -> str:
     """`lictor_context`'s record as JSON text. Decisions come many to a runtime and to a
     tree: the runtime's and the lineage's parts are written once for each distinct set
     of facts (checked as `lictor_context` checks them), the time at each call.
 
-    ``extension_form``: ``now`` as Cedar's ``{"__extn": ...}`` escape, for a request
-    evaluated without the schema (which otherwise reads the text as a ``datetime``)."""
+    ``parts``: for Cedar asked without the schema, only these parts of the record
+    (of `LICTOR_PARTS`; none: ``""``, no record at all), and ``now`` as Cedar's
+    ``{"__extn": ...}`` escape (the schema otherwise reads the text as a
+    ``datetime``). Every fact is checked either way."""
     now_ms = check_time_ms(now_ms, "now_ms")
     runtime_part = _written(_runtime_json, _runtime_text, runtime)
     lineage_part = _written(_lineage_json, _lineage_text, lineage)
     now = f'"{_datetime(now_ms)}"'
-    if extension_form:
-        now = f'{{"__extn":{{"fn":"datetime","arg":{now}}}}}'
-    time_part = f'{{"epoch_ms":{now_ms},"now":{now}}}'
-    return f'{{"runtime":{runtime_part},"lineage":{lineage_part},"time":{time_part}}}'
+    if parts is None:
+        time_part = f'{{"epoch_ms":{now_ms},"now":{now}}}'
+        return f'{{"runtime":{runtime_part},"lineage":{lineage_part},"time":{time_part}}}'
+    written = []
+    if "runtime" in parts:
+        written.append(f'"runtime":{runtime_part}')
+    if "lineage" in parts:
+        written.append(f'"lineage":{lineage_part}')
+    if "time" in parts:
+        escaped = f'{{"__extn":{{"fn":"datetime","arg":{now}}}}}'
+        written.append(f'"time":{{"epoch_ms":{now_ms},"now":{escaped}}}')
+    return f"{{{','.join(written)}}}" if written else ""
 
 
 def _written(cached: Callable[[Facts], str], write: Callable[[Facts], str], facts: Facts) -> str:

@@ -22,7 +22,9 @@ whole set. Why it holds:
 Each slice also says whether any of its policies could read the time Lictor
 puts in the context (`reads_time`): a slice that cannot gives the same answer
 to the same request at any moment, so a renewal of an execution whose other
-inputs did not change need not ask Cedar again (ADR 21).
+inputs did not change need not ask Cedar again (ADR 21). And it says which
+parts of ``context.lictor`` its policies could read at all (`lictor_parts`):
+Cedar asked without the schema is given only those (ADR 25).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass
 import cedarpy
 from cedarpy import pst
 
-from lictor.core.policy_schema import CONTEXT_KEY
+from lictor.core.policy_schema import CONTEXT_KEY, LICTOR_PARTS
 
 ActionKey = tuple[str, str]
 """An action as ``(type, id)``, e.g. ``("Action", "deploy")``."""
@@ -49,6 +51,8 @@ class Slices:
     members: Mapping[ActionKey, frozenset[str]]
     default: cedarpy.PolicySet
     timeless: frozenset[ActionKey] = frozenset()  # slices no policy of which reads the time
+    # per action, the parts of context.lictor its slice could read (absent: all of it)
+    parts: Mapping[ActionKey, frozenset[str]] = dataclasses.field(default_factory=dict)
 
     def for_action(self, action: ActionKey) -> cedarpy.PolicySet:
         return self.by_action.get(action, self.default)
@@ -58,6 +62,11 @@ class Slices:
         (an action the schema does not declare: its request fails before any policy
         runs, so no answer for it is reused)."""
         return action not in self.timeless
+
+    def lictor_parts(self, action: ActionKey) -> frozenset[str] | None:
+        """The parts of ``context.lictor`` (``runtime``, ``lineage``, ``time``) a policy
+        of ``action``'s slice could read; None: the record as a whole."""
+        return self.parts.get(action)
 
 
 def build_policy_set(policies: Mapping[str, pst.Template]) -> cedarpy.PolicySet:
@@ -101,7 +110,42 @@ def build_slices(
     by_action = {action: handles[ids] for action, ids in members.items()}
     timed = {pid for pid, p in policies.items() if reads_time(p)}
     timeless = frozenset(action for action, ids in members.items() if timed.isdisjoint(ids))
-    return Slices(by_action, members, handles[unconstrained], timeless)
+    read = {pid: lictor_parts(p) for pid, p in policies.items()}
+    parts = {action: _union(read[pid] for pid in ids) for action, ids in members.items()}
+    known = {action: found for action, found in parts.items() if found is not None}
+    return Slices(by_action, members, handles[unconstrained], timeless, known)
+
+
+def _union(parts: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    found: set[str] = set()
+    for part in parts:
+        if part is None:
+            return None
+        found |= part
+    return frozenset(found)
+
+
+def lictor_parts(policy: pst.Template) -> frozenset[str] | None:
+    """The parts of ``context.lictor`` (``runtime``, ``lineage``, ``time``) that
+    ``policy``'s conditions could read, or None when they could read the record as a
+    whole: the whole ``context``, ``context.lictor`` itself (``context has lictor``
+    included), or an attribute of it Lictor does not write."""
+    found: set[str] = set()
+    pending: list[object] = [clause.expr for clause in policy.clauses]
+    while pending:
+        node = pending.pop()
+        path = _context_path(node)
+        if path is not None:  # an access into the context; nothing else below it
+            if path[:1] != (CONTEXT_KEY,):
+                continue  # the caller's part
+            if len(path) < 2 or path[1] not in LICTOR_PARTS:
+                return None
+            found.add(path[1])
+            continue
+        if isinstance(node, pst.Var) and node.name == "context":
+            return None
+        pending.extend(_children(node))
+    return frozenset(found)
 
 
 # What `context.lictor` holds besides the time (`lictor.core.policy_schema.lictor_context`)

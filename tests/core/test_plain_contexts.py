@@ -4,6 +4,7 @@ the same decisions, reasons and errors as through the merged schema, always."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import cedarpy
@@ -173,27 +174,38 @@ action invoke appliesTo { principal: Agent, resource: Tool, context: { who: Who 
 def test_a_plain_action_is_evaluated_without_the_schema(
     compiled: tuple[CompiledPolicy, CompiledEntities], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """With only the parts of ``context.lictor`` its slice could read (none: no record)."""
     policy, entities = compiled
-    asked: list[Any] = []
+    asked: list[tuple[Any, dict[str, Any]]] = []
     direct = policy_module._DIRECT
-    assert direct is not None
+    assert direct is not None and policy.callers is not None
 
     def spy(request: Any, policies: Any, handle: Any, schema: Any, verbose: bool) -> Any:
-        asked.append(schema)
+        asked.append((schema, json.loads(request["context"])))
         return direct(request, policies, handle, schema, verbose)
 
     monkeypatch.setattr(policy_module, "_DIRECT", spy)
     plain = request("invoke")
     assert decide(policy, plain, entities).allowed
-    assert policy.callers is not None
-    assert asked == [policy.callers.schema, None]  # the caller's part, then the decision
+    assert [schema for schema, _ in asked] == [policy.callers.schema, None]  # check, decide
+    assert asked[0][1] == {}  # the caller's part alone
+    evaluated = asked[1][1]["lictor"]
+    assert set(evaluated) == {"runtime", "time"}  # what invoke-in-eu reads
+    assert evaluated["time"]["now"] == {
+        "__extn": {"fn": "datetime", "arg": "2023-11-14T22:13:20.123Z"}
+    }
     asked.clear()
     assert decide(policy, plain, entities).allowed
-    assert asked == [None]  # the check is kept
+    assert [schema for schema, _ in asked] == [None]  # the check is kept
+    asked.clear()
+    tagged = request("aliased", {"tags": ["a"], "inner": {"ok": True}})
+    assert decide(policy, tagged, entities).allowed
+    assert asked[-1] == (None, {"tags": ["a"], "inner": {"ok": True}})  # no record read
     asked.clear()
     stamped = request("stamped", {"stamp": {"at": "2030-01-01"}})
     assert decide(policy, stamped, entities).allowed
-    assert asked == [policy.schema]
+    assert [schema for schema, _ in asked] == [policy.schema]
+    assert set(asked[0][1]["lictor"]) == {"runtime", "lineage", "time"}
 
 
 def test_a_caller_part_the_schema_refuses_gets_cedars_error_in_full(

@@ -21,7 +21,7 @@ from lictor.core.policy import (
     validate,
 )
 from lictor.core.policy_schema import NO_RUNTIME, lictor_context
-from lictor.core.slicing import reads_time
+from lictor.core.slicing import lictor_parts, reads_time
 
 CTX = "context: { n: Long, flag: Bool }"
 SCHEMA = f"""\
@@ -257,3 +257,48 @@ def test_a_slice_reads_the_time_if_any_of_its_policies_does() -> None:
     assert not compiled.reads_time(EntityRef("Action", "b"))  # no policy applies
     assert not compiled.reads_time(EntityRef("Action", "d"))  # in grp: only the lineage
     assert compiled.reads_time(EntityRef("Action", "nope"))  # undeclared: never reused
+
+
+# -- which parts of context.lictor a slice could read ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "condition, parts",
+    [
+        ("principal.level > 1", set()),
+        ("context.n > 0", set()),  # the caller's part only
+        ('context.lictor.runtime.region == "eu"', {"runtime"}),
+        ('context.lictor["lineage"].depth < 2', {"lineage"}),
+        ("context.lictor.lineage has parent_id", {"lineage"}),
+        ("context.lictor has time", {"time"}),
+        ("context.lictor.time.epoch_ms > context.lictor.lineage.depth", {"time", "lineage"}),
+        ("context has lictor", None),  # the record itself
+        ("[context.lictor].isEmpty()", None),
+        ("context == {}", None),  # the whole context
+        ('{"a": context}.a has n', None),
+        ("if context.flag then context.lictor.lineage.depth > 0 else false", {"lineage"}),
+    ],
+)  # fmt: skip
+def test_the_parts_of_context_lictor_a_policy_could_read(
+    condition: str, parts: set[str] | None
+) -> None:
+    text = f"permit (principal, action, resource) when {{ {condition} }};"
+    template = cedarpy.policies_to_pst(text).static_policies["policy0"]
+    assert lictor_parts(template) == (None if parts is None else frozenset(parts))
+
+
+def test_a_slice_reads_what_any_of_its_policies_could() -> None:
+    policies = (
+        '@id("timed") permit (principal, action == Action::"a", resource)'
+        " when { context.lictor.time.epoch_ms > 0 };\n"
+        '@id("group") permit (principal, action in Action::"grp", resource)'
+        " when { context.lictor.lineage.depth == 0 };\n"
+        '@id("whole") forbid (principal, action == Action::"c", resource)'
+        " when { context has lictor };\n"
+    )
+    compiled = compile_policies(PolicySource.of({"p.cedar": policies}, "s.cedarschema", SCHEMA))
+    assert compiled.slices.lictor_parts(("Action", "a")) == {"time"}
+    assert compiled.slices.lictor_parts(("Action", "b")) == frozenset()  # no policy applies
+    assert compiled.slices.lictor_parts(("Action", "d")) == {"lineage"}  # in grp
+    assert compiled.slices.lictor_parts(("Action", "c")) is None
+    assert compiled.slices.lictor_parts(("Action", "nope")) is None  # undeclared
