@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
@@ -333,6 +333,18 @@ def argument_names(schema: cedarpy.Schema) -> dict[tuple[str, str], frozenset[st
     lines = str(schema).splitlines()
     declared = _type_declarations(lines)
     found: dict[tuple[str, str], frozenset[str] | None] = {}
+    for key, context, namespace in _action_contexts(lines):
+        record = _record(lines, context, namespace, declared)
+        value = None if record is None else _members(lines, *record).get(ARGUMENTS)
+        arguments = _record(lines, value, namespace, declared) if value else None
+        if value is not None:
+            found[key] = None if arguments is None else frozenset(_members(lines, *arguments))
+    return found
+
+
+def _action_contexts(lines: list[str]) -> Iterator[tuple[tuple[str, str], Member | None, str]]:
+    """Each action of a rendered schema: its key, its ``context`` member (None when it
+    declares none) and the namespace it is declared in."""
     namespace = ""
     for i, line in enumerate(lines):
         if match := _NAMESPACE.match(line):
@@ -341,13 +353,7 @@ def argument_names(schema: cedarpy.Schema) -> dict[tuple[str, str], frozenset[st
             namespace = ""
         elif match := _ACTION_NAME.match(line):
             key = (f"{namespace}::Action" if namespace else "Action", _unquote(match.group(2)))
-            context = _members(lines, i + 1, match.group(1) + "  ").get("context")
-            record = _record(lines, context, namespace, declared)
-            value = None if record is None else _members(lines, *record).get(ARGUMENTS)
-            arguments = _record(lines, value, namespace, declared) if value else None
-            if value is not None:
-                found[key] = None if arguments is None else frozenset(_members(lines, *arguments))
-    return found
+            yield key, _members(lines, i + 1, match.group(1) + "  ").get("context"), namespace
 
 
 _PLAIN = re.compile(r"(?:__cedar::)?(?:String|Long|Bool)")
@@ -371,23 +377,15 @@ def plain_contexts(schema: cedarpy.Schema) -> tuple[frozenset[tuple[str, str]], 
     types = _Types(_type_declarations(lines), _entity_names(lines))
     found: set[tuple[str, str]] = set()
     edits: Edits = {}
-    namespace = ""
-    for i, line in enumerate(lines):
-        if match := _NAMESPACE.match(line):
-            namespace = match.group(1)
-        elif line == "}":
-            namespace = ""
-        elif match := _ACTION_NAME.match(line):
-            key = (f"{namespace}::Action" if namespace else "Action", _unquote(match.group(2)))
-            context = _members(lines, i + 1, match.group(1) + "  ").get("context")
-            record = _record_in(lines, context, namespace, types.declared) if context else None
-            if record is None:
-                continue
-            members = _members(lines, record[0], record[1])
-            lictor = members.pop(CONTEXT_KEY, None)
-            if lictor is not None and _plain_members(lines, members, record[2], types, 0):
-                found.add(key)
-                edits[lictor[0]] = [_OPTIONAL.sub(r"\1lictor?: ", lines[lictor[0]], count=1)]
+    for key, context, namespace in _action_contexts(lines):
+        record = _record_in(lines, context, namespace, types.declared)
+        if record is None:
+            continue
+        members = _members(lines, record[0], record[1])
+        lictor = members.pop(CONTEXT_KEY, None)
+        if lictor is not None and _plain_members(lines, members, record[2], types, 0):
+            found.add(key)
+            edits[lictor[0]] = [_OPTIONAL.sub(r"\1lictor?: ", lines[lictor[0]], count=1)]
     optional = "\n".join(new for i, line in enumerate(lines) for new in edits.get(i, [line]))
     return frozenset(found), cedarpy.Schema.from_str(optional)
 
