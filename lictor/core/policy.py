@@ -220,10 +220,7 @@ def _decide(
         return _deny(policy, entities, ReasonCode.INVALID_ENTITIES, message)
     refs = _refs(request)
     callers = _plain(policy, request.action)
-    parts = None
-    if callers is not None:  # a slice that could read all of context.lictor: no subset
-        parts = policy.slices.lictor_parts((request.action.type, request.action.id))
-        parts = LICTOR_PARTS if parts is None else parts
+    parts = _parts_read(policy, request.action) if callers is not None else None
     caller, record = _context_parts(request, policy.arguments, parts)
     if extra:
         try:
@@ -234,15 +231,13 @@ def _decide(
         message = f"principal {request.principal} is not in the entity set"
         return _deny(policy, entities, ReasonCode.UNKNOWN_PRINCIPAL, message)
     policies = policy.slice_for(request.action) if sliced else policy.policy_set
-    handle = entities.handle
-    if callers is not None and _caller_checked(callers, request, refs, caller):
-        context = _with_record(caller, record)
-        answer = _cedar_answer({**refs, "context": context}, policies, handle, None)
-    else:
-        if callers is not None:  # the record was written for Cedar without the schema
+    schema: cedarpy.Schema | None = None
+    if callers is None or not _caller_checked(callers, request, refs, caller):
+        schema = policy.schema
+        if parts is not None:  # the record was written for Cedar without the schema
             record = _record_json(request, None)
-        context = _with_record(caller, record)
-        answer = _cedar_answer({**refs, "context": context}, policies, handle, policy.schema)
+    context = _with_record(caller, record)
+    answer = _cedar_answer({**refs, "context": context}, policies, entities.handle, schema)
     return _from_answer(answer, policy, entities)
 
 
@@ -255,12 +250,19 @@ def _plain(policy: CompiledPolicy, action: EntityRef) -> CallerContexts | None:
     return callers if (action.type, action.id) in callers.actions else None
 
 
+def _parts_read(policy: CompiledPolicy, action: EntityRef) -> frozenset[str]:
+    """The parts of ``context.lictor`` a policy of ``action``'s slice could read (all of
+    them when one could read the record as a whole)."""
+    parts = policy.slices.lictor_parts((action.type, action.id))
+    return LICTOR_PARTS if parts is None else parts
+
+
 def _caller_checked(
     callers: CallerContexts, request: DecisionRequest, refs: dict[str, object], caller: str
 ) -> bool:
-    """Whether the user's schema takes the request with the caller's part of the context
-    (its principal's and resource's types, its action, that context): asked of Cedar
-    with no policies and no entities, kept by `CallerContexts`."""
+    """Whether the schema with ``context.lictor`` optional takes the request with the
+    caller's part of the context: asked of Cedar with no policies and no entities, the
+    answer kept by `CallerContexts`."""
     p, a, r = request.principal, request.action, request.resource
     key = (p.type, p.id, a.type, a.id, r.type, r.id, caller)
     found = callers.checked.get(key)
