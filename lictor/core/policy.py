@@ -318,13 +318,6 @@ def _cedar_answer(
     return str(answer["decision"]), tuple(sorted(reasons)), tuple(sorted(errors))
 
 
-def _cedar_request(
-    request: DecisionRequest, arguments: Mapping[tuple[str, str], frozenset[str] | None]
-) -> dict[str, object]:
-    """The request Cedar is asked through the merged schema."""
-    return {**_refs(request), "context": _context_json(request, arguments)}
-
-
 def _refs(request: DecisionRequest) -> dict[str, object]:
     refs = (request.principal, request.action, request.resource)
     if not all(isinstance(ref, EntityRef) for ref in refs):
@@ -334,12 +327,6 @@ def _refs(request: DecisionRequest) -> dict[str, object]:
         "action": request.action.to_json(),
         "resource": request.resource.to_json(),
     }
-
-
-def _context_json(
-    request: DecisionRequest, arguments: Mapping[tuple[str, str], frozenset[str] | None]
-) -> str:
-    return _with_record(*_context_parts(request, arguments, None))
 
 
 def _context_parts(

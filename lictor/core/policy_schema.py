@@ -374,7 +374,9 @@ def plain_contexts(schema: cedarpy.Schema) -> tuple[frozenset[tuple[str, str]], 
     left out. Raises `ValueError` on an unreadable rendering.
     """
     lines = str(schema).splitlines()
-    types = _Types(_type_declarations(lines), _entity_names(lines))
+    declared = _type_declarations(lines)
+    entities = _entity_names(lines)
+    types = _Types(declared, entities, entities | {name for _, name in declared})
     found: set[tuple[str, str]] = set()
     edits: Edits = {}
     for key, context, namespace in _action_contexts(lines):
@@ -397,6 +399,7 @@ _OPTIONAL = re.compile(r'^( *)"?lictor"?\??: ')
 class _Types:
     declared: dict[TypeKey, int]  # common types: where each is declared
     entities: frozenset[str]  # entity types' names, without their namespaces
+    names: frozenset[str]  # both kinds', without their namespaces
 
 
 _ENTITY = re.compile(r" *entity (\S+?)[ ;{]")
@@ -414,8 +417,8 @@ def _plain_members(
             return False
         text = text.rstrip(",")
         if _PLAIN.fullmatch(text) or _PLAIN_SET.fullmatch(text):
-            if _shadowed(text, types):
-                return False
+            if text.removeprefix("Set<").removesuffix(">") in types.names:
+                return False  # a primitive's name that a declared type shares
             continue
         if text.rpartition("::")[2] in types.entities:
             return False  # an entity type (or a name an entity type shares): never plain
@@ -426,13 +429,6 @@ def _plain_members(
         if not _plain_members(lines, inner, record[2], types, depth + 1):
             return False
     return True
-
-
-def _shadowed(text: str, types: _Types) -> bool:
-    """Whether a primitive's name in ``text`` is also a declared type's."""
-    name = text.removeprefix("Set<").removesuffix(">")
-    declared = {base for _, base in types.declared}
-    return "::" not in name and (name in declared or name in types.entities)
 
 
 Member = tuple[int, str]  # the line a member is declared on, and its type text

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import cedarpy
@@ -131,25 +131,19 @@ def lictor_parts(policy: pst.Template) -> frozenset[str] | None:
     whole: the whole ``context``, ``context.lictor`` itself (``context has lictor``
     included), or an attribute of it Lictor does not write."""
     found: set[str] = set()
-    pending: list[object] = [clause.expr for clause in policy.clauses]
-    while pending:
-        node = pending.pop()
-        path = _context_path(node)
-        if path is not None:  # an access into the context; nothing else below it
-            if path[:1] != (CONTEXT_KEY,):
-                continue  # the caller's part
-            if len(path) < 2 or path[1] not in LICTOR_PARTS:
-                return None
-            found.add(path[1])
-            continue
-        if isinstance(node, pst.Var) and node.name == "context":
+    for _, path in _context_reads(policy):
+        if path is None:
             return None
-        pending.extend(_children(node))
+        if path[:1] != (CONTEXT_KEY,):
+            continue  # the caller's part
+        if len(path) < 2 or path[1] not in LICTOR_PARTS:
+            return None
+        found.add(path[1])
     return frozenset(found)
 
 
 # What `context.lictor` holds besides the time (`lictor.core.policy_schema.lictor_context`)
-_NOT_TIME = frozenset({"runtime", "lineage"})
+_NOT_TIME = LICTOR_PARTS - {"time"}
 
 
 def reads_time(policy: pst.Template) -> bool:
@@ -157,18 +151,22 @@ def reads_time(policy: pst.Template) -> bool:
     ``context``, or ``context.lictor``, other than through one of its other parts
     (``context.x``, ``context.lictor.runtime...``, ``context has lictor``).
     Conservative: ``context.lictor has time`` counts as reading it."""
+    return any(path is None or _into_time(node, path) for node, path in _context_reads(policy))
+
+
+def _context_reads(policy: pst.Template) -> Iterator[tuple[object, tuple[str, ...] | None]]:
+    """Each place ``policy``'s conditions read the context: the syntax node, and the
+    attributes it reads into the context (None: the whole context)."""
     pending: list[object] = [clause.expr for clause in policy.clauses]
     while pending:
         node = pending.pop()
         path = _context_path(node)
         if path is not None:  # an access into the context; nothing else below it
-            if _into_time(node, path):
-                return True
-            continue
-        if isinstance(node, pst.Var) and node.name == "context":
-            return True  # the whole context, time and all
-        pending.extend(_children(node))
-    return False
+            yield node, path
+        elif isinstance(node, pst.Var) and node.name == "context":
+            yield node, None  # the whole context
+        else:
+            pending.extend(_children(node))
 
 
 def _into_time(node: object, path: tuple[str, ...]) -> bool:

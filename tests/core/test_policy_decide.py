@@ -477,6 +477,12 @@ JSON_VALUES = st.recursive(
 
 
 @settings(max_examples=200, deadline=None)
+def schema_request(request: DecisionRequest, arguments: Any) -> dict[str, object]:
+    """The request `decide` asks Cedar through the merged schema: the whole record."""
+    caller, record = policy_module._context_parts(request, arguments, None)
+    return {**policy_module._refs(request), "context": policy_module._with_record(caller, record)}
+
+
 @given(
     context=st.dictionaries(st.text().filter(lambda k: k not in ("lictor", ARGUMENTS)), JSON_VALUES)
 )
@@ -484,7 +490,7 @@ def test_cedar_reads_the_context_given(context: dict[str, Any]) -> None:
     """(``arguments`` the action's schema does not declare are dropped first: that is
     tests/core/test_arguments.py's.)"""
     request = plain_request(context=context, runtime=EU)
-    given = json.loads(policy_module._context_json(request, {}))
+    given = json.loads(schema_request(request, {})["context"])
     lineage = LineageFacts.root(request.principal)
     assert given.pop("lictor") == lictor_context(EU, lineage, NOW)
     assert given == json.loads(json.dumps(context))
@@ -525,7 +531,7 @@ def test_the_extension_called_directly_answers_as_cedarpys_api(
     exactly as through cedarpy's public API."""
     compiled, entities = plain
     request = plain_request(principal=principal, action=action, resource=resource, context=context)
-    cedar = policy_module._cedar_request(request, compiled.arguments)
+    cedar = schema_request(request, compiled.arguments)
     args = (cedar, compiled.policy_set, entities.handle, compiled.schema)
     assert policy_module._DIRECT is not None  # this cedarpy has it: the direct way is tested
     direct = policy_module._cedar_answer(*args)
